@@ -1,0 +1,9 @@
+//! Concord's pure domain logic: identifiers, bearer tokens, parsed values and protocol rules.
+//!
+//! Architecture invariant: nothing here performs I/O, reads the clock or depends on an async
+//! runtime. Callers pass time in (`now`, unix seconds) and get values or messages back, which keeps
+//! every rule testable with plain data.
+
+pub mod email;
+pub mod id;
+pub mod token;

@@ -1,0 +1,1 @@
+//! The Concord server (being assembled; see ARCHITECTURE.md).

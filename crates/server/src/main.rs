@@ -1,0 +1,2 @@
+//! Entry point of the `concord` binary.
+fn main() {}

@@ -1,0 +1,171 @@
+//! The accounts part of the contract: users, devices, bearer tokens, magic links, workspaces.
+
+use concord_core::token::TokenHash;
+
+use crate::StoreResult;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    /// Lowercased; unique.
+    pub email: String,
+    /// Set for people who registered with a password (Verstak) or the bootstrap admin; unique.
+    pub username: Option<String>,
+    /// PHC string (Argon2id). `None` for people who only ever used magic links.
+    pub password_hash: Option<String>,
+    pub confirmed: bool,
+    pub blocked: bool,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+/// What a device is: a sign-in from a browser or app (Diaryx session, web session), or a client
+/// paired with a password (Verstak desktop), which is bound to a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Session,
+    Client,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Session => "session",
+            DeviceKind::Client => "client",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> DeviceKind {
+        if s == "client" { DeviceKind::Client } else { DeviceKind::Session }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub user_id: String,
+    pub kind: DeviceKind,
+    pub name: Option<String>,
+    /// The Verstak vault this client syncs; with the user id it scopes the operation log.
+    pub vault_id: Option<String>,
+    pub client_version: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub user_id: String,
+    pub kind: DeviceKind,
+    pub name: Option<String>,
+    pub vault_id: Option<String>,
+    pub client_version: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Which surface minted a token; it decides the token's spelling and lifetime, never its power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Diaryx session token (expires after `SESSION_EXPIRY_DAYS`).
+    Session,
+    /// Verstak device token (never expires; revoked with its device).
+    Device,
+    /// Web session cookie and the Verstak user API token.
+    Web,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Session => "session",
+            TokenKind::Device => "device",
+            TokenKind::Web => "web",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> TokenKind {
+        match s {
+            "device" => TokenKind::Device,
+            "web" => TokenKind::Web,
+            _ => TokenKind::Session,
+        }
+    }
+}
+
+/// Who a bearer token speaks for, resolved in one indexed lookup.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: UserRecord,
+    pub device: DeviceRecord,
+    pub token_kind: TokenKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRecord {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[async_trait::async_trait]
+pub trait AccountStore {
+    /// Creates the user, or updates password, admin flag and confirmation of the user with this
+    /// username. Used by the admin bootstrap at start.
+    async fn upsert_admin(&self, username: &str, email: &str, password_hash: &str, now: i64)
+    -> StoreResult<UserRecord>;
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+
+    /// Matches the username exactly or the email lowercased, as the Verstak client's login does.
+    async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserRecord>>;
+
+    /// Returns the user with this email, creating a confirmed one if none exists (magic-link sign
+    /// in proves the address).
+    async fn user_for_verified_email(&self, email: &str, now: i64) -> StoreResult<UserRecord>;
+
+    /// Stores a single-use magic link token (as a hash) for `email`.
+    async fn insert_magic_token(&self, hash: &TokenHash, email: &str, expires_at: i64, now: i64) -> StoreResult<()>;
+
+    /// Marks the token used and returns its email, if it exists, is unused and is unexpired. The
+    /// check and the marking happen in one statement, so a link works exactly once.
+    async fn consume_magic_token(&self, hash: &TokenHash, now: i64) -> StoreResult<Option<String>>;
+
+    /// How many magic tokens were issued for `email` since `since`, for per-email rate limits.
+    async fn count_magic_tokens_since(&self, email: &str, since: i64) -> StoreResult<i64>;
+
+    /// Creates a device and its bearer token in one transaction.
+    async fn create_device_with_token(
+        &self,
+        device: NewDevice,
+        token: &TokenHash,
+        token_kind: TokenKind,
+        expires_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<DeviceRecord>;
+
+    /// Resolves a token hash to its user and device. Expired tokens resolve to `None`; revoked
+    /// devices and blocked users are returned so the caller can answer precisely.
+    async fn authenticate(&self, hash: &TokenHash, now: i64) -> StoreResult<Option<Principal>>;
+
+    /// Records activity; callers throttle it so reads do not turn into writes on every request.
+    async fn touch_device(&self, device_id: &str, now: i64) -> StoreResult<()>;
+
+    /// Deletes one token (logout).
+    async fn delete_token(&self, hash: &TokenHash) -> StoreResult<()>;
+
+    /// Devices of a user, most recently seen first, revoked ones included.
+    async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;
+
+    /// Marks a device revoked and deletes its tokens, if it belongs to `user_id`. Returns whether
+    /// a device was revoked.
+    async fn revoke_device(&self, user_id: &str, device_id: &str, now: i64) -> StoreResult<bool>;
+
+    /// The user's workspace with this name, created if missing.
+    async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord>;
+
+    async fn workspaces_of(&self, user_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
+}

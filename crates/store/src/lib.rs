@@ -1,0 +1,28 @@
+//! Concord's storage contract and its backends.
+//!
+//! The contract is the [`Store`] trait, split into one sub-trait per area ([`AccountStore`], …) so
+//! that each area reads on one screen. Callers hold an `Arc<dyn Store>` and never learn which backend
+//! is behind it. Today that is [`sqlite::SqliteStore`]; a PostgreSQL backend implements the same
+//! traits and runs the same contract tests.
+//!
+//! Architecture invariant: this crate knows SQL and files, never HTTP or JSON. Times are unix
+//! seconds passed in by the caller, so every rule about expiry is decided by the caller's clock.
+
+mod accounts;
+mod error;
+pub mod sqlite;
+
+pub use accounts::{
+    AccountStore, DeviceKind, DeviceRecord, NewDevice, Principal, TokenKind, UserRecord, WorkspaceRecord,
+};
+pub use error::{StoreError, StoreResult};
+
+/// Everything Concord persists. Backends implement every sub-trait.
+#[async_trait::async_trait]
+pub trait Store: AccountStore + Send + Sync + 'static {
+    /// A round trip to the database, for health checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The highest applied migration; recorded so operators and health checks can see it.
+    async fn schema_version(&self) -> StoreResult<i64>;
+}
