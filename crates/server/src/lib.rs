@@ -1,1 +1,67 @@
-//! The Concord server (being assembled; see ARCHITECTURE.md).
+//! The Concord server: everything that knows HTTP, WebSocket, JSON and configuration.
+//!
+//! - [`config`]: settings and their layering.
+//! - [`app`]: shared state and the router with its middleware.
+//! - [`api`]: one module per wire surface.
+//! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
+//! - [`serve`]: the accept loop and graceful shutdown.
+//!
+//! Architecture invariant: only this crate serialises to the wire. `concord-core` and
+//! `concord-store` know nothing of HTTP.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod logging;
+pub mod serve;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use concord_store::StoreError;
+use concord_store::sqlite::SqliteStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create directory {path}: {source}")]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot open database {path}: {source}")]
+    Database { path: PathBuf, source: StoreError },
+}
+
+/// Prepares the data directory and opens the store: everything before the first request.
+pub async fn build(config: Config) -> Result<AppState, StartError> {
+    create_private_dir(&config.data_dir)?;
+    create_private_dir(&config.blob_dir())?;
+    if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    let store = SqliteStore::open(&config.database_path)
+        .await
+        .map_err(|source| StartError::Database { path: config.database_path.clone(), source })?;
+    Ok(AppState {
+        config: Arc::new(config),
+        store: Arc::new(store),
+        stats: Arc::default(),
+        started: Instant::now(),
+        shutdown: CancellationToken::new(),
+    })
+}
+
+/// Mode 0750: the data directory holds the database and every blob, so other users get nothing.
+fn create_private_dir(path: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+        .map_err(|source| StartError::Directory { path: path.to_owned(), source })
+}

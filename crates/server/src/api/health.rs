@@ -1,0 +1,90 @@
+//! Liveness, readiness and status endpoints of both reference servers.
+
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::clock;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { "Concord sync server" }))
+        .route("/health", get(|| async { "OK" }))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readiness))
+        .route("/api/v1/health", get(readiness))
+        .route("/api/status", get(status))
+}
+
+/// Set by CI or packagers at build time; "dev" for local builds.
+const BUILD_COMMIT: &str = match option_env!("CONCORD_BUILD_COMMIT") {
+    Some(commit) => commit,
+    None => "dev",
+};
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    version: &'static str,
+    build_commit: &'static str,
+    uptime_seconds: u64,
+    database_reachable: bool,
+    blob_storage_writable: bool,
+    schema_version: i64,
+    server_time: String,
+}
+
+/// 200 when the database answers and the blob directory takes a write, 503 otherwise, so a load
+/// balancer stops sending traffic to an instance that would fail writes.
+async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    let (database_reachable, schema_version) = match state.store.schema_version().await {
+        Ok(version) => (true, version),
+        Err(err) => {
+            tracing::warn!(error = %err, "health: database unreachable");
+            (false, 0)
+        }
+    };
+    let blob_storage_writable = probe_writable(&state.config.blob_dir()).await;
+    let ok = database_reachable && blob_storage_writable;
+    let body = Readiness {
+        status: if ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        build_commit: BUILD_COMMIT,
+        uptime_seconds: state.started.elapsed().as_secs(),
+        database_reachable,
+        blob_storage_writable,
+        schema_version,
+        server_time: clock::rfc3339(clock::now()),
+    };
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
+}
+
+/// Writes and removes a small file: the only honest test of "writable" (permissions, read-only
+/// mounts and full disks all show up here).
+async fn probe_writable(dir: &std::path::Path) -> bool {
+    let probe = dir.join(format!(".health-{}", uuid::Uuid::new_v4()));
+    let written = tokio::fs::write(&probe, b"ok").await;
+    let _ = tokio::fs::remove_file(&probe).await;
+    if let Err(err) = &written {
+        tracing::warn!(error = %err, dir = %dir.display(), "health: blob storage not writable");
+    }
+    written.is_ok()
+}
+
+async fn livez() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "server_time": clock::rfc3339(clock::now()), "status": "ok" }))
+}
+
+async fn status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "active_connections": state.stats.connections.load(Ordering::Relaxed),
+        "active_rooms": state.stats.rooms.load(Ordering::Relaxed),
+    }))
+}

@@ -1,0 +1,3 @@
+//! HTTP surfaces, one module per wire surface; each exposes `routes()` merged by [`crate::app::router`].
+
+pub mod health;

@@ -1,0 +1,116 @@
+//! Application state and the router: which routes exist and which middleware wraps them all.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse};
+use concord_store::Store;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::api;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::logging::redact_uri;
+
+/// JSON request bodies larger than this get 413 `request_too_large` (the Verstak limit). Routes
+/// that take larger bodies (blob uploads) set their own limit.
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// What every handler can reach. Cheap to clone: everything is behind an `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    /// Live WebSocket counts for `/api/status`, kept by the sync module.
+    pub stats: Arc<LiveStats>,
+    /// When the process started serving, for `uptime_seconds`.
+    pub started: Instant,
+    /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    pub connections: AtomicUsize,
+    pub rooms: AtomicUsize,
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The strict policy of the Verstak reference, on every response; pages add nothing inline.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(state.config.cors_origins.as_deref());
+    let routes = Router::new().merge(api::health::routes());
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                            tracing::info_span!("request", id, method = %req.method(), uri = %redact_uri(req.uri()))
+                        })
+                        .on_request(())
+                        .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
+                            tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "served");
+                        })
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+                .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(security_header(header::REFERRER_POLICY, "same-origin"))
+                .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+                .layer(cors),
+        )
+        .with_state(state)
+}
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+fn cors_layer(origins: Option<&[String]>) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE, header::IF_NONE_MATCH])
+        .expose_headers([header::RETRY_AFTER, header::ETAG, header::CONTENT_RANGE, header::CONTENT_DISPOSITION])
+        .max_age(Duration::from_secs(600));
+    match origins {
+        None => layer.allow_origin(Any),
+        // Config validation guarantees every origin is a valid header value.
+        Some(list) => layer.allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))),
+    }
+}
+
+/// JSON under `/api/` (clients parse it), a small page elsewhere (people read it).
+async fn not_found(uri: Uri) -> axum::response::Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::not_found("not found").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><h1>Not found</h1>")).into_response()
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+}

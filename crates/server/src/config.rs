@@ -1,0 +1,361 @@
+//! Settings: what can be configured, their defaults, and how the layers combine.
+//!
+//! Layers, lowest to highest: built-in defaults < config file (`--config`, TOML) < environment <
+//! command-line flags. clap merges the top two (a flag beats its environment variable); the file
+//! fills whatever both left unset; [`Config::resolve`] applies defaults and validates. An invalid
+//! value anywhere is a startup error naming the setting, never a silent fallback to the default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{Args, Parser, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "concord",
+    version,
+    about = "Concord: a self-hosted sync server for Yjs documents, operation logs and blobs."
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `smtp_host = "..."`).
+    #[arg(long, env = "CONCORD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Every setting, all optional, so that each layer can say "not set here". Value names default to
+/// the field names, which are the environment names, so clap's errors name what a deployer set.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Data directory: holds the database and `blobs/` [default: ./data]
+    #[arg(long, env = "CONCORD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Address to listen on; overrides HOST and PORT [default: 127.0.0.1:3030]
+    #[arg(long, env = "CONCORD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Interface to listen on; 0.0.0.0 exposes the server on every interface [default: 127.0.0.1]
+    #[arg(long, env = "HOST")]
+    pub host: Option<IpAddr>,
+
+    /// Port to listen on [default: 3030]
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+
+    /// SQLite database file [default: <data>/concord.db]
+    #[arg(long, env = "DATABASE_PATH")]
+    pub database_path: Option<PathBuf>,
+
+    /// Public URL of the web app that magic links point at [default: http://localhost:5173]
+    #[arg(long, env = "APP_BASE_URL")]
+    pub app_base_url: Option<String>,
+
+    /// Comma-separated browser origins allowed by CORS, or `*` [default: http://localhost:5173,http://localhost:1420]
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// SMTP server [default: smtp.resend.com]
+    #[arg(long, env = "SMTP_HOST")]
+    pub smtp_host: Option<String>,
+
+    /// SMTP port [default: 465]
+    #[arg(long, env = "SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+
+    /// SMTP user; mail is sent only when user and password are both set (otherwise dev mode)
+    #[arg(long, env = "SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<Secret>,
+
+    /// SMTP transport security [default: tls on port 465, starttls otherwise]
+    #[arg(long, env = "SMTP_SECURITY", value_enum)]
+    pub smtp_security: Option<SmtpSecurity>,
+
+    /// Sender address [default: noreply@diaryx.org]
+    #[arg(long, env = "SMTP_FROM_EMAIL")]
+    pub smtp_from_email: Option<String>,
+
+    /// Sender name [default: Diaryx]
+    #[arg(long, env = "SMTP_FROM_NAME")]
+    pub smtp_from_name: Option<String>,
+
+    /// Lifetime of a Diaryx session token, in days [default: 30]
+    #[arg(long, env = "SESSION_EXPIRY_DAYS")]
+    pub session_expiry_days: Option<u32>,
+
+    /// Lifetime of a magic link, in minutes [default: 15]
+    #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES")]
+    pub magic_link_expiry_minutes: Option<u32>,
+
+    /// Log format [default: text]
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Fills every setting left unset here from `lower`.
+    fn or(self, lower: Settings) -> Settings {
+        Settings {
+            data: self.data.or(lower.data),
+            listen: self.listen.or(lower.listen),
+            host: self.host.or(lower.host),
+            port: self.port.or(lower.port),
+            database_path: self.database_path.or(lower.database_path),
+            app_base_url: self.app_base_url.or(lower.app_base_url),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            smtp_host: self.smtp_host.or(lower.smtp_host),
+            smtp_port: self.smtp_port.or(lower.smtp_port),
+            smtp_username: self.smtp_username.or(lower.smtp_username),
+            smtp_password: self.smtp_password.or(lower.smtp_password),
+            smtp_security: self.smtp_security.or(lower.smtp_security),
+            smtp_from_email: self.smtp_from_email.or(lower.smtp_from_email),
+            smtp_from_name: self.smtp_from_name.or(lower.smtp_from_name),
+            session_expiry_days: self.session_expiry_days.or(lower.session_expiry_days),
+            magic_link_expiry_minutes: self.magic_link_expiry_minutes.or(lower.magic_link_expiry_minutes),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+}
+
+/// A secret setting. `Debug` and `Display` never show it, so it cannot leak through logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Implicit TLS from the first byte (SMTPS).
+    Tls,
+    /// Plain connection upgraded with STARTTLS, which is required.
+    Starttls,
+    /// No encryption; only for a relay on a trusted network, and only when asked for explicitly.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// Username and password; `None` means dev mode: no mail is sent and links are returned and logged.
+    pub credentials: Option<(String, Secret)>,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_path: PathBuf,
+    /// Without a trailing slash, so paths can be appended.
+    pub app_base_url: String,
+    /// `None` allows any origin (`*`).
+    pub cors_origins: Option<Vec<String>>,
+    pub smtp: SmtpConfig,
+    pub session_expiry_days: u32,
+    pub magic_link_expiry_minutes: u32,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for {setting}: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting, reason: reason.into() }
+}
+
+impl Config {
+    /// Combines the command line (flags and environment, as clap parsed them) with the config
+    /// file it names, then applies defaults and validates.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        Config::resolve(cli.settings.or(file))
+    }
+
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        let data_dir = s.data.unwrap_or_else(|| PathBuf::from("./data"));
+        let listen = s
+            .listen
+            .unwrap_or_else(|| SocketAddr::new(s.host.unwrap_or(IpAddr::from([127, 0, 0, 1])), s.port.unwrap_or(3030)));
+        let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
+
+        let app_base_url = s.app_base_url.unwrap_or_else(|| "http://localhost:5173".into());
+        if !(app_base_url.starts_with("http://") || app_base_url.starts_with("https://")) {
+            return Err(invalid("APP_BASE_URL", "must start with http:// or https://"));
+        }
+        let app_base_url = app_base_url.trim_end_matches('/').to_owned();
+
+        let cors_origins =
+            parse_origins(&s.cors_origins.unwrap_or_else(|| "http://localhost:5173,http://localhost:1420".into()))?;
+
+        let port = s.smtp_port.unwrap_or(465);
+        let credentials = match (s.smtp_username.filter(|u| !u.is_empty()), s.smtp_password.filter(|p| !p.0.is_empty()))
+        {
+            (Some(user), Some(password)) => Some((user, password)),
+            _ => None,
+        };
+        let from_email = s.smtp_from_email.unwrap_or_else(|| "noreply@diaryx.org".into());
+        concord_core::email::Email::parse(&from_email)
+            .map_err(|_| invalid("SMTP_FROM_EMAIL", "not an email address"))?;
+        let from_name = s.smtp_from_name.unwrap_or_else(|| "Diaryx".into());
+        if from_name.chars().any(char::is_control) {
+            return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
+        }
+        let smtp = SmtpConfig {
+            host: s.smtp_host.unwrap_or_else(|| "smtp.resend.com".into()),
+            port,
+            security: s.smtp_security.unwrap_or(if port == 465 { SmtpSecurity::Tls } else { SmtpSecurity::Starttls }),
+            credentials,
+            from_email,
+            from_name,
+        };
+
+        let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.unwrap_or(30))?;
+        let magic_link_expiry_minutes =
+            positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.unwrap_or(15))?;
+
+        Ok(Config {
+            data_dir,
+            listen,
+            database_path,
+            app_base_url,
+            cors_origins,
+            smtp,
+            session_expiry_days,
+            magic_link_expiry_minutes,
+            log_format: s.log_format.unwrap_or(LogFormat::Text),
+        })
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+}
+
+fn positive(setting: &'static str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 { Err(invalid(setting, "must be at least 1")) } else { Ok(value) }
+}
+
+fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    if list.trim() == "*" {
+        return Ok(None);
+    }
+    let origins: Vec<String> =
+        list.split(',').map(str::trim).filter(|o| !o.is_empty()).map(|o| o.trim_end_matches('/').to_owned()).collect();
+    for origin in &origins {
+        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+        if !scheme_ok || origin.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com")));
+        }
+    }
+    Ok(Some(origins))
+}
+
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.into(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.into(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Settings {
+        Cli::try_parse_from(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3030".parse().unwrap());
+        assert_eq!(c.database_path, PathBuf::from("./data/concord.db"));
+        assert_eq!(c.app_base_url, "http://localhost:5173");
+        assert_eq!(c.cors_origins, Some(vec!["http://localhost:5173".into(), "http://localhost:1420".into()]));
+        assert_eq!((c.smtp.port, c.smtp.security), (465, SmtpSecurity::Tls));
+        assert!(c.smtp.credentials.is_none(), "no credentials means dev mode");
+        assert_eq!((c.session_expiry_days, c.magic_link_expiry_minutes), (30, 15));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file: Settings = toml::from_str("port = 4000\nsmtp_port = 587\nsmtp_from_name = \"File\"").unwrap();
+        let c = Config::resolve(parse(&["--port", "5000"]).or(file)).unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!((c.smtp.port, c.smtp.security), (587, SmtpSecurity::Starttls));
+        assert_eq!(c.smtp.from_name, "File");
+    }
+
+    #[test]
+    fn listen_overrides_host_and_port() {
+        let c = Config::resolve(parse(&["--listen", "0.0.0.0:9", "--port", "10"])).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (settings, name) in [
+            (Settings { session_expiry_days: Some(0), ..Settings::default() }, "SESSION_EXPIRY_DAYS"),
+            (Settings { app_base_url: Some("localhost".into()), ..Settings::default() }, "APP_BASE_URL"),
+            (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
+            (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
+        ] {
+            let err = Config::resolve(settings).unwrap_err().to_string();
+            assert!(err.contains(name), "{err:?} should name {name}");
+        }
+        assert!(toml::from_str::<Settings>("prot = 1").is_err(), "unknown keys in the file are refused");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = Config::resolve(parse(&["--smtp-username", "u", "--smtp-password", "hunter2"])).unwrap();
+        assert!(c.smtp.credentials.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Request extractors that turn raw input into trusted values or a precise [`ApiError`].
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use concord_core::token::TokenHash;
+use concord_store::Principal;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::clock;
+use crate::error::ApiError;
+
+/// A JSON body. Unlike `axum::Json` it accepts bodies without a JSON content type (the original
+/// servers did, and some clients omit it) and it tells a second JSON value (`trailing_json`) apart
+/// from malformed JSON (`invalid_json`). The size limit is the router's `DefaultBodyLimit`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "request body too large")
+    } else {
+        ApiError::bad_request("invalid_request", "could not read request body")
+    }
+}
+
+/// Parses exactly one JSON value; anything but whitespace after it is `trailing_json`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value =
+        T::deserialize(&mut de).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
+    de.end().map_err(|_| ApiError::bad_request("trailing_json", "request body must contain a single JSON value"))?;
+    Ok(value)
+}
+
+/// The bearer token of a request: `Authorization: Bearer <t>`, else the `token` query parameter
+/// (browsers cannot set headers on WebSocket upgrades, so Diaryx passes it there).
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(value) = header {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty());
+    }
+    query_param(parts.uri.query()?, "token").filter(|t| !t.is_empty())
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&format!("/?{query}").parse().ok()?)
+        .ok()?
+        .0
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// How stale `last_seen_at` may get before a request refreshes it. Without this, every
+/// authenticated read would become a durable write.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+/// The authenticated caller. Revocation and blocking are read from the database on every
+/// request, so they take effect on the very next one.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+        let now = clock::now();
+        let principal = state
+            .store
+            .authenticate(&TokenHash::of(&token), now)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        if principal.device.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("device revoked"));
+        }
+        if principal.user.blocked {
+            return Err(ApiError::forbidden("user blocked"));
+        }
+        if now - principal.device.last_seen_at >= TOUCH_INTERVAL_SECS {
+            state.store.touch_device(&principal.device.id, now).await?;
+        }
+        Ok(Auth(principal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Body {
+        a: i64,
+    }
+
+    fn check(input: &str, expected: Result<i64, &str>) {
+        let got = parse_json::<Body>(input.as_bytes()).map(|b| b.a).map_err(|e| e.code());
+        assert_eq!(got, expected, "input {input:?}");
+    }
+
+    #[test]
+    fn json_errors_are_precise() {
+        check(r#"{"a": 1}"#, Ok(1));
+        check("  {\"a\": 1, \"unknown\": true}\n", Ok(1));
+        check(r#"{"a": 1"#, Err("invalid_json"));
+        check(r#"{"a": "x"}"#, Err("invalid_json"));
+        check("", Err("invalid_json"));
+        check(r#"{"a": 1} {"a": 2}"#, Err("trailing_json"));
+        check(r#"{"a": 1}x"#, Err("trailing_json"));
+    }
+
+    fn parts(uri: &str, auth: Option<&str>) -> Parts {
+        let mut builder = axum::http::Request::builder().uri(uri);
+        if let Some(value) = auth {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_comes_from_the_header_or_the_query() {
+        assert_eq!(bearer_token(&parts("/x", Some("Bearer abc"))).as_deref(), Some("abc"));
+        assert_eq!(bearer_token(&parts("/x", Some("bearer abc"))).as_deref(), Some("abc"));
+        assert_eq!(bearer_token(&parts("/x", Some("Basic abc"))), None);
+        assert_eq!(bearer_token(&parts("/x", Some("Bearer "))), None);
+        assert_eq!(bearer_token(&parts("/sync?doc=d&token=a%2Bb", None)).as_deref(), Some("a+b"));
+        assert_eq!(bearer_token(&parts("/sync?doc=d", None)), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! `TestApp`: a real `concord` process on a free port with a private data directory, and typed
+//! helpers for talking to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a server may take to start, or a condition to become true, before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestApp {
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    data: tempfile::TempDir,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<Child>,
+    /// Everything the server wrote to stderr (its logs), across restarts.
+    logs: Arc<Mutex<String>>,
+}
+
+#[derive(Default)]
+pub struct TestAppBuilder {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let mut app = TestApp {
+            client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
+            base: String::new(),
+            data: tempfile::tempdir().unwrap(),
+            args: self.args,
+            envs: self.envs,
+            child: None,
+            logs: Arc::default(),
+        };
+        app.start().await;
+        app
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::builder().spawn().await
+    }
+
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// The command line the server runs with: the test's own data directory on a free port,
+    /// with an environment emptied of anything the developer's shell might set.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        cmd.env_clear()
+            .env("CONCORD_LOG", "info")
+            .arg("--data")
+            .arg(self.data.path())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn start(&mut self) {
+        let mut child = self.command().spawn().expect("start concord");
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let announced = tokio::time::timeout(DEADLINE, async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if let Some(base) = line.strip_prefix("listening on ") {
+                    return Some(base.to_owned());
+                }
+            }
+            None
+        })
+        .await;
+        match announced {
+            Ok(Some(base)) => self.base = base,
+            _ => panic!("server did not start; logs:\n{}", self.logs()),
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.replacen("http://", "ws://", 1))
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle` (log lines arrive through a pipe, a moment after
+    /// the event they describe).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        eventually(|| async { self.logs().contains(needle) }).await;
+        self.logs()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("server is running")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data.path().join("concord.db")
+    }
+
+    /// SIGKILL: the process gets no chance to flush or clean up.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server is running");
+        child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to exit and returns its status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        send_sigterm(child.id().unwrap());
+        tokio::time::timeout(DEADLINE, child.wait()).await.expect("server exits after SIGTERM").unwrap()
+    }
+
+    /// Starts the server again on the same data directory (after `kill9` or `terminate`, or
+    /// stopping it first if it still runs). The port changes.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate().await;
+        }
+        self.start().await;
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+}
+
+/// Sends SIGTERM through the `kill` command, since the crate forbids `unsafe` (and so `libc::kill`).
+pub fn send_sigterm(pid: u32) {
+    let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// Polls `condition` until it holds, failing the test after [`DEADLINE`]. Readiness is always
+/// awaited this way, never with a fixed sleep.
+pub async fn eventually<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses a JSON response, asserting its status first.
+pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,55 @@
+//! Checks of the tree itself: the invariants ARCHITECTURE.md promises that a test can verify.
+
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() && name != "target" && name != "node_modules" && !name.starts_with('.') {
+            rust_files(&path, out);
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_by_saying_what_it_owns() {
+    let mut files = Vec::new();
+    for top in ["crates", "bench"] {
+        let dir = workspace_root().join(top);
+        if dir.exists() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    assert!(files.len() > 10, "found only {files:?}");
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .map(|f| f.strip_prefix(workspace_root()).unwrap().display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+}
+
+#[test]
+fn core_depends_on_no_runtime_database_or_web_crate() {
+    let manifest = std::fs::read_to_string(workspace_root().join("crates/core/Cargo.toml")).unwrap();
+    let manifest: toml::Table = manifest.parse().unwrap();
+    let deps = manifest["dependencies"].as_table().unwrap();
+    for forbidden in ["tokio", "sqlx", "axum", "hyper", "reqwest", "lettre", "tower", "concord-store"] {
+        assert!(!deps.contains_key(forbidden), "concord-core must stay free of I/O, but depends on {forbidden}");
+    }
+    let store: toml::Table =
+        std::fs::read_to_string(workspace_root().join("crates/store/Cargo.toml")).unwrap().parse().unwrap();
+    for forbidden in ["axum", "hyper", "serde_json", "lettre"] {
+        assert!(
+            !store["dependencies"].as_table().unwrap().contains_key(forbidden),
+            "concord-store must not know HTTP or JSON ({forbidden})"
+        );
+    }
+}
