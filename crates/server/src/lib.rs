@@ -5,6 +5,7 @@
 //! - [`api`]: one module per wire surface.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown.
+//! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod logging;
+pub mod mail;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

@@ -6,3 +6,4 @@ mod tidy;
 // Helpers serve every area's tests; an area that has not landed yet leaves some unused.
 #[allow(dead_code)]
 mod helpers;
+mod smtp_sink;

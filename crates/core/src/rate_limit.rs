@@ -1,0 +1,97 @@
+//! Keyed fixed-window rate limiting, sans-IO: callers pass `now` and get a retry delay back.
+
+use std::collections::HashMap;
+
+/// At most `limit` hits per key in each window of `window` seconds, the window starting at a key's
+/// first hit. Fixed windows are what the Verstak server used; they are cheap (one counter per key)
+/// and their worst case (2 × limit across a boundary) is acceptable for the abuse they stop.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window: i64,
+    /// Key → (window start, hits in it). Stale entries are swept once per window so memory stays
+    /// bounded by the keys seen in the last two windows.
+    hits: HashMap<String, (i64, u32)>,
+    next_sweep: i64,
+}
+
+/// Refused: try again after this many seconds (≥ 1), the value of the `Retry-After` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
+
+impl RateLimiter {
+    pub fn new(limit: u32, window_secs: i64) -> RateLimiter {
+        RateLimiter { limit, window: window_secs.max(1), hits: HashMap::new(), next_sweep: i64::MIN }
+    }
+
+    /// Counts a hit for `key` at `now` (unix seconds). Refused hits are not counted, so a client
+    /// that keeps retrying is not locked out beyond the current window.
+    pub fn check(&mut self, key: &str, now: i64) -> Result<(), RetryAfter> {
+        self.sweep(now);
+        let window = self.window;
+        let entry = self.hits.entry(key.to_owned()).or_insert((now, 0));
+        if now >= entry.0 + window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.limit {
+            return Err(RetryAfter((entry.0 + window - now).max(1) as u64));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// Forgets a key's hits, e.g. the failed attempts of an account once it signs in.
+    pub fn reset(&mut self, key: &str) {
+        self.hits.remove(key);
+    }
+
+    fn sweep(&mut self, now: i64) {
+        if now < self.next_sweep {
+            return;
+        }
+        let window = self.window;
+        self.hits.retain(|_, (start, _)| now < *start + window);
+        self.next_sweep = now.saturating_add(window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_limit_hits_per_window_then_says_when() {
+        let mut rl = RateLimiter::new(3, 3600);
+        for t in [0, 10, 20] {
+            assert_eq!(rl.check("a", t), Ok(()), "hit at {t}");
+        }
+        assert_eq!(rl.check("a", 30), Err(RetryAfter(3570)));
+        assert_eq!(rl.check("a", 3599), Err(RetryAfter(1)));
+        // Other keys are independent.
+        assert_eq!(rl.check("b", 30), Ok(()));
+        // A new window starts once the old one is over.
+        assert_eq!(rl.check("a", 3600), Ok(()));
+    }
+
+    #[test]
+    fn refused_hits_do_not_extend_the_window_and_reset_forgets() {
+        let mut rl = RateLimiter::new(1, 60);
+        assert!(rl.check("k", 0).is_ok());
+        for t in 1..60 {
+            assert!(rl.check("k", t).is_err());
+        }
+        assert!(rl.check("k", 60).is_ok());
+        rl.reset("k");
+        assert!(rl.check("k", 61).is_ok());
+    }
+
+    #[test]
+    fn sweeps_stale_keys() {
+        let mut rl = RateLimiter::new(5, 10);
+        for i in 0..100 {
+            rl.check(&format!("ip{i}"), 0).unwrap();
+        }
+        rl.check("late", 25).unwrap();
+        assert_eq!(rl.hits.len(), 1);
+    }
+}

@@ -1,0 +1,309 @@
+//! Outgoing mail: the SMTP transport (lettre), dev mode, and the messages Concord sends.
+//!
+//! Dev mode: without SMTP credentials nothing is sent; callers show the link instead (the Diaryx
+//! `dev_link`) and the mail is logged. Every send is bounded by [`SEND_TIMEOUT`], so a request that
+//! waits for its mail (the magic link, whose failure the client must see) never hangs on a slow
+//! relay; mails whose failure must not change the answer (forgot, register) go out in the background.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use concord_core::email::Email;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// Long enough for a distant relay, short enough that a client waiting on the answer gets one.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the connection to the relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Implicit TLS from the first byte (SMTPS), the default on port 465.
+    Tls,
+    /// Plain connect, then a required STARTTLS upgrade; the default on every other port.
+    Starttls,
+    /// No encryption at all. Only when set explicitly, e.g. for a relay on localhost.
+    None,
+}
+
+impl SmtpSecurity {
+    pub fn default_for_port(port: u16) -> SmtpSecurity {
+        if port == 465 { SmtpSecurity::Tls } else { SmtpSecurity::Starttls }
+    }
+}
+
+impl FromStr for SmtpSecurity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SmtpSecurity, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tls" => Ok(SmtpSecurity::Tls),
+            "starttls" => Ok(SmtpSecurity::Starttls),
+            "none" => Ok(SmtpSecurity::None),
+            other => Err(format!("expected tls, starttls or none, got {other:?}")),
+        }
+    }
+}
+
+/// Everything the mailer needs from the configuration.
+#[derive(Clone)]
+pub struct MailSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("from_email", &self.from_email)
+            .field("from_name", &self.from_name)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("SMTP_FROM_EMAIL is not a valid address: {0}")]
+    InvalidFrom(String),
+    #[error("invalid SMTP_HOST: {0}")]
+    InvalidHost(String),
+    #[error("building the message failed: {0}")]
+    Build(String),
+    #[error("sending failed: {0}")]
+    Send(String),
+    #[error("sending timed out after {} s", SEND_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// A message ready to send: one recipient, a subject, and the same content as text and HTML.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub to: Email,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Sends mail, or in dev mode logs it. Cheap to clone (the SMTP pool is shared).
+#[derive(Clone)]
+pub struct Mailer {
+    from: Mailbox,
+    /// `None` in dev mode.
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("from", &self.from).field("dev_mode", &self.is_dev()).finish()
+    }
+}
+
+impl Mailer {
+    /// Dev mode when either credential is unset or empty, as in the Diaryx server.
+    pub fn new(settings: &MailSettings) -> Result<Mailer, MailError> {
+        let address = settings.from_email.parse().map_err(|e| MailError::InvalidFrom(format!("{e}")))?;
+        // `Mailbox` quotes and encodes the display name (RFC 2047 where needed), so quotes or commas
+        // cannot add recipients; control characters are dropped here because lettre panics on a
+        // line break in a name, and a break is the one way to smuggle in a header.
+        let name: String = settings.from_name.chars().filter(|c| !c.is_control()).collect();
+        let from = Mailbox::new(Some(name), address);
+        let credentials = match (settings.username.as_deref(), settings.password.as_deref()) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some(Credentials::new(u.to_owned(), p.to_owned())),
+            _ => None,
+        };
+        let Some(credentials) = credentials else {
+            return Ok(Mailer { from, transport: None });
+        };
+        let host = settings.host.as_str();
+        let builder = match settings.security {
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+            SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+        }
+        .map_err(|e| MailError::InvalidHost(format!("{e}")))?;
+        let transport = builder.port(settings.port).credentials(credentials).timeout(Some(SEND_TIMEOUT)).build();
+        Ok(Mailer { from, transport: Some(transport) })
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.transport.is_none()
+    }
+
+    /// Sends and waits for the relay's answer (at most [`SEND_TIMEOUT`]). In dev mode the mail is
+    /// logged instead and this succeeds.
+    pub async fn send(&self, mail: OutgoingMail) -> Result<(), MailError> {
+        let Some(transport) = &self.transport else {
+            tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.text, "dev mode: mail not sent");
+            return Ok(());
+        };
+        let message = self.build(mail)?;
+        match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(MailError::Send(format!("{e}"))),
+            Err(_) => Err(MailError::Timeout),
+        }
+    }
+
+    /// Sends without making the caller wait; a failure is logged, which is all that can be done
+    /// for mails whose outcome must not show in the response (it would reveal whether an account
+    /// exists).
+    pub fn send_in_background(&self, mail: OutgoingMail) {
+        let mailer = self.clone();
+        tokio::spawn(async move {
+            let subject = mail.subject.clone();
+            if let Err(e) = mailer.send(mail).await {
+                tracing::error!(error = %e, subject = %subject, "sending mail failed");
+            }
+        });
+    }
+
+    fn build(&self, mail: OutgoingMail) -> Result<Message, MailError> {
+        let to = Mailbox::new(None, mail.to.as_str().parse().map_err(|e| MailError::Build(format!("{e}")))?);
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject)
+            .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
+            .map_err(|e| MailError::Build(format!("{e}")))
+    }
+}
+
+/// The sign-in mail: a link for the device that reads it, and a code for any other device.
+pub fn sign_in_mail(to: Email, link: &str, code: &str, expiry_minutes: u64) -> OutgoingMail {
+    let text = format!(
+        "Sign in to Diaryx by opening this link:\n\n{link}\n\n\
+         Or enter this code on the device you are signing in on:\n\n{code}\n\n\
+         The link and the code expire in {expiry_minutes} minutes and work once.\n\n\
+         If you didn't ask to sign in, you can ignore this email."
+    );
+    let html = format!(
+        "<p>Sign in to Diaryx by opening this link:</p>\
+         <p><a href=\"{link}\">Sign in</a></p>\
+         <p>Or enter this code on the device you are signing in on:</p>\
+         <p style=\"font-size:24px;letter-spacing:4px\"><strong>{code}</strong></p>\
+         <p>The link and the code expire in {expiry_minutes} minutes and work once.</p>\
+         <p>If you didn't ask to sign in, you can ignore this email.</p>",
+        link = escape_html(link),
+        code = escape_html(code),
+    );
+    OutgoingMail { to, subject: "Sign in to Diaryx".to_owned(), text, html }
+}
+
+/// Sent after registration; the account cannot pair devices until the link is opened.
+pub fn confirm_mail(to: Email, link: &str) -> OutgoingMail {
+    let text = format!(
+        "Confirm your email address by opening this link:\n\n{link}\n\n\
+         The link expires in 48 hours. If you didn't create an account, you can ignore this email."
+    );
+    let html = format!(
+        "<p>Confirm your email address by opening this link:</p>\
+         <p><a href=\"{link}\">Confirm my address</a></p>\
+         <p>The link expires in 48 hours. If you didn't create an account, you can ignore this email.</p>",
+        link = escape_html(link),
+    );
+    OutgoingMail { to, subject: "Confirm your email address".to_owned(), text, html }
+}
+
+/// Sent by forgot; the token also works with `POST /api/v1/auth/reset` directly.
+pub fn reset_mail(to: Email, link: &str, token: &str) -> OutgoingMail {
+    let text = format!(
+        "Someone asked to reset the password of your account. To choose a new one, open:\n\n{link}\n\n\
+         Reset token: {token}\n\n\
+         The link expires in 1 hour and works once. Resetting signs out all your other sessions and devices. \
+         If you didn't ask, you can ignore this email; your password stays as it is."
+    );
+    let html = format!(
+        "<p>Someone asked to reset the password of your account. To choose a new one, open:</p>\
+         <p><a href=\"{link}\">Reset my password</a></p>\
+         <p>Reset token: <code>{token}</code></p>\
+         <p>The link expires in 1 hour and works once. Resetting signs out all your other sessions and devices. \
+         If you didn't ask, you can ignore this email; your password stays as it is.</p>",
+        link = escape_html(link),
+        token = escape_html(token),
+    );
+    OutgoingMail { to, subject: "Reset your password".to_owned(), text, html }
+}
+
+/// Links carry configured base URLs, so they are escaped like any other text put into HTML.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(username: Option<&str>, password: Option<&str>) -> MailSettings {
+        MailSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 2525,
+            security: SmtpSecurity::None,
+            username: username.map(str::to_owned),
+            password: password.map(str::to_owned),
+            from_email: "noreply@example.com".to_owned(),
+            from_name: "Concord\r\nBcc: victim@example.com".to_owned(),
+        }
+    }
+
+    #[test]
+    fn security_parses_and_defaults_by_port() {
+        assert_eq!("TLS".parse(), Ok(SmtpSecurity::Tls));
+        assert_eq!(" starttls".parse(), Ok(SmtpSecurity::Starttls));
+        assert_eq!("none".parse(), Ok(SmtpSecurity::None));
+        assert!("ssl".parse::<SmtpSecurity>().is_err());
+        assert_eq!(SmtpSecurity::default_for_port(465), SmtpSecurity::Tls);
+        assert_eq!(SmtpSecurity::default_for_port(587), SmtpSecurity::Starttls);
+    }
+
+    // Building a real transport spawns its connection pool, which needs a runtime.
+    #[tokio::test]
+    async fn dev_mode_when_a_credential_is_missing() {
+        assert!(Mailer::new(&settings(None, None)).unwrap().is_dev());
+        assert!(Mailer::new(&settings(Some("u"), None)).unwrap().is_dev());
+        assert!(Mailer::new(&settings(Some("u"), Some(""))).unwrap().is_dev());
+        assert!(!Mailer::new(&settings(Some("u"), Some("p"))).unwrap().is_dev());
+        assert!(matches!(
+            Mailer::new(&MailSettings { from_email: "not an address".to_owned(), ..settings(None, None) }),
+            Err(MailError::InvalidFrom(_))
+        ));
+        assert!(!format!("{:?}", settings(Some("u"), Some("hunter22"))).contains("hunter22"));
+    }
+
+    #[test]
+    fn headers_cannot_be_injected_and_both_parts_are_present() {
+        let mailer = Mailer::new(&settings(None, None)).unwrap();
+        let to = Email::parse("alice@example.com").unwrap();
+        let mail = sign_in_mail(to, "http://app/auth/verify?token=a\"<b>&c", "123456", 15);
+        let raw = String::from_utf8(mailer.build(mail).unwrap().formatted()).unwrap();
+        let headers = raw.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{headers}");
+        assert!(headers.contains("Subject: Sign in to Diaryx"));
+        let from = headers.lines().find(|l| l.starts_with("From: ")).unwrap();
+        assert!(from.ends_with(" <noreply@example.com>"), "the name stays inside one From header: {from}");
+        assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("text/plain") && raw.contains("text/html"));
+        assert!(raw.contains("&quot;&lt;b&gt;&amp;c"), "the link is escaped in HTML");
+    }
+}
