@@ -109,12 +109,51 @@ pub struct WorkspaceRecord {
     pub created_at: i64,
 }
 
+/// A new password account (Verstak registration), unconfirmed until its mail link is opened.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// What a single-use account token proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountTokenPurpose {
+    /// The owner reads mail at the account's address (registration).
+    Confirm,
+    /// The owner may choose a new password.
+    Reset,
+}
+
+impl AccountTokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountTokenPurpose::Confirm => "confirm",
+            AccountTokenPurpose::Reset => "reset",
+        }
+    }
+}
+
+/// How many rows the periodic cleanup removed, for its log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupCounts {
+    pub tokens: u64,
+    pub magic_tokens: u64,
+    pub account_tokens: u64,
+    pub devices: u64,
+}
+
 #[async_trait::async_trait]
 pub trait AccountStore {
     /// Creates the user, or updates password, admin flag and confirmation of the user with this
     /// username. Used by the admin bootstrap at start.
     async fn upsert_admin(&self, username: &str, email: &str, password_hash: &str, now: i64)
     -> StoreResult<UserRecord>;
+
+    /// Creates an unconfirmed password user; [`crate::StoreError::Conflict`] if the username or
+    /// email is taken.
+    async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<UserRecord>;
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>>;
 
@@ -127,15 +166,33 @@ pub trait AccountStore {
     /// in proves the address).
     async fn user_for_verified_email(&self, email: &str, now: i64) -> StoreResult<UserRecord>;
 
-    /// Stores a single-use magic link token (as a hash) for `email`.
-    async fn insert_magic_token(&self, hash: &TokenHash, email: &str, expires_at: i64, now: i64) -> StoreResult<()>;
+    /// Blocks or unblocks a user; their tokens answer 403 from the next request on.
+    async fn set_user_blocked(&self, user_id: &str, blocked: bool) -> StoreResult<()>;
+
+    /// Stores a single-use magic link token and its sign-in code (both as hashes) for `email`.
+    async fn insert_magic_token(
+        &self,
+        hash: &TokenHash,
+        code_hash: &TokenHash,
+        email: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()>;
 
     /// Marks the token used and returns its email, if it exists, is unused and is unexpired. The
     /// check and the marking happen in one statement, so a link works exactly once.
     async fn consume_magic_token(&self, hash: &TokenHash, now: i64) -> StoreResult<Option<String>>;
 
-    /// How many magic tokens were issued for `email` since `since`, for per-email rate limits.
-    async fn count_magic_tokens_since(&self, email: &str, since: i64) -> StoreResult<i64>;
+    /// Accepts a sign-in code for `email`: marks the matching live link used and returns true, or
+    /// counts a wrong attempt against every live link of the address and returns false. Links with
+    /// `max_attempts` wrong guesses no longer accept any code.
+    async fn consume_sign_in_code(
+        &self,
+        email: &str,
+        code_hash: &TokenHash,
+        max_attempts: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     /// Creates a device and its bearer token in one transaction.
     async fn create_device_with_token(
@@ -154,8 +211,7 @@ pub trait AccountStore {
     /// Records activity; callers throttle it so reads do not turn into writes on every request.
     async fn touch_device(&self, device_id: &str, now: i64) -> StoreResult<()>;
 
-    /// Deletes one token (logout).
-    async fn delete_token(&self, hash: &TokenHash) -> StoreResult<()>;
+    async fn device_by_id(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
 
     /// Devices of a user, most recently seen first, revoked ones included.
     async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;
@@ -164,8 +220,41 @@ pub trait AccountStore {
     /// a device was revoked.
     async fn revoke_device(&self, user_id: &str, device_id: &str, now: i64) -> StoreResult<bool>;
 
+    /// Stores a single-use confirm or reset token (as a hash).
+    async fn insert_account_token(
+        &self,
+        hash: &TokenHash,
+        user_id: &str,
+        purpose: AccountTokenPurpose,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    /// Marks the token used and returns its user id, if it exists for this purpose, is unused and
+    /// is unexpired (one statement, so it works exactly once).
+    async fn consume_account_token(
+        &self,
+        hash: &TokenHash,
+        purpose: AccountTokenPurpose,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
+
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<()>;
+
+    /// Sets a new password and, in the same transaction, confirms the address (the reset mail
+    /// proved it) and revokes every device of the user, so a stolen session or device token dies
+    /// with the old password. Returns the ids of the devices revoked.
+    async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>>;
+
+    /// Deletes expired bearer tokens, used or expired magic and account tokens, and sign-in
+    /// devices left without any token (their sessions ended).
+    async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts>;
+
     /// The user's workspace with this name, created if missing.
     async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord>;
 
     async fn workspaces_of(&self, user_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
+
+    /// The workspace with this id if it belongs to `user_id`; another user's id reads as absent.
+    async fn workspace_of(&self, user_id: &str, workspace_id: &str) -> StoreResult<Option<WorkspaceRecord>>;
 }

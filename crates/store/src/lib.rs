@@ -13,7 +13,8 @@ mod error;
 pub mod sqlite;
 
 pub use accounts::{
-    AccountStore, DeviceKind, DeviceRecord, NewDevice, Principal, TokenKind, UserRecord, WorkspaceRecord,
+    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use error::{StoreError, StoreResult};
 

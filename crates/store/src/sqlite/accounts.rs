@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use crate::{
-    AccountStore, DeviceKind, DeviceRecord, NewDevice, Principal, StoreError, StoreResult, TokenKind, UserRecord,
-    WorkspaceRecord,
+    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
 };
 
 // Macros rather than consts so that every query stays a `&'static str` built by `concat!`: sqlx
@@ -90,6 +90,31 @@ impl AccountStore for SqliteStore {
         Ok(user_from(&sqlx::query(select_user_where!("u.username = ?1")).bind(username).fetch_one(&self.writer).await?))
     }
 
+    async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<UserRecord> {
+        let id = new_user_id();
+        sqlx::query(
+            "INSERT INTO users (id, email, username, password_hash, confirmed, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        )
+        .bind(&id)
+        .bind(&user.email)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(StoreError::from_write)?;
+        Ok(UserRecord {
+            id,
+            email: user.email,
+            username: Some(user.username),
+            password_hash: Some(user.password_hash),
+            confirmed: false,
+            blocked: false,
+            is_admin: false,
+            created_at: now,
+        })
+    }
+
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>> {
         Ok(sqlx::query(select_user_where!("u.id = ?1"))
             .bind(id)
@@ -128,14 +153,33 @@ impl AccountStore for SqliteStore {
         Ok(user_from(&sqlx::query(select_user_where!("u.email = ?1")).bind(email).fetch_one(&self.writer).await?))
     }
 
-    async fn insert_magic_token(&self, hash: &TokenHash, email: &str, expires_at: i64, now: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO magic_tokens (hash, email, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&hash.as_bytes()[..])
-            .bind(email)
-            .bind(expires_at)
-            .bind(now)
+    async fn set_user_blocked(&self, user_id: &str, blocked: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET blocked = ?2 WHERE id = ?1")
+            .bind(user_id)
+            .bind(blocked)
             .execute(&self.writer)
             .await?;
+        Ok(())
+    }
+
+    async fn insert_magic_token(
+        &self,
+        hash: &TokenHash,
+        code_hash: &TokenHash,
+        email: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO magic_tokens (hash, code_hash, email, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&hash.as_bytes()[..])
+        .bind(&code_hash.as_bytes()[..])
+        .bind(email)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -149,12 +193,37 @@ impl AccountStore for SqliteStore {
         .await?)
     }
 
-    async fn count_magic_tokens_since(&self, email: &str, since: i64) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM magic_tokens WHERE email = ?1 AND created_at >= ?2")
+    async fn consume_sign_in_code(
+        &self,
+        email: &str,
+        code_hash: &TokenHash,
+        max_attempts: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let accepted = sqlx::query(
+            "UPDATE magic_tokens SET used_at = ?3
+             WHERE email = ?1 AND code_hash = ?2 AND used_at IS NULL AND expires_at > ?3 AND attempts < ?4",
+        )
+        .bind(email)
+        .bind(&code_hash.as_bytes()[..])
+        .bind(now)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !accepted {
+            sqlx::query(
+                "UPDATE magic_tokens SET attempts = attempts + 1 WHERE email = ?1 AND used_at IS NULL AND expires_at > ?2",
+            )
             .bind(email)
-            .bind(since)
-            .fetch_one(&self.reader)
-            .await?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(accepted)
     }
 
     async fn create_device_with_token(
@@ -230,9 +299,9 @@ impl AccountStore for SqliteStore {
         Ok(())
     }
 
-    async fn delete_token(&self, hash: &TokenHash) -> StoreResult<()> {
-        sqlx::query("DELETE FROM tokens WHERE hash = ?1").bind(&hash.as_bytes()[..]).execute(&self.writer).await?;
-        Ok(())
+    async fn device_by_id(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let sql = concat!("SELECT ", device_columns!(), " FROM devices d WHERE d.id = ?1");
+        Ok(sqlx::query(sql).bind(device_id).fetch_optional(&self.reader).await?.as_ref().map(device_from))
     }
 
     async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>> {
@@ -258,6 +327,108 @@ impl AccountStore for SqliteStore {
         sqlx::query("DELETE FROM tokens WHERE device_id = ?1").bind(device_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    async fn insert_account_token(
+        &self,
+        hash: &TokenHash,
+        user_id: &str,
+        purpose: AccountTokenPurpose,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO account_tokens (hash, user_id, purpose, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&hash.as_bytes()[..])
+        .bind(user_id)
+        .bind(purpose.as_str())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn consume_account_token(
+        &self,
+        hash: &TokenHash,
+        purpose: AccountTokenPurpose,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE account_tokens SET used_at = ?3
+             WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3 RETURNING user_id",
+        )
+        .bind(&hash.as_bytes()[..])
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET confirmed = 1 WHERE id = ?1").bind(user_id).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = ?2, confirmed = 1 WHERE id = ?1")
+            .bind(user_id)
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        let revoked: Vec<String> = sqlx::query_scalar(
+            "UPDATE devices SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM tokens WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?1)")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        // Other outstanding reset links die too: the person has just chosen their password.
+        sqlx::query(
+            "UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'reset' AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts> {
+        let mut tx = self.writer.begin().await?;
+        let tokens = sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let magic_tokens = sqlx::query("DELETE FROM magic_tokens WHERE expires_at <= ?1 OR used_at IS NOT NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let account_tokens = sqlx::query("DELETE FROM account_tokens WHERE expires_at <= ?1 OR used_at IS NOT NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // A sign-in device is its session: once its last token is gone nothing can use it again.
+        // Paired clients stay, revoked or not, so their owner still sees when they were revoked.
+        let devices = sqlx::query(
+            "DELETE FROM devices WHERE kind = 'session' AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.device_id = devices.id)",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices })
     }
 
     async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord> {
@@ -286,5 +457,15 @@ impl AccountStore for SqliteStore {
         .iter()
         .map(workspace_from)
         .collect())
+    }
+
+    async fn workspace_of(&self, user_id: &str, workspace_id: &str) -> StoreResult<Option<WorkspaceRecord>> {
+        Ok(sqlx::query("SELECT id, user_id, name, created_at FROM workspaces WHERE id = ?1 AND user_id = ?2")
+            .bind(workspace_id)
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(workspace_from))
     }
 }
