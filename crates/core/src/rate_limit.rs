@@ -24,25 +24,34 @@ impl RateLimiter {
         RateLimiter { limit, window: window_secs.max(1), hits: HashMap::new(), next_sweep: i64::MIN }
     }
 
-    /// Counts a hit for `key` at `now` (unix seconds). Refused hits are not counted, so a client
-    /// that keeps retrying is not locked out beyond the current window.
+    /// Counts a hit for `key` at `now` (unix seconds) unless the key is over its limit. Refused
+    /// hits are not counted, so a client that keeps retrying is not locked out beyond the window.
     pub fn check(&mut self, key: &str, now: i64) -> Result<(), RetryAfter> {
+        self.peek(key, now)?;
+        self.hit(key, now);
+        Ok(())
+    }
+
+    /// Whether `key` is over its limit, without counting anything. With [`RateLimiter::hit`] this
+    /// limits only failures (wrong passwords) while successes stay free.
+    pub fn peek(&mut self, key: &str, now: i64) -> Result<(), RetryAfter> {
         self.sweep(now);
+        match self.hits.get(key) {
+            Some(&(start, count)) if now < start + self.window && count >= self.limit => {
+                Err(RetryAfter((start + self.window - now).max(1) as u64))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a hit for `key` at `now`.
+    pub fn hit(&mut self, key: &str, now: i64) {
         let window = self.window;
         let entry = self.hits.entry(key.to_owned()).or_insert((now, 0));
         if now >= entry.0 + window {
             *entry = (now, 0);
         }
-        if entry.1 >= self.limit {
-            return Err(RetryAfter((entry.0 + window - now).max(1) as u64));
-        }
         entry.1 += 1;
-        Ok(())
-    }
-
-    /// Forgets a key's hits, e.g. the failed attempts of an account once it signs in.
-    pub fn reset(&mut self, key: &str) {
-        self.hits.remove(key);
     }
 
     fn sweep(&mut self, now: i64) {
@@ -74,15 +83,25 @@ mod tests {
     }
 
     #[test]
-    fn refused_hits_do_not_extend_the_window_and_reset_forgets() {
+    fn refused_hits_do_not_extend_the_window() {
         let mut rl = RateLimiter::new(1, 60);
         assert!(rl.check("k", 0).is_ok());
         for t in 1..60 {
             assert!(rl.check("k", t).is_err());
         }
         assert!(rl.check("k", 60).is_ok());
-        rl.reset("k");
-        assert!(rl.check("k", 61).is_ok());
+    }
+
+    #[test]
+    fn peek_counts_nothing_and_hit_counts_without_asking() {
+        let mut rl = RateLimiter::new(2, 60);
+        for _ in 0..10 {
+            assert!(rl.peek("k", 0).is_ok());
+        }
+        rl.hit("k", 1);
+        rl.hit("k", 2);
+        assert_eq!(rl.peek("k", 3), Err(RetryAfter(58)));
+        assert!(rl.peek("k", 61).is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::accounts::Accounts;
 use crate::api;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub stats: Arc<LiveStats>,
     /// When the process started serving, for `uptime_seconds`.
     pub started: Instant,
+    /// Accounts in memory: mailer, rate limits, revocation feed.
+    pub accounts: Arc<Accounts>,
     /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
     pub shutdown: CancellationToken,
 }
@@ -54,7 +57,11 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.config.cors_origins.as_deref());
-    let routes = Router::new().merge(api::health::routes());
+    let routes = Router::new()
+        .merge(api::health::routes())
+        .merge(api::diaryx_auth::routes())
+        .merge(api::verstak_client::routes())
+        .merge(api::user_api::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

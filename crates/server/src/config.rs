@@ -96,6 +96,35 @@ pub struct Settings {
     #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES")]
     pub magic_link_expiry_minutes: Option<u32>,
 
+    /// Public URL of this server, used in confirmation and password-reset mails [default: http://<listen address>]
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Create or update this admin user at start (needs one of the admin password settings)
+    #[arg(long, env = "CONCORD_ADMIN_USER", value_name = "NAME")]
+    pub admin_user: Option<String>,
+
+    /// Email address of the admin user [default: <admin-user>@localhost]
+    #[arg(long, env = "CONCORD_ADMIN_EMAIL", value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Admin password (visible in the process list: prefer the file, stdin or the environment)
+    #[arg(long, env = "CONCORD_ADMIN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    pub admin_pass: Option<Secret>,
+
+    /// Read the admin password from the first line of this file
+    #[arg(long, value_name = "FILE")]
+    pub admin_pass_file: Option<PathBuf>,
+
+    /// Read the admin password from the first line of standard input
+    #[arg(long)]
+    #[serde(default)]
+    pub admin_pass_stdin: bool,
+
+    /// Seconds between runs of the job that deletes expired tokens and sessions [default: 3600]
+    #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS")]
+    pub cleanup_interval_secs: Option<u64>,
+
     /// Log format [default: text]
     #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -121,6 +150,13 @@ impl Settings {
             smtp_from_name: self.smtp_from_name.or(lower.smtp_from_name),
             session_expiry_days: self.session_expiry_days.or(lower.session_expiry_days),
             magic_link_expiry_minutes: self.magic_link_expiry_minutes.or(lower.magic_link_expiry_minutes),
+            public_url: self.public_url.or(lower.public_url),
+            admin_user: self.admin_user.or(lower.admin_user),
+            admin_email: self.admin_email.or(lower.admin_email),
+            admin_pass: self.admin_pass.or(lower.admin_pass),
+            admin_pass_file: self.admin_pass_file.or(lower.admin_pass_file),
+            admin_pass_stdin: self.admin_pass_stdin || lower.admin_pass_stdin,
+            cleanup_interval_secs: self.cleanup_interval_secs.or(lower.cleanup_interval_secs),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -179,6 +215,22 @@ pub struct SmtpConfig {
     pub from_name: String,
 }
 
+/// Where the bootstrap admin's password comes from; read once at start.
+#[derive(Debug, Clone)]
+pub enum AdminPassword {
+    Given(Secret),
+    File(PathBuf),
+    Stdin,
+}
+
+/// `--admin-user` and its password: the admin created or updated at start.
+#[derive(Debug, Clone)]
+pub struct AdminBootstrap {
+    pub username: String,
+    pub email: String,
+    pub password: AdminPassword,
+}
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -192,6 +244,10 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub session_expiry_days: u32,
     pub magic_link_expiry_minutes: u32,
+    /// This server's own URL, without a trailing slash (links in confirm and reset mails).
+    pub public_url: String,
+    pub admin: Option<AdminBootstrap>,
+    pub cleanup_interval_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -260,6 +316,17 @@ impl Config {
         let magic_link_expiry_minutes =
             positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.unwrap_or(15))?;
 
+        let public_url = s.public_url.unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid("PUBLIC_URL", "must start with http:// or https://"));
+        }
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
+        let cleanup_interval_secs = s.cleanup_interval_secs.unwrap_or(3600);
+        if cleanup_interval_secs == 0 {
+            return Err(invalid("CONCORD_CLEANUP_INTERVAL_SECS", "must be at least 1"));
+        }
+
         Ok(Config {
             data_dir,
             listen,
@@ -269,6 +336,9 @@ impl Config {
             smtp,
             session_expiry_days,
             magic_link_expiry_minutes,
+            public_url,
+            admin,
+            cleanup_interval_secs,
             log_format: s.log_format.unwrap_or(LogFormat::Text),
         })
     }
@@ -276,6 +346,45 @@ impl Config {
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
     }
+}
+
+/// Exactly one password source goes with `--admin-user`, and none without it: a password given
+/// for no user, or two passwords, is a mistake worth stopping for.
+fn admin_bootstrap(
+    user: Option<String>,
+    email: Option<String>,
+    pass: Option<Secret>,
+    file: Option<PathBuf>,
+    stdin: bool,
+) -> Result<Option<AdminBootstrap>, ConfigError> {
+    let mut sources: Vec<AdminPassword> = Vec::new();
+    sources.extend(pass.map(AdminPassword::Given));
+    sources.extend(file.map(AdminPassword::File));
+    if stdin {
+        sources.push(AdminPassword::Stdin);
+    }
+    let Some(user) = user else {
+        if sources.is_empty() && email.is_none() {
+            return Ok(None);
+        }
+        return Err(invalid("--admin-user", "an admin password or email was given without --admin-user"));
+    };
+    let username = concord_core::username::Username::parse(&user)
+        .map_err(|e| invalid("--admin-user", e.to_string()))?
+        .as_str()
+        .to_owned();
+    let email = email.unwrap_or_else(|| format!("{username}@localhost"));
+    let email = concord_core::email::Email::parse(&email)
+        .map_err(|_| invalid("--admin-email", "not an email address"))?
+        .as_str()
+        .to_owned();
+    if sources.len() != 1 {
+        return Err(invalid(
+            "--admin-user",
+            "needs exactly one of --admin-pass, --admin-pass-file, --admin-pass-stdin or CONCORD_ADMIN_PASSWORD",
+        ));
+    }
+    Ok(Some(AdminBootstrap { username, email, password: sources.remove(0) }))
 }
 
 fn positive(setting: &'static str, value: u32) -> Result<u32, ConfigError> {
@@ -350,6 +459,25 @@ mod tests {
             assert!(err.contains(name), "{err:?} should name {name}");
         }
         assert!(toml::from_str::<Settings>("prot = 1").is_err(), "unknown keys in the file are refused");
+    }
+
+    #[test]
+    fn admin_bootstrap_needs_exactly_one_password_source() {
+        let c = Config::resolve(parse(&["--admin-user", "root", "--admin-pass-stdin"])).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!((admin.username.as_str(), admin.email.as_str()), ("root", "root@localhost"));
+        assert!(matches!(admin.password, AdminPassword::Stdin));
+        for args in [
+            &["--admin-user", "root"][..],
+            &["--admin-user", "root", "--admin-pass", "a", "--admin-pass-file", "f"],
+            &["--admin-pass", "secret-password"],
+            &["--admin-user", "no spaces", "--admin-pass", "x"],
+        ] {
+            let err = Config::resolve(parse(args)).unwrap_err().to_string();
+            assert!(err.contains("--admin-user"), "{args:?}: {err}");
+        }
+        let c = Config::resolve(parse(&["--admin-user", "root", "--admin-pass", "hunter22"])).unwrap();
+        assert!(!format!("{c:?}").contains("hunter22"));
     }
 
     #[test]

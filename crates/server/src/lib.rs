@@ -5,17 +5,20 @@
 //! - [`api`]: one module per wire surface.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown.
+//! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup).
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod html;
 pub mod logging;
 pub mod mail;
 pub mod serve;
@@ -37,6 +40,10 @@ pub enum StartError {
     Directory { path: PathBuf, source: std::io::Error },
     #[error("cannot open database {path}: {source}")]
     Database { path: PathBuf, source: StoreError },
+    #[error("invalid SMTP settings: {0}")]
+    Mail(#[from] mail::MailError),
+    #[error("admin bootstrap failed: {0}")]
+    Admin(#[from] accounts::BootstrapError),
 }
 
 /// Prepares the data directory and opens the store: everything before the first request.
@@ -49,13 +56,21 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let store = SqliteStore::open(&config.database_path)
         .await
         .map_err(|source| StartError::Database { path: config.database_path.clone(), source })?;
-    Ok(AppState {
+    if let Some(admin) = &config.admin {
+        accounts::bootstrap_admin(&store, admin, clock::now()).await?;
+    }
+    let mailer = mail::Mailer::new(&config.smtp)?;
+    let state = AppState {
         config: Arc::new(config),
         store: Arc::new(store),
         stats: Arc::default(),
+        accounts: Arc::new(accounts::Accounts::new(mailer)),
         started: Instant::now(),
         shutdown: CancellationToken::new(),
-    })
+    };
+    let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
+    accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());
+    Ok(state)
 }
 
 /// Mode 0750: the data directory holds the database and every blob, so other users get nothing.

@@ -4,8 +4,8 @@
 //! `dev_link`) and the mail is logged. Every send is bounded by [`SEND_TIMEOUT`], so a request that
 //! waits for its mail (the magic link, whose failure the client must see) never hangs on a slow
 //! relay; mails whose failure must not change the answer (forgot, register) go out in the background.
+//! Links carry configured base URLs, so every value put into an HTML part is escaped.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use concord_core::email::Email;
@@ -13,64 +13,11 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::html;
+
 /// Long enough for a distant relay, short enough that a client waiting on the answer gets one.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How the connection to the relay is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// Implicit TLS from the first byte (SMTPS), the default on port 465.
-    Tls,
-    /// Plain connect, then a required STARTTLS upgrade; the default on every other port.
-    Starttls,
-    /// No encryption at all. Only when set explicitly, e.g. for a relay on localhost.
-    None,
-}
-
-impl SmtpSecurity {
-    pub fn default_for_port(port: u16) -> SmtpSecurity {
-        if port == 465 { SmtpSecurity::Tls } else { SmtpSecurity::Starttls }
-    }
-}
-
-impl FromStr for SmtpSecurity {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<SmtpSecurity, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tls" => Ok(SmtpSecurity::Tls),
-            "starttls" => Ok(SmtpSecurity::Starttls),
-            "none" => Ok(SmtpSecurity::None),
-            other => Err(format!("expected tls, starttls or none, got {other:?}")),
-        }
-    }
-}
-
-/// Everything the mailer needs from the configuration.
-#[derive(Clone)]
-pub struct MailSettings {
-    pub host: String,
-    pub port: u16,
-    pub security: SmtpSecurity,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub from_email: String,
-    pub from_name: String,
-}
-
-impl std::fmt::Debug for MailSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .field("from_email", &self.from_email)
-            .field("from_name", &self.from_name)
-            .finish()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -110,21 +57,18 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// Dev mode when either credential is unset or empty, as in the Diaryx server.
-    pub fn new(settings: &MailSettings) -> Result<Mailer, MailError> {
+    /// Dev mode when the configuration has no credentials (either was unset or empty).
+    pub fn new(settings: &SmtpConfig) -> Result<Mailer, MailError> {
         let address = settings.from_email.parse().map_err(|e| MailError::InvalidFrom(format!("{e}")))?;
         // `Mailbox` quotes and encodes the display name (RFC 2047 where needed), so quotes or commas
-        // cannot add recipients; control characters are dropped here because lettre panics on a
-        // line break in a name, and a break is the one way to smuggle in a header.
+        // cannot add recipients. Configuration refuses control characters in the name; they are
+        // dropped here as well because lettre panics on a line break in a name.
         let name: String = settings.from_name.chars().filter(|c| !c.is_control()).collect();
         let from = Mailbox::new(Some(name), address);
-        let credentials = match (settings.username.as_deref(), settings.password.as_deref()) {
-            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some(Credentials::new(u.to_owned(), p.to_owned())),
-            _ => None,
-        };
-        let Some(credentials) = credentials else {
+        let Some((user, password)) = &settings.credentials else {
             return Ok(Mailer { from, transport: None });
         };
+        let credentials = Credentials::new(user.clone(), password.expose().to_owned());
         let host = settings.host.as_str();
         let builder = match settings.security {
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
@@ -194,8 +138,8 @@ pub fn sign_in_mail(to: Email, link: &str, code: &str, expiry_minutes: u64) -> O
          <p style=\"font-size:24px;letter-spacing:4px\"><strong>{code}</strong></p>\
          <p>The link and the code expire in {expiry_minutes} minutes and work once.</p>\
          <p>If you didn't ask to sign in, you can ignore this email.</p>",
-        link = escape_html(link),
-        code = escape_html(code),
+        link = html::escape(link),
+        code = html::escape(code),
     );
     OutgoingMail { to, subject: "Sign in to Diaryx".to_owned(), text, html }
 }
@@ -210,7 +154,7 @@ pub fn confirm_mail(to: Email, link: &str) -> OutgoingMail {
         "<p>Confirm your email address by opening this link:</p>\
          <p><a href=\"{link}\">Confirm my address</a></p>\
          <p>The link expires in 48 hours. If you didn't create an account, you can ignore this email.</p>",
-        link = escape_html(link),
+        link = html::escape(link),
     );
     OutgoingMail { to, subject: "Confirm your email address".to_owned(), text, html }
 }
@@ -229,71 +173,41 @@ pub fn reset_mail(to: Email, link: &str, token: &str) -> OutgoingMail {
          <p>Reset token: <code>{token}</code></p>\
          <p>The link expires in 1 hour and works once. Resetting signs out all your other sessions and devices. \
          If you didn't ask, you can ignore this email; your password stays as it is.</p>",
-        link = escape_html(link),
-        token = escape_html(token),
+        link = html::escape(link),
+        token = html::escape(token),
     );
     OutgoingMail { to, subject: "Reset your password".to_owned(), text, html }
-}
-
-/// Links carry configured base URLs, so they are escaped like any other text put into HTML.
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings(username: Option<&str>, password: Option<&str>) -> MailSettings {
-        MailSettings {
+    fn settings(credentials: Option<(&str, &str)>) -> SmtpConfig {
+        SmtpConfig {
             host: "127.0.0.1".to_owned(),
             port: 2525,
             security: SmtpSecurity::None,
-            username: username.map(str::to_owned),
-            password: password.map(str::to_owned),
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.parse().unwrap())),
             from_email: "noreply@example.com".to_owned(),
             from_name: "Concord\r\nBcc: victim@example.com".to_owned(),
         }
     }
 
-    #[test]
-    fn security_parses_and_defaults_by_port() {
-        assert_eq!("TLS".parse(), Ok(SmtpSecurity::Tls));
-        assert_eq!(" starttls".parse(), Ok(SmtpSecurity::Starttls));
-        assert_eq!("none".parse(), Ok(SmtpSecurity::None));
-        assert!("ssl".parse::<SmtpSecurity>().is_err());
-        assert_eq!(SmtpSecurity::default_for_port(465), SmtpSecurity::Tls);
-        assert_eq!(SmtpSecurity::default_for_port(587), SmtpSecurity::Starttls);
-    }
-
     // Building a real transport spawns its connection pool, which needs a runtime.
     #[tokio::test]
-    async fn dev_mode_when_a_credential_is_missing() {
-        assert!(Mailer::new(&settings(None, None)).unwrap().is_dev());
-        assert!(Mailer::new(&settings(Some("u"), None)).unwrap().is_dev());
-        assert!(Mailer::new(&settings(Some("u"), Some(""))).unwrap().is_dev());
-        assert!(!Mailer::new(&settings(Some("u"), Some("p"))).unwrap().is_dev());
+    async fn dev_mode_without_credentials() {
+        assert!(Mailer::new(&settings(None)).unwrap().is_dev());
+        assert!(!Mailer::new(&settings(Some(("u", "p")))).unwrap().is_dev());
         assert!(matches!(
-            Mailer::new(&MailSettings { from_email: "not an address".to_owned(), ..settings(None, None) }),
+            Mailer::new(&SmtpConfig { from_email: "not an address".to_owned(), ..settings(None) }),
             Err(MailError::InvalidFrom(_))
         ));
-        assert!(!format!("{:?}", settings(Some("u"), Some("hunter22"))).contains("hunter22"));
     }
 
     #[test]
     fn headers_cannot_be_injected_and_both_parts_are_present() {
-        let mailer = Mailer::new(&settings(None, None)).unwrap();
+        let mailer = Mailer::new(&settings(None)).unwrap();
         let to = Email::parse("alice@example.com").unwrap();
         let mail = sign_in_mail(to, "http://app/auth/verify?token=a\"<b>&c", "123456", 15);
         let raw = String::from_utf8(mailer.build(mail).unwrap().formatted()).unwrap();

@@ -1,3 +1,6 @@
 //! HTTP surfaces, one module per wire surface; each exposes `routes()` merged by [`crate::app::router`].
 
+pub mod diaryx_auth;
 pub mod health;
+pub mod user_api;
+pub mod verstak_client;

@@ -204,3 +204,66 @@ pub async fn json(response: reqwest::Response, status: u16) -> serde_json::Value
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// The password of accounts the helpers create; tests about passwords choose their own.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    /// `GET` with `Authorization: Bearer <token>`.
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `POST` of a JSON body with `Authorization: Bearer <token>`.
+    pub async fn post_auth(&self, path: &str, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    /// Signs `email` in through the dev-mode magic link (the server must have no SMTP
+    /// credentials, the default) and returns the Diaryx session token. Each call requests a link,
+    /// and an address gets 3 links an hour.
+    pub async fn sign_in(&self, email: &str) -> String {
+        let body = json(self.post_json("/auth/magic-link", &serde_json::json!({ "email": email })).await, 200).await;
+        let link = body["dev_link"].as_str().unwrap_or_else(|| panic!("no dev_link (SMTP configured?): {body}"));
+        let token = link.split_once("token=").unwrap().1;
+        let verified = json(self.get(&format!("/auth/verify?token={token}&device_name=test")).await, 200).await;
+        verified["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Pairs a Verstak device for `vault_id` and returns `(device_id, device_token)`. For an email,
+    /// the account is first registered and confirmed (dev mode, [`TEST_PASSWORD`]) unless it
+    /// exists; a login without `@` must name an existing account whose password is
+    /// [`TEST_PASSWORD`] (e.g. one made with `--admin-user NAME --admin-pass <TEST_PASSWORD>`).
+    pub async fn paired_device(&self, email_or_login: &str, vault_id: &str) -> (String, String) {
+        if email_or_login.contains('@') {
+            self.register_confirmed(email_or_login).await;
+        }
+        let body = serde_json::json!({
+            "login": email_or_login,
+            "password": TEST_PASSWORD,
+            "device_name": "test device",
+            "client_version": "verstak-desktop/v2",
+            "vault_id": vault_id,
+        });
+        let paired = json(self.post_json("/api/client/pair", &body).await, 200).await;
+        (paired["device_id"].as_str().unwrap().to_owned(), paired["device_token"].as_str().unwrap().to_owned())
+    }
+
+    /// Registers `email` with [`TEST_PASSWORD`] and confirms it through the dev-mode link; an
+    /// account that already exists is left as it is. The username is the email with `@` → `.`.
+    pub async fn register_confirmed(&self, email: &str) {
+        let username = email.replace('@', ".");
+        let body = serde_json::json!({ "username": username, "email": email, "password": TEST_PASSWORD });
+        let response = self.post_json("/api/v1/auth/register", &body).await;
+        if response.status() == 409 {
+            return;
+        }
+        let registered = json(response, 200).await;
+        let link =
+            registered["dev_link"].as_str().unwrap_or_else(|| panic!("no dev_link (SMTP configured?): {registered}"));
+        let token = link.split_once("token=").unwrap().1;
+        let confirmed =
+            json(self.post_json("/api/v1/auth/confirm", &serde_json::json!({ "token": token })).await, 200).await;
+        assert_eq!(confirmed["status"], "confirmed");
+    }
+}

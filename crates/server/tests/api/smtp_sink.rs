@@ -310,15 +310,15 @@ fn decode_quoted_printable(body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn sink_receives_a_mail_sent_by_the_mailer_over_real_smtp() {
     use concord_core::email::Email;
-    use concord_server::mail::{MailSettings, Mailer, SmtpSecurity, sign_in_mail};
+    use concord_server::config::{SmtpConfig, SmtpSecurity};
+    use concord_server::mail::{Mailer, sign_in_mail};
 
     let sink = SmtpSink::start().await;
-    let mailer = Mailer::new(&MailSettings {
+    let mailer = Mailer::new(&SmtpConfig {
         host: "127.0.0.1".to_owned(),
         port: sink.addr.port(),
         security: SmtpSecurity::None,
-        username: Some("concord".to_owned()),
-        password: Some("secret".to_owned()),
+        credentials: Some(("concord".to_owned(), "secret".parse().unwrap())),
         from_email: "noreply@concord.test".to_owned(),
         from_name: "Concord Test".to_owned(),
     })
@@ -344,16 +344,16 @@ async fn sink_receives_a_mail_sent_by_the_mailer_over_real_smtp() {
 #[tokio::test]
 async fn a_relay_that_refuses_connections_is_reported_not_hung_on() {
     use concord_core::email::Email;
-    use concord_server::mail::{MailError, MailSettings, Mailer, SmtpSecurity, confirm_mail};
+    use concord_server::config::{SmtpConfig, SmtpSecurity};
+    use concord_server::mail::{MailError, Mailer, confirm_mail};
 
     // Bind then drop, so the port is closed.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let mailer = Mailer::new(&MailSettings {
+    let mailer = Mailer::new(&SmtpConfig {
         host: "127.0.0.1".to_owned(),
         port,
         security: SmtpSecurity::None,
-        username: Some("u".to_owned()),
-        password: Some("p".to_owned()),
+        credentials: Some(("u".to_owned(), "p".parse().unwrap())),
         from_email: "noreply@concord.test".to_owned(),
         from_name: "Concord".to_owned(),
     })

@@ -324,7 +324,10 @@ impl AccountStore for SqliteStore {
                 .await?
                 .rows_affected()
                 > 0;
-        sqlx::query("DELETE FROM tokens WHERE device_id = ?1").bind(device_id).execute(&mut *tx).await?;
+        // Only the owner's device loses its tokens: an id from another user must change nothing.
+        if revoked {
+            sqlx::query("DELETE FROM tokens WHERE device_id = ?1").bind(device_id).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(revoked)
     }

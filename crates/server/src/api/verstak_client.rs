@@ -1,0 +1,166 @@
+//! The Verstak desktop client's identity routes: pairing, the connection test, and its device.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use concord_core::token::TokenFormat;
+use concord_store::{DeviceKind, NewDevice, TokenKind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::accounts::{self, ClientIp, UserAgent};
+use crate::app::AppState;
+use crate::clock;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Auth};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/client/pair", post(pair))
+        .route("/api/auth/test", post(auth_test))
+        .route("/api/client/me", get(me))
+        .route("/api/client/revoke-current", post(revoke_current))
+        .route("/api/client/revoke-device", post(revoke_device))
+}
+
+#[derive(Deserialize)]
+struct PairRequest {
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    device_name: String,
+    #[serde(default)]
+    client_version: String,
+    #[serde(default)]
+    vault_id: String,
+}
+
+/// 400 `<field> is too long` past the reference's byte limits.
+fn limit_len(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::bad_request("invalid_request", format!("{field} is too long")));
+    }
+    Ok(())
+}
+
+async fn pair(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    agent: UserAgent,
+    ApiJson(body): ApiJson<PairRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let login = body.login.trim();
+    if login.is_empty() || body.password.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "login and password required"));
+    }
+    let device_name = body.device_name.trim();
+    let client_version = body.client_version.trim();
+    let vault_id = body.vault_id.trim();
+    limit_len("login", login, 320)?;
+    limit_len("device_name", device_name, 128)?;
+    limit_len("client_version", client_version, 256)?;
+    limit_len("vault_id", vault_id, 256)?;
+    if vault_id.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "vault_id required"));
+    }
+    // `legacy:` scopes belonged to clients from before vaults; new pairings may not join them.
+    if vault_id.starts_with("legacy:") {
+        return Err(ApiError::bad_request("invalid_request", "vault_id must not start with legacy:"));
+    }
+    let now = clock::now();
+    let user = accounts::check_credentials(&state, &state.accounts.limits.pair, &ip, login, body.password, now).await?;
+    let device = NewDevice {
+        user_id: user.id.clone(),
+        kind: DeviceKind::Client,
+        name: Some(if device_name.is_empty() { "unknown" } else { device_name }.to_owned()),
+        vault_id: Some(vault_id.to_owned()),
+        client_version: Some(client_version.to_owned()).filter(|v| !v.is_empty()),
+        user_agent: agent.0,
+    };
+    let (device, token) =
+        accounts::issue_device(&state, device, TokenFormat::Hex, TokenKind::Device, None, now).await?;
+    tracing::info!(user_id = %user.id, device_id = %device.id, "device paired");
+    Ok(Json(json!({
+        "device_id": device.id,
+        "device_token": token,
+        "initial_sync_cursor": 0,
+        "server_time": clock::rfc3339(now),
+        "user_id": user.id,
+    })))
+}
+
+/// `{username, password}`: the body of the connection test and of the user API's login.
+#[derive(Deserialize)]
+pub(crate) struct CredentialsRequest {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    pub(crate) password: String,
+}
+
+impl CredentialsRequest {
+    /// The trimmed login, or the 400 both routes answer for missing or over-long input.
+    pub(crate) fn login(&self) -> Result<&str, ApiError> {
+        let login = self.username.trim();
+        if login.is_empty() || self.password.is_empty() {
+            return Err(ApiError::bad_request("invalid_request", "username and password required"));
+        }
+        limit_len("username", login, 320)?;
+        Ok(login)
+    }
+}
+
+async fn auth_test(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    ApiJson(body): ApiJson<CredentialsRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let login = body.login()?.to_owned();
+    let limit = &state.accounts.limits.auth_test;
+    accounts::check_credentials(&state, limit, &ip, &login, body.password, clock::now()).await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+async fn me(Auth(principal): Auth) -> Json<Value> {
+    let (user, device) = (&principal.user, &principal.device);
+    Json(json!({
+        "client_version": device.client_version.as_deref().unwrap_or_default(),
+        "created_at": clock::rfc3339(device.created_at),
+        "device_id": device.id,
+        "device_name": device.name.as_deref().unwrap_or_default(),
+        "last_seen": clock::rfc3339(device.last_seen_at),
+        // Always "" here: a revoked device cannot authenticate to ask.
+        "revoked_at": device.revoked_at.map(clock::rfc3339).unwrap_or_default(),
+        "user_id": user.id,
+        // People who only ever used magic links have no username; their email is their login.
+        "username": user.username.as_deref().unwrap_or(&user.email),
+    }))
+}
+
+async fn revoke_current(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
+    accounts::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
+    Ok(Json(json!({ "status": "revoked" })))
+}
+
+#[derive(Deserialize)]
+struct RevokeDeviceRequest {
+    #[serde(default)]
+    device_id: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiJson(body): ApiJson<RevokeDeviceRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let device_id = body.device_id.trim();
+    if device_id.is_empty() || body.password.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "device_id and password required"));
+    }
+    accounts::revoke_with_password(&state, &principal.user, device_id, body.password, clock::now()).await?;
+    Ok(Json(json!({ "status": "revoked" })))
+}
