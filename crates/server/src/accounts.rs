@@ -233,6 +233,14 @@ pub async fn revoke_device(state: &AppState, user_id: &str, device_id: &str, now
     Ok(revoked)
 }
 
+/// Deletes a sign-in device with its token and announces it.
+pub async fn log_out(state: &AppState, user_id: &str, device_id: &str) -> Result<(), ApiError> {
+    if state.store.delete_device(user_id, device_id).await? {
+        state.accounts.announce(user_id, device_id);
+    }
+    Ok(())
+}
+
 /// Sets a new password and revokes all the user's devices (see [`concord_store::AccountStore::reset_password`]).
 pub async fn reset_password(state: &AppState, user_id: &str, password: Password, now: i64) -> Result<(), ApiError> {
     let hash = hash_password(password).await?;

@@ -244,8 +244,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub session_expiry_days: u32,
     pub magic_link_expiry_minutes: u32,
-    /// This server's own URL, without a trailing slash (links in confirm and reset mails).
-    pub public_url: String,
+    /// This server's own URL, without a trailing slash, if set (see [`Config::public_url`]).
+    pub public_url: Option<String>,
     pub admin: Option<AdminBootstrap>,
     pub cleanup_interval_secs: u64,
     pub log_format: LogFormat,
@@ -316,11 +316,12 @@ impl Config {
         let magic_link_expiry_minutes =
             positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.unwrap_or(15))?;
 
-        let public_url = s.public_url.unwrap_or_else(|| format!("http://{listen}"));
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        if let Some(url) = &s.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
             return Err(invalid("PUBLIC_URL", "must start with http:// or https://"));
         }
-        let public_url = public_url.trim_end_matches('/').to_owned();
+        let public_url = s.public_url.map(|url| url.trim_end_matches('/').to_owned());
         let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
         let cleanup_interval_secs = s.cleanup_interval_secs.unwrap_or(3600);
         if cleanup_interval_secs == 0 {
@@ -341,6 +342,12 @@ impl Config {
             cleanup_interval_secs,
             log_format: s.log_format.unwrap_or(LogFormat::Text),
         })
+    }
+
+    /// The URL links to this server use (confirm and reset mails): `PUBLIC_URL`, else the
+    /// listen address (main sets it to the bound address, so port 0 resolves to the real port).
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     pub fn blob_dir(&self) -> PathBuf {

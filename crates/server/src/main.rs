@@ -29,11 +29,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let state = concord_server::build(config).await?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    // With port 0 the real port is known only now; links built from the listen address need it.
+    config.listen = addr;
+    let state = concord_server::build(config).await?;
     tracing::info!(%addr, data = %state.config.data_dir.display(), "listening");
     // On stdout, one line, so scripts and tests can learn the port when started with port 0.
     println!("listening on http://{addr}");

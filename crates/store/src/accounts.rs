@@ -135,6 +135,9 @@ impl AccountTokenPurpose {
     }
 }
 
+/// How long the tokens of a revoked device are kept so its clients learn why they were refused.
+pub const REVOKED_TOKEN_RETENTION_SECS: i64 = 30 * 86_400;
+
 /// How many rows the periodic cleanup removed, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupCounts {
@@ -216,9 +219,13 @@ pub trait AccountStore {
     /// Devices of a user, most recently seen first, revoked ones included.
     async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<DeviceRecord>>;
 
-    /// Marks a device revoked and deletes its tokens, if it belongs to `user_id`. Returns whether
-    /// a device was revoked.
+    /// Marks a device revoked, if it belongs to `user_id`; returns whether it does. Its tokens stay
+    /// (resolving to a revoked device) so clients are told `device revoked` rather than
+    /// `invalid API key`, until the cleanup job removes them after [`REVOKED_TOKEN_RETENTION_SECS`].
     async fn revoke_device(&self, user_id: &str, device_id: &str, now: i64) -> StoreResult<bool>;
+
+    /// Deletes a device of `user_id` with its tokens (logout); returns whether it existed.
+    async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool>;
 
     /// Stores a single-use confirm or reset token (as a hash).
     async fn insert_account_token(
@@ -243,10 +250,11 @@ pub trait AccountStore {
 
     /// Sets a new password and, in the same transaction, confirms the address (the reset mail
     /// proved it) and revokes every device of the user, so a stolen session or device token dies
-    /// with the old password. Returns the ids of the devices revoked.
+    /// with the old password (their requests get 401 at once). Returns the ids of the devices revoked.
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>>;
 
-    /// Deletes expired bearer tokens, used or expired magic and account tokens, and sign-in
+    /// Deletes expired bearer tokens, tokens of devices revoked more than
+    /// [`REVOKED_TOKEN_RETENTION_SECS`] ago, used or expired magic and account tokens, and sign-in
     /// devices left without any token (their sessions ended).
     async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts>;
 

@@ -14,7 +14,7 @@ pub mod sqlite;
 
 pub use accounts::{
     AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    TokenKind, UserRecord, WorkspaceRecord,
+    REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use error::{StoreError, StoreResult};
 

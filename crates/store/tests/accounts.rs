@@ -3,7 +3,10 @@
 
 use concord_core::token::TokenHash;
 use concord_store::sqlite::SqliteStore;
-use concord_store::{AccountStore, AccountTokenPurpose, DeviceKind, NewDevice, NewUser, StoreError, TokenKind};
+use concord_store::{
+    AccountStore, AccountTokenPurpose, DeviceKind, NewDevice, NewUser, REVOKED_TOKEN_RETENTION_SECS, StoreError,
+    TokenKind,
+};
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -73,16 +76,22 @@ async fn reset_revokes_every_device_and_account_tokens_are_single_use() {
 
     let revoked = store.reset_password(&alice.id, "new", 2).await.unwrap();
     assert_eq!(revoked.len(), 2);
-    assert!(store.authenticate(&t1, 3).await.unwrap().is_none());
-    assert!(store.authenticate(&t2, 3).await.unwrap().is_none());
+    for token in [&t1, &t2] {
+        let principal = store.authenticate(token, 3).await.unwrap().unwrap();
+        assert_eq!(principal.device.revoked_at, Some(2), "kept to answer `device revoked`");
+    }
     let user = store.user_by_id(&alice.id).await.unwrap().unwrap();
     assert_eq!(user.password_hash.as_deref(), Some("new"));
     assert!(user.confirmed);
 
-    // Cleanup removes the session device (no tokens left) and the used confirm token, and keeps
-    // the revoked paired client so its owner can see it.
-    let counts = store.cleanup_expired(10).await.unwrap();
-    assert_eq!((counts.devices, counts.account_tokens), (1, 1));
+    // Within the retention the revoked devices' tokens stay; after it, cleanup removes them, the
+    // session device (no tokens left) and the used confirm token, and keeps the revoked paired
+    // client so its owner can see it.
+    assert_eq!(store.cleanup_expired(10).await.unwrap().devices, 0);
+    assert!(store.authenticate(&t1, 10).await.unwrap().is_some());
+    let counts = store.cleanup_expired(3 + REVOKED_TOKEN_RETENTION_SECS).await.unwrap();
+    assert_eq!((counts.tokens, counts.devices), (2, 1));
+    assert!(store.authenticate(&t1, 10).await.unwrap().is_none());
     let devices = store.devices_of(&alice.id).await.unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].kind, DeviceKind::Client);

@@ -188,9 +188,9 @@ async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json
     })))
 }
 
-/// Ends this device's session: the device is revoked, so its token stops working at once.
+/// Ends this device's session: the device and its token are deleted, so it stops working at once.
 async fn logout(State(state): State<AppState>, Auth(principal): Auth) -> Result<StatusCode, ApiError> {
-    accounts::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
+    accounts::log_out(&state, &principal.user.id, &principal.device.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -112,12 +112,14 @@ async fn register(
     ip: ClientIp,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = clock::now();
-    state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
     let username =
         Username::parse(&body.username).map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
     let email = Email::parse(&body.email).map_err(|_| ApiError::bad_request("invalid_email", "invalid email"))?;
     let password = Password::parse(body.password).map_err(password_error)?;
+    // Counted after validation, so typos do not use up the limit; before hashing and storing,
+    // which are what the limit protects.
+    let now = clock::now();
+    state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
     let password_hash = accounts::hash_password(password).await?;
     let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
     let user = match state.store.create_user(new, now).await {
@@ -136,7 +138,7 @@ async fn register(
         .store
         .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Confirm, now + CONFIRM_TTL_SECS, now)
         .await?;
-    let link = format!("{}/api/v1/auth/confirm?token={}", state.config.public_url, token.plaintext);
+    let link = format!("{}/api/v1/auth/confirm?token={}", state.config.public_url(), token.plaintext);
     let mailer = &state.accounts.mailer;
     // A failed send must not undo the account (a retry would then say "already registered"); it is
     // logged, and the person can ask again through forgot, which confirms the address too.
@@ -240,7 +242,7 @@ async fn forgot(
             .store
             .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, now + RESET_TTL_SECS, now)
             .await?;
-        let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url, token.plaintext);
+        let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url(), token.plaintext);
         state.accounts.mailer.send_in_background(mail::reset_mail(email, &link, &token.plaintext));
     }
     Ok(Json(json!({ "status": "if email exists, reset link sent" })))

@@ -1,11 +1,13 @@
 //! Black-box tests: each starts the real `concord` binary on port 0 with its own data directory
 //! and talks to it over HTTP and WebSocket. One test binary, so the suite links once.
 
+mod accounts_diaryx;
+mod accounts_security;
 mod accounts_slice;
+mod accounts_verstak;
 mod foundation;
 mod tidy;
 // Helpers serve every area's tests; an area that has not landed yet leaves some unused.
 #[allow(dead_code)]
 mod helpers;
-#[allow(dead_code)]
 mod smtp_sink;

@@ -56,10 +56,10 @@ impl SmtpSink {
         SmtpSink { addr, inbox, accept }
     }
 
-    /// Environment for `concord` to send through this sink: plain SMTP with credentials, so the
+    /// A `concord` that sends its mail through this sink: plain SMTP with credentials, so the
     /// server is not in dev mode.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+    pub fn app(&self) -> crate::helpers::TestAppBuilder {
+        let env = [
             ("SMTP_HOST", "127.0.0.1".to_owned()),
             ("SMTP_PORT", self.addr.port().to_string()),
             ("SMTP_SECURITY", "none".to_owned()),
@@ -67,7 +67,8 @@ impl SmtpSink {
             ("SMTP_PASSWORD", "sink-password".to_owned()),
             ("SMTP_FROM_EMAIL", "noreply@concord.test".to_owned()),
             ("SMTP_FROM_NAME", "Concord Test".to_owned()),
-        ]
+        ];
+        env.into_iter().fold(crate::helpers::TestApp::builder(), |builder, (k, v)| builder.env(k, v))
     }
 
     /// Removes and returns the oldest mail addressed to `to`, waiting for it if needed.

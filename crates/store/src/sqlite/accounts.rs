@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use super::SqliteStore;
 use crate::{
     AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
+    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
 };
 
 // Macros rather than consts so that every query stays a `&'static str` built by `concat!`: sqlx
@@ -314,22 +314,25 @@ impl AccountStore for SqliteStore {
     }
 
     async fn revoke_device(&self, user_id: &str, device_id: &str, now: i64) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
-        let revoked =
-            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND user_id = ?2")
-                .bind(device_id)
-                .bind(user_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
-        // Only the owner's device loses its tokens: an id from another user must change nothing.
-        if revoked {
-            sqlx::query("DELETE FROM tokens WHERE device_id = ?1").bind(device_id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+        Ok(sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND user_id = ?2")
+            .bind(device_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn delete_device(&self, user_id: &str, device_id: &str) -> StoreResult<bool> {
+        // Tokens go with the device (ON DELETE CASCADE).
+        Ok(sqlx::query("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")
+            .bind(device_id)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     async fn insert_account_token(
@@ -389,10 +392,6 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM tokens WHERE device_id IN (SELECT id FROM devices WHERE user_id = ?1)")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
         // Other outstanding reset links die too: the person has just chosen their password.
         sqlx::query(
             "UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'reset' AND used_at IS NULL",
@@ -407,11 +406,15 @@ impl AccountStore for SqliteStore {
 
     async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts> {
         let mut tx = self.writer.begin().await?;
-        let tokens = sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let tokens = sqlx::query(
+            "DELETE FROM tokens WHERE (expires_at IS NOT NULL AND expires_at <= ?1)
+             OR device_id IN (SELECT id FROM devices WHERE revoked_at IS NOT NULL AND revoked_at <= ?2)",
+        )
+        .bind(now)
+        .bind(now - REVOKED_TOKEN_RETENTION_SECS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let magic_tokens = sqlx::query("DELETE FROM magic_tokens WHERE expires_at <= ?1 OR used_at IS NOT NULL")
             .bind(now)
             .execute(&mut *tx)
