@@ -20,6 +20,9 @@ use crate::config::{AdminBootstrap, AdminPassword};
 use crate::error::ApiError;
 use crate::mail::Mailer;
 
+/// The workspace every user has once signed in or confirmed; Diaryx clients open it by this name.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
 /// Account state that lives in memory: the mailer, the rate limiters, and the revocation feed.
 pub struct Accounts {
     pub mailer: Mailer,
@@ -300,6 +303,7 @@ pub async fn bootstrap_admin(store: &dyn Store, admin: &AdminBootstrap, now: i64
     let password = Password::parse(raw)?;
     let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await?;
     let user = store.upsert_admin(&admin.username, &admin.email, &hash, now).await?;
+    store.ensure_workspace(&user.id, DEFAULT_WORKSPACE, now).await?;
     tracing::info!(username = %admin.username, user_id = %user.id, "admin user ready");
     Ok(())
 }

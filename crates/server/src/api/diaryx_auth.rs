@@ -18,8 +18,6 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
 use crate::mail;
 
-/// The workspace every Diaryx user has; the client opens it by this name.
-const DEFAULT_WORKSPACE: &str = "default";
 /// Device names are shown in lists; longer input is cut, not refused (the original stored any).
 const DEVICE_NAME_MAX: usize = 128;
 
@@ -147,7 +145,7 @@ async fn sign_in(
     if user.blocked {
         return Err(ApiError::forbidden("user blocked"));
     }
-    state.store.ensure_workspace(&user.id, DEFAULT_WORKSPACE, now).await?;
+    state.store.ensure_workspace(&user.id, accounts::DEFAULT_WORKSPACE, now).await?;
     let name = device_name.map(|n| accounts::truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
     let device = NewDevice {
         user_id: user.id.clone(),

@@ -181,6 +181,8 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
             .await?
             .ok_or_else(invalid_token)?;
         state.store.confirm_user(&user_id).await?;
+        // So the Diaryx clients of this person find their workspace too.
+        state.store.ensure_workspace(&user_id, accounts::DEFAULT_WORKSPACE, clock::now()).await?;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -225,8 +227,8 @@ struct ForgotRequest {
     email: String,
 }
 
-/// Answers the same whether or not the address has an account; the mail goes out in the
-/// background so not even the timing differs.
+/// Answers the same whether or not the address has an account: the lookup, the token and the
+/// mail all happen after the answer, so not even its timing tells.
 async fn forgot(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -236,16 +238,29 @@ async fn forgot(
     let now = clock::now();
     let account = format!("email:{email}");
     state.accounts.limits.forgot.check(&[&ip.0, &account], now).map_err(too_many)?;
-    if let Some(user) = state.store.user_by_email(email.as_str()).await?.filter(|u| !u.blocked) {
-        let token = NewToken::generate(TokenFormat::Hex);
-        state
-            .store
-            .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, now + RESET_TTL_SECS, now)
-            .await?;
-        let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url(), token.plaintext);
-        state.accounts.mailer.send_in_background(mail::reset_mail(email, &link, &token.plaintext));
-    }
+    tokio::spawn(async move {
+        if let Err(err) = send_reset_link(&state, email, now).await {
+            tracing::error!(error = %err, "sending a password reset link failed");
+        }
+    });
     Ok(Json(json!({ "status": "if email exists, reset link sent" })))
+}
+
+/// Mails a reset link if the address belongs to an account that is not blocked.
+async fn send_reset_link(
+    state: &AppState,
+    email: Email,
+    now: i64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(user) = state.store.user_by_email(email.as_str()).await?.filter(|u| !u.blocked) else {
+        return Ok(());
+    };
+    let token = NewToken::generate(TokenFormat::Hex);
+    let expires_at = now + RESET_TTL_SECS;
+    state.store.insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, expires_at, now).await?;
+    let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url(), token.plaintext);
+    state.accounts.mailer.send(mail::reset_mail(email, &link, &token.plaintext)).await?;
+    Ok(())
 }
 
 async fn reset_page(RawQuery(query): RawQuery) -> Response {

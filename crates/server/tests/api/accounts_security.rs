@@ -118,6 +118,40 @@ async fn the_admin_bootstrap_creates_then_updates_the_admin() {
 }
 
 #[tokio::test]
+async fn the_admin_password_can_come_from_stdin() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let data = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .env_clear()
+        .args(["--data", data.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--admin-user", "root", "--admin-pass-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{TEST_PASSWORD}\n").as_bytes()).await.unwrap();
+    drop(stdin);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("server exited before listening");
+            if let Some(base) = line.strip_prefix("listening on ") {
+                return base.to_owned();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let body = json!({ "login": "root", "password": TEST_PASSWORD, "vault_id": "v" });
+    let paired = reqwest::Client::new().post(format!("{base}/api/client/pair")).json(&body).send().await.unwrap();
+    assert_eq!(json(paired, 200).await["device_token"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
 async fn an_incomplete_admin_bootstrap_stops_the_server_naming_the_flag() {
     let data = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_concord"))

@@ -223,6 +223,9 @@ async fn one_person_signs_in_both_ways() {
     let link = sink.next_mail_to("frank@example.com").await.link_token();
     let verified = json(app.get(&format!("/auth/verify?token={link}")).await, 200).await;
     assert_eq!(verified["user"]["id"], login["user_id"]);
+    let me = json(app.get_auth("/auth/me", verified["token"].as_str().unwrap()).await, 200).await;
+    assert_eq!(me["workspaces"].as_array().unwrap().len(), 1, "one default workspace: {me}");
+    assert_eq!(me["workspaces"][0]["name"], "default");
 
     // A magic-link person sets a password through forgot and reset, then pairs with the email.
     json(app.post_json("/auth/magic-link", &json!({ "email": "gina@example.com" })).await, 200).await;
@@ -236,4 +239,37 @@ async fn one_person_signs_in_both_ways() {
         json(app.post_json("/api/client/pair", &pair_body("gina@example.com", "gina's new password", "v")).await, 200)
             .await;
     assert_eq!(paired["user_id"], gina["user"]["id"]);
+}
+
+#[tokio::test]
+async fn mail_sending_and_password_routes_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    app.register_confirmed("hal@example.com").await;
+    let limited = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 429);
+        assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+        assert_eq!(json(response, 429).await["code"], "rate_limited");
+    };
+
+    // Login: 10 failures per 10 minutes, then even the right password waits.
+    let wrong = json!({ "username": "hal.example.com", "password": "wrong password" });
+    for _ in 0..10 {
+        assert_eq!(app.post_json("/api/v1/auth/login", &wrong).await.status(), 401);
+    }
+    let right = json!({ "username": "hal.example.com", "password": TEST_PASSWORD });
+    limited(app.post_json("/api/v1/auth/login", &right).await).await;
+
+    // Forgot: 5 per hour for an address.
+    for _ in 0..5 {
+        json(app.post_json("/api/v1/auth/forgot", &json!({ "email": "hal@example.com" })).await, 200).await;
+    }
+    limited(app.post_json("/api/v1/auth/forgot", &json!({ "email": "hal@example.com" })).await).await;
+
+    // Register: 5 per hour from one address (one was used above).
+    for i in 0..4 {
+        let body = json!({ "username": format!("user{i}"), "email": format!("user{i}@example.com"), "password": TEST_PASSWORD });
+        json(app.post_json("/api/v1/auth/register", &body).await, 200).await;
+    }
+    let body = json!({ "username": "user9", "email": "user9@example.com", "password": TEST_PASSWORD });
+    limited(app.post_json("/api/v1/auth/register", &body).await).await;
 }
