@@ -4,6 +4,8 @@
 //! runtime. Callers pass time in (`now`, unix seconds) and get values or messages back, which keeps
 //! every rule testable with plain data.
 
+pub mod blob;
 pub mod email;
 pub mod id;
+pub mod oplog;
 pub mod token;
