@@ -3,6 +3,7 @@
 //! - [`config`]: settings and their layering.
 //! - [`app`]: shared state and the router with its middleware.
 //! - [`api`]: one module per wire surface.
+//! - [`blobstore`]: blob bytes on disk.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown.
 //!
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod app;
+pub mod blobstore;
 pub mod clock;
 pub mod config;
 pub mod error;
