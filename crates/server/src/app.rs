@@ -19,6 +19,8 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::api;
+use crate::api::events::ScopeEvents;
+use crate::blobstore::BlobFiles;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::logging::redact_uri;
@@ -36,6 +38,10 @@ pub struct AppState {
     pub stats: Arc<LiveStats>,
     /// When the process started serving, for `uptime_seconds`.
     pub started: Instant,
+    /// Blob bytes on disk (`<data>/blobs`).
+    pub blobs: Arc<BlobFiles>,
+    /// Live head announcements per operation-log scope, fed by pushes.
+    pub events: Arc<ScopeEvents>,
     /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
     pub shutdown: CancellationToken,
 }
@@ -54,7 +60,11 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.config.cors_origins.as_deref());
-    let routes = Router::new().merge(api::health::routes());
+    let routes = Router::new()
+        .merge(api::health::routes())
+        .merge(api::oplog::routes())
+        .merge(api::events::routes())
+        .merge(api::blobs::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

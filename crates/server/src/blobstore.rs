@@ -168,7 +168,7 @@ impl BlobFiles {
 
     /// Removes temporary files untouched for `stale_after` (an upload in progress keeps touching
     /// its file) and every blob file no scope references.
-    pub async fn collect_garbage(&self, store: &dyn BlobStore, stale_after: Duration) -> io::Result<Collected> {
+    pub async fn collect_garbage(&self, store: &(dyn BlobStore + Sync), stale_after: Duration) -> io::Result<Collected> {
         let mut collected = Collected::default();
         let now = SystemTime::now();
         let mut temps = tokio::fs::read_dir(&self.tmp).await?;

@@ -29,6 +29,7 @@ use concord_store::sqlite::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::blobstore::BlobFiles;
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +50,19 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let store = SqliteStore::open(&config.database_path)
         .await
         .map_err(|source| StartError::Database { path: config.database_path.clone(), source })?;
-    Ok(AppState {
+    let blobs = BlobFiles::open(&config.blob_dir())
+        .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
+    let state = AppState {
         config: Arc::new(config),
         store: Arc::new(store),
         stats: Arc::default(),
+        blobs: Arc::new(blobs),
+        events: Arc::default(),
         started: Instant::now(),
         shutdown: CancellationToken::new(),
-    })
+    };
+    api::blobs::spawn_collector(&state);
+    Ok(state)
 }
 
 /// Mode 0750: the data directory holds the database and every blob, so other users get nothing.

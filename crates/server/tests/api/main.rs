@@ -1,7 +1,10 @@
 //! Black-box tests: each starts the real `concord` binary on port 0 with its own data directory
 //! and talks to it over HTTP and WebSocket. One test binary, so the suite links once.
 
+mod blobs_upload;
 mod foundation;
+mod oplog_client;
+mod oplog_push_pull;
 mod tidy;
 // Helpers serve every area's tests; an area that has not landed yet leaves some unused.
 #[allow(dead_code)]
