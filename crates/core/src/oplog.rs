@@ -311,10 +311,10 @@ mod tests {
 
     /// One case: a request and the code it must earn (`None` = accepted), through both stages of
     /// validation, in a scope that owns the blob `SHA` of size 0.
-    fn check(name: &str, request: PushRequest, expected: Option<(&str, RejectKind)>) {
+    fn check(name: &str, request: PushRequest, expected: Option<(&'static str, RejectKind)>) {
         let owned = |h: &BlobHash| (h.as_str() == SHA).then_some(0);
         let got = validate_push(request).and_then(|v| v.check_blobs(owned)).err().map(|e| (e.code, e.kind));
-        assert_eq!(got, expected.map(|(c, k)| (c, k)), "case {name}");
+        assert_eq!(got, expected, "case {name}");
     }
 
     #[test]
@@ -322,7 +322,8 @@ mod tests {
         use RejectKind::{Invalid, TooLarge};
         let one = |op: PushOp| PushRequest { ops: vec![op], ..PushRequest::default() };
         let long = |n: usize| "x".repeat(n);
-        let cases: Vec<(&str, PushRequest, Option<(&str, RejectKind)>)> = vec![
+        type Case = (&'static str, PushRequest, Option<(&'static str, RejectKind)>);
+        let cases: Vec<Case> = vec![
             ("empty push", PushRequest::default(), None),
             ("plain op", one(op("a")), None),
             ("100 ops", PushRequest { ops: vec![op("a"); 100], ..PushRequest::default() }, None),
@@ -343,8 +344,16 @@ mod tests {
                 Some(("field_too_long", Invalid)),
             ),
             ("blank op_id", one(op("  ")), Some(("invalid_operation", Invalid))),
-            ("blank entity_type", one(PushOp { entity_type: "".into(), ..op("a") }), Some(("invalid_operation", Invalid))),
-            ("blank entity_id", one(PushOp { entity_id: "\t".into(), ..op("a") }), Some(("invalid_operation", Invalid))),
+            (
+                "blank entity_type",
+                one(PushOp { entity_type: "".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
+            (
+                "blank entity_id",
+                one(PushOp { entity_id: "\t".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
             ("blank op_type", one(PushOp { op_type: "".into(), ..op("a") }), Some(("invalid_operation", Invalid))),
             ("op_id 129", one(op(&long(129))), Some(("field_too_long", Invalid))),
             ("entity_type 65", one(PushOp { entity_type: long(65), ..op("a") }), Some(("field_too_long", Invalid))),
@@ -362,9 +371,21 @@ mod tests {
                 Some(("payload_too_large", TooLarge)),
             ),
             ("empty payload", one(PushOp { payload_json: "".into(), ..op("a") }), None),
-            ("non-JSON payload", one(PushOp { payload_json: "{nope".into(), ..op("a") }), Some(("invalid_payload", Invalid))),
-            ("two JSON values", one(PushOp { payload_json: "{} {}".into(), ..op("a") }), Some(("invalid_payload", Invalid))),
-            ("negative client_sequence", one(PushOp { client_sequence: -1, ..op("a") }), Some(("invalid_operation", Invalid))),
+            (
+                "non-JSON payload",
+                one(PushOp { payload_json: "{nope".into(), ..op("a") }),
+                Some(("invalid_payload", Invalid)),
+            ),
+            (
+                "two JSON values",
+                one(PushOp { payload_json: "{} {}".into(), ..op("a") }),
+                Some(("invalid_payload", Invalid)),
+            ),
+            (
+                "negative client_sequence",
+                one(PushOp { client_sequence: -1, ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
             (
                 "negative last_seen_server_seq",
                 one(PushOp { last_seen_server_seq: -1, ..op("a") }),
@@ -377,11 +398,27 @@ mod tests {
             ),
             ("file with content", one(file(r#"{"path":"a.md","contentHash":"x","content":"hi"}"#)), None),
             ("file with null dataBase64", one(file(r#"{"path":"a","dataBase64":null}"#)), None),
-            ("file with dataBase64", one(file(r#"{"path":"a","dataBase64":"aGk="}"#)), Some(("inline_binary_forbidden", Invalid))),
-            ("dataBase64 on a non-file entity is not our business", one(PushOp { payload_json: r#"{"dataBase64":"aGk="}"#.into(), ..op("a") }), None),
+            (
+                "file with dataBase64",
+                one(file(r#"{"path":"a","dataBase64":"aGk="}"#)),
+                Some(("inline_binary_forbidden", Invalid)),
+            ),
+            (
+                "dataBase64 on a non-file entity is not our business",
+                one(PushOp { payload_json: r#"{"dataBase64":"aGk="}"#.into(), ..op("a") }),
+                None,
+            ),
             ("file payload not an object", one(file("[1]")), Some(("invalid_payload", Invalid))),
-            ("blob with uppercase hash", one(file(&format!(r#"{{"blob":{{"sha256":"{}","size":1}}}}"#, SHA.to_uppercase()))), Some(("invalid_blob_reference", Invalid))),
-            ("blob with negative size", one(file(&format!(r#"{{"blob":{{"sha256":"{SHA}","size":-1}}}}"#))), Some(("invalid_blob_reference", Invalid))),
+            (
+                "blob with uppercase hash",
+                one(file(&format!(r#"{{"blob":{{"sha256":"{}","size":1}}}}"#, SHA.to_uppercase()))),
+                Some(("invalid_blob_reference", Invalid)),
+            ),
+            (
+                "blob with negative size",
+                one(file(&format!(r#"{{"blob":{{"sha256":"{SHA}","size":-1}}}}"#))),
+                Some(("invalid_blob_reference", Invalid)),
+            ),
             ("blob not an object", one(file(r#"{"blob":"abc"}"#)), Some(("invalid_blob_reference", Invalid))),
             ("valid blob shape", one(file(&format!(r#"{{"blob":{{"sha256":"{SHA}","size":0}}}}"#))), None),
         ];
@@ -392,8 +429,9 @@ mod tests {
 
     #[test]
     fn messages_name_the_field() {
-        let err = validate_push(PushRequest { ops: vec![PushOp { entity_id: " ".into(), ..op("a") }], ..Default::default() })
-            .unwrap_err();
+        let err =
+            validate_push(PushRequest { ops: vec![PushOp { entity_id: " ".into(), ..op("a") }], ..Default::default() })
+                .unwrap_err();
         assert_eq!(err.message, "entity_id is required");
         let err = validate_push(PushRequest { idempotency_key: "k".repeat(129), ..Default::default() }).unwrap_err();
         assert_eq!(err.message, "idempotency_key is too long");
@@ -416,16 +454,25 @@ mod tests {
             ("no file ops", vec![op("a")], None),
             ("owned, other size", vec![blob(SHA, 11)], Some("invalid_blob_reference")),
             ("not owned", vec![blob(&other, 10)], Some("blob_not_owned")),
-            ("not owned before inline binary", vec![blob(&other, 1), file(r#"{"dataBase64":"x"}"#)], Some("blob_not_owned")),
-            ("inline binary before not owned", vec![file(r#"{"dataBase64":"x"}"#), blob(&other, 1)], Some("inline_binary_forbidden")),
+            (
+                "not owned before inline binary",
+                vec![blob(&other, 1), file(r#"{"dataBase64":"x"}"#)],
+                Some("blob_not_owned"),
+            ),
+            (
+                "inline binary before not owned",
+                vec![file(r#"{"dataBase64":"x"}"#), blob(&other, 1)],
+                Some("inline_binary_forbidden"),
+            ),
         ];
         for (name, ops, expected) in cases {
             let valid = validate_push(PushRequest { ops, ..Default::default() });
             let valid = valid.unwrap_or_else(|e| panic!("case {name}: shape rejected: {e:?}"));
             assert_eq!(valid.check_blobs(owned).err().map(|e| e.code), expected, "case {name}");
         }
-        let refs = validate_push(PushRequest { ops: vec![blob(SHA, 1), op("a"), blob(&other, 2)], ..Default::default() })
-            .unwrap();
+        let refs =
+            validate_push(PushRequest { ops: vec![blob(SHA, 1), op("a"), blob(&other, 2)], ..Default::default() })
+                .unwrap();
         let hashes: Vec<&str> = refs.referenced_blobs().map(BlobHash::as_str).collect();
         assert_eq!(hashes, [SHA, other.as_str()]);
     }
@@ -435,10 +482,17 @@ mod tests {
         let seen = |n: i64| PushOp { last_seen_server_seq: n, ..op("a") };
         assert_eq!(conflict_floor(&seen(0)), None);
         assert_eq!(conflict_floor(&seen(7)), Some(7));
-        for (candidate_device, candidate_type, expected) in
-            [("dev_b", "update", true), ("dev_a", "update", false), ("dev_b", "delete", false), ("dev_b", "hard-delete", true)]
-        {
-            assert_eq!(is_conflict("dev_a", candidate_device, candidate_type), expected, "{candidate_device} {candidate_type}");
+        for (candidate_device, candidate_type, expected) in [
+            ("dev_b", "update", true),
+            ("dev_a", "update", false),
+            ("dev_b", "delete", false),
+            ("dev_b", "hard-delete", true),
+        ] {
+            assert_eq!(
+                is_conflict("dev_a", candidate_device, candidate_type),
+                expected,
+                "{candidate_device} {candidate_type}"
+            );
         }
         assert!(is_delete(&PushOp { op_type: "delete".into(), ..op("a") }));
         assert!(!is_delete(&PushOp { op_type: "trash".into(), ..op("a") }));
@@ -464,7 +518,8 @@ mod tests {
         let params = |since, limit| PullParams { since, limit };
         let id = |s: &i64| *s;
         // (params, head, fetched) -> (ops, has_more, page_last_sequence) or resync.
-        let cases: Vec<(PullParams, i64, Vec<i64>, Result<(Vec<i64>, bool, i64), PullError>)> = vec![
+        type Case = (PullParams, i64, Vec<i64>, Result<(Vec<i64>, bool, i64), PullError>);
+        let cases: Vec<Case> = vec![
             (params(0, 100), 0, vec![], Ok((vec![], false, 0))),
             (params(3, 2), 5, vec![4, 5], Ok((vec![4, 5], false, 5))),
             (params(3, 2), 9, vec![4, 5, 6], Ok((vec![4, 5], true, 5))),

@@ -168,7 +168,11 @@ impl BlobFiles {
 
     /// Removes temporary files untouched for `stale_after` (an upload in progress keeps touching
     /// its file) and every blob file no scope references.
-    pub async fn collect_garbage(&self, store: &(dyn BlobStore + Sync), stale_after: Duration) -> io::Result<Collected> {
+    pub async fn collect_garbage(
+        &self,
+        store: &(dyn BlobStore + Sync),
+        stale_after: Duration,
+    ) -> io::Result<Collected> {
         let mut collected = Collected::default();
         let now = SystemTime::now();
         let mut temps = tokio::fs::read_dir(&self.tmp).await?;
@@ -272,7 +276,7 @@ mod tests {
 
         // The same bytes again: still one file, and no temporary copy left over.
         files.place(upload(&files, &data, 5000).await.unwrap()).await.unwrap();
-        assert_eq!(files_under(&dir.path().join("blobs")), [path.clone()]);
+        assert_eq!(files_under(&dir.path().join("blobs")), std::slice::from_ref(&path));
         let (_, len) = files.open_blob(&hash).await.unwrap().unwrap();
         assert_eq!(len, 5000);
         assert!(files.open_blob(&BlobHash::parse(&"0".repeat(64)).unwrap()).await.unwrap().is_none());

@@ -207,8 +207,8 @@ async fn pull(
     ApiJson(body): ApiJson<PullBody>,
 ) -> Result<axum::Json<PullResponse>, ApiError> {
     let scope = sync_scope(&principal)?;
-    let params = PullParams::parse(body.since_sequence.unwrap_or(0), body.page_limit.unwrap_or(0))
-        .map_err(pull_error)?;
+    let params =
+        PullParams::parse(body.since_sequence.unwrap_or(0), body.page_limit.unwrap_or(0)).map_err(pull_error)?;
     let snapshot = state.store.pull(&scope, params.since, params.fetch_limit()).await?;
     let page = oplog::page(params, snapshot.head, snapshot.ops, |op| op.server_sequence).map_err(pull_error)?;
     Ok(axum::Json(PullResponse {

@@ -71,9 +71,7 @@ async fn upload_download_head_range_and_etag() {
 async fn malformed_uploads_are_refused() {
     let app = TestApp::spawn().await;
     let d = device(&app, "alice", "v").await;
-    let part = |headers: &str| {
-        format!("--{BOUNDARY}\r\n{headers}\r\n\r\ndata\r\n--{BOUNDARY}--\r\n").into_bytes()
-    };
+    let part = |headers: &str| format!("--{BOUNDARY}\r\n{headers}\r\n\r\ndata\r\n--{BOUNDARY}--\r\n").into_bytes();
     let two_parts = {
         let mut body = multipart_body("a", b"one");
         body.truncate(body.len() - format!("--{BOUNDARY}--\r\n").len());
@@ -89,18 +87,15 @@ async fn malformed_uploads_are_refused() {
         let response = upload_raw(&app, &d, body).await;
         assert_eq!(json_of(response, 400).await["code"], "invalid_multipart", "{name}");
     }
-    let not_multipart = app.client.post(app.url("/api/v1/blobs/")).bearer_auth(&d.token).body("x").send().await.unwrap();
+    let not_multipart =
+        app.client.post(app.url("/api/v1/blobs/")).bearer_auth(&d.token).body("x").send().await.unwrap();
     assert_eq!(json_of(not_multipart, 400).await["code"], "invalid_multipart");
     assert!(blob_files(&app).is_empty(), "{:?}", blob_files(&app));
 }
 
 #[tokio::test]
 async fn over_limit_and_over_quota_uploads_leave_no_file_and_no_reference() {
-    let app = TestApp::builder()
-        .env("BLOB_MAX_BYTES", "1000")
-        .env("BLOB_VAULT_QUOTA_BYTES", "1500")
-        .spawn()
-        .await;
+    let app = TestApp::builder().env("BLOB_MAX_BYTES", "1000").env("BLOB_VAULT_QUOTA_BYTES", "1500").spawn().await;
     let d = device(&app, "alice", "v").await;
     let big = vec![1u8; 1001];
     let response = upload_raw(&app, &d, multipart_body("big", &big)).await;
@@ -113,7 +108,8 @@ async fn over_limit_and_over_quota_uploads_leave_no_file_and_no_reference() {
     for rejected in [&big[..], &over[..]] {
         let sha = sha256_hex(rejected);
         assert_eq!(download(&app, &d, &sha).await.status(), 404);
-        let body = json!({"ops": [op("f", "f", "create", json!({"blob": {"sha256": sha, "size": rejected.len()}}), 0)]});
+        let body =
+            json!({"ops": [op("f", "f", "create", json!({"blob": {"sha256": sha, "size": rejected.len()}}), 0)]});
         assert_eq!(json_of(push_raw(&app, &d, &body).await, 400).await["code"], "blob_not_owned");
     }
 }
@@ -130,7 +126,9 @@ async fn start_raw_upload(app: &TestApp, token: &str, content_length: u64) -> to
 }
 
 fn part_head(filename: &str) -> String {
-    format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
 }
 
 #[tokio::test]
@@ -178,7 +176,10 @@ async fn a_1_gib_upload_keeps_server_memory_flat() {
     let response = String::from_utf8_lossy(&response);
     let (sha, size) = hasher.finish();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains(&format!("\"sha256\":\"{sha}\"")) && response.contains(&format!("\"size\":{size}")), "{response}");
+    assert!(
+        response.contains(&format!("\"sha256\":\"{sha}\"")) && response.contains(&format!("\"size\":{size}")),
+        "{response}"
+    );
 
     let after = rss_peak_kib(app.pid());
     assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB for a 1 GiB upload");

@@ -4,6 +4,7 @@
 mod blobs_upload;
 mod foundation;
 mod oplog_client;
+mod oplog_desktop;
 mod oplog_push_pull;
 mod tidy;
 // Helpers serve every area's tests; an area that has not landed yet leaves some unused.

@@ -60,18 +60,38 @@ async fn every_rejection_has_its_status_and_code_and_writes_nothing() {
     };
     let file_payload = |payload: Value| json!({"ops": [op("f", "f.bin", "create", payload, 0)]});
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("101 ops", json!({"ops": (0..101).map(|i| plain(&i.to_string())).collect::<Vec<_>>()}), 413, "too_many_operations"),
+        (
+            "101 ops",
+            json!({"ops": (0..101).map(|i| plain(&i.to_string())).collect::<Vec<_>>()}),
+            413,
+            "too_many_operations",
+        ),
         ("long device_id", json!({"device_id": "d".repeat(129), "ops": []}), 400, "field_too_long"),
         ("long idempotency_key", json!({"idempotency_key": "k".repeat(129), "ops": []}), 400, "field_too_long"),
         ("blank op_id", with("op_id", json!(" ")), 400, "invalid_operation"),
         ("missing entity_type", with("entity_type", Value::Null), 400, "invalid_operation"),
         ("long entity_id", with("entity_id", json!("e".repeat(4097))), 400, "field_too_long"),
-        ("payload over 256 KiB", with("payload_json", json!(format!("\"{}\"", "p".repeat(256 * 1024)))), 413, "payload_too_large"),
+        (
+            "payload over 256 KiB",
+            with("payload_json", json!(format!("\"{}\"", "p".repeat(256 * 1024)))),
+            413,
+            "payload_too_large",
+        ),
         ("payload not JSON", with("payload_json", json!("{oops")), 400, "invalid_payload"),
         ("negative sequence", with("client_sequence", json!(-1)), 400, "invalid_operation"),
         ("inline binary", file_payload(json!({"path": "f.bin", "dataBase64": "AAAA"})), 400, "inline_binary_forbidden"),
-        ("bad blob hash", file_payload(json!({"path": "f.bin", "blob": {"sha256": "XYZ", "size": 1}})), 400, "invalid_blob_reference"),
-        ("blob not uploaded", file_payload(json!({"path": "f.bin", "blob": {"sha256": sha, "size": 1}})), 400, "blob_not_owned"),
+        (
+            "bad blob hash",
+            file_payload(json!({"path": "f.bin", "blob": {"sha256": "XYZ", "size": 1}})),
+            400,
+            "invalid_blob_reference",
+        ),
+        (
+            "blob not uploaded",
+            file_payload(json!({"path": "f.bin", "blob": {"sha256": sha, "size": 1}})),
+            400,
+            "blob_not_owned",
+        ),
         ("not JSON at all", json!("just a string"), 400, "invalid_json"),
     ];
     for (name, body, status, code) in cases {
@@ -105,7 +125,8 @@ async fn every_rejection_has_its_status_and_code_and_writes_nothing() {
 async fn a_retried_push_is_acknowledged_in_full_and_stored_once() {
     let app = TestApp::spawn().await;
     let d = device(&app, "alice", "v").await;
-    let batch: Vec<Value> = (0..100).map(|i| op(&format!("op-{i}"), &format!("e{i}"), "create", json!({}), 0)).collect();
+    let batch: Vec<Value> =
+        (0..100).map(|i| op(&format!("op-{i}"), &format!("e{i}"), "create", json!({}), 0)).collect();
     let first = push(&app, &d, batch[..60].to_vec()).await;
     assert_eq!(first["count"], 60);
     // The response was "lost": the client sends the whole batch again.
@@ -132,7 +153,8 @@ async fn conflicts_are_reported_and_deletes_do_not_conflict() {
     push(&app, &a, vec![op("1", "doc.md", "create", json!({}), 0)]).await;
     push(&app, &b, vec![op("2", "doc.md", "update", json!({}), 1)]).await;
     push(&app, &b, vec![op("3", "gone.md", "delete", json!({}), 0)]).await;
-    let r = push(&app, &a, vec![op("4", "doc.md", "update", json!({}), 1), op("5", "gone.md", "update", json!({}), 1)]).await;
+    let r = push(&app, &a, vec![op("4", "doc.md", "update", json!({}), 1), op("5", "gone.md", "update", json!({}), 1)])
+        .await;
     assert_eq!(r["accepted"], json!(["4", "5"]), "conflicting ops are still stored");
     assert_eq!(
         r["conflicts"],
@@ -146,9 +168,13 @@ async fn paging_and_the_resync_signal() {
     let d = device(&app, "alice", "v").await;
     push(&app, &d, (0..7).map(|i| op(&i.to_string(), "e", "update", json!({}), 0)).collect()).await;
     let page = json_of(pull_raw(&app, &d, 2, 3).await, 200).await;
-    let seqs: Vec<i64> = page["ops"].as_array().unwrap().iter().map(|o| o["server_sequence"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> =
+        page["ops"].as_array().unwrap().iter().map(|o| o["server_sequence"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [3, 4, 5]);
-    assert_eq!((page["has_more"].clone(), page["page_last_sequence"].clone(), page["server_sequence"].clone()), (json!(true), json!(5), json!(7)));
+    assert_eq!(
+        (page["has_more"].clone(), page["page_last_sequence"].clone(), page["server_sequence"].clone()),
+        (json!(true), json!(5), json!(7))
+    );
     // A cursor from a future the server does not have (e.g. restored from an older backup).
     let ahead = json_of(pull_raw(&app, &d, 8, 0).await, 409).await;
     assert_eq!(ahead["code"], "resync_required");
@@ -161,7 +187,18 @@ async fn other_vaults_and_users_see_nothing() {
     let other_vault = device(&app, "alice", "home").await;
     let other_user = device(&app, "bob", "work").await;
     let sha = upload(&app, &owner, b"secret attachment").await;
-    push(&app, &owner, vec![op("same-id", "secret.md", "create", json!({"path": "secret.md", "blob": {"sha256": sha, "size": 17}}), 0)]).await;
+    push(
+        &app,
+        &owner,
+        vec![op(
+            "same-id",
+            "secret.md",
+            "create",
+            json!({"path": "secret.md", "blob": {"sha256": sha, "size": 17}}),
+            0,
+        )],
+    )
+    .await;
 
     for stranger in [&other_vault, &other_user] {
         let page = json_of(pull_raw(&app, stranger, 0, 0).await, 200).await;
@@ -200,8 +237,9 @@ async fn four_pushers_and_two_pullers_see_every_op_once_in_order() {
             let mut sent = Vec::new();
             let mut batch = 0;
             while tokio::time::Instant::now() < deadline {
-                let ops: Vec<Value> =
-                    (0..1 + batch % 5).map(|i| op(&format!("p{p}-b{batch}-{i}"), "shared.md", "update", json!({}), 0)).collect();
+                let ops: Vec<Value> = (0..1 + batch % 5)
+                    .map(|i| op(&format!("p{p}-b{batch}-{i}"), "shared.md", "update", json!({}), 0))
+                    .collect();
                 let r = push(&app, &d, ops.clone()).await;
                 assert_eq!(r["count"].as_u64().unwrap(), ops.len() as u64);
                 sent.extend(ops.iter().map(|o| o["op_id"].as_str().unwrap().to_owned()));

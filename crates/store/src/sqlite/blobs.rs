@@ -14,16 +14,18 @@ fn from_db(size: i64) -> u64 {
     u64::try_from(size).unwrap_or(0)
 }
 
+/// The size of a blob referenced by a scope; shared with the push's reference check.
+pub(super) const BLOB_SIZE: &str = "SELECT size FROM blob_refs WHERE user_id = ?1 AND vault_id = ?2 AND sha256 = ?3";
+
 #[async_trait::async_trait]
 impl BlobStore for SqliteStore {
     async fn blob_size(&self, scope: &Scope, hash: &BlobHash) -> StoreResult<Option<u64>> {
-        let size: Option<i64> =
-            sqlx::query_scalar("SELECT size FROM blob_refs WHERE user_id = ?1 AND vault_id = ?2 AND sha256 = ?3")
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(hash.as_str())
-                .fetch_optional(&self.reader)
-                .await?;
+        let size: Option<i64> = sqlx::query_scalar(BLOB_SIZE)
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(hash.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(size.map(from_db))
     }
 

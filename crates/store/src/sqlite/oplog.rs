@@ -26,10 +26,13 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
+use super::blobs::BLOB_SIZE;
 use crate::{
     Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreError, StoreResult,
     StoredOp,
 };
+
+const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2";
 
 fn stored_op_from(row: &SqliteRow) -> StoredOp {
     StoredOp {
@@ -59,13 +62,12 @@ impl OplogStore for SqliteStore {
 
         let mut sizes = HashMap::new();
         for hash in push.referenced_blobs() {
-            let size: Option<i64> =
-                sqlx::query_scalar("SELECT size FROM blob_refs WHERE user_id = ?1 AND vault_id = ?2 AND sha256 = ?3")
-                    .bind(&scope.user_id)
-                    .bind(&scope.vault_id)
-                    .bind(hash.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let size: Option<i64> = sqlx::query_scalar(BLOB_SIZE)
+                .bind(&scope.user_id)
+                .bind(&scope.vault_id)
+                .bind(hash.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some(size) = size {
                 sizes.insert(hash.clone(), u64::try_from(size).unwrap_or(0));
             }
@@ -93,11 +95,8 @@ impl OplogStore for SqliteStore {
             .bind(&scope.vault_id)
             .execute(&mut *tx)
             .await?;
-        let mut head: i64 = sqlx::query_scalar("SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2")
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let mut head: i64 =
+            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_one(&mut *tx).await?;
 
         let mut accepted: Vec<String> = Vec::with_capacity(push.ops.len());
         let mut conflicts = Vec::new();
@@ -117,7 +116,8 @@ impl OplogStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await?;
                 for row in candidates {
-                    let (candidate_device, candidate_type): (String, String) = (row.get("device_id"), row.get("op_type"));
+                    let (candidate_device, candidate_type): (String, String) =
+                        (row.get("device_id"), row.get("op_type"));
                     if is_conflict(device_id, &candidate_device, &candidate_type) {
                         conflicts.push(Conflict {
                             device_id: candidate_device,
@@ -213,11 +213,8 @@ impl OplogStore for SqliteStore {
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
         // One read transaction = one WAL snapshot for both statements (see the module docs).
         let mut tx = self.reader.begin().await?;
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2")
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let head: Option<i64> =
+            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&mut *tx).await?;
         let ops = sqlx::query(
             "SELECT op_id, server_sequence, device_id, entity_type, entity_id, op_type, payload_json, created_at
              FROM oplog_ops WHERE user_id = ?1 AND vault_id = ?2 AND server_sequence > ?3
@@ -234,11 +231,8 @@ impl OplogStore for SqliteStore {
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<i64> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2")
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let head: Option<i64> =
+            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&self.reader).await?;
         Ok(head.unwrap_or(0))
     }
 }
@@ -307,7 +301,9 @@ mod tests {
         let a2 = scope(&store, "a@example.com", "v2").await;
         let b = scope(&store, "b@example.com", "v1").await;
 
-        let r = committed(push(&store, &a, "dev_a", valid("", vec![op("1", "x", "create", 0), op("2", "y", "create", 0)])).await);
+        let r = committed(
+            push(&store, &a, "dev_a", valid("", vec![op("1", "x", "create", 0), op("2", "y", "create", 0)])).await,
+        );
         assert_eq!((r.accepted.as_slice(), r.head), (&["1".to_owned(), "2".to_owned()][..], 2));
         // The same op ids in other scopes are different ops with their own sequences.
         assert_eq!(committed(push(&store, &a2, "dev_a", valid("", vec![op("1", "x", "create", 0)])).await).head, 1);
@@ -316,8 +312,13 @@ mod tests {
         // A re-sent op (response lost) is accepted again but not stored twice; a repeat inside one
         // batch is listed once.
         let r = committed(
-            push(&store, &a, "dev_a", valid("", vec![op("2", "y", "create", 0), op("3", "z", "create", 0), op("3", "z", "create", 0)]))
-                .await,
+            push(
+                &store,
+                &a,
+                "dev_a",
+                valid("", vec![op("2", "y", "create", 0), op("3", "z", "create", 0), op("3", "z", "create", 0)]),
+            )
+            .await,
         );
         assert_eq!(r.accepted, ["2", "3"]);
         assert_eq!(r.head, 3);
@@ -343,7 +344,10 @@ mod tests {
         assert_eq!(again, PushOutcome::Replayed(encode(&first)));
         assert_eq!(store.head(&a).await.unwrap(), 1, "a replay stores nothing");
         // The key means nothing in another scope.
-        assert_eq!(committed(push(&store, &b, "dev_a", valid("k", vec![op("9", "x", "create", 0)])).await).accepted, ["9"]);
+        assert_eq!(
+            committed(push(&store, &b, "dev_a", valid("k", vec![op("9", "x", "create", 0)])).await).accepted,
+            ["9"]
+        );
     }
 
     #[tokio::test]
@@ -351,7 +355,9 @@ mod tests {
         let (_dir, store) = store().await;
         let s = scope(&store, "a@example.com", "v1").await;
         committed(push(&store, &s, "dev_a", valid("", vec![op("1", "doc", "create", 0)])).await);
-        committed(push(&store, &s, "dev_b", valid("", vec![op("2", "doc", "update", 1), op("3", "doc", "delete", 1)])).await);
+        committed(
+            push(&store, &s, "dev_b", valid("", vec![op("2", "doc", "update", 1), op("3", "doc", "delete", 1)])).await,
+        );
         committed(push(&store, &s, "dev_b", valid("", vec![op("4", "other", "update", 0)])).await);
 
         // dev_a last saw sequence 1: dev_b's update (2) conflicts, its delete (3) does not, nor do
