@@ -4,9 +4,11 @@
 //! runtime. Callers pass time in (`now`, unix seconds) and get values or messages back, which keeps
 //! every rule testable with plain data.
 
+pub mod blob;
 pub mod code;
 pub mod email;
 pub mod id;
+pub mod oplog;
 pub mod password;
 pub mod rate_limit;
 pub mod token;

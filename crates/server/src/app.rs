@@ -20,6 +20,8 @@ use tracing::Span;
 
 use crate::accounts::Accounts;
 use crate::api;
+use crate::api::events::ScopeEvents;
+use crate::blobstore::BlobFiles;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::logging::redact_uri;
@@ -39,6 +41,10 @@ pub struct AppState {
     pub started: Instant,
     /// Accounts in memory: mailer, rate limits, revocation feed.
     pub accounts: Arc<Accounts>,
+    /// Blob bytes on disk (`<data>/blobs`).
+    pub blobs: Arc<BlobFiles>,
+    /// Live head announcements per operation-log scope, fed by pushes.
+    pub events: Arc<ScopeEvents>,
     /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
     pub shutdown: CancellationToken,
 }
@@ -61,7 +67,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api::health::routes())
         .merge(api::diaryx_auth::routes())
         .merge(api::verstak_client::routes())
-        .merge(api::user_api::routes());
+        .merge(api::user_api::routes())
+        .merge(api::oplog::routes())
+        .merge(api::events::routes())
+        .merge(api::blobs::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

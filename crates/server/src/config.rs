@@ -124,6 +124,17 @@ pub struct Settings {
     /// Seconds between runs of the job that deletes expired tokens and sessions [default: 3600]
     #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS")]
     pub cleanup_interval_secs: Option<u64>,
+    /// Largest blob one upload may store, in bytes [default: 268435456 (256 MiB)]
+    #[arg(long, env = "BLOB_MAX_BYTES")]
+    pub blob_max_bytes: Option<u64>,
+
+    /// Blob bytes one (user, vault) scope may reference [default: 4294967296 (4 GiB)]
+    #[arg(long, env = "BLOB_VAULT_QUOTA_BYTES")]
+    pub blob_vault_quota_bytes: Option<u64>,
+
+    /// Blob bytes all of one user's vaults may reference together [default: 8589934592 (8 GiB)]
+    #[arg(long, env = "BLOB_USER_QUOTA_BYTES")]
+    pub blob_user_quota_bytes: Option<u64>,
 
     /// Log format [default: text]
     #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
@@ -157,6 +168,9 @@ impl Settings {
             admin_pass_file: self.admin_pass_file.or(lower.admin_pass_file),
             admin_pass_stdin: self.admin_pass_stdin || lower.admin_pass_stdin,
             cleanup_interval_secs: self.cleanup_interval_secs.or(lower.cleanup_interval_secs),
+            blob_max_bytes: self.blob_max_bytes.or(lower.blob_max_bytes),
+            blob_vault_quota_bytes: self.blob_vault_quota_bytes.or(lower.blob_vault_quota_bytes),
+            blob_user_quota_bytes: self.blob_user_quota_bytes.or(lower.blob_user_quota_bytes),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -249,6 +263,15 @@ pub struct Config {
     pub admin: Option<AdminBootstrap>,
     pub cleanup_interval_secs: u64,
     pub log_format: LogFormat,
+    pub blobs: BlobLimits,
+}
+
+/// Size limit and quotas for blob uploads (the Verstak server's values by default).
+#[derive(Debug, Clone, Copy)]
+pub struct BlobLimits {
+    /// Largest single blob; larger uploads get 413 `blob_too_large`.
+    pub max_bytes: u64,
+    pub quota: concord_core::blob::BlobQuota,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,10 +346,14 @@ impl Config {
         }
         let public_url = s.public_url.map(|url| url.trim_end_matches('/').to_owned());
         let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
-        let cleanup_interval_secs = s.cleanup_interval_secs.unwrap_or(3600);
-        if cleanup_interval_secs == 0 {
-            return Err(invalid("CONCORD_CLEANUP_INTERVAL_SECS", "must be at least 1"));
-        }
+        let cleanup_interval_secs = positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.unwrap_or(3600))?;
+        let blobs = BlobLimits {
+            max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.unwrap_or(256 << 20))?,
+            quota: concord_core::blob::BlobQuota {
+                per_vault: positive("BLOB_VAULT_QUOTA_BYTES", s.blob_vault_quota_bytes.unwrap_or(4 << 30))?,
+                per_user: positive("BLOB_USER_QUOTA_BYTES", s.blob_user_quota_bytes.unwrap_or(8 << 30))?,
+            },
+        };
 
         Ok(Config {
             data_dir,
@@ -341,6 +368,7 @@ impl Config {
             admin,
             cleanup_interval_secs,
             log_format: s.log_format.unwrap_or(LogFormat::Text),
+            blobs,
         })
     }
 
@@ -394,8 +422,8 @@ fn admin_bootstrap(
     Ok(Some(AdminBootstrap { username, email, password: sources.remove(0) }))
 }
 
-fn positive(setting: &'static str, value: u32) -> Result<u32, ConfigError> {
-    if value == 0 { Err(invalid(setting, "must be at least 1")) } else { Ok(value) }
+fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {
+    if value == T::default() { Err(invalid(setting, "must be at least 1")) } else { Ok(value) }
 }
 
 fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
@@ -437,6 +465,7 @@ mod tests {
         assert_eq!((c.smtp.port, c.smtp.security), (465, SmtpSecurity::Tls));
         assert!(c.smtp.credentials.is_none(), "no credentials means dev mode");
         assert_eq!((c.session_expiry_days, c.magic_link_expiry_minutes), (30, 15));
+        assert_eq!((c.blobs.max_bytes, c.blobs.quota.per_vault, c.blobs.quota.per_user), (256 << 20, 4 << 30, 8 << 30));
     }
 
     #[test]
@@ -461,6 +490,7 @@ mod tests {
             (Settings { app_base_url: Some("localhost".into()), ..Settings::default() }, "APP_BASE_URL"),
             (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
             (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
+            (Settings { blob_max_bytes: Some(0), ..Settings::default() }, "BLOB_MAX_BYTES"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

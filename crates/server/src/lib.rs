@@ -3,6 +3,7 @@
 //! - [`config`]: settings and their layering.
 //! - [`app`]: shared state and the router with its middleware.
 //! - [`api`]: one module per wire surface.
+//! - [`blobstore`]: blob bytes on disk.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown.
 //! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup).
@@ -14,6 +15,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod blobstore;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -32,6 +34,7 @@ use concord_store::sqlite::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::blobstore::BlobFiles;
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +63,21 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         accounts::bootstrap_admin(&store, admin, clock::now()).await?;
     }
     let mailer = mail::Mailer::new(&config.smtp)?;
+    let blobs = BlobFiles::open(&config.blob_dir())
+        .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
     let state = AppState {
         config: Arc::new(config),
         store: Arc::new(store),
         stats: Arc::default(),
         accounts: Arc::new(accounts::Accounts::new(mailer)),
+        blobs: Arc::new(blobs),
+        events: Arc::default(),
         started: Instant::now(),
         shutdown: CancellationToken::new(),
     };
     let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
     accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());
+    api::blobs::spawn_collector(&state);
     Ok(state)
 }
 

@@ -9,18 +9,22 @@
 //! seconds passed in by the caller, so every rule about expiry is decided by the caller's clock.
 
 mod accounts;
+mod blobs;
 mod error;
+mod oplog;
 pub mod sqlite;
 
 pub use accounts::{
     AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
+pub use blobs::{AddBlobRef, BlobStore};
 pub use error::{StoreError, StoreResult};
+pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + OplogStore + BlobStore + Send + Sync + 'static {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -1,6 +1,9 @@
 //! HTTP surfaces, one module per wire surface; each exposes `routes()` merged by [`crate::app::router`].
 
+pub mod blobs;
 pub mod diaryx_auth;
+pub mod events;
 pub mod health;
+pub mod oplog;
 pub mod user_api;
 pub mod verstak_client;

@@ -5,7 +5,11 @@ mod accounts_diaryx;
 mod accounts_security;
 mod accounts_slice;
 mod accounts_verstak;
+mod blobs_upload;
 mod foundation;
+mod oplog_client;
+mod oplog_desktop;
+mod oplog_push_pull;
 mod tidy;
 // Helpers serve every area's tests; an area that has not landed yet leaves some unused.
 #[allow(dead_code)]

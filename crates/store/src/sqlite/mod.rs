@@ -10,6 +10,8 @@
 //! into one transaction to share that fsync.
 
 mod accounts;
+mod blobs;
+mod oplog;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,267 @@
+//! `POST /api/v1/blobs/` and `GET`/`HEAD /api/v1/blobs/{sha256}`: content-addressed attachments,
+//! readable only from the scope that uploaded them. The bytes are handled by [`crate::blobstore`].
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use concord_core::blob::BlobHash;
+use concord_store::AddBlobRef;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::api::oplog::sync_scope;
+use crate::app::AppState;
+use crate::blobstore::UploadError;
+use crate::clock;
+use crate::error::ApiError;
+use crate::extract::Auth;
+
+/// How often the collector runs, and how long a temporary upload file may sit untouched before
+/// it counts as abandoned (an upload in progress writes to its file continually).
+const COLLECT_EVERY: Duration = Duration::from_secs(3600);
+const STALE_UPLOAD: Duration = Duration::from_secs(3600);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        // The upload enforces its own limit while streaming, so the JSON body limit is lifted here.
+        .route("/api/v1/blobs/", post(upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/blobs", post(upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/blobs/{sha256}", get(download))
+}
+
+/// Starts the periodic collector of stale temporary uploads and unreferenced blob files; it
+/// stops when the server shuts down.
+pub fn spawn_collector(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(COLLECT_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = state.shutdown.cancelled() => return,
+            }
+            match state.blobs.collect_garbage(state.store.as_ref(), STALE_UPLOAD).await {
+                Ok(collected) => tracing::info!(?collected, "blob collection done"),
+                Err(err) => tracing::warn!(error = %err, "blob collection failed"),
+            }
+        }
+    });
+}
+
+fn invalid_multipart(message: &'static str) -> ApiError {
+    ApiError::bad_request("invalid_multipart", message)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "blob_too_large", "blob is too large")
+}
+
+#[derive(Serialize)]
+struct Uploaded {
+    sha256: String,
+    size: u64,
+}
+
+/// Streams the one `file` part to disk while hashing it, references it from the caller's scope
+/// (quotas permitting) and places it durably, all before answering. On any failure, including
+/// the client vanishing mid-stream, the temporary file is deleted and no reference exists.
+async fn upload(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<axum::Json<Uploaded>, ApiError> {
+    let scope = sync_scope(&principal)?;
+    let mut multipart = multipart.map_err(|_| invalid_multipart("invalid multipart request"))?;
+    let mut field = match multipart.next_field().await {
+        Ok(Some(field)) => field,
+        Ok(None) => return Err(invalid_multipart("file field is required")),
+        Err(_) => return Err(invalid_multipart("invalid multipart request")),
+    };
+    if field.name() != Some("file") || field.file_name().is_none_or(str::is_empty) {
+        return Err(invalid_multipart("exactly one file field is required"));
+    }
+    let limits = state.config.blobs;
+    let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::internal)?;
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => upload.write(&chunk).await.map_err(|e| match e {
+                UploadError::TooLarge => too_large(),
+                UploadError::Io(e) => ApiError::internal(e),
+            })?,
+            Ok(None) => break,
+            Err(_) => return Err(invalid_multipart("invalid multipart request")),
+        }
+    }
+    drop(field);
+    // One unambiguous contract: a second part could smuggle data past the checks above.
+    if !matches!(multipart.next_field().await, Ok(None)) {
+        return Err(invalid_multipart("exactly one file field is required"));
+    }
+    let finished = upload.finish().await.map_err(ApiError::internal)?;
+    let (hash, size) = (finished.hash.clone(), finished.size);
+
+    let _placing = state.blobs.placement().await;
+    match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
+        AddBlobRef::QuotaExceeded => {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", "blob quota exceeded"));
+        }
+        // Placing again when already referenced repairs a file lost to a crash between the
+        // reference and the rename; an intact file makes it a no-op.
+        AddBlobRef::Added | AddBlobRef::AlreadyReferenced => {
+            state.blobs.place(finished).await.map_err(ApiError::internal)?;
+        }
+    }
+    Ok(axum::Json(Uploaded { sha256: hash.to_string(), size }))
+}
+
+/// Serves a blob referenced by the caller's scope. Blobs never change under their name, so the
+/// hash is a strong `ETag`; single byte ranges are honoured, anything fancier gets the whole blob
+/// (which RFC 9110 allows).
+async fn download(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = sync_scope(&principal)?;
+    let hash = BlobHash::parse(&sha256).map_err(|_| ApiError::bad_request("invalid_blob_hash", "invalid SHA-256"))?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "blob_not_found", "blob not found");
+    let size = state.store.blob_size(&scope, &hash).await?.ok_or_else(not_found)?;
+    let etag = format!("\"{hash}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| etag_matches(v, &etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let Some((mut file, on_disk)) = state.blobs.open_blob(&hash).await.map_err(ApiError::internal)? else {
+        tracing::error!(%hash, "referenced blob is missing from disk");
+        return Err(not_found());
+    };
+    if on_disk != size {
+        tracing::error!(%hash, size, on_disk, "blob file has the wrong size");
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_unavailable", "blob is unavailable"));
+    }
+    // `If-Range` with another validator asks for the whole (changed) representation.
+    let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v == etag);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) if if_range_ok => parse_range(spec, size),
+        _ => ByteRange::Whole,
+    };
+    let (status, start, len) = match range {
+        ByteRange::Whole => (StatusCode::OK, 0, size),
+        ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            response.headers_mut().insert(header::CONTENT_RANGE, header_value(format!("bytes */{size}")));
+            return Ok(response);
+        }
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    }
+    let mut response = Response::new(Body::from_stream(ReaderStream::new(file.take(len))));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_DISPOSITION, header_value(format!("attachment; filename=\"{hash}\"")));
+    h.insert(header::ETAG, header_value(etag));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(header::CONTENT_RANGE, header_value(format!("bytes {start}-{}/{size}", start + len - 1)));
+    }
+    Ok(response)
+}
+
+/// Only ever called with ASCII built from a hash and numbers.
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `If-None-Match`: `*` or a list of tags; weak comparison, as RFC 9110 prescribes for it.
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    Whole,
+    /// Inclusive bounds, both within the blob.
+    Part {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// One `bytes=` range against a blob of `size` bytes. Malformed headers and multiple ranges are
+/// ignored (whole blob), as RFC 9110 permits.
+fn parse_range(spec: &str, size: u64) -> ByteRange {
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else { return ByteRange::Whole };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return ByteRange::Whole };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match number(last) {
+            Some(0) => return ByteRange::Unsatisfiable,
+            Some(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+            None => return ByteRange::Whole,
+        },
+        // `a-`: from a to the end.
+        (false, true) => match number(first) {
+            Some(a) => (a, size.saturating_sub(1)),
+            None => return ByteRange::Whole,
+        },
+        (false, false) => match (number(first), number(last)) {
+            (Some(a), Some(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
+            _ => return ByteRange::Whole,
+        },
+        (true, true) => return ByteRange::Whole,
+    };
+    if size == 0 || start >= size { ByteRange::Unsatisfiable } else { ByteRange::Part { start, end } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use ByteRange::*;
+        for (spec, size, expected) in [
+            ("bytes=0-9", 100, Part { start: 0, end: 9 }),
+            ("bytes=90-200", 100, Part { start: 90, end: 99 }),
+            ("bytes=50-", 100, Part { start: 50, end: 99 }),
+            ("bytes=-10", 100, Part { start: 90, end: 99 }),
+            ("bytes=-500", 100, Part { start: 0, end: 99 }),
+            ("bytes=-0", 100, Unsatisfiable),
+            ("bytes=100-", 100, Unsatisfiable),
+            ("bytes=0-0", 0, Unsatisfiable),
+            ("bytes=5-2", 100, Whole),
+            ("bytes=0-1,5-6", 100, Whole),
+            ("items=0-1", 100, Whole),
+            ("bytes=x-1", 100, Whole),
+            ("bytes=-", 100, Whole),
+        ] {
+            assert_eq!(parse_range(spec, size), expected, "{spec} of {size}");
+        }
+    }
+
+    #[test]
+    fn if_none_match() {
+        let etag = "\"abc\"";
+        for (header, expected) in
+            [("\"abc\"", true), ("W/\"abc\"", true), ("\"x\", \"abc\"", true), ("*", true), ("\"abd\"", false)]
+        {
+            assert_eq!(etag_matches(header, etag), expected, "{header}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `GET /api/v1/sync/events`: Server-Sent Events telling a device its scope's new head as soon as
+//! a push commits, so clients pull at once instead of polling.
+//!
+//! The fan-out is in-process: one `watch` channel per scope that has listeners. A watch channel
+//! holds only the latest head, so a slow listener skips intermediate heads instead of queueing
+//! them, which is all a client needs (it pulls from its own cursor anyway). With several server
+//! nodes the publish side would come from the database (PostgreSQL `LISTEN/NOTIFY`) instead.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use concord_store::Scope;
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use crate::api::oplog::sync_scope;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::Auth;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/sync/events", get(events))
+}
+
+/// The latest head of each scope somebody listens to.
+#[derive(Default)]
+pub struct ScopeEvents {
+    channels: Mutex<HashMap<Scope, watch::Sender<i64>>>,
+}
+
+impl ScopeEvents {
+    /// A receiver of the scope's head. Subscribe before reading the head from the store, then
+    /// [`ScopeEvents::publish`] it, so no commit can fall between the read and the subscription.
+    pub fn subscribe(&self, scope: &Scope) -> watch::Receiver<i64> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.entry(scope.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Announces `head` unless a higher head was announced already (pushes may finish their
+    /// announcements out of order). Channels nobody listens to any more are dropped here.
+    pub fn publish(&self, scope: &Scope, head: i64) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sender) = channels.get(scope) else { return };
+        if sender.receiver_count() == 0 {
+            channels.remove(scope);
+            return;
+        }
+        sender.send_if_modified(|current| {
+            let newer = head > *current;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    }
+}
+
+/// Streams `event: head` with `{"server_sequence": N}`: first the current head, then each new
+/// one. The stream ends when the server shuts down, so open streams never hold up a graceful exit.
+async fn events(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let scope = sync_scope(&principal)?;
+    let mut receiver = state.events.subscribe(&scope);
+    state.events.publish(&scope, state.store.head(&scope).await?);
+    receiver.mark_changed();
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                changed = receiver.changed() => changed.ok()?,
+                () = shutdown.cancelled() => return None,
+            }
+            let head = *receiver.borrow_and_update();
+            let event = Event::default().event("head").data(format!("{{\"server_sequence\":{head}}}"));
+            Some((Ok(event), receiver))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_is_monotonic_and_forgets_abandoned_scopes() {
+        let hub = ScopeEvents::default();
+        let scope = Scope { user_id: "u".into(), vault_id: "v".into() };
+        let mut rx = hub.subscribe(&scope);
+        hub.publish(&scope, 5);
+        hub.publish(&scope, 3);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 5);
+        hub.publish(&scope, 5);
+        assert!(!rx.has_changed().unwrap(), "an older or equal head is not news");
+        // Another scope hears nothing.
+        let other = hub.subscribe(&Scope { user_id: "u".into(), vault_id: "w".into() });
+        hub.publish(&scope, 9);
+        assert_eq!(*other.borrow(), 0);
+        drop(rx);
+        hub.publish(&scope, 10);
+        assert_eq!(hub.channels.lock().unwrap().len(), 1, "the abandoned scope's channel is gone");
+    }
+}

@@ -1,0 +1,177 @@
+//! A test client for the operation log and blobs that sends exactly what the Verstak desktop
+//! client sends (see the reference's "Desktop client behaviour"), plus fixtures for devices.
+
+use concord_core::blob::BlobHasher;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, json as json_of};
+
+/// A device token bound to a (user, vault) scope.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub token: String,
+    pub device_id: String,
+}
+
+/// A paired device of `login`'s account in `vault`, written straight into the database (the
+/// pairing endpoint belongs to the accounts slice).
+pub async fn device(app: &TestApp, login: &str, vault: &str) -> Device {
+    use sqlx::ConnectOptions;
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.db_path())
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let user_id = format!("{:024x}", rand_u64(login) as u128);
+    sqlx::query("INSERT OR IGNORE INTO users (id, email, username, confirmed, created_at) VALUES (?1, ?2, ?3, 1, 0)")
+        .bind(&user_id)
+        .bind(format!("{login}@example.com"))
+        .bind(login)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let token = concord_core::token::NewToken::generate(concord_core::token::TokenFormat::Hex);
+    let device_id = concord_core::id::new_device_id();
+    sqlx::query("INSERT INTO devices (id, user_id, kind, vault_id, created_at, last_seen_at) VALUES (?1, ?2, 'client', ?3, 0, 0)")
+        .bind(&device_id)
+        .bind(&user_id)
+        .bind(vault)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO tokens (hash, device_id, kind, created_at) VALUES (?1, ?2, 'device', 0)")
+        .bind(&token.hash.as_bytes()[..])
+        .bind(&device_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    Device { token: token.plaintext, device_id }
+}
+
+fn rand_u64(login: &str) -> u64 {
+    login.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}
+
+/// One op as the desktop builds it: `client_sequence` 0, its cursor as `last_seen_server_seq`.
+pub fn op(op_id: &str, entity_id: &str, op_type: &str, payload: Value, last_seen: i64) -> Value {
+    json!({
+        "op_id": op_id,
+        "entity_type": "file",
+        "entity_id": entity_id,
+        "op_type": op_type,
+        "payload_json": payload.to_string(),
+        "client_sequence": 0,
+        "last_seen_server_seq": last_seen,
+        "created_at": "2026-07-10T00:00:00Z",
+    })
+}
+
+pub async fn push_raw(app: &TestApp, device: &Device, body: &Value) -> reqwest::Response {
+    app.client.post(app.url("/api/v1/sync/push")).bearer_auth(&device.token).json(body).send().await.unwrap()
+}
+
+/// A push as the desktop sends it: its device id in the body, no idempotency key.
+pub async fn push(app: &TestApp, device: &Device, ops: Vec<Value>) -> Value {
+    json_of(push_raw(app, device, &json!({"device_id": device.device_id, "ops": ops})).await, 200).await
+}
+
+pub async fn pull_raw(app: &TestApp, device: &Device, since: i64, page_limit: i64) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/sync/pull"))
+        .bearer_auth(&device.token)
+        .json(&json!({"since_sequence": since, "page_limit": page_limit}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Pulls from `cursor` to the head with `page_limit` 0, checking each page as the desktop does:
+/// strictly increasing sequences continuing the cursor, and `page_last_sequence` equal to the
+/// last op received. Returns every op and the new cursor.
+pub async fn pull_all(app: &TestApp, device: &Device, mut cursor: i64) -> (Vec<Value>, i64) {
+    let mut ops = Vec::new();
+    loop {
+        let page = json_of(pull_raw(app, device, cursor, 0).await, 200).await;
+        for op in page["ops"].as_array().unwrap() {
+            let seq = op["server_sequence"].as_i64().unwrap();
+            assert_eq!(seq, cursor + 1, "sequences continue the cursor without gaps: {page}");
+            cursor = seq;
+            ops.push(op.clone());
+        }
+        assert_eq!(page["page_last_sequence"].as_i64().unwrap(), cursor, "{page}");
+        assert!(page["server_sequence"].as_i64().unwrap() >= cursor);
+        if !page["has_more"].as_bool().unwrap() {
+            return (ops, cursor);
+        }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut hasher = BlobHasher::new();
+    hasher.update(data);
+    hasher.finish().0.to_string()
+}
+
+pub const BOUNDARY: &str = "verstak-test-boundary-7d1e";
+
+/// A multipart body with one `file` part named after the content's hash, as the desktop sends.
+pub fn multipart_body(filename: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+pub async fn upload_raw(app: &TestApp, device: &Device, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/blobs/"))
+        .bearer_auth(&device.token)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Uploads `data` and checks the answer names its hash and size.
+pub async fn upload(app: &TestApp, device: &Device, data: &[u8]) -> String {
+    let sha = sha256_hex(data);
+    let body = json_of(upload_raw(app, device, multipart_body(&sha, data)).await, 200).await;
+    assert_eq!(body, json!({"sha256": sha, "size": data.len()}));
+    sha
+}
+
+pub async fn download(app: &TestApp, device: &Device, sha: &str) -> reqwest::Response {
+    app.client.get(app.url(&format!("/api/v1/blobs/{sha}"))).bearer_auth(&device.token).send().await.unwrap()
+}
+
+/// Downloads and verifies size and hash, as the desktop does before writing the file.
+pub async fn download_verified(app: &TestApp, device: &Device, sha: &str, size: usize) -> Vec<u8> {
+    let response = download(app, device, sha).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap().to_vec();
+    assert_eq!(bytes.len(), size);
+    assert_eq!(sha256_hex(&bytes), sha);
+    bytes
+}
+
+/// Every regular file under `<data>/blobs`, the temporary directory included.
+pub fn blob_files(app: &TestApp) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if !path.file_name().unwrap().to_string_lossy().starts_with(".health") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&app.data_dir().join("blobs"), &mut out);
+    out
+}

@@ -1,0 +1,96 @@
+//! The operation-log part of the contract: per-scope sequences, push with idempotency and
+//! conflicts, and consistent pull snapshots.
+
+use concord_core::oplog::{PushError, ValidPush};
+
+use crate::StoreResult;
+
+/// Whose log: the user and the vault a device was paired with. Devices paired with the same
+/// vault share one log; nothing crosses scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub user_id: String,
+    pub vault_id: String,
+}
+
+/// An op as stored and pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOp {
+    pub op_id: String,
+    /// Position in the scope's log: 1, 2, 3… with no gaps.
+    pub server_sequence: i64,
+    /// The device that pushed it, as authenticated.
+    pub device_id: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub op_type: String,
+    pub payload_json: String,
+    pub created_at: String,
+}
+
+/// A stored op from another device that touched the pushed op's entity after the pusher last
+/// pulled (see `concord_core::oplog::is_conflict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub device_id: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub op_id: String,
+    pub op_type: String,
+    pub server_sequence: i64,
+}
+
+/// What a committed push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushResult {
+    /// Every op id of the request, once, including ones stored by an earlier push (so a client
+    /// whose response was lost stops re-sending them).
+    pub accepted: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+    /// The scope head after the commit, for live notifications.
+    pub head: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Committed(PushResult),
+    /// The idempotency key was seen before in this scope: the stored response, byte for byte.
+    Replayed(Vec<u8>),
+    /// A blob reference failed its check; nothing was written.
+    Rejected(PushError),
+}
+
+/// Encodes a push response for the idempotency record. The store keeps the bytes opaque so it
+/// never learns the wire format, yet writes them in the same transaction as the ops.
+pub type EncodeResponse<'a> = &'a (dyn Fn(&PushResult) -> Vec<u8> + Send + Sync);
+
+/// A scope's head and the ops after a cursor, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSnapshot {
+    pub head: i64,
+    /// Ascending by sequence, at most the requested number.
+    pub ops: Vec<StoredOp>,
+}
+
+#[async_trait::async_trait]
+pub trait OplogStore {
+    /// Stores a validated push for `device_id` in one transaction: checks blob references against
+    /// the scope, replays a known idempotency key, reports conflicts, assigns the next sequences to
+    /// ops whose id the scope has not seen, writes tombstones for deletes, and records the response
+    /// under the idempotency key.
+    async fn push(
+        &self,
+        scope: &Scope,
+        device_id: &str,
+        push: &ValidPush,
+        encode: EncodeResponse<'_>,
+        now: i64,
+    ) -> StoreResult<PushOutcome>;
+
+    /// The head and up to `limit` ops with sequence above `since`, from one snapshot, so the head
+    /// never lags the ops returned with it.
+    async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot>;
+
+    /// The scope's current head (0 for a scope that never pushed).
+    async fn head(&self, scope: &Scope) -> StoreResult<i64>;
+}

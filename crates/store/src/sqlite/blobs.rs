@@ -1,0 +1,117 @@
+//! SQLite implementation of [`BlobStore`].
+
+use concord_core::blob::{BlobHash, BlobQuota};
+
+use super::SqliteStore;
+use crate::{AddBlobRef, BlobStore, Scope, StoreResult};
+
+/// Sizes are `u64` in Rust and `INTEGER` (i64) in SQLite; blob limits keep them far below i64::MAX.
+fn to_db(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+fn from_db(size: i64) -> u64 {
+    u64::try_from(size).unwrap_or(0)
+}
+
+/// The size of a blob referenced by a scope; shared with the push's reference check.
+pub(super) const BLOB_SIZE: &str = "SELECT size FROM blob_refs WHERE user_id = ?1 AND vault_id = ?2 AND sha256 = ?3";
+
+#[async_trait::async_trait]
+impl BlobStore for SqliteStore {
+    async fn blob_size(&self, scope: &Scope, hash: &BlobHash) -> StoreResult<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(BLOB_SIZE)
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(hash.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(size.map(from_db))
+    }
+
+    async fn add_blob_ref(
+        &self,
+        scope: &Scope,
+        hash: &BlobHash,
+        size: u64,
+        quota: BlobQuota,
+        now: i64,
+    ) -> StoreResult<AddBlobRef> {
+        let mut tx = self.writer.begin().await?;
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM blob_refs WHERE user_id = ?1 AND vault_id = ?2 AND sha256 = ?3")
+                .bind(&scope.user_id)
+                .bind(&scope.vault_id)
+                .bind(hash.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_some() {
+            return Ok(AddBlobRef::AlreadyReferenced);
+        }
+        let (vault_used, user_used): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN vault_id = ?2 THEN size ELSE 0 END), 0), COALESCE(SUM(size), 0)
+             FROM blob_refs WHERE user_id = ?1",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !quota.admits(from_db(vault_used), from_db(user_used), size) {
+            return Ok(AddBlobRef::QuotaExceeded);
+        }
+        sqlx::query("INSERT INTO blob_refs (user_id, vault_id, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(hash.as_str())
+            .bind(to_db(size))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AddBlobRef::Added)
+    }
+
+    async fn blob_referenced(&self, hash: &BlobHash) -> StoreResult<bool> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blob_refs WHERE sha256 = ?1 LIMIT 1")
+            .bind(hash.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(any.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccountStore;
+
+    #[tokio::test]
+    async fn references_are_per_scope_and_quotas_count_vault_and_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let user = store.user_for_verified_email("a@example.com", 1).await.unwrap();
+        let other = store.user_for_verified_email("b@example.com", 1).await.unwrap();
+        let v1 = Scope { user_id: user.id.clone(), vault_id: "v1".into() };
+        let v2 = Scope { user_id: user.id.clone(), vault_id: "v2".into() };
+        let b = Scope { user_id: other.id.clone(), vault_id: "v1".into() };
+        let h = |c: &str| BlobHash::parse(&c.repeat(64)).unwrap();
+        let quota = BlobQuota { per_vault: 100, per_user: 150 };
+
+        assert!(!store.blob_referenced(&h("a")).await.unwrap());
+        assert_eq!(store.add_blob_ref(&v1, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::Added);
+        assert_eq!(store.add_blob_ref(&v1, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::AlreadyReferenced);
+        assert_eq!(store.add_blob_ref(&v1, &h("b"), 41, quota, 1).await.unwrap(), AddBlobRef::QuotaExceeded);
+        assert_eq!(store.add_blob_ref(&v1, &h("b"), 40, quota, 1).await.unwrap(), AddBlobRef::Added);
+        // v1 holds 100 of the user's 150.
+        assert_eq!(store.add_blob_ref(&v2, &h("c"), 51, quota, 1).await.unwrap(), AddBlobRef::QuotaExceeded);
+        assert_eq!(store.add_blob_ref(&v2, &h("c"), 50, quota, 1).await.unwrap(), AddBlobRef::Added);
+        // Another user's usage is their own.
+        assert_eq!(store.add_blob_ref(&b, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::Added);
+
+        assert_eq!(store.blob_size(&v1, &h("a")).await.unwrap(), Some(60));
+        assert_eq!(store.blob_size(&v2, &h("a")).await.unwrap(), None);
+        assert_eq!(store.blob_size(&b, &h("b")).await.unwrap(), None);
+        assert!(store.blob_referenced(&h("c")).await.unwrap());
+        assert!(!store.blob_referenced(&h("d")).await.unwrap());
+    }
+}
