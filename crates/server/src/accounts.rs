@@ -357,6 +357,23 @@ mod tests {
     }
 
     #[test]
+    fn revocations_reach_subscribers() {
+        let smtp = crate::config::SmtpConfig {
+            host: "localhost".to_owned(),
+            port: 25,
+            security: crate::config::SmtpSecurity::None,
+            credentials: None,
+            from_email: "noreply@example.com".to_owned(),
+            from_name: "Concord".to_owned(),
+        };
+        let accounts = Accounts::new(Mailer::new(&smtp).unwrap());
+        let mut feed = accounts.revocations.subscribe();
+        accounts.announce("user", "dev_1");
+        let expected = RevokedDevice { user_id: "user".to_owned(), device_id: "dev_1".to_owned() };
+        assert_eq!(feed.try_recv().unwrap(), expected);
+    }
+
+    #[test]
     fn truncation_respects_characters() {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("abc", 10), "abc");

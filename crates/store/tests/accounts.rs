@@ -113,6 +113,8 @@ async fn cleanup_removes_expired_sessions_only() {
         .unwrap();
     store.insert_magic_token(&TokenHash::of("m"), &TokenHash::of("c"), "s@example.com", 60, 0).await.unwrap();
 
+    assert!(store.authenticate(&dead, 49).await.unwrap().is_some());
+    assert!(store.authenticate(&dead, 50).await.unwrap().is_none(), "expired sessions stop at once");
     let counts = store.cleanup_expired(100).await.unwrap();
     assert_eq!((counts.tokens, counts.magic_tokens, counts.devices), (1, 1, 1));
     assert!(store.authenticate(&live, 100).await.unwrap().is_some());

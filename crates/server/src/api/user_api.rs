@@ -66,7 +66,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for JsonOrForm<T
     }
 }
 
-/// Answers a JSON or form request: `json` as is, or a page saying `message` (errors likewise).
+/// Answers a JSON or form request: `json` as is, or a page saying `message`.
 fn answer(from_form: bool, title: &str, message: &str, json: Value) -> Response {
     if from_form {
         html::page(title, &format!("<p>{}</p>", html::escape(message))).into_response()
@@ -75,17 +75,13 @@ fn answer(from_form: bool, title: &str, message: &str, json: Value) -> Response 
     }
 }
 
+/// An error for a JSON or form request: the JSON error, or a page with its message and status.
 fn form_error(from_form: bool, err: ApiError) -> Response {
     if !from_form {
         return err.into_response();
     }
-    let status = err.status();
-    let mut page = html::page(
-        "Something went wrong",
-        "<p>The link is invalid or has expired, or the input was refused. Please start again.</p>",
-    )
-    .into_response();
-    *page.status_mut() = status;
+    let mut page = html::page("That did not work", &format!("<p>{}</p>", html::escape(err.message()))).into_response();
+    *page.status_mut() = err.status();
     page
 }
 

@@ -173,4 +173,19 @@ async fn blocked_users_get_403_at_once() {
     }
     let pair = json!({ "login": "mallory@example.com", "password": crate::helpers::TEST_PASSWORD, "vault_id": "v" });
     assert_eq!(json(app.post_json("/api/client/pair", &pair).await, 403).await["error"], "account blocked");
+    // A new sign-in is refused too, after the link proved the address.
+    let link = json(request_link(&app, "mallory@example.com").await, 200).await;
+    let token = link["dev_link"].as_str().unwrap().split_once("token=").unwrap().1.to_owned();
+    assert_eq!(json(app.get(&format!("/auth/verify?token={token}")).await, 403).await["error"], "user blocked");
+}
+
+#[tokio::test]
+async fn one_client_ip_gets_20_links_an_hour_across_addresses() {
+    let app = TestApp::spawn().await;
+    for i in 0..20 {
+        json(request_link(&app, &format!("user{i}@example.com")).await, 200).await;
+    }
+    let limited = request_link(&app, "user20@example.com").await;
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(json(limited, 429).await["code"], "rate_limited");
 }

@@ -233,8 +233,17 @@ async fn one_person_signs_in_both_ways() {
     let gina = json(app.get(&format!("/auth/verify?token={link}")).await, 200).await;
     json(app.post_json("/api/v1/auth/forgot", &json!({ "email": "gina@example.com" })).await, 200).await;
     let reset = sink.next_mail_to("gina@example.com").await.link_token();
-    let body = json!({ "token": reset, "new_password": "gina's new password" });
-    json(app.post_json("/api/v1/auth/reset", &body).await, 200).await;
+    // This time through the page the mail links to, which posts a form.
+    let page = app.client.get(app.url(&format!("/api/v1/auth/reset?token={reset}"))).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("name=\"new_password\""));
+    let short = [("token", reset.as_str()), ("new_password", "short")];
+    let refused = app.client.post(app.url("/api/v1/auth/reset")).form(&short).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("at least 8 bytes"));
+    let form = [("token", reset.as_str()), ("new_password", "gina's new password")];
+    let done = app.client.post(app.url("/api/v1/auth/reset")).form(&form).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("Password changed"));
     let paired =
         json(app.post_json("/api/client/pair", &pair_body("gina@example.com", "gina's new password", "v")).await, 200)
             .await;
