@@ -22,6 +22,9 @@ pub struct TestApp {
     child: Option<Child>,
     /// Everything the server wrote to stderr (its logs), across restarts.
     logs: Arc<Mutex<String>>,
+    /// Accounts `register_confirmed` already made, so fixtures that pair several devices of one
+    /// account register it once (repeated registrations count toward the register rate limit).
+    registered: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -50,6 +53,7 @@ impl TestAppBuilder {
             envs: self.envs,
             child: None,
             logs: Arc::default(),
+            registered: Mutex::default(),
         };
         app.start().await;
         app
@@ -252,6 +256,9 @@ impl TestApp {
     /// Registers `email` with [`TEST_PASSWORD`] and confirms it through the dev-mode link; an
     /// account that already exists is left as it is. The username is the email with `@` → `.`.
     pub async fn register_confirmed(&self, email: &str) {
+        if !self.registered.lock().unwrap().insert(email.to_owned()) {
+            return;
+        }
         let username = email.replace('@', ".");
         let body = serde_json::json!({ "username": username, "email": email, "password": TEST_PASSWORD });
         let response = self.post_json("/api/v1/auth/register", &body).await;

@@ -13,44 +13,11 @@ pub struct Device {
     pub device_id: String,
 }
 
-/// A paired device of `login`'s account in `vault`, written straight into the database (the
-/// pairing endpoint belongs to the accounts slice).
+/// A device of `login`'s account paired for `vault` through the real endpoints: registration,
+/// confirmation and `POST /api/client/pair`, exactly as a new desktop would be set up.
 pub async fn device(app: &TestApp, login: &str, vault: &str) -> Device {
-    use sqlx::ConnectOptions;
-    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.db_path())
-        .busy_timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap();
-    let user_id = format!("{:024x}", rand_u64(login) as u128);
-    sqlx::query("INSERT OR IGNORE INTO users (id, email, username, confirmed, created_at) VALUES (?1, ?2, ?3, 1, 0)")
-        .bind(&user_id)
-        .bind(format!("{login}@example.com"))
-        .bind(login)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let token = concord_core::token::NewToken::generate(concord_core::token::TokenFormat::Hex);
-    let device_id = concord_core::id::new_device_id();
-    sqlx::query("INSERT INTO devices (id, user_id, kind, vault_id, created_at, last_seen_at) VALUES (?1, ?2, 'client', ?3, 0, 0)")
-        .bind(&device_id)
-        .bind(&user_id)
-        .bind(vault)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO tokens (hash, device_id, kind, created_at) VALUES (?1, ?2, 'device', 0)")
-        .bind(&token.hash.as_bytes()[..])
-        .bind(&device_id)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    Device { token: token.plaintext, device_id }
-}
-
-fn rand_u64(login: &str) -> u64 {
-    login.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    let (device_id, token) = app.paired_device(&format!("{login}@example.com"), vault).await;
+    Device { token, device_id }
 }
 
 /// One op as the desktop builds it: `client_sequence` 0, its cursor as `last_seen_server_seq`.

@@ -1,5 +1,5 @@
 //! A full sync cycle between two devices of one vault, driven the way the Verstak desktop client
-//! drives it: health probe, pull with `page_limit` 0, blob upload named by its hash, pushes of at
+//! drives it: health probe, credential test, pairing, pull with `page_limit` 0, blob upload named by its hash, pushes of at
 //! most 100 ops (halving on `too_many_operations`), skip own ops, verify downloaded blobs.
 
 use serde_json::{Value, json};
@@ -58,8 +58,32 @@ async fn two_desktops_sync_a_vault_including_a_blob() {
     // Test connection: the health probe must be JSON with a status.
     let health = json_of(app.get("/api/v1/health").await, 200).await;
     assert_eq!(health["status"], "ok");
+    app.register_confirmed("alice@example.com").await;
+    let tested = app
+        .post_json(
+            "/api/auth/test",
+            &json!({"username": "alice@example.com", "password": crate::helpers::TEST_PASSWORD}),
+        )
+        .await;
+    assert_eq!(json_of(tested, 200).await, json!({"status": "ok"}));
+    // Pairing as the desktop sends it; it reads these fields and starts its cursor at 0.
+    let pairing = json!({
+        "login": "alice@example.com",
+        "password": crate::helpers::TEST_PASSWORD,
+        "device_name": "Laptop",
+        "client_version": "verstak-desktop/v2",
+        "vault_id": "vault-x",
+    });
+    let paired = json_of(app.post_json("/api/client/pair", &pairing).await, 200).await;
+    assert_eq!(paired["initial_sync_cursor"], 0);
+    assert!(paired["device_token"].as_str().is_some_and(|t| t.len() == 64));
+    assert!(paired["device_id"].as_str().is_some_and(|id| id.starts_with("dev_")));
+    let laptop_device = Device {
+        token: paired["device_token"].as_str().unwrap().into(),
+        device_id: paired["device_id"].as_str().unwrap().into(),
+    };
 
-    let mut laptop = Desktop { device: device(&app, "alice", "vault-x").await, cursor: 0, files: Default::default() };
+    let mut laptop = Desktop { device: laptop_device, cursor: 0, files: Default::default() };
     let mut desktop = Desktop { device: device(&app, "alice", "vault-x").await, cursor: 0, files: Default::default() };
     assert_eq!(laptop.pull(&app).await, 0);
 
