@@ -85,7 +85,8 @@ pub fn router(state: AppState) -> Router {
                             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
                             tracing::info_span!("request", id, method = %req.method(), uri = %redact_uri(req.uri()))
                         })
-                        .on_request(())
+                        // Debug only: lets a test (or an operator) see a request arrive before it ends.
+                        .on_request(|_: &Request<_>, _: &Span| tracing::debug!("started"))
                         .on_response(|res: &Response<_>, latency: Duration, _: &Span| {
                             tracing::info!(status = res.status().as_u16(), ms = latency.as_millis() as u64, "served");
                         })

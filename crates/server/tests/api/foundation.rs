@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{TestApp, json};
+use crate::helpers::{TestApp, json, send_sigterm};
 
 #[tokio::test]
 async fn health_reports_every_field_on_both_paths() {
@@ -196,4 +196,58 @@ async fn credentials_in_query_strings_never_reach_the_logs() {
     let logs = app.wait_for_log("/sync?doc=notes&token=[redacted]").await;
     assert!(logs.contains("/api/v1/health?token=[redacted]"));
     assert!(!logs.contains(secret), "secret leaked into logs:\n{logs}");
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_zero() {
+    let mut app = TestApp::builder().env("CONCORD_LOG", "info,concord_server=debug").spawn().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let request =
+        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send();
+    let response = tokio::spawn(request);
+
+    tx.send(Ok(br#"{"email": "#.to_vec())).await.unwrap();
+    // The server has the request in hand once it logs its start; only then is shutdown "during" it.
+    app.wait_for_log("started").await;
+    send_sigterm(app.pid());
+    app.wait_for_log("shutting down").await;
+    tx.send(Ok(br#""slow@example.com"}"#.to_vec())).await.unwrap();
+    drop(tx);
+
+    let response = response.await.unwrap().expect("the in-flight request completes");
+    assert_eq!(json(response, 200).await["success"], true);
+    let status = app.wait_exit().await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn tokio_stream_of<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn json_bodies_get_precise_errors_and_a_size_limit() {
+    let app = TestApp::spawn().await;
+    let post = |body: Vec<u8>| {
+        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send()
+    };
+    let cases: [(Vec<u8>, u16, &str); 4] = [
+        (b"{\"email\": ".to_vec(), 400, "invalid_json"),
+        (br#"{"email": "a@example.com"} {"email": "b@example.com"}"#.to_vec(), 400, "trailing_json"),
+        (br#"{"email": 42}"#.to_vec(), 400, "invalid_json"),
+        (
+            format!(r#"{{"email": "a@example.com", "pad": "{}"}}"#, "x".repeat(3 << 20)).into_bytes(),
+            413,
+            "request_too_large",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let got = json(post(body).await.unwrap(), status).await;
+        assert_eq!(got["code"], code);
+        assert!(got["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // The server still serves. A fresh client: the server closes a connection whose oversized body
+    // it refused to read, and the old client's pool would otherwise reuse the dead socket.
+    let fresh = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(fresh, 200).await["status"], "ok");
 }

@@ -158,9 +158,14 @@ impl TestApp {
 
     /// SIGTERM, then waits for the process to exit and returns its status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        send_sigterm(self.pid());
+        self.wait_exit().await
+    }
+
+    /// Waits for the process to exit on its own (after a signal the test sent).
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server is running");
-        send_sigterm(child.id().unwrap());
-        tokio::time::timeout(DEADLINE, child.wait()).await.expect("server exits after SIGTERM").unwrap()
+        tokio::time::timeout(DEADLINE, child.wait()).await.expect("server exits").unwrap()
     }
 
     /// Starts the server again on the same data directory (after `kill9` or `terminate`, or
