@@ -13,3 +13,4 @@ pub mod password;
 pub mod rate_limit;
 pub mod token;
 pub mod username;
+pub mod yjs;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub blobs: Arc<BlobFiles>,
     /// Live head announcements per operation-log scope, fed by pushes.
     pub events: Arc<ScopeEvents>,
+    /// Open Yjs documents and their connections.
+    pub sync: Arc<crate::sync::Hub>,
     /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
     pub shutdown: CancellationToken,
 }
@@ -70,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::user_api::routes())
         .merge(api::oplog::routes())
         .merge(api::events::routes())
-        .merge(api::blobs::routes());
+        .merge(api::blobs::routes())
+        .merge(crate::sync::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -139,6 +139,16 @@ pub struct Settings {
     /// Log format [default: text]
     #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Largest WebSocket message a Yjs client may send, in bytes; larger ones close with 1009
+    /// [default: 16777216]
+    #[arg(long, env = "SYNC_MAX_FRAME_BYTES")]
+    pub sync_max_frame_bytes: Option<u32>,
+
+    /// Bytes of Yjs updates stored after a document's snapshot before they are compacted into a
+    /// new snapshot [default: 1048576]
+    #[arg(long, env = "SYNC_COMPACT_BYTES")]
+    pub sync_compact_bytes: Option<u32>,
 }
 
 impl Settings {
@@ -172,6 +182,8 @@ impl Settings {
             blob_vault_quota_bytes: self.blob_vault_quota_bytes.or(lower.blob_vault_quota_bytes),
             blob_user_quota_bytes: self.blob_user_quota_bytes.or(lower.blob_user_quota_bytes),
             log_format: self.log_format.or(lower.log_format),
+            sync_max_frame_bytes: self.sync_max_frame_bytes.or(lower.sync_max_frame_bytes),
+            sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
         }
     }
 }
@@ -264,6 +276,14 @@ pub struct Config {
     pub cleanup_interval_secs: u64,
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
+    pub sync: SyncSettings,
+}
+
+/// Limits of the Yjs sync endpoint.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub max_frame_bytes: usize,
+    pub compact_bytes: usize,
 }
 
 /// Size limit and quotas for blob uploads (the Verstak server's values by default).
@@ -369,6 +389,10 @@ impl Config {
             cleanup_interval_secs,
             log_format: s.log_format.unwrap_or(LogFormat::Text),
             blobs,
+            sync: SyncSettings {
+                max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
+                compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+            },
         })
     }
 

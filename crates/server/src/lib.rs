@@ -8,6 +8,7 @@
 //! - [`serve`]: the accept loop and graceful shutdown.
 //! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup).
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
+//! - [`sync`]: Yjs document sync over WebSocket.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -24,16 +25,17 @@ pub mod html;
 pub mod logging;
 pub mod mail;
 pub mod serve;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use concord_store::StoreError;
 use concord_store::sqlite::SqliteStore;
+use concord_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::app::{AppState, LiveStats};
 use crate::blobstore::BlobFiles;
 use crate::config::Config;
 
@@ -65,15 +67,22 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let mailer = mail::Mailer::new(&config.smtp)?;
     let blobs = BlobFiles::open(&config.blob_dir())
         .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let stats = Arc::new(LiveStats::default());
+    let shutdown = CancellationToken::new();
+    let accounts = Arc::new(accounts::Accounts::new(mailer));
+    let revocations = accounts.revocations.subscribe();
+    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), revocations, shutdown.clone());
     let state = AppState {
         config: Arc::new(config),
-        store: Arc::new(store),
-        stats: Arc::default(),
-        accounts: Arc::new(accounts::Accounts::new(mailer)),
+        store,
+        stats,
+        accounts,
         blobs: Arc::new(blobs),
         events: Arc::default(),
+        sync,
         started: Instant::now(),
-        shutdown: CancellationToken::new(),
+        shutdown,
     };
     let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
     accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());

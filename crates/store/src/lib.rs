@@ -10,6 +10,7 @@
 
 mod accounts;
 mod blobs;
+mod docs;
 mod error;
 mod oplog;
 pub mod sqlite;
@@ -19,12 +20,13 @@ pub use accounts::{
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
+pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + OplogStore + BlobStore + Send + Sync + 'static {
+pub trait Store: AccountStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -15,3 +15,9 @@ mod tidy;
 #[allow(dead_code)]
 mod helpers;
 mod smtp_sink;
+mod yjs_client;
+mod yjs_durability;
+mod yjs_isolation;
+mod yjs_revocation;
+mod yjs_robustness;
+mod yjs_sync;

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod blobs;
+mod docs;
 mod oplog;
 
 use std::path::Path;

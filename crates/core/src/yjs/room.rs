@@ -1,0 +1,466 @@
+//! One document's sync state machine: the yrs document, its awareness states, and which
+//! connection asserted which awareness client ids.
+//!
+//! Architecture invariant: every frame the room returns holds exactly one y-protocols message,
+//! because y-websocket clients before v4 (and the Diaryx web client) read one message per frame.
+
+use std::collections::{BTreeSet, HashMap};
+
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use super::awareness::AwarenessTable;
+use super::wire::{Incoming, ProtocolError, decode_frame, encode_sync_step1, encode_sync_step2, encode_update};
+
+/// The server's name for one WebSocket connection; unique within a process.
+pub type ConnId = u64;
+
+/// What the caller must do after feeding the room an event.
+///
+/// Order matters: `persist` must be durable before any frame is sent, so that nothing a client has
+/// seen can be lost by a crash. Frames within each list are in protocol order.
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Effects {
+    /// Frames for the connection that sent the input.
+    pub reply: Vec<Vec<u8>>,
+    /// Frames for every other connection of the document (all of them, for events without a
+    /// sender). Encoded once; the caller shares each among its receivers.
+    pub broadcast: Vec<Vec<u8>>,
+    /// Document updates (lib0 v1) that changed the document, to append to the store.
+    pub persist: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Room {
+    doc: Doc,
+    awareness: AwarenessTable,
+    /// Awareness client ids each connection has set and not removed; removed with a broadcast when
+    /// the connection goes, so its peers stop showing a cursor for a client that left.
+    conns: HashMap<ConnId, BTreeSet<u64>>,
+}
+
+impl Room {
+    /// Rebuilds a document from its stored snapshot and the updates appended after it.
+    pub fn load<'a>(
+        snapshot: Option<&'a [u8]>,
+        updates: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Room, ProtocolError> {
+        let room = Room::default();
+        {
+            let mut txn = room.doc.transact_mut();
+            for bytes in snapshot.into_iter().chain(updates) {
+                let update =
+                    Update::decode_v1(bytes).map_err(|e| ProtocolError::Malformed(format!("stored update: {e}")))?;
+                txn.apply_update(update).map_err(|e| ProtocolError::Malformed(format!("stored update: {e}")))?;
+            }
+        }
+        Ok(room)
+    }
+
+    /// Registers a connection and returns the frames it receives first: the server's SyncStep1,
+    /// then the current awareness states if there are any.
+    pub fn connect(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
+        self.conns.entry(conn).or_default();
+        let mut frames = vec![encode_sync_step1(&self.doc.transact().state_vector())];
+        let live = self.awareness.live();
+        if !live.is_empty() {
+            frames.push(self.awareness.encode(live.into_iter()));
+        }
+        frames
+    }
+
+    /// Handles one frame from `conn`. On error nothing from this frame was applied unless an
+    /// update inside it was accepted by the decoder but refused by yrs while integrating; the
+    /// caller closes the connection either way.
+    pub fn receive(&mut self, conn: ConnId, frame: &[u8], now: i64) -> Result<Effects, ProtocolError> {
+        let messages = decode_frame(frame)?;
+        let mut effects = Effects::default();
+        for message in messages {
+            match message {
+                Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv))),
+                Incoming::Update(update) => {
+                    if let Some(applied) = self.apply(update)? {
+                        effects.broadcast.push(encode_update(&applied));
+                        effects.persist.push(applied);
+                    }
+                }
+                Incoming::Awareness(entries) => {
+                    let changes = self.awareness.apply(entries, now);
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let asserted = self.conns.entry(conn).or_default();
+                    asserted.extend(&changes.set);
+                    for id in &changes.removed {
+                        asserted.remove(id);
+                    }
+                    // Awareness goes to the sender too, as y-websocket's own server does: a client
+                    // alone in a document hears nothing else, and y-websocket reconnects after 30 s
+                    // without a message.
+                    let frame = self.awareness.encode(changes.all().into_iter());
+                    effects.reply.push(frame.clone());
+                    effects.broadcast.push(frame);
+                }
+                Incoming::QueryAwareness => {
+                    effects.reply.push(self.awareness.encode(self.awareness.live().into_iter()))
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Forgets a connection and removes the awareness states it asserted.
+    pub fn disconnect(&mut self, conn: ConnId, now: i64) -> Effects {
+        let asserted = self.conns.remove(&conn).unwrap_or_default();
+        self.remove_awareness(asserted, now)
+    }
+
+    /// Drops awareness states not renewed within [`super::AWARENESS_TIMEOUT_SECS`]; call it every
+    /// few seconds.
+    pub fn sweep(&mut self, now: i64) -> Effects {
+        let outdated = self.awareness.outdated(now);
+        for asserted in self.conns.values_mut() {
+            for id in &outdated {
+                asserted.remove(id);
+            }
+        }
+        self.remove_awareness(outdated, now)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The whole document as one update: the snapshot that compaction stores.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.diff(&StateVector::default())
+    }
+
+    /// The document, for readers such as tests and exports.
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    fn diff(&self, since: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_state_as_update_v1(since)
+    }
+
+    /// Applies an update and returns what it actually changed, or `None` if the document already
+    /// had all of it. Relaying and storing only the change keeps duplicates (a reconnecting client
+    /// resending its state) out of both.
+    fn apply(&mut self, update: Update) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let mut txn = self.doc.transact_mut();
+        txn.apply_update(update).map_err(|e| ProtocolError::Malformed(format!("update refused: {e}")))?;
+        let changed = !txn.delete_set().is_empty() || txn.before_state() != txn.after_state();
+        Ok(changed.then(|| txn.encode_update_v1()))
+    }
+
+    fn remove_awareness(&mut self, ids: impl IntoIterator<Item = u64>, now: i64) -> Effects {
+        let removed = self.awareness.remove(ids, now);
+        let mut effects = Effects::default();
+        if !removed.is_empty() {
+            effects.broadcast.push(self.awareness.encode(removed.into_iter()));
+        }
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+    use yrs::sync::{Message, SyncMessage};
+    use yrs::types::ToJson;
+    use yrs::updates::encoder::Encode;
+    use yrs::{GetString, Map, Text, WriteTxn};
+
+    use super::*;
+    use crate::yjs::wire::tests::awareness_frame;
+
+    fn step1(doc: &Doc) -> Vec<u8> {
+        Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector())).encode_v1()
+    }
+
+    fn update_frame(update: Vec<u8>) -> Vec<u8> {
+        Message::Sync(SyncMessage::Update(update)).encode_v1()
+    }
+
+    fn insert_text(doc: &Doc, text: &str) -> Vec<u8> {
+        let sv = doc.transact().state_vector();
+        {
+            let mut txn = doc.transact_mut();
+            let t = txn.get_or_insert_text("t");
+            let len = t.len(&txn);
+            t.insert(&mut txn, len, text);
+        }
+        doc.transact().encode_state_as_update_v1(&sv)
+    }
+
+    fn text_of(doc: &Doc) -> String {
+        let txn = doc.transact();
+        txn.get_text("t").map(|t| t.get_string(&txn)).unwrap_or_default()
+    }
+
+    fn decode(frame: &[u8]) -> Message {
+        Message::decode_v1(frame).unwrap()
+    }
+
+    #[test]
+    fn connect_sends_step1_then_awareness_as_separate_frames() {
+        let mut room = Room::default();
+        assert_eq!(room.connect(1), vec![vec![0, 0, 1, 0]]);
+        let _ = room.receive(1, &awareness_frame(&[(5, 1, Some("{\"n\":1}"))]), 0).unwrap();
+        let frames = room.connect(2);
+        assert_eq!(frames.len(), 2);
+        assert!(matches!(decode(&frames[0]), Message::Sync(SyncMessage::SyncStep1(_))));
+        match decode(&frames[1]) {
+            Message::Awareness(update) => assert_eq!(update.clients.len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn updates_are_persisted_and_relayed_to_others_never_echoed() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let client = Doc::new();
+        let effects = room.receive(1, &update_frame(insert_text(&client, "hi")), 0).unwrap();
+        assert!(effects.reply.is_empty(), "no echo to the sender");
+        assert_eq!(effects.broadcast.len(), 1);
+        assert_eq!(effects.persist.len(), 1);
+        assert_eq!(text_of(room.doc()), "hi");
+        // The same update again changes nothing, so nothing is stored or relayed.
+        let again = client.transact().encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(room.receive(1, &update_frame(again), 0).unwrap(), Effects::default());
+    }
+
+    #[test]
+    fn step1_is_answered_with_the_missing_diff() {
+        let mut room = Room::default();
+        let writer = Doc::new();
+        let _ = room.receive(1, &update_frame(insert_text(&writer, "abc")), 0).unwrap();
+        let reader = Doc::new();
+        let effects = room.receive(2, &step1(&reader), 0).unwrap();
+        assert_eq!(effects.reply.len(), 1);
+        assert!(effects.persist.is_empty() && effects.broadcast.is_empty());
+        match decode(&effects.reply[0]) {
+            Message::Sync(SyncMessage::SyncStep2(diff)) => {
+                reader.transact_mut().apply_update(Update::decode_v1(&diff).unwrap()).unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(text_of(&reader), "abc");
+    }
+
+    #[test]
+    fn a_frame_with_several_messages_yields_one_message_per_frame() {
+        let mut room = Room::default();
+        let client = Doc::new();
+        let mut frame = step1(&client);
+        frame.extend(update_frame(insert_text(&client, "x")));
+        frame.extend(awareness_frame(&[(9, 1, Some("{}"))]));
+        frame.push(3); // query awareness
+        let effects = room.receive(1, &frame, 0).unwrap();
+        // SyncStep2, the awareness change, the awareness query's answer.
+        assert_eq!(effects.reply.len(), 3);
+        assert_eq!(effects.broadcast.len(), 2);
+        for f in effects.reply.iter().chain(&effects.broadcast) {
+            // Decoding exactly one message consumes the whole frame.
+            assert_eq!(decode(f).encode_v1(), *f);
+        }
+    }
+
+    #[test]
+    fn malformed_frames_change_nothing() {
+        let mut room = Room::default();
+        let mut frame = update_frame(insert_text(&Doc::new(), "x"));
+        frame.extend([0, 2, 0x80]); // a second message with a truncated varint
+        let err = room.receive(1, &frame, 0).unwrap_err();
+        assert_eq!(err.close_code(), 1007);
+        assert_eq!(text_of(room.doc()), "");
+    }
+
+    #[test]
+    fn awareness_is_tracked_per_connection_and_removed_on_disconnect() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let _ = room.connect(2);
+        let effects = room.receive(1, &awareness_frame(&[(7, 1, Some("{\"user\":\"a\"}"))]), 0).unwrap();
+        assert_eq!(effects.broadcast.len(), 1);
+        // A stale repeat changes nothing and is not relayed.
+        assert!(room.receive(1, &awareness_frame(&[(7, 1, Some("{}"))]), 0).unwrap().broadcast.is_empty());
+        let query = room.receive(2, &[3], 0).unwrap();
+        match decode(&query.reply[0]) {
+            Message::Awareness(update) => assert_eq!(update.clients.len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(room.disconnect(2, 1).broadcast.is_empty(), "connection 2 asserted nothing");
+        let gone = room.disconnect(1, 1);
+        match decode(&gone.broadcast[0]) {
+            Message::Awareness(update) => assert_eq!(&*update.clients.values().next().unwrap().json, "null"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(room.connection_count(), 0);
+    }
+
+    #[test]
+    fn sweep_expires_states_after_thirty_seconds() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let _ = room.receive(1, &awareness_frame(&[(7, 1, Some("{}"))]), 100).unwrap();
+        assert!(room.sweep(129).broadcast.is_empty());
+        assert_eq!(room.sweep(130).broadcast.len(), 1);
+        assert!(room.disconnect(1, 131).broadcast.is_empty(), "already expired");
+    }
+
+    #[test]
+    fn load_restores_snapshot_and_later_updates() {
+        let mut room = Room::default();
+        let client = Doc::new();
+        let first = room.receive(1, &update_frame(insert_text(&client, "a")), 0).unwrap();
+        let snapshot = room.encode_state();
+        let second = room.receive(1, &update_frame(insert_text(&client, "b")), 0).unwrap();
+        let loaded = Room::load(Some(&snapshot), second.persist.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(text_of(loaded.doc()), "ab");
+        let replayed = Room::load(None, first.persist.iter().chain(&second.persist).map(Vec::as_slice)).unwrap();
+        assert_eq!(text_of(replayed.doc()), "ab");
+        assert!(Room::load(Some(&[1, 2, 3]), []).is_err());
+    }
+
+    /// A simulated client: its own document and the frames the server has sent it, undelivered.
+    struct Client {
+        doc: Doc,
+        inbox: VecDeque<Vec<u8>>,
+        connected: bool,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Action {
+        /// Client edits locally (text insert or map set) and sends the update if connected.
+        Edit { client: usize, at: u32, text: String, map: bool },
+        /// The server's next frame for a client arrives.
+        Deliver { client: usize },
+        /// A client that was offline connects (sending SyncStep1, as providers do).
+        Join { client: usize },
+    }
+
+    const CLIENTS: usize = 3;
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            (0..CLIENTS, any::<u32>(), "[a-z]{1,3}", any::<bool>()).prop_map(|(client, at, text, map)| Action::Edit {
+                client,
+                at,
+                text,
+                map
+            }),
+            (0..CLIENTS).prop_map(|client| Action::Deliver { client }),
+            (0..CLIENTS).prop_map(|client| Action::Join { client }),
+        ]
+    }
+
+    /// Runs a frame through the room and routes its effects, as the server does.
+    fn send(room: &mut Room, clients: &mut [Client], from: usize, frame: &[u8], stored: &mut Vec<Vec<u8>>) {
+        let effects = room.receive(from as ConnId, frame, 0).unwrap();
+        stored.extend(effects.persist);
+        clients[from].inbox.extend(effects.reply);
+        for (i, c) in clients.iter_mut().enumerate() {
+            if i != from && c.connected {
+                c.inbox.extend(effects.broadcast.iter().cloned());
+            }
+        }
+    }
+
+    fn connect(room: &mut Room, clients: &mut [Client], i: usize, stored: &mut Vec<Vec<u8>>) {
+        clients[i].connected = true;
+        let greeting = room.connect(i as ConnId);
+        clients[i].inbox.extend(greeting);
+        let hello = step1(&clients[i].doc);
+        send(room, clients, i, &hello, stored);
+    }
+
+    fn deliver(room: &mut Room, clients: &mut [Client], i: usize, stored: &mut Vec<Vec<u8>>) {
+        let Some(frame) = clients[i].inbox.pop_front() else { return };
+        match decode(&frame) {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let diff = clients[i].doc.transact().encode_state_as_update_v1(&sv);
+                let reply = Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1();
+                send(room, clients, i, &reply, stored);
+            }
+            Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
+                clients[i].doc.transact_mut().apply_update(Update::decode_v1(&u).unwrap()).unwrap();
+            }
+            _ => {}
+        }
+    }
+
+    fn state(doc: &Doc) -> (String, Option<yrs::Any>) {
+        let txn = doc.transact();
+        let map = txn.get_map("m").map(|m| m.to_json(&txn));
+        (text_of(doc), map)
+    }
+
+    proptest! {
+        /// Whatever the order in which edits happen and frames are delivered, once every frame has
+        /// arrived all clients and the server hold what applying every edit to one document gives,
+        /// and the persisted updates alone rebuild that same document.
+        #[test]
+        fn random_interleavings_converge(actions in proptest::collection::vec(action(), 1..60)) {
+            let mut room = Room::default();
+            let mut stored = Vec::new();
+            let mut clients: Vec<Client> = (0..CLIENTS)
+                .map(|_| Client { doc: Doc::new(), inbox: VecDeque::new(), connected: false })
+                .collect();
+            let reference = Doc::new();
+            for i in 0..2 {
+                connect(&mut room, &mut clients, i, &mut stored);
+            }
+            for action in actions {
+                match action {
+                    Action::Edit { client, at, text, map } => {
+                        let doc = &clients[client].doc;
+                        let sv = doc.transact().state_vector();
+                        {
+                            let mut txn = doc.transact_mut();
+                            if map {
+                                txn.get_or_insert_map("m").insert(&mut txn, text.clone(), at);
+                            } else {
+                                let t = txn.get_or_insert_text("t");
+                                let len = t.len(&txn);
+                                t.insert(&mut txn, at % (len + 1), &text);
+                            }
+                        }
+                        let update = doc.transact().encode_state_as_update_v1(&sv);
+                        reference.transact_mut().apply_update(Update::decode_v1(&update).unwrap()).unwrap();
+                        if clients[client].connected {
+                            send(&mut room, &mut clients, client, &update_frame(update), &mut stored);
+                        }
+                    }
+                    Action::Deliver { client } => deliver(&mut room, &mut clients, client, &mut stored),
+                    Action::Join { client } => {
+                        if !clients[client].connected {
+                            connect(&mut room, &mut clients, client, &mut stored);
+                        }
+                    }
+                }
+            }
+            for i in 0..CLIENTS {
+                if !clients[i].connected {
+                    connect(&mut room, &mut clients, i, &mut stored);
+                }
+            }
+            while let Some(i) = (0..CLIENTS).find(|&i| !clients[i].inbox.is_empty()) {
+                deliver(&mut room, &mut clients, i, &mut stored);
+            }
+            let expected = state(&reference);
+            prop_assert_eq!(state(room.doc()), expected.clone());
+            for client in &clients {
+                prop_assert_eq!(state(&client.doc), expected.clone());
+            }
+            let reloaded = Room::load(None, stored.iter().map(Vec::as_slice)).unwrap();
+            prop_assert_eq!(state(reloaded.doc()), expected);
+        }
+    }
+}

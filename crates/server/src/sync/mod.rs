@@ -1,0 +1,139 @@
+//! Yjs document sync over WebSocket, and the workspace endpoints that own documents.
+//!
+//! - `hub`: open documents and connections, room start/unload, token re-validation.
+//! - `room`: one task per open document: protocol (via `concord_core::yjs`), group commit,
+//!   fan-out, compaction.
+//! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
+//! - `writer`: the group-commit writer shared by all rooms.
+//!
+//! Architecture invariant: protocol decisions live in `concord_core::yjs`; this module only
+//! moves bytes, time and storage around them.
+
+mod hub;
+mod room;
+mod socket;
+mod writer;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use concord_core::token::TokenHash;
+use concord_core::yjs::{DocName, DocPlacement};
+use concord_store::StoreError;
+use hub::DocKey;
+pub use hub::Hub;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::DEFAULT_WORKSPACE;
+use crate::app::AppState;
+use crate::clock;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Auth, bearer_token, query_param};
+
+const MAX_WORKSPACE_NAME: usize = 100;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sync", get(sync_by_query))
+        .route("/sync/{*name}", get(sync_by_path))
+        .route("/api/workspaces", post(create_workspace))
+        .route("/api/workspaces/{id}", delete(delete_workspace))
+}
+
+/// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL.
+async fn sync_by_query(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let name = request.uri().query().and_then(|q| query_param(q, "doc"));
+    upgrade(state, name, request).await
+}
+
+/// `GET /sync/<name>?token=<t>`, the URL a y-websocket provider builds from `ws://host/sync` and
+/// a room name. The name is the rest of the path, percent-decoded.
+async fn sync_by_path(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    upgrade(state, Some(name), request).await
+}
+
+/// Checks everything before upgrading, in the order clients can act on: the document name (400),
+/// the token (401/403), the upgrade itself (400).
+async fn upgrade(state: AppState, name: Option<String>, request: Request) -> Result<Response, ApiError> {
+    let name = name.ok_or_else(|| ApiError::bad_request("missing_doc", "the doc parameter is required"))?;
+    let name = DocName::parse(&name).map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
+    let (mut parts, _body) = request.into_parts();
+    let Auth(principal) = Auth::from_request_parts(&mut parts, &state).await?;
+    let token =
+        bearer_token(&parts).map(|t| TokenHash::of(&t)).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
+    let who = socket::Credentials { token, device_id: principal.device.id.clone() };
+    let key = DocKey { workspace_id: place(&state, &principal.user.id, &name).await?, name: name.as_str().to_owned() };
+    let max = state.sync.settings.max_frame_bytes;
+    let hub = state.sync.clone();
+    let shutdown = state.shutdown.clone();
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| socket::serve(hub, socket, key, who, shutdown)))
+}
+
+/// The id of the workspace the document lives in (see [`DocName::placement`]).
+async fn place(state: &AppState, user_id: &str, name: &DocName) -> Result<String, ApiError> {
+    let workspaces = state.store.workspaces_of(user_id).await?;
+    if let DocPlacement::Workspace(id) = name.placement(|id| workspaces.iter().any(|w| w.id == id)) {
+        return Ok(id.to_owned());
+    }
+    match workspaces.into_iter().find(|w| w.name == DEFAULT_WORKSPACE) {
+        Some(w) => Ok(w.id),
+        None => Ok(state.store.ensure_workspace(user_id, DEFAULT_WORKSPACE, clock::now()).await?.id),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewWorkspace {
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkspaceView {
+    id: String,
+    name: String,
+}
+
+/// `POST /api/workspaces {"name"}` → 201 `{"id","name"}`; a name the user already has → 409.
+async fn create_workspace(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiJson(body): ApiJson<NewWorkspace>,
+) -> Result<Response, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_WORKSPACE_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_name", "workspace name must be 1 to 100 printable characters"));
+    }
+    match state.store.create_workspace(&principal.user.id, name, clock::now()).await {
+        Ok(w) => Ok((StatusCode::CREATED, axum::Json(WorkspaceView { id: w.id, name: w.name })).into_response()),
+        Err(StoreError::Conflict(_)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "workspace_exists", "a workspace with this name already exists"))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `DELETE /api/workspaces/{id}` → 204, deleting its documents and closing their sockets; 404 if
+/// it is not the caller's.
+async fn delete_workspace(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_workspace(&principal.user.id, &id).await? {
+        return Err(ApiError::not_found("Workspace not found"));
+    }
+    state.sync.close_workspace(&id).await;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,211 @@
+//! One task per open document. It owns the sans-IO [`concord_core::yjs::Room`], takes events from
+//! the document's connections in batches, persists each batch's updates through the group-commit
+//! writer, and only then sends the batch's frames: nothing is relayed that is not on disk.
+//!
+//! The task loads the document when it starts, compacts it when the updates stored after the
+//! snapshot pass the threshold, and ends (unloading the document) once its last connection has
+//! left and everything is flushed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use concord_core::yjs::{ConnId, Effects, Room};
+use concord_store::NewDocUpdate;
+use tokio::sync::mpsc;
+
+use super::hub::{DocKey, Hub};
+use super::socket::{CloseReason, Closer};
+use crate::clock;
+
+/// Events taken per batch at most; bounds how long one batch holds frames back.
+const MAX_EVENTS_PER_BATCH: usize = 512;
+/// How often stale awareness states are looked for; with the 30 s timeout, a state goes within
+/// 35 s of its last renewal.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a connection tells its room.
+pub(super) enum RoomEvent {
+    Join {
+        conn: ConnId,
+        peer: Peer,
+    },
+    Frame {
+        conn: ConnId,
+        data: Bytes,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    /// The document's workspace was deleted: close every connection and stop.
+    Close,
+}
+
+/// A connection as the room sees it.
+pub(super) struct Peer {
+    /// Frames waiting for the socket. When the client does not read, this fills up and the
+    /// client is disconnected (1013) rather than buffered for without limit.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Bytes in `tx`, shared with the socket task, which subtracts what it has sent.
+    pub queued: Arc<AtomicUsize>,
+    /// Most bytes that may wait in `tx`; one frame is always accepted into an empty queue, so a
+    /// large document's first SyncStep2 never counts as slowness.
+    pub max_queued: usize,
+    pub closer: Arc<Closer>,
+}
+
+impl Peer {
+    fn send(&self, frame: &Bytes) {
+        let before = self.queued.fetch_add(frame.len(), Ordering::Relaxed);
+        let over = before > 0 && before + frame.len() > self.max_queued;
+        if over || self.tx.try_send(frame.clone()).is_err() {
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            // A closed channel means the socket is already gone; closing again is harmless.
+            self.closer.close(CloseReason::TooSlow);
+        }
+    }
+}
+
+/// The loaded document and where its stored state stands.
+struct Loaded {
+    room: Room,
+    doc_id: i64,
+    /// Seq of the newest stored update; compaction covers everything up to it.
+    last_seq: i64,
+    /// Bytes of updates stored after the snapshot.
+    pending_bytes: usize,
+}
+
+pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
+    hub.stats.rooms.fetch_add(1, Ordering::Relaxed);
+    match load(&hub, &key).await {
+        Ok(mut doc) => serve(&hub, &key, generation, &mut rx, &mut doc).await,
+        // Connections waiting in the queue see their channel close and report the failure.
+        Err(err) => {
+            tracing::error!(workspace = %key.workspace_id, doc = %key.name, error = %err, "loading document failed")
+        }
+    }
+    hub.forget_room(&key, generation);
+    hub.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn load(hub: &Hub, key: &DocKey) -> anyhow::Result<Loaded> {
+    let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
+    let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
+    let pending_bytes = stored.updates.iter().map(Vec::len).sum();
+    Ok(Loaded { room, doc_id: stored.id, last_seq: stored.last_seq, pending_bytes })
+}
+
+async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver<RoomEvent>, doc: &mut Loaded) {
+    let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = Vec::new();
+    loop {
+        let mut swept = Effects::default();
+        tokio::select! {
+            received = rx.recv_many(&mut events, MAX_EVENTS_PER_BATCH) => if received == 0 { return },
+            _ = sweep.tick() => swept = doc.room.sweep(clock::now()),
+        }
+        let mut batch = vec![(None, swept)];
+        let now = clock::now();
+        for event in events.drain(..) {
+            match event {
+                RoomEvent::Join { conn, peer } => {
+                    let reply = doc.room.connect(conn);
+                    peers.insert(conn, peer);
+                    batch.push((Some(conn), Effects { reply, ..Effects::default() }));
+                }
+                // Frames of a connection already closed for misbehaving are dropped.
+                RoomEvent::Frame { conn, data } if peers.contains_key(&conn) => {
+                    match doc.room.receive(conn, &data, now) {
+                        Ok(effects) => batch.push((Some(conn), effects)),
+                        Err(err) => {
+                            tracing::warn!(conn, doc = %key.name, error = %err, "closing connection after a malformed frame");
+                            if let Some(peer) = peers.remove(&conn) {
+                                peer.closer.close(CloseReason::Protocol(err.close_code()));
+                            }
+                            batch.push((Some(conn), doc.room.disconnect(conn, now)));
+                        }
+                    }
+                }
+                RoomEvent::Frame { .. } => {}
+                RoomEvent::Leave { conn } => {
+                    peers.remove(&conn);
+                    batch.push((Some(conn), doc.room.disconnect(conn, now)));
+                }
+                RoomEvent::Close => {
+                    close_all(&peers, CloseReason::WorkspaceDeleted);
+                    return;
+                }
+            }
+        }
+        if !persist(hub, doc, &mut batch).await {
+            close_all(&peers, CloseReason::StorageFailed);
+            return;
+        }
+        dispatch(&peers, batch);
+        if doc.pending_bytes > hub.settings.compact_bytes {
+            compact(hub, doc).await;
+        }
+        if peers.is_empty() && hub.unload_if_idle(key, generation, rx) {
+            return;
+        }
+    }
+}
+
+/// Appends every update of the batch in one group commit. Returns false if the store refused,
+/// in which case nothing of the batch may be sent.
+async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
+    let updates: Vec<NewDocUpdate> = batch
+        .iter_mut()
+        .flat_map(|(_, effects)| std::mem::take(&mut effects.persist))
+        .map(|data| NewDocUpdate { doc_id: doc.doc_id, data })
+        .collect();
+    if updates.is_empty() {
+        return true;
+    }
+    let bytes: usize = updates.iter().map(|u| u.data.len()).sum();
+    match hub.writer.append(updates).await {
+        Ok(seqs) => {
+            doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
+            doc.pending_bytes += bytes;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends each frame, encoded once and shared (`Bytes` clones are reference counts).
+fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>) {
+    for (sender, effects) in batch {
+        if let Some(peer) = sender.and_then(|conn| peers.get(&conn)) {
+            for frame in effects.reply {
+                peer.send(&Bytes::from(frame));
+            }
+        }
+        for frame in effects.broadcast {
+            let frame = Bytes::from(frame);
+            for (_, peer) in peers.iter().filter(|(conn, _)| Some(**conn) != sender) {
+                peer.send(&frame);
+            }
+        }
+    }
+}
+
+async fn compact(hub: &Hub, doc: &mut Loaded) {
+    let snapshot = doc.room.encode_state();
+    match hub.store.compact_doc(doc.doc_id, &snapshot, doc.last_seq).await {
+        Ok(()) => doc.pending_bytes = 0,
+        // The updates stay stored; the next batch tries again.
+        Err(err) => tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed"),
+    }
+}
+
+fn close_all(peers: &HashMap<ConnId, Peer>, reason: CloseReason) {
+    for peer in peers.values() {
+        peer.closer.close(reason);
+    }
+}

@@ -1,0 +1,230 @@
+//! One WebSocket connection: joins its document's room, pumps frames both ways, keeps the
+//! connection alive with pings, and closes it with the precise code when something ends it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use concord_core::token::TokenHash;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{DocKey, Hub};
+use super::room::{Peer, RoomEvent};
+
+/// Frames queued for one client at most (bytes are bounded too, see [`Peer`]). A client this far
+/// behind is not reading, and is disconnected (1013) instead of growing the server's memory.
+const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes queued for one client at most, in multiples of the largest message a client may send.
+const QUEUED_FRAMES_OF_MAX_SIZE: usize = 4;
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Silence after which a peer is dead: three missed pongs. With the ping interval this closes a
+/// dead connection within 60 s.
+const DEAD_AFTER: Duration = Duration::from_secs(45);
+/// How long closing may wait for a client, per step.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Joining retries if the room unloads at the very moment of joining.
+const JOIN_ATTEMPTS: usize = 3;
+
+/// Why the server ends a connection; each maps to one close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    /// The client sent bytes that are not y-protocols (1007) or a text frame (1003).
+    Protocol(u16),
+    TooBig,
+    TooSlow,
+    Revoked,
+    WorkspaceDeleted,
+    StorageFailed,
+    DeadPeer,
+    ShuttingDown,
+}
+
+impl CloseReason {
+    fn frame(self) -> CloseFrame {
+        let (code, reason) = match self {
+            CloseReason::Protocol(1003) => (1003, "binary y-protocols frames only"),
+            CloseReason::Protocol(code) => (code, "malformed frame"),
+            CloseReason::TooBig => (1009, "frame too large"),
+            CloseReason::TooSlow => (1013, "client too slow"),
+            CloseReason::Revoked => (1008, "credentials no longer valid"),
+            CloseReason::WorkspaceDeleted => (1000, "workspace deleted"),
+            CloseReason::StorageFailed => (1011, "storage failure"),
+            CloseReason::DeadPeer => (1001, "ping timeout"),
+            CloseReason::ShuttingDown => (1001, "server shutting down"),
+        };
+        CloseFrame { code, reason: reason.into() }
+    }
+}
+
+/// Lets the room or the token watcher end a connection from outside its task.
+#[derive(Debug, Default)]
+pub(super) struct Closer {
+    /// The first reason wins; later ones are ignored.
+    reason: OnceLock<CloseReason>,
+    cancelled: CancellationToken,
+}
+
+impl Closer {
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.cancelled.cancel();
+    }
+
+    fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+}
+
+/// Keeps `/api/status` true however the connection ends.
+struct Counted(Arc<Hub>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Who is connected: the token to re-check and the device whose revocation ends the connection.
+pub(super) struct Credentials {
+    pub token: TokenHash,
+    pub device_id: String,
+}
+
+pub(super) async fn serve(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    key: DocKey,
+    who: Credentials,
+    shutdown: CancellationToken,
+) {
+    hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(hub.clone());
+    let closer = Arc::new(Closer::default());
+    let conn = hub.register(who.token, who.device_id, closer.clone());
+    let reason = pump(&hub, socket, &key, conn, &closer, &shutdown).await;
+    hub.unregister(conn);
+    if let Some(reason) = reason {
+        tracing::info!(conn, doc = %key.name, ?reason, "closed WebSocket");
+    }
+}
+
+/// Runs the connection until it ends; returns the server's reason, if the server ended it.
+async fn pump(
+    hub: &Arc<Hub>,
+    socket: WebSocket,
+    key: &DocKey,
+    conn: u64,
+    closer: &Arc<Closer>,
+    shutdown: &CancellationToken,
+) -> Option<CloseReason> {
+    let (mut sink, mut stream) = socket.split();
+    let Some(Joined { room, greeting, mut outbound, queued }) = join(hub, key, conn, closer).await else {
+        let _ = sink.send(Message::Close(Some(CloseReason::StorageFailed.frame()))).await;
+        return Some(CloseReason::StorageFailed);
+    };
+    if sink.send(Message::Binary(greeting)).await.is_err() {
+        let _ = room.send(RoomEvent::Leave { conn }).await;
+        return None;
+    }
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut last_heard = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            frame = outbound.recv() => {
+                // The room dropped this connection: either it closed it (the closer says why)
+                // or the room itself stopped.
+                let Some(frame) = frame else { break closer.reason().or(Some(CloseReason::StorageFailed)) };
+                queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                // A client that stops reading blocks this send; the room notices its full queue
+                // and cancels the closer, which ends the wait.
+                tokio::select! {
+                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { break None },
+                    () = closer.cancelled.cancelled() => break closer.reason(),
+                }
+            }
+            incoming = stream.next() => {
+                last_heard = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Binary(data))) => {
+                        if room.send(RoomEvent::Frame { conn, data }).await.is_err() {
+                            break Some(CloseReason::StorageFailed);
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => break Some(CloseReason::Protocol(1003)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(err)) => break too_big(&err).then_some(CloseReason::TooBig),
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= DEAD_AFTER {
+                    break Some(CloseReason::DeadPeer);
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break None;
+                }
+            }
+            () = closer.cancelled.cancelled() => break closer.reason(),
+            () = shutdown.cancelled() => break Some(CloseReason::ShuttingDown),
+        }
+    };
+    let _ = room.send(RoomEvent::Leave { conn }).await;
+    if let Some(reason) = reason {
+        // Bounded: a peer that does not read must not keep this task alive.
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(reason.frame())))).await;
+        // Wait for the client's Close reply, as RFC 6455 asks: dropping the socket while the
+        // client's data is unread makes the kernel reset the connection, and the client may
+        // then never read our close code.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+    }
+    reason
+}
+
+/// A connection's place in its room.
+struct Joined {
+    room: mpsc::Sender<RoomEvent>,
+    /// The room's first frame for this connection (its SyncStep1).
+    greeting: Bytes,
+    outbound: mpsc::Receiver<Bytes>,
+    /// Bytes waiting in `outbound`; this task subtracts each frame it takes.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Joins the document's room and waits for its greeting, so frames sent from now on reach a room
+/// that knows this connection.
+async fn join(hub: &Arc<Hub>, key: &DocKey, conn: u64, closer: &Arc<Closer>) -> Option<Joined> {
+    for _ in 0..JOIN_ATTEMPTS {
+        let room = hub.room(key);
+        let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let peer = Peer {
+            tx,
+            queued: queued.clone(),
+            max_queued: QUEUED_FRAMES_OF_MAX_SIZE * hub.settings.max_frame_bytes,
+            closer: closer.clone(),
+        };
+        if room.send(RoomEvent::Join { conn, peer }).await.is_err() {
+            continue;
+        }
+        // The room holds the only sender. If it unloaded (or failed to load) without taking the
+        // join, the channel closes empty and we try again with a fresh room.
+        if let Some(greeting) = outbound.recv().await {
+            queued.fetch_sub(greeting.len(), Ordering::Relaxed);
+            return Some(Joined { room, greeting, outbound, queued });
+        }
+    }
+    None
+}
+
+/// Whether a read failed because the frame exceeded the configured maximum (tungstenite reports
+/// it as a capacity error, wrapped by axum).
+fn too_big(err: &axum::Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
