@@ -91,7 +91,16 @@ pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mps
     hub.stats.rooms.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn load(hub: &Hub, key: &DocKey) -> anyhow::Result<Loaded> {
+/// Why a document could not be loaded.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Store(#[from] concord_store::StoreError),
+    #[error("stored state does not decode: {0}")]
+    Corrupt(#[from] concord_core::yjs::ProtocolError),
+}
+
+async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();

@@ -73,13 +73,19 @@ async fn blocking_a_user_closes_their_sockets() {
 async fn a_peer_that_stops_answering_pings_is_closed_within_a_minute() {
     let app = TestApp::spawn().await;
     let token = app.sign_in("alice@example.com").await;
+    let url = app.ws_url(&format!("/sync/notes?token={token}"));
     // Connected, then never polled again: it answers no ping.
-    let silent = crate::yjs_client::open_ws(&app.ws_url(&format!("/sync/notes?token={token}"))).await.unwrap();
-    crate::helpers::eventually(|| async { crate::yjs_client::live_counts(&app).await == (1, 1) }).await;
+    let silent = crate::yjs_client::open_ws(&url).await.unwrap();
+    // Connected and reading (which answers pings), but sending nothing of its own.
+    let mut quiet = RawClient::connect(&url).await;
+    crate::helpers::eventually(|| async { crate::yjs_client::live_counts(&app).await == (2, 1) }).await;
     let started = Instant::now();
-    while crate::yjs_client::live_counts(&app).await != (0, 0) {
+    while crate::yjs_client::live_counts(&app).await != (1, 1) {
         assert!(started.elapsed() < Duration::from_secs(60), "dead connection still open after a minute");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        quiet.pump_for(Duration::from_millis(250)).await;
     }
+    // The ping-answering client outlived the dead one's 45 s of silence.
+    assert!(quiet.closed.is_none());
+    assert!(started.elapsed() >= Duration::from_secs(30));
     drop(silent);
 }
