@@ -149,11 +149,18 @@ impl Room {
     /// Applies an update and returns what it actually changed, or `None` if the document already
     /// had all of it. Relaying and storing only the change keeps duplicates (a reconnecting client
     /// resending its state) out of both.
+    ///
+    /// A refusal or a panic inside yrs poisons the room (see [`ProtocolError::Poisoned`]): the
+    /// update may be partly integrated, and only a reload from storage is known to be whole.
     fn apply(&mut self, update: Update) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let mut txn = self.doc.transact_mut();
-        txn.apply_update(update).map_err(|e| ProtocolError::Malformed(format!("update refused: {e}")))?;
-        let changed = !txn.delete_set().is_empty() || txn.before_state() != txn.after_state();
-        Ok(changed.then(|| txn.encode_update_v1()))
+        let doc = &self.doc;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            txn.apply_update(update).map_err(|e| ProtocolError::Poisoned(format!("update refused: {e}")))?;
+            let changed = !txn.delete_set().is_empty() || txn.before_state() != txn.after_state();
+            Ok(changed.then(|| txn.encode_update_v1()))
+        }))
+        .unwrap_or_else(|_| Err(ProtocolError::Poisoned("yrs panicked while applying an update".into())))
     }
 
     fn remove_awareness(&mut self, ids: impl IntoIterator<Item = u64>, now: i64) -> Effects {

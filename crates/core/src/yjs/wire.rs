@@ -31,12 +31,23 @@ pub enum ProtocolError {
     /// The bytes do not follow y-protocols (truncated varint, bad length, undecodable update).
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A decodable update was refused, or made yrs panic, while being applied. The document in
+    /// memory may now hold part of it, so the caller must drop the room and reload it from
+    /// storage, which holds only whole updates.
+    #[error("document poisoned: {0}")]
+    Poisoned(String),
 }
 
 impl ProtocolError {
-    /// The WebSocket close code to send: 1007, "invalid frame payload data" (RFC 6455 §7.4.1).
+    /// The WebSocket close code for the offending connection: 1007, "invalid frame payload data"
+    /// (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> u16 {
         1007
+    }
+
+    /// Whether the room's in-memory document can no longer be trusted.
+    pub fn poisons_room(&self) -> bool {
+        matches!(self, ProtocolError::Poisoned(_))
     }
 
     fn malformed(what: &str, err: impl std::fmt::Display) -> ProtocolError {
@@ -115,11 +126,39 @@ fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
         check_client_id(client)?;
         let _clock: u32 = cursor.read_var().map_err(|e| ProtocolError::malformed("state vector", e))?;
     }
-    StateVector::decode_v1(payload).map_err(|e| ProtocolError::malformed("state vector", e))
+    without_panics("state vector", || StateVector::decode_v1(payload))
 }
 
+/// Each client section of an update holds at least three varints (block count, client, clock).
+const MIN_CLIENT_SECTION_BYTES: usize = 3;
+
 fn decode_update(payload: &[u8]) -> Result<Update, ProtocolError> {
-    Update::decode_v1(payload).map_err(|e| ProtocolError::malformed("update", e))
+    // yrs reserves a hash table sized by the update's leading client count before reading any
+    // entry, so a five-byte frame declaring four billion clients would make it allocate and zero
+    // gigabytes. A count the payload cannot hold is refused before yrs sees it, which bounds the
+    // allocation by the frame size (itself limited by the server).
+    let clients: u32 = Cursor::new(payload).read_var().map_err(|e| ProtocolError::malformed("update", e))?;
+    if clients as usize > payload.len() / MIN_CLIENT_SECTION_BYTES {
+        return Err(ProtocolError::malformed(
+            "update",
+            format!("declares {clients} clients in {} bytes", payload.len()),
+        ));
+    }
+    without_panics("update", || Update::decode_v1(payload))
+}
+
+/// Runs a yrs decoder, turning a panic into a malformed-frame error. yrs's decoders can panic on
+/// hostile input (the property test below found an integer overflow in `Update::decode_v1`), and
+/// a client's bytes must never take the server down. Decoding touches nothing shared, so nothing
+/// is left half-done after an unwind.
+fn without_panics<T, E: std::fmt::Display>(
+    what: &str,
+    decode: impl FnOnce() -> Result<T, E> + std::panic::UnwindSafe,
+) -> Result<T, ProtocolError> {
+    match std::panic::catch_unwind(decode) {
+        Ok(decoded) => decoded.map_err(|e| ProtocolError::malformed(what, e)),
+        Err(_) => Err(ProtocolError::malformed(what, "the decoder panicked")),
+    }
 }
 
 fn decode_awareness(payload: &[u8]) -> Result<Vec<AwarenessEntry>, ProtocolError> {
@@ -185,6 +224,30 @@ pub(crate) mod tests {
 
     fn check_malformed(frame: &[u8]) {
         assert!(matches!(decode_frame(frame), Err(ProtocolError::Malformed(_))), "expected {frame:?} to be malformed");
+    }
+
+    #[test]
+    fn a_client_count_the_update_cannot_hold_is_refused_before_yrs_allocates() {
+        for declared in [u32::MAX, 200_000_000, 5] {
+            let mut payload = Vec::new();
+            payload.write_var(declared);
+            payload.extend_from_slice(&[0; 8]);
+            let frame = encode_sync(2, &payload);
+            let err = decode_frame(&frame).unwrap_err().to_string();
+            assert!(err.contains(&format!("declares {declared} clients")), "{declared}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_decoder_is_a_malformed_frame() {
+        let err = without_panics::<(), String>("update", || panic!("overflow")).unwrap_err();
+        assert_eq!(err, ProtocolError::Malformed("update: the decoder panicked".into()));
+        assert!(!err.poisons_room());
+        assert!(ProtocolError::Poisoned("refused".into()).poisons_room());
+        assert_eq!(
+            without_panics::<u8, String>("update", || Err("bad".into())).unwrap_err().to_string(),
+            "malformed frame: update: bad"
+        );
     }
 
     #[test]

@@ -120,7 +120,13 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         }
         let mut batch = vec![(None, swept)];
         let now = clock::now();
+        let mut poisoned = false;
         for event in events.drain(..) {
+            // Events after a poisoning frame are dropped with the room; their connections see
+            // their channels close and reconnect to the reloaded document.
+            if poisoned {
+                break;
+            }
             match event {
                 RoomEvent::Join { conn, peer } => {
                     let reply = doc.room.connect(conn);
@@ -137,6 +143,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                                 peer.closer.close(CloseReason::Protocol(err.close_code()));
                             }
                             batch.push((Some(conn), doc.room.disconnect(conn, now)));
+                            poisoned = err.poisons_room();
                         }
                     }
                 }
@@ -156,6 +163,13 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             return;
         }
         dispatch(&peers, batch);
+        if poisoned {
+            // The updates applied before the poisoning frame were whole and are now stored; the
+            // document in memory may not be. Everyone reconnects to a copy loaded from storage.
+            tracing::warn!(doc = %key.name, "document poisoned by a refused update; reloading it from storage");
+            close_all(&peers, CloseReason::Reloading);
+            return;
+        }
         if doc.pending_bytes > hub.settings.compact_bytes {
             compact(hub, doc).await;
         }

@@ -40,6 +40,8 @@ pub(super) enum CloseReason {
     Revoked,
     WorkspaceDeleted,
     StorageFailed,
+    /// The document is being reloaded from storage; clients should reconnect.
+    Reloading,
     DeadPeer,
     ShuttingDown,
 }
@@ -54,6 +56,8 @@ impl CloseReason {
             CloseReason::Revoked => (1008, "credentials no longer valid"),
             CloseReason::WorkspaceDeleted => (1000, "workspace deleted"),
             CloseReason::StorageFailed => (1011, "storage failure"),
+            // 1012, "service restart": the registered code that tells a client to reconnect.
+            CloseReason::Reloading => (1012, "document reloading"),
             CloseReason::DeadPeer => (1001, "ping timeout"),
             CloseReason::ShuttingDown => (1001, "server shutting down"),
         };
