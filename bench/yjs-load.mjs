@@ -11,7 +11,8 @@
 //    HZ edits/s for S seconds; the other C-1 providers record delivery latency from the embedded
 //    timestamp (same process, same monotonic clock). Afterwards every provider of a room must hold
 //    exactly the writer's text and have seen every edit, within a deadline.
-// 2. memory: the server's VmRSS/VmHWM from /proc/PID/status at the end of fan-out, clients still on,
+// 2. memory: the server's VmRSS/VmHWM from /proc/PID/status at the end of fan-out, clients still on;
+//    RSS growth per connection (before any edit, once all are synced, over the idle baseline);
 //    and the server's CPU seconds spent during fan-out (utime+stime from /proc/PID/stat).
 // 3. late joiner: a writer makes N separate updates in a fresh room while an observer waits until it
 //    has all of them (burst ingest time); then K new providers join one after another and each is
@@ -105,12 +106,12 @@ function procStatus (pid) {
   return { rss_mb: kb('VmRSS') / 1024, hwm_mb: kb('VmHWM') / 1024 }
 }
 
-/** utime + stime of the server, in seconds (clock ticks are 100 per second on Linux). */
-function procCpuSeconds (pid) {
+/** The server's user and system CPU time, in seconds (clock ticks are 100 per second on Linux). */
+function procCpu (pid) {
   if (!pid) return null
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 }
 }
 
 function percentile (sorted, p) {
@@ -136,6 +137,7 @@ async function fanOut (params) {
   const all = rooms.flatMap((room) => room.clients)
   const connected = writersUp && await waitFor(() => all.every((c) => c.provider.synced), CONNECT_DEADLINE_MS)
   const connectMs = performance.now() - t0
+  const afterConnect = procStatus(PID)
   log(`fan-out: ${all.length} providers ${connected ? 'synced' : 'NOT all synced'} in ${connectMs.toFixed(0)} ms`)
   if (!connected) return { ok: false, error: 'providers did not sync', connect_ms: connectMs }
 
@@ -157,7 +159,7 @@ async function fanOut (params) {
     }
   }
 
-  const cpu0 = procCpuSeconds(PID)
+  const cpu0 = procCpu(PID)
   const ownCpu0 = process.cpuUsage()
   const start = performance.now()
   const interval = 1000 / RATE
@@ -185,7 +187,7 @@ async function fanOut (params) {
     return room.clients.slice(1).every((c) => c.received === room.sent && c.text.toString() === want)
   }), SETTLE_DEADLINE_MS)
   const settleMs = performance.now() - settleStart
-  const cpu1 = procCpuSeconds(PID)
+  const cpu1 = procCpu(PID)
   const ownCpu = process.cpuUsage(ownCpu0)
   const memory = procStatus(PID)
   const delivered = all.reduce((sum, c) => sum + (c.received ?? 0), 0)
@@ -204,9 +206,13 @@ async function fanOut (params) {
     p99_ms: percentile(latencies, 99),
     max_ms: latencies.length ? latencies[latencies.length - 1] : null,
     settle_ms: settleMs,
-    server_cpu_s: cpu0 === null ? null : cpu1 - cpu0,
+    server_cpu_s: cpu0 === null ? null : cpu1.user + cpu1.system - cpu0.user - cpu0.system,
+    server_cpu_user_s: cpu0 === null ? null : cpu1.user - cpu0.user,
+    server_cpu_system_s: cpu0 === null ? null : cpu1.system - cpu0.system,
     loadgen_cpu_s: (ownCpu.user + ownCpu.system) / 1e6,
     seconds: elapsed,
+    connections: all.length,
+    after_connect_memory: afterConnect,
     memory
   }
 }
@@ -259,6 +265,9 @@ async function main () {
   if (args.concord) params.token = await concordToken(args.concord)
   const baseline = procStatus(PID)
   const fan = await fanOut(params)
+  if (baseline && fan.after_connect_memory) {
+    fan.kb_per_connection = ((fan.after_connect_memory.rss_mb - baseline.rss_mb) * 1024) / fan.connections
+  }
   const late = await lateJoiner(params)
   process.stdout.write(JSON.stringify({
     config: { rooms: ROOMS, clients: CLIENTS, rate: RATE, seconds: SECONDS, late_updates: LATE_UPDATES, late_joins: LATE_JOINS },
