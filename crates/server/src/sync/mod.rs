@@ -35,6 +35,9 @@ use crate::extract::{ApiJson, Auth, bearer_token, query_param};
 
 const MAX_WORKSPACE_NAME: usize = 100;
 
+/// Bytes read from a WebSocket per system call; what tungstenite recommends for many connections.
+const READ_BUFFER_BYTES: usize = 4096;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sync", get(sync_by_query))
@@ -77,6 +80,10 @@ async fn upgrade(state: AppState, name: Option<String>, request: Request) -> Res
     let hub = state.sync.clone();
     let shutdown = state.shutdown.clone();
     Ok(ws
+        // tungstenite's default read buffer is 128 KiB, allocated and zeroed per connection: 5x
+        // y-websocket's memory per connection and 13 % of fan-out CPU in `memset` (bench/README.md,
+        // finding 1). It is only the read chunk; frames up to `max` still assemble.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| socket::serve(hub, socket, key, who, shutdown)))

@@ -89,3 +89,17 @@ async fn a_client_that_stops_reading_is_disconnected() {
     eventually(|| async { live_counts(&app).await == (1, 1) }).await;
     drop(sleeper);
 }
+
+/// The server reads sockets in 4 KiB chunks; a message far larger than that, yet under the frame
+/// limit, must still arrive whole and be relayed.
+#[tokio::test]
+async fn a_message_far_larger_than_the_read_buffer_is_relayed_whole() {
+    let app = TestApp::spawn().await;
+    let token = app.sign_in("alice@example.com").await;
+    let url = app.ws_url(&format!("/sync/large?token={token}"));
+    let mut writer = RawClient::connect(&url).await;
+    let mut reader = RawClient::connect(&url).await;
+    let text: String = (0..1 << 20).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    writer.insert(&text).await;
+    assert!(reader.pump_until(|c| c.text() == text).await, "the 1 MiB edit did not arrive whole");
+}
