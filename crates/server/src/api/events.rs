@@ -15,14 +15,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
+use concord_core::token::TokenHash;
 use concord_store::Scope;
 use futures_util::Stream;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::accounts::RevokedDevice;
 use crate::api::oplog::sync_scope;
 use crate::app::AppState;
+use crate::clock;
 use crate::error::ApiError;
-use crate::extract::Auth;
+use crate::extract::{Auth, bearer_token};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/sync/events", get(events))
@@ -61,27 +64,64 @@ impl ScopeEvents {
     }
 }
 
+/// How often an open stream re-checks its token: blocking and expiry have no notice feed.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What an open stream waits on.
+struct Listener {
+    heads: watch::Receiver<i64>,
+    revocations: broadcast::Receiver<RevokedDevice>,
+    recheck: tokio::time::Interval,
+    token: TokenHash,
+    device_id: String,
+}
+
 /// Streams `event: head` with `{"server_sequence": N}`: first the current head, then each new
-/// one. The stream ends when the server shuts down, so open streams never hold up a graceful exit.
+/// one. The stream ends when the server shuts down (so open streams never hold up a graceful
+/// exit), at once when its device is revoked, and within [`RECHECK_INTERVAL`] when its user is
+/// blocked or its token stops authenticating, as the WebSockets do.
 async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    parts: axum::http::request::Parts,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let scope = sync_scope(&principal)?;
-    let mut receiver = state.events.subscribe(&scope);
+    let token =
+        bearer_token(&parts).map(|t| TokenHash::of(&t)).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+    let revocations = state.accounts.revocations.subscribe();
+    let mut heads = state.events.subscribe(&scope);
     state.events.publish(&scope, state.store.head(&scope).await?);
-    receiver.mark_changed();
-    let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold(receiver, move |mut receiver| {
-        let shutdown = shutdown.clone();
+    heads.mark_changed();
+    let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let listener = Listener { heads, revocations, recheck, token, device_id: principal.device.id };
+    let stream = futures_util::stream::unfold(listener, move |mut listener| {
+        let state = state.clone();
         async move {
-            tokio::select! {
-                changed = receiver.changed() => changed.ok()?,
-                () = shutdown.cancelled() => return None,
+            loop {
+                tokio::select! {
+                    changed = listener.heads.changed() => {
+                        changed.ok()?;
+                        let head = *listener.heads.borrow_and_update();
+                        let event = Event::default().event("head").data(format!("{{\"server_sequence\":{head}}}"));
+                        return Some((Ok(event), listener));
+                    }
+                    notice = listener.revocations.recv() => match notice {
+                        Ok(notice) if notice.device_id == listener.device_id => return None,
+                        // Other devices' notices, or missed ones (the re-check catches those).
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = listener.recheck.tick() => {
+                        let found = state.store.authenticate(&listener.token, clock::now()).await;
+                        // A database error is not proof of revocation; the next tick asks again.
+                        if found.is_ok_and(|p| !p.is_some_and(|p| p.device.revoked_at.is_none() && !p.user.blocked)) {
+                            return None;
+                        }
+                    }
+                    () = state.shutdown.cancelled() => return None,
+                }
             }
-            let head = *receiver.borrow_and_update();
-            let event = Event::default().event("head").data(format!("{{\"server_sequence\":{head}}}"));
-            Some((Ok(event), receiver))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

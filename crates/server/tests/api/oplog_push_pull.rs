@@ -337,3 +337,39 @@ async fn events_announce_the_new_head_after_each_push() {
     let anonymous = app.client.get(app.url("/api/v1/sync/events")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// Reads an event stream until the server ends it, failing after `within`.
+async fn ends_within(mut stream: reqwest::Response, within: Duration) {
+    let ended = tokio::time::timeout(within, async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
+    assert!(ended.is_ok(), "the event stream was still open after {within:?}");
+}
+
+#[tokio::test]
+async fn event_streams_end_when_their_device_is_revoked_or_their_user_blocked() {
+    let app = TestApp::spawn().await;
+    let revoked = device(&app, "alice", "v").await;
+    let bystander = device(&app, "alice", "v").await;
+    let open = |d: &Device| app.client.get(app.url("/api/v1/sync/events")).bearer_auth(&d.token).send();
+    let revoked_stream = open(&revoked).await.unwrap();
+    let mut bystander_stream = open(&bystander).await.unwrap();
+    assert_eq!(revoked_stream.status(), 200);
+
+    let answer = app.post_auth("/api/client/revoke-current", &revoked.token, &json!({})).await;
+    assert_eq!(json_of(answer, 200).await["status"], "revoked");
+    ends_within(revoked_stream, Duration::from_secs(1)).await;
+    // The other device of the same vault keeps its stream.
+    assert!(
+        bystander_stream.chunk().await.unwrap().is_some_and(|c| String::from_utf8_lossy(&c).contains("event: head"))
+    );
+
+    let blocked = device(&app, "bob", "v").await;
+    let blocked_stream = open(&blocked).await.unwrap();
+    assert_eq!(blocked_stream.status(), 200);
+    let user_id = json_of(app.get_auth("/api/client/me", &blocked.token).await, 200).await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = concord_store::sqlite::SqliteStore::open(&app.db_path()).await.unwrap();
+    concord_store::AccountStore::set_user_blocked(&store, &user_id, true).await.unwrap();
+    ends_within(blocked_stream, Duration::from_secs(3)).await;
+}
