@@ -15,6 +15,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
@@ -81,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+                // Headers have the accept loop's timeout; this bounds the silence between body
+                // chunks, so a stalled upload cannot hold a connection forever while a slow but
+                // steady one (a 1 GiB blob) is never cut.
+                .layer(RequestBodyTimeoutLayer::new(state.config.body_idle_timeout))
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()

@@ -124,6 +124,10 @@ pub struct Settings {
     /// Seconds between runs of the job that deletes expired tokens and sessions [default: 3600]
     #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS")]
     pub cleanup_interval_secs: Option<u64>,
+
+    /// Seconds a request body may send nothing before the request is refused (slow-body clients) [default: 30]
+    #[arg(long, env = "CONCORD_BODY_IDLE_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub body_idle_timeout_secs: Option<u64>,
     /// Largest blob one upload may store, in bytes [default: 268435456 (256 MiB)]
     #[arg(long, env = "BLOB_MAX_BYTES")]
     pub blob_max_bytes: Option<u64>,
@@ -178,6 +182,7 @@ impl Settings {
             admin_pass_file: self.admin_pass_file.or(lower.admin_pass_file),
             admin_pass_stdin: self.admin_pass_stdin || lower.admin_pass_stdin,
             cleanup_interval_secs: self.cleanup_interval_secs.or(lower.cleanup_interval_secs),
+            body_idle_timeout_secs: self.body_idle_timeout_secs.or(lower.body_idle_timeout_secs),
             blob_max_bytes: self.blob_max_bytes.or(lower.blob_max_bytes),
             blob_vault_quota_bytes: self.blob_vault_quota_bytes.or(lower.blob_vault_quota_bytes),
             blob_user_quota_bytes: self.blob_user_quota_bytes.or(lower.blob_user_quota_bytes),
@@ -274,6 +279,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub admin: Option<AdminBootstrap>,
     pub cleanup_interval_secs: u64,
+    /// Longest silence allowed between two chunks of a request body.
+    pub body_idle_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
     pub sync: SyncSettings,
@@ -367,6 +374,10 @@ impl Config {
         let public_url = s.public_url.map(|url| url.trim_end_matches('/').to_owned());
         let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
         let cleanup_interval_secs = positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.unwrap_or(3600))?;
+        let body_idle_timeout = std::time::Duration::from_secs(positive(
+            "CONCORD_BODY_IDLE_TIMEOUT_SECS",
+            s.body_idle_timeout_secs.unwrap_or(30),
+        )?);
         let blobs = BlobLimits {
             max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.unwrap_or(256 << 20))?,
             quota: concord_core::blob::BlobQuota {
@@ -387,6 +398,7 @@ impl Config {
             public_url,
             admin,
             cleanup_interval_secs,
+            body_idle_timeout,
             log_format: s.log_format.unwrap_or(LogFormat::Text),
             blobs,
             sync: SyncSettings {

@@ -251,3 +251,22 @@ async fn json_bodies_get_precise_errors_and_a_size_limit() {
     let fresh = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
     assert_eq!(json(fresh, 200).await["status"], "ok");
 }
+
+#[tokio::test]
+async fn a_request_body_that_stalls_is_refused_after_the_idle_timeout() {
+    let app = TestApp::builder().env("CONCORD_BODY_IDLE_TIMEOUT_SECS", "1").spawn().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let request =
+        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send();
+    let response = tokio::spawn(request);
+    tx.send(Ok(br#"{"email": "#.to_vec())).await.unwrap();
+    // The rest never comes; `tx` stays alive so the body neither ends nor errors on our side.
+    let started = std::time::Instant::now();
+    let answer = json(response.await.unwrap().unwrap(), 400).await;
+    assert_eq!(answer["code"], "invalid_request");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "refused only after {:?}", started.elapsed());
+    drop(tx);
+    let fresh = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(fresh, 200).await["status"], "ok");
+}
