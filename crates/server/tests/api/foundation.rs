@@ -201,11 +201,7 @@ async fn credentials_in_query_strings_never_reach_the_logs() {
 #[tokio::test]
 async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_zero() {
     let mut app = TestApp::builder().env("CONCORD_LOG", "info,concord_server=debug").spawn().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
-    let request =
-        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send();
-    let response = tokio::spawn(request);
+    let (tx, response) = streamed_magic_link_request(&app);
 
     tx.send(Ok(br#"{"email": "#.to_vec())).await.unwrap();
     // The server has the request in hand once it logs its start; only then is shutdown "during" it.
@@ -221,8 +217,18 @@ async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-fn tokio_stream_of<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+type BodyChunk = Result<Vec<u8>, std::io::Error>;
+
+/// Starts `POST /auth/magic-link` whose body is whatever the test sends through the returned
+/// channel, when it chooses: the way to make a request slow or stalled on purpose.
+fn streamed_magic_link_request(
+    app: &TestApp,
+) -> (tokio::sync::mpsc::Sender<BodyChunk>, tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<BodyChunk>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let request =
+        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send();
+    (tx, tokio::spawn(request))
 }
 
 #[tokio::test]
@@ -255,11 +261,7 @@ async fn json_bodies_get_precise_errors_and_a_size_limit() {
 #[tokio::test]
 async fn a_request_body_that_stalls_is_refused_after_the_idle_timeout() {
     let app = TestApp::builder().env("CONCORD_BODY_IDLE_TIMEOUT_SECS", "1").spawn().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
-    let request =
-        app.client.post(app.url("/auth/magic-link")).header("content-type", "application/json").body(body).send();
-    let response = tokio::spawn(request);
+    let (tx, response) = streamed_magic_link_request(&app);
     tx.send(Ok(br#"{"email": "#.to_vec())).await.unwrap();
     // The rest never comes; `tx` stays alive so the body neither ends nor errors on our side.
     let started = std::time::Instant::now();
