@@ -7,14 +7,12 @@ mod accounts_slice;
 mod accounts_verstak;
 mod blobs_upload;
 mod foundation;
+mod helpers;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_push_pull;
-mod tidy;
-// Helpers serve every area's tests; an area that has not landed yet leaves some unused.
-#[allow(dead_code)]
-mod helpers;
 mod smtp_sink;
+mod tidy;
 mod yjs_client;
 mod yjs_durability;
 mod yjs_isolation;
