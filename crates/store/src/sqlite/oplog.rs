@@ -134,36 +134,35 @@ impl OplogStore for SqliteStore {
             if accepted.contains(&op.op_id) {
                 continue;
             }
-            let known: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM oplog_ops WHERE user_id = ?1 AND vault_id = ?2 AND op_id = ?3")
-                    .bind(&scope.user_id)
-                    .bind(&scope.vault_id)
-                    .bind(&op.op_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if known.is_none() {
+            // One statement both checks and stores: an op id the scope already holds is skipped
+            // by its unique key, and only a stored op consumes a sequence number. The conflict
+            // target is named so that a clash on `server_sequence` (a bug) still fails loudly.
+            let stored = sqlx::query(
+                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
+                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (user_id, vault_id, op_id) DO NOTHING",
+            )
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(head + 1)
+            .bind(&op.op_id)
+            .bind(device_id)
+            .bind(&op.entity_type)
+            .bind(&op.entity_id)
+            .bind(&op.op_type)
+            .bind(&op.payload_json)
+            .bind(op.client_sequence)
+            .bind(op.last_seen_server_seq)
+            .bind(&op.created_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_write)?
+            .rows_affected()
+                > 0;
+            if stored {
                 head += 1;
-                sqlx::query(
-                    "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
-                        entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(head)
-                .bind(&op.op_id)
-                .bind(device_id)
-                .bind(&op.entity_type)
-                .bind(&op.entity_id)
-                .bind(&op.op_type)
-                .bind(&op.payload_json)
-                .bind(op.client_sequence)
-                .bind(op.last_seen_server_seq)
-                .bind(&op.created_at)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from_write)?;
                 if is_delete(op) {
                     sqlx::query(
                         "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
