@@ -56,6 +56,12 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
     query_param(parts.uri.query()?, "token").filter(|t| !t.is_empty())
 }
 
+/// The hash of the request's bearer token, the form every lookup uses. Long-lived connections
+/// (WebSockets, event streams) keep it to re-check their credentials later.
+pub fn token_hash(parts: &Parts) -> Result<TokenHash, ApiError> {
+    bearer_token(parts).map(|t| TokenHash::of(&t)).ok_or_else(|| ApiError::unauthorized("API key required"))
+}
+
 /// The first value of `name` in a query string, percent-decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&format!("/?{query}").parse().ok()?)
@@ -78,13 +84,10 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(parts).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+        let token = token_hash(parts)?;
         let now = clock::now();
-        let principal = state
-            .store
-            .authenticate(&TokenHash::of(&token), now)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        let principal =
+            state.store.authenticate(&token, now).await?.ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
         if principal.device.revoked_at.is_some() {
             return Err(ApiError::unauthorized("device revoked"));
         }

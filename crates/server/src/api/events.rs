@@ -25,7 +25,7 @@ use crate::api::oplog::sync_scope;
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
-use crate::extract::{Auth, bearer_token};
+use crate::extract::{Auth, token_hash};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/sync/events", get(events))
@@ -86,8 +86,7 @@ async fn events(
     parts: axum::http::request::Parts,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let scope = sync_scope(&principal)?;
-    let token =
-        bearer_token(&parts).map(|t| TokenHash::of(&t)).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+    let token = token_hash(&parts)?;
     let revocations = state.accounts.revocations.subscribe();
     let mut heads = state.events.subscribe(&scope);
     state.events.publish(&scope, state.store.head(&scope).await?);

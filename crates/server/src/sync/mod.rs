@@ -20,7 +20,6 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use concord_core::token::TokenHash;
 use concord_core::yjs::{DocName, DocPlacement};
 use concord_store::StoreError;
 use hub::DocKey;
@@ -31,7 +30,7 @@ use crate::accounts::DEFAULT_WORKSPACE;
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Auth, bearer_token, query_param};
+use crate::extract::{ApiJson, Auth, query_param, token_hash};
 
 const MAX_WORKSPACE_NAME: usize = 100;
 
@@ -69,8 +68,7 @@ async fn upgrade(state: AppState, name: Option<String>, request: Request) -> Res
     let name = DocName::parse(&name).map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
     let (mut parts, _body) = request.into_parts();
     let Auth(principal) = Auth::from_request_parts(&mut parts, &state).await?;
-    let token =
-        bearer_token(&parts).map(|t| TokenHash::of(&t)).ok_or_else(|| ApiError::unauthorized("API key required"))?;
+    let token = token_hash(&parts)?;
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
