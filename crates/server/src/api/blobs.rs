@@ -88,12 +88,12 @@ async fn upload(
         return Err(invalid_multipart("exactly one file field is required"));
     }
     let limits = state.config.blobs;
-    let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::internal)?;
+    let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::io)?;
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => upload.write(&chunk).await.map_err(|e| match e {
                 UploadError::TooLarge => too_large(),
-                UploadError::Io(e) => ApiError::internal(e),
+                UploadError::Io(e) => ApiError::io(e),
             })?,
             Ok(None) => break,
             Err(_) => return Err(invalid_multipart("invalid multipart request")),
@@ -104,8 +104,9 @@ async fn upload(
     if !matches!(multipart.next_field().await, Ok(None)) {
         return Err(invalid_multipart("exactly one file field is required"));
     }
-    let finished = upload.finish().await.map_err(ApiError::internal)?;
+    let finished = upload.finish().await.map_err(ApiError::io)?;
     let (hash, size) = (finished.hash.clone(), finished.size);
+    state.blobs.prepare_place(&finished).await.map_err(ApiError::io)?;
 
     let _placing = state.blobs.placement().await;
     match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
@@ -115,7 +116,7 @@ async fn upload(
         // Placing again when already referenced repairs a file lost to a crash between the
         // reference and the rename; an intact file makes it a no-op.
         AddBlobRef::Added | AddBlobRef::AlreadyReferenced => {
-            state.blobs.place(finished).await.map_err(ApiError::internal)?;
+            state.blobs.place(finished).await.map_err(ApiError::io)?;
         }
     }
     Ok(axum::Json(Uploaded { sha256: hash.to_string(), size }))

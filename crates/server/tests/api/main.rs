@@ -6,6 +6,7 @@ mod accounts_security;
 mod accounts_slice;
 mod accounts_verstak;
 mod blobs_upload;
+mod disk_full;
 mod foundation;
 mod helpers;
 mod oplog_client;
