@@ -11,6 +11,7 @@ mod foundation;
 mod helpers;
 mod oplog_client;
 mod oplog_desktop;
+mod oplog_input;
 mod oplog_push_pull;
 mod smtp_sink;
 mod tidy;
