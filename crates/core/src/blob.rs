@@ -86,6 +86,93 @@ impl BlobQuota {
     }
 }
 
+/// What a `Range` request header asks of a blob of known size (RFC 9110 §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Serve the whole blob (200): no header, a header we may ignore, or one we choose to.
+    Whole,
+    /// One part (206), inclusive bounds, both within the blob.
+    Part { start: u64, end: u64 },
+    /// Nothing the client asked for exists (416 with `Content-Range: bytes */size`).
+    Unsatisfiable,
+}
+
+/// One range-spec of a `bytes` range set, before it meets the blob's size.
+enum Spec {
+    /// `first-last` or `first-`: `last` is `None` for "to the end", or when it overflows (every
+    /// blob ends before it).
+    From { first: u64, last: Option<u64> },
+    /// `-n`: the last n bytes (saturated on overflow: more bytes than any blob has).
+    Suffix(u64),
+    /// `first-` whose first position overflows: beyond the end of every blob.
+    Beyond,
+}
+
+/// Decides a `Range` header against a blob of `size` bytes. The unit is case-insensitive.
+/// Syntactically invalid headers, other units, and sets of several ranges that are not all
+/// unsatisfiable are ignored (the whole blob), as RFC 9110 permits; positions too large for
+/// `u64` are beyond every blob, never parse failures.
+pub fn parse_range(header: &str, size: u64) -> ByteRange {
+    let Some((unit, set)) = header.split_once('=') else { return ByteRange::Whole };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return ByteRange::Whole;
+    }
+    let Some(specs) = set.split(',').map(parse_spec).collect::<Option<Vec<Spec>>>() else { return ByteRange::Whole };
+    let decided: Vec<ByteRange> = specs.iter().map(|spec| decide(spec, size)).collect();
+    match decided.as_slice() {
+        [one] => *one,
+        many if many.iter().all(|r| *r == ByteRange::Unsatisfiable) => ByteRange::Unsatisfiable,
+        // Several ranges would need multipart/byteranges; the whole blob is a valid answer.
+        _ => ByteRange::Whole,
+    }
+}
+
+fn parse_spec(spec: &str) -> Option<Spec> {
+    let (first, last) = spec.trim().split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    match (first.is_empty(), last.is_empty()) {
+        (true, true) => None,
+        (true, false) => Some(Spec::Suffix(digits(last)?.unwrap_or(u64::MAX))),
+        (false, true) => Some(digits(first)?.map_or(Spec::Beyond, |first| Spec::From { first, last: None })),
+        (false, false) => {
+            // A last position below the first makes the spec invalid (RFC 9110 §14.1.1).
+            if numeric_order(first, last) == std::cmp::Ordering::Greater {
+                return None;
+            }
+            let last = digits(last)?;
+            Some(digits(first)?.map_or(Spec::Beyond, |first| Spec::From { first, last }))
+        }
+    }
+}
+
+/// ASCII digits only (no sign, no inner spaces): `Some(None)` when they overflow `u64`.
+fn digits(s: &str) -> Option<Option<u64>> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().ok())
+}
+
+/// Compares two runs of ASCII digits as numbers of any length.
+fn numeric_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn decide(spec: &Spec, size: u64) -> ByteRange {
+    match *spec {
+        Spec::Beyond => ByteRange::Unsatisfiable,
+        Spec::Suffix(0) => ByteRange::Unsatisfiable,
+        // The only satisfiable range of an empty blob is a non-zero suffix: it is the empty blob.
+        Spec::Suffix(_) if size == 0 => ByteRange::Whole,
+        Spec::Suffix(n) => ByteRange::Part { start: size.saturating_sub(n), end: size - 1 },
+        Spec::From { first, .. } if first >= size => ByteRange::Unsatisfiable,
+        Spec::From { first, last } => {
+            ByteRange::Part { start: first, end: last.map_or(size - 1, |last| last.min(size - 1)) }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +225,69 @@ mod tests {
         {
             assert_eq!(q.admits(vault, user, size), ok, "vault {vault} user {user} size {size}");
         }
+    }
+    #[test]
+    fn ranges() {
+        use ByteRange::*;
+        fn check(header: &str, size: u64, expected: ByteRange) {
+            assert_eq!(parse_range(header, size), expected, "{header:?} of {size}");
+        }
+        let huge = "99999999999999999999"; // 20 digits, above u64::MAX
+        let cases: &[(&str, u64, ByteRange)] = &[
+            ("bytes=0-9", 100, Part { start: 0, end: 9 }),
+            ("bytes=90-200", 100, Part { start: 90, end: 99 }),
+            ("bytes=50-", 100, Part { start: 50, end: 99 }),
+            ("bytes=99-99", 100, Part { start: 99, end: 99 }),
+            ("bytes=-10", 100, Part { start: 90, end: 99 }),
+            ("bytes=-500", 100, Part { start: 0, end: 99 }),
+            ("bytes=-0", 100, Unsatisfiable),
+            ("bytes=100-", 100, Unsatisfiable),
+            ("bytes=100-200", 100, Unsatisfiable),
+            ("bytes=0-0", 0, Unsatisfiable),
+            ("bytes=-1", 0, Whole),
+            // The unit is case-insensitive; whitespace around the parts is tolerated.
+            ("BYTES=0-1", 100, Part { start: 0, end: 1 }),
+            ("Bytes=0-1", 100, Part { start: 0, end: 1 }),
+            (" bytes = 2 - 3 ", 100, Part { start: 2, end: 3 }),
+            ("bytes=\t4-5\t", 100, Part { start: 4, end: 5 }),
+            // Overflowing positions are beyond every blob, or the end of it.
+            ("bytes=99999999999999999999-", 100, Unsatisfiable),
+            ("bytes=18446744073709551615-", 100, Unsatisfiable),
+            ("bytes=18446744073709551616-", 100, Unsatisfiable),
+            ("bytes=0-99999999999999999999", 100, Part { start: 0, end: 99 }),
+            ("bytes=-99999999999999999999", 100, Part { start: 0, end: 99 }),
+            ("bytes=99999999999999999999-99999999999999999999", 100, Unsatisfiable),
+            ("bytes=99999999999999999999-5", 100, Whole),
+            ("bytes=99999999999999999999-100000000000000000000", 100, Unsatisfiable),
+            ("bytes=100000000000000000000-99999999999999999999", 100, Whole),
+            ("bytes=007-0010", 100, Part { start: 7, end: 10 }),
+            ("bytes=10-010", 100, Part { start: 10, end: 10 }),
+            // Invalid specs: the header is ignored.
+            ("bytes=5-2", 100, Whole),
+            ("bytes=x-1", 100, Whole),
+            ("bytes=+1-2", 100, Whole),
+            ("bytes=1-+2", 100, Whole),
+            ("bytes=-+2", 100, Whole),
+            ("bytes=1 0-20", 100, Whole),
+            ("bytes=-", 100, Whole),
+            ("bytes=", 100, Whole),
+            ("bytes", 100, Whole),
+            ("bytes=0-1-2", 100, Whole),
+            ("items=0-1", 100, Whole),
+            ("bytes0-1", 100, Whole),
+            ("", 100, Whole),
+            // Several ranges: the whole blob, unless none of them can be satisfied.
+            ("bytes=0-1,5-6", 100, Whole),
+            ("bytes=0-1, 5-", 100, Whole),
+            ("bytes=200-300,400-", 100, Unsatisfiable),
+            ("bytes=200-300,-0", 100, Unsatisfiable),
+            ("bytes=0-1,x", 100, Whole),
+            ("bytes=0-1,", 100, Whole),
+        ];
+        for &(header, size, expected) in cases {
+            check(header, size, expected);
+        }
+        check(&format!("bytes={huge}-"), u64::MAX, Unsatisfiable);
+        check("bytes=18446744073709551614-", u64::MAX, Part { start: u64::MAX - 1, end: u64::MAX - 1 });
     }
 }
