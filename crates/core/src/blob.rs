@@ -173,6 +173,125 @@ fn decide(spec: &Spec, size: u64) -> ByteRange {
     }
 }
 
+/// Most bytes a multipart upload may send before its first boundary (the preamble, which
+/// clients leave empty).
+pub const MAX_MULTIPART_PREAMBLE: usize = 8 * 1024;
+/// Most bytes of one part's header block (after the boundary line, before the blank line); a
+/// `Content-Disposition` with a long file name and a `Content-Type` take a few hundred.
+pub const MAX_MULTIPART_HEADERS: usize = 16 * 1024;
+
+/// Why a multipart head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MultipartHeadError {
+    #[error("multipart preamble exceeds {MAX_MULTIPART_PREAMBLE} bytes")]
+    PreambleTooLong,
+    #[error("multipart part headers exceed {MAX_MULTIPART_HEADERS} bytes")]
+    HeadersTooLong,
+}
+
+/// Watches the start of a multipart body, chunk by chunk, until the first part's headers are
+/// complete, and refuses a preamble or header block beyond its bound. The multipart parser
+/// buffers both until their end arrives, so without this a header that never ends costs memory
+/// and CPU without limit. It follows the parser's own framing (first `--boundary` anywhere,
+/// transport padding, CRLF, then headers up to a blank line), so it never ends its watch
+/// before the parser has left the headers.
+#[derive(Debug)]
+pub struct MultipartHead {
+    /// `--` and the boundary.
+    delimiter: Vec<u8>,
+    /// The body so far, never more than the bounds need.
+    seen: Vec<u8>,
+    stage: HeadStage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadStage {
+    /// Looking for the delimiter from this offset on.
+    Preamble { scan_from: usize },
+    /// The delimiter ended at `end`; transport padding is skipped up to `at`, the CRLF follows.
+    Delimiter { end: usize, at: usize },
+    /// The header block starts at `start`; looking for its blank line from `scan_from`.
+    Headers { start: usize, scan_from: usize },
+    /// The first part's headers are complete (or the parser will refuse the body by itself).
+    Done,
+}
+
+impl MultipartHead {
+    pub fn new(boundary: &str) -> MultipartHead {
+        let delimiter = [b"--", boundary.as_bytes()].concat();
+        MultipartHead { delimiter, seen: Vec::new(), stage: HeadStage::Preamble { scan_from: 0 } }
+    }
+
+    /// Takes the next chunk of the body. `Ok(true)` once the head is complete: later chunks need
+    /// no watching.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<bool, MultipartHeadError> {
+        if self.stage == HeadStage::Done {
+            return Ok(true);
+        }
+        let cap = MAX_MULTIPART_PREAMBLE + self.delimiter.len() + MAX_MULTIPART_HEADERS + 8;
+        let take = chunk.len().min(cap.saturating_sub(self.seen.len()));
+        self.seen.extend_from_slice(&chunk[..take]);
+        loop {
+            let before = self.stage;
+            self.stage = self.advance()?;
+            if self.stage == HeadStage::Done {
+                self.seen = Vec::new();
+                return Ok(true);
+            }
+            if self.stage == before {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn advance(&self) -> Result<HeadStage, MultipartHeadError> {
+        let seen = &self.seen;
+        Ok(match self.stage {
+            HeadStage::Preamble { scan_from } => match find(&seen[scan_from..], &self.delimiter) {
+                Some(i) if scan_from + i > MAX_MULTIPART_PREAMBLE => return Err(MultipartHeadError::PreambleTooLong),
+                Some(i) => {
+                    let end = scan_from + i + self.delimiter.len();
+                    HeadStage::Delimiter { end, at: end }
+                }
+                None if seen.len() >= MAX_MULTIPART_PREAMBLE + self.delimiter.len() => {
+                    return Err(MultipartHeadError::PreambleTooLong);
+                }
+                None => HeadStage::Preamble { scan_from: seen.len().saturating_sub(self.delimiter.len() - 1) },
+            },
+            HeadStage::Delimiter { end, at } => {
+                if at == end && seen[end..].starts_with(b"--") {
+                    return Ok(HeadStage::Done); // the closing delimiter: no parts at all
+                }
+                let at = at + seen[at..].iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+                match seen.get(at..at + 2) {
+                    Some(b"\r\n") => HeadStage::Headers { start: at + 2, scan_from: at + 2 },
+                    // Anything else after the delimiter is refused by the parser itself.
+                    Some(_) => HeadStage::Done,
+                    None if at - end > MAX_MULTIPART_HEADERS => return Err(MultipartHeadError::HeadersTooLong),
+                    // At most one byte past the padding: "--" or CRLF still to come.
+                    None if at == end => self.stage,
+                    None => HeadStage::Delimiter { end, at },
+                }
+            }
+            HeadStage::Headers { start, scan_from } => match find(&seen[scan_from..], b"\r\n\r\n") {
+                Some(j) if scan_from + j - start > MAX_MULTIPART_HEADERS => {
+                    return Err(MultipartHeadError::HeadersTooLong);
+                }
+                Some(_) => HeadStage::Done,
+                None if seen.len() - start >= MAX_MULTIPART_HEADERS + 4 => {
+                    return Err(MultipartHeadError::HeadersTooLong);
+                }
+                None => HeadStage::Headers { start, scan_from: seen.len().saturating_sub(3).max(start) },
+            },
+            HeadStage::Done => HeadStage::Done,
+        })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +408,53 @@ mod tests {
         }
         check(&format!("bytes={huge}-"), u64::MAX, Unsatisfiable);
         check("bytes=18446744073709551614-", u64::MAX, Part { start: u64::MAX - 1, end: u64::MAX - 1 });
+    }
+    #[test]
+    fn multipart_heads() {
+        use MultipartHeadError::*;
+        /// Feeds `body` in chunks of `chunk` bytes; the verdict and how many bytes it took.
+        fn run(body: &[u8], chunk: usize) -> (Result<bool, MultipartHeadError>, usize) {
+            let mut head = MultipartHead::new("b0undary");
+            let mut fed = 0;
+            for piece in body.chunks(chunk) {
+                fed += piece.len();
+                match head.feed(piece) {
+                    Ok(false) => {}
+                    verdict => return (verdict, fed),
+                }
+            }
+            (Ok(false), fed)
+        }
+        fn check(body: &[u8], expected: Result<bool, MultipartHeadError>) {
+            for chunk in [1, 7, 4096, body.len().max(1)] {
+                assert_eq!(run(body, chunk).0, expected, "{:?}… in chunks of {chunk}", &body[..body.len().min(60)]);
+            }
+        }
+        let part = |headers: &str| format!("--b0undary\r\n{headers}\r\n\r\ndata\r\n--b0undary--\r\n");
+        let long = |n: usize| "x".repeat(n);
+        let disposition = "Content-Disposition: form-data; name=\"file\"; filename=\"a\"";
+        check(part(disposition).as_bytes(), Ok(true));
+        check(format!("preamble\r\n{}", part(disposition)).as_bytes(), Ok(true));
+        check(format!("--b0undary \t\r\n{disposition}\r\n\r\n").as_bytes(), Ok(true));
+        check(b"--b0undary--\r\n", Ok(true));
+        check(b"--b0undaryX\r\n", Ok(true));
+        check(format!("{}{}", long(MAX_MULTIPART_PREAMBLE), part(disposition)).as_bytes(), Ok(true));
+        check(format!("{}{}", long(MAX_MULTIPART_PREAMBLE + 1), part(disposition)).as_bytes(), Err(PreambleTooLong));
+        let header_of = |n: usize| format!("X: {}", long(n - 3));
+        check(part(&header_of(MAX_MULTIPART_HEADERS)).as_bytes(), Ok(true));
+        check(part(&header_of(MAX_MULTIPART_HEADERS + 1)).as_bytes(), Err(HeadersTooLong));
+        // Padding that never ends counts as header bytes.
+        check(format!("--b0undary{}", " ".repeat(MAX_MULTIPART_HEADERS + 10)).as_bytes(), Err(HeadersTooLong));
+        // A blank line right after the delimiter line is not the end of the headers for the
+        // parser either (it reads headers from after that CRLF).
+        check(format!("--b0undary\r\n\r\n{}", long(MAX_MULTIPART_HEADERS + 10)).as_bytes(), Err(HeadersTooLong));
+        // Not finished yet: more is needed, nothing is refused.
+        check(b"--b0undary\r\nContent-Disposition: form", Ok(false));
+        check(b"pre", Ok(false));
+        // A header that never ends is refused after its bound, not after the whole body.
+        let endless = format!("--b0undary\r\nX: {}", long(10 << 20));
+        assert_eq!(run(endless.as_bytes(), 64 * 1024), (Err(HeadersTooLong), 64 * 1024));
+        let endless = long(10 << 20);
+        assert_eq!(run(endless.as_bytes(), 64 * 1024), (Err(PreambleTooLong), 64 * 1024));
     }
 }

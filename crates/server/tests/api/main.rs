@@ -5,6 +5,7 @@ mod accounts_diaryx;
 mod accounts_security;
 mod accounts_slice;
 mod accounts_verstak;
+mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
 mod disk_full;
