@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, json as json_of};
+use crate::helpers::{TEST_PASSWORD, TestApp, eventually, json as json_of};
 use crate::oplog_client::{
     Device, device, download_verified, multipart_body, op, pull_all, push_raw, sha256_hex, upload, upload_raw,
 };
@@ -86,17 +86,33 @@ async fn health(app: &TestApp) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// Every op id the scope holds, sorted (`pull_all` checks the sequences are gap-free).
 async fn pulled_ids(app: &TestApp, d: &Device) -> Vec<String> {
-    pull_all(app, d, 0).await.0.iter().map(|op| op["op_id"].as_str().unwrap().to_owned()).collect()
+    let mut ids: Vec<String> =
+        pull_all(app, d, 0).await.0.iter().map(|op| op["op_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Pushes sent at once, one op each: they queue on the single writer.
+const PARALLEL: std::ops::Range<usize> = 0..10;
+
+async fn concurrent_pushes(app: &TestApp, d: &Device) -> Vec<reqwest::Response> {
+    let bodies: Vec<Value> = PARALLEL.map(|n| json!({"ops": [text_op(&format!("par-{n}"))]})).collect();
+    futures_util::future::join_all(bodies.iter().map(|body| push_raw(app, d, body))).await
 }
 
 async fn signed_in(app: &TestApp, token: &str) -> bool {
     app.get_auth("/auth/me", token).await.status() == 200
 }
 
-/// Connects to the document and waits until the client holds `text`, its stored state.
+async fn yjs_doc(app: &TestApp, token: &str, doc: &str) -> RawClient {
+    RawClient::connect(&app.ws_url(&format!("/sync/{doc}?token={token}"))).await
+}
+
+/// Connects to the document `notes` and waits until the client holds `text`, its stored state.
 async fn yjs(app: &TestApp, token: &str, text: &str) -> RawClient {
-    let mut client = RawClient::connect(&app.ws_url(&format!("/sync/notes?token={token}"))).await;
+    let mut client = yjs_doc(app, token, "notes").await;
     assert!(client.pump_until(|c| c.text() == text).await, "the document holds {text:?}");
     client
 }
@@ -148,8 +164,21 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
     assert_eq!(tmp_files(&data), Vec::<PathBuf>::new());
     let verified = app.get(&format!("/auth/verify?token={link_token}&device_name=full")).await;
     assert_eq!(refusal(verified).await, full(), "a sign-in that cannot be stored hands out no token");
-    let login = json!({"username": "alice.example.com", "password": crate::helpers::TEST_PASSWORD});
+    let login = json!({"username": "alice.example.com", "password": TEST_PASSWORD});
     assert_eq!(refusal(app.post_json("/api/v1/auth/login", &login).await).await, full());
+    let pair = json!({"login": "alice.example.com", "password": TEST_PASSWORD, "device_name": "d",
+        "client_version": "verstak-desktop/v2", "vault_id": "v"});
+    assert_eq!(refusal(app.post_json("/api/client/pair", &pair).await).await, full());
+    let magic = app.post_json("/auth/magic-link", &json!({"email": "carol@example.com"})).await;
+    assert_eq!(refusal(magic).await, full());
+    let register = json!({"username": "dave", "email": "dave@example.com", "password": TEST_PASSWORD});
+    assert_eq!(refusal(app.post_json("/api/v1/auth/register", &register).await).await, full());
+    // Concurrent pushes queue on the one writer: each is refused, none slips through.
+    for response in concurrent_pushes(&app, &d).await {
+        assert_eq!(refusal(response).await, full());
+    }
+    // A document never opened before cannot be created: the connection is closed, not served.
+    yjs_doc(&app, &session, "fresh").await.closed_code().await;
     let (status, body) = health(&app).await;
     assert_eq!((status, body["status"].as_str().unwrap()), (503, "degraded"), "{body}");
     assert_eq!(body["database_writable"], false, "{body}");
@@ -172,6 +201,11 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
         assert_eq!(pushed["accepted"], json!([id]));
         acknowledged.push(id);
     }
+    for response in concurrent_pushes(&app, &d).await {
+        assert_eq!(response.status(), 200);
+    }
+    acknowledged.extend(PARALLEL.map(|n| format!("par-{n}")));
+    acknowledged.sort();
     assert_eq!(pulled_ids(&app, &d).await, acknowledged, "what was acknowledged is what a pull sees");
     let after_blob = b"uploaded after space was freed".to_vec();
     let after_sha = upload(&app, &d, &after_blob).await;
@@ -181,12 +215,15 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
     let mut observer = yjs(&app, &session, "before;").await;
     writer.insert("after;").await;
     assert!(observer.pump_until(|c| c.text() == "before;after;").await);
-    drop((writer, observer));
+    let mut fresh = yjs_doc(&app, &session, "fresh").await;
+    fresh.insert("fresh;").await;
+    assert!(yjs_doc(&app, &session, "fresh").await.pump_until(|c| c.text() == "fresh;").await);
+    drop((writer, observer, fresh));
 
     // kill -9 and restart on the same (still mounted) disk: exactly the acknowledged writes.
     app.kill9().await;
     app.restart().await;
-    assert_eq!(pulled_ids(&app, &d).await, acknowledged);
+    assert_eq!(pulled_ids(&app, &d).await, acknowledged, "after kill -9");
     for content in &blobs {
         download_verified(&app, &d, &sha256_hex(content), BLOB_BYTES).await;
     }
@@ -194,5 +231,6 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
     assert!(signed_in(&app, &bob).await);
     assert!(signed_in(&app, &session).await);
     yjs(&app, &session, "before;after;").await;
+    assert!(yjs_doc(&app, &session, "fresh").await.pump_until(|c| c.text() == "fresh;").await);
     drop(app);
 }
