@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TEST_PASSWORD, TestApp, eventually, json as json_of};
 use crate::oplog_client::{
-    Device, device, download_verified, multipart_body, op, pull_all, push_raw, sha256_hex, upload, upload_raw,
+    Device, device, download, download_verified, multipart_body, op, pull_all, push_raw, sha256_hex, upload, upload_raw,
 };
 use crate::yjs_client::RawClient;
 
@@ -207,6 +207,10 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
     acknowledged.extend(PARALLEL.map(|n| format!("par-{n}")));
     acknowledged.sort();
     assert_eq!(pulled_ids(&app, &d).await, acknowledged, "what was acknowledged is what a pull sees");
+    // The refused uploads left no reference: their hashes are unknown to the scope.
+    for refused in [sha256_hex(&vec![blobs.len() as u8; BLOB_BYTES]), sha256_hex(&small)] {
+        assert_eq!(download(&app, &d, &refused).await.status(), 404, "no reference to a refused upload");
+    }
     let after_blob = b"uploaded after space was freed".to_vec();
     let after_sha = upload(&app, &d, &after_blob).await;
     let bob = app.sign_in("bob@example.com").await;
