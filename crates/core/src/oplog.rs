@@ -126,6 +126,9 @@ pub fn validate_push(request: PushRequest) -> Result<ValidPush, PushError> {
     }
     check_length("device_id", &request.device_id, MAX_DEVICE_ID)?;
     check_length("idempotency_key", &request.idempotency_key, MAX_IDEMPOTENCY_KEY)?;
+    for (name, value) in [("device_id", &request.device_id), ("idempotency_key", &request.idempotency_key)] {
+        check_printable("invalid_request", name, value)?;
+    }
     let mut payloads = Vec::with_capacity(request.ops.len());
     for op in &request.ops {
         for (name, value, max) in [
@@ -138,7 +141,9 @@ pub fn validate_push(request: PushRequest) -> Result<ValidPush, PushError> {
                 return Err(PushError::invalid("invalid_operation", format!("{name} is required")));
             }
             check_length(name, value, max)?;
+            check_printable("invalid_operation", name, value)?;
         }
+        check_printable("invalid_operation", "created_at", &op.created_at)?;
         if op.payload_json.len() > MAX_PAYLOAD_BYTES {
             return Err(PushError::too_large("payload_too_large", "operation payload is too large"));
         }
@@ -167,6 +172,17 @@ pub fn validate_push(request: PushRequest) -> Result<ValidPush, PushError> {
 
 fn check_length(name: &str, value: &str, max: usize) -> Result<(), PushError> {
     if value.len() > max { Err(PushError::invalid("field_too_long", format!("{name} is too long"))) } else { Ok(()) }
+}
+
+/// Ids, names and timestamps are text that other devices compare, show and use as paths: a NUL,
+/// newline or other control character in them is never meant and breaks C strings, logs and file
+/// systems downstream. `payload_json` is exempt: it is opaque JSON, validated as such.
+fn check_printable(code: &'static str, name: &str, value: &str) -> Result<(), PushError> {
+    if value.chars().any(char::is_control) {
+        Err(PushError::invalid(code, format!("{name} must not contain control characters")))
+    } else {
+        Ok(())
+    }
 }
 
 fn invalid_payload() -> PushError {
@@ -360,6 +376,47 @@ mod tests {
             ("entity_id 4096", one(PushOp { entity_id: long(4096), ..op("a") }), None),
             ("entity_id 4097", one(PushOp { entity_id: long(4097), ..op("a") }), Some(("field_too_long", Invalid))),
             ("op_type 65", one(PushOp { op_type: long(65), ..op("a") }), Some(("field_too_long", Invalid))),
+            ("NUL in op_id", one(op("a\0b")), Some(("invalid_operation", Invalid))),
+            ("newline in op_id", one(op("a\nb")), Some(("invalid_operation", Invalid))),
+            ("DEL in op_id", one(op("a\u{7f}")), Some(("invalid_operation", Invalid))),
+            ("C1 control in op_id", one(op("a\u{85}")), Some(("invalid_operation", Invalid))),
+            ("non-ASCII op_id", one(op("zażółć-✓")), None),
+            ("space inside op_id", one(op("a b")), None),
+            (
+                "tab in entity_type",
+                one(PushOp { entity_type: "fi\tle".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
+            (
+                "NUL in entity_id",
+                one(PushOp { entity_id: "a/\0.md".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
+            (
+                "escape in op_type",
+                one(PushOp { op_type: "create\u{1b}[2J".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
+            (
+                "newline in created_at",
+                one(PushOp { created_at: "2026-07-10\n".into(), ..op("a") }),
+                Some(("invalid_operation", Invalid)),
+            ),
+            (
+                "NUL in device_id",
+                PushRequest { device_id: "dev\0".into(), ..PushRequest::default() },
+                Some(("invalid_request", Invalid)),
+            ),
+            (
+                "CR in idempotency_key",
+                PushRequest { idempotency_key: "k\r".into(), ..PushRequest::default() },
+                Some(("invalid_request", Invalid)),
+            ),
+            (
+                "control characters inside payload JSON strings are the payload's business",
+                one(PushOp { payload_json: r#"{"text":"a\u0000b"}"#.into(), ..op("a") }),
+                None,
+            ),
             (
                 "payload 256 KiB",
                 one(PushOp { payload_json: format!("\"{}\"", long(MAX_PAYLOAD_BYTES - 2)), ..op("a") }),

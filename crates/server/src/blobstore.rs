@@ -106,16 +106,30 @@ pub struct Collected {
 }
 
 impl BlobFiles {
-    /// Opens the blob root, creating it and its temporary directory if needed.
+    /// Opens the blob root, creating it and its temporary directory if needed, and empties the
+    /// temporary directory. Call it only before the server serves: then no upload is in flight, so
+    /// every file there was left by a crash (`kill -9` mid-upload) and is garbage, however young.
     pub fn open(root: &Path) -> io::Result<BlobFiles> {
         let tmp = root.join(TMP_DIR);
         std::fs::create_dir_all(&tmp)?;
+        let mut cleared = 0;
+        for entry in std::fs::read_dir(&tmp)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?
+            } else {
+                std::fs::remove_file(&path)?
+            }
+            cleared += 1;
+        }
+        if cleared > 0 {
+            tracing::info!(cleared, "removed temporary files of uploads cut off by a crash");
+        }
         Ok(BlobFiles { root: root.to_owned(), tmp, placement: RwLock::new(()) })
     }
 
     pub fn path_of(&self, hash: &BlobHash) -> PathBuf {
-        let [a, b, name] = hash.relative_path();
-        self.root.join(a).join(b).join(name)
+        self.fan_out_dir(hash).join(hash.as_str())
     }
 
     /// Starts an upload of at most `limit` bytes.
@@ -130,22 +144,35 @@ impl BlobFiles {
         self.placement.read().await
     }
 
+    /// Creates the fan-out directories an upload will be placed in. Called before its reference
+    /// is committed, because creating directories is the step of placement that needs free
+    /// space: on a full disk the upload then fails with no reference and no file.
+    pub async fn prepare_place(&self, upload: &FinishedUpload) -> io::Result<()> {
+        tokio::fs::create_dir_all(self.fan_out_dir(&upload.hash)).await
+    }
+
+    fn fan_out_dir(&self, hash: &BlobHash) -> PathBuf {
+        let [a, b, _] = hash.relative_path();
+        self.root.join(a).join(b)
+    }
+
     /// Moves a finished upload to its content address and makes the rename durable. If the file
     /// is already there (another scope uploaded the same bytes) the temporary copy is dropped.
     /// Call with [`BlobFiles::placement`] held.
     pub async fn place(&self, upload: FinishedUpload) -> io::Result<()> {
         let target = self.path_of(&upload.hash);
+        let dir = self.fan_out_dir(&upload.hash);
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             if target.is_file() {
                 return Ok(()); // `upload.temp` drops here and removes the duplicate.
             }
-            let dir = target.parent().unwrap_or(&root);
-            std::fs::create_dir_all(dir)?;
+            // Normally made by `prepare_place` already; kept so placement never depends on it.
+            std::fs::create_dir_all(&dir)?;
             std::fs::rename(upload.temp.path(), &target)?;
             upload.temp.keep();
             // fsync the new directory entry and, in case the fan-out directories are new, theirs.
-            for d in [dir, dir.parent().unwrap_or(&root), &root] {
+            for d in [&dir, dir.parent().unwrap_or(&root), &root] {
                 std::fs::File::open(d)?.sync_all()?;
             }
             Ok(())

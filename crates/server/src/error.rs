@@ -70,7 +70,28 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        ApiError::internal(err)
+        match err {
+            StoreError::Full(_) => ApiError::storage_full(err),
+            _ => ApiError::internal(err),
+        }
+    }
+}
+
+impl ApiError {
+    /// Storage: logs `cause` and answers 507 `insufficient_storage`. Nothing of the request was
+    /// stored; the client may retry once an operator has freed space.
+    pub fn storage_full(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "storage full");
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "storage is full; try again later")
+    }
+
+    /// Storage: a filesystem error as a client sees it: 507 when the disk is full, else 500.
+    pub fn io(err: std::io::Error) -> ApiError {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            ApiError::storage_full(err)
+        } else {
+            ApiError::internal(err)
+        }
     }
 }
 

@@ -32,4 +32,8 @@ pub trait Store: AccountStore + OplogStore + BlobStore + DocStore + Send + Sync 
 
     /// The highest applied migration; recorded so operators and health checks can see it.
     async fn schema_version(&self) -> StoreResult<i64>;
+
+    /// Commits a tiny write through the same path as every other write, for health checks: it
+    /// fails while the disk is full and succeeds again once writes would.
+    async fn probe_write(&self, now: i64) -> StoreResult<()>;
 }

@@ -1,16 +1,18 @@
 //! `POST /api/v1/blobs/` and `GET`/`HEAD /api/v1/blobs/{sha256}`: content-addressed attachments,
 //! readable only from the scope that uploaded them. The bytes are handled by [`crate::blobstore`].
 
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use concord_core::blob::BlobHash;
+use concord_core::blob::{BlobHash, ByteRange, MultipartHead, parse_range};
 use concord_store::AddBlobRef;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -29,10 +31,11 @@ const COLLECT_EVERY: Duration = Duration::from_secs(3600);
 const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
 pub fn routes() -> Router<AppState> {
+    // The upload reads the raw body (the JSON body limit does not apply to it) and enforces its
+    // own limits while streaming.
     Router::new()
-        // The upload enforces its own limit while streaming, so the JSON body limit is lifted here.
-        .route("/api/v1/blobs/", post(upload).layer(DefaultBodyLimit::disable()))
-        .route("/api/v1/blobs", post(upload).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/blobs/", post(upload))
+        .route("/api/v1/blobs", post(upload))
         .route("/api/v1/blobs/{sha256}", get(download))
 }
 
@@ -69,43 +72,130 @@ struct Uploaded {
     size: u64,
 }
 
+/// Most bytes read after the file part's data ends: the closing delimiter and an epilogue, which
+/// clients leave empty. Without a bound, a second part whose header never ends would be buffered
+/// whole while the parser looks for its end.
+const MAX_MULTIPART_TAIL: usize = 8 * 1024;
+
+/// What the multipart parser may still read, shared between it (through [`BoundedBody`]) and
+/// the handler, which says when the file part's data has ended.
+#[derive(Default)]
+struct BodyBounds {
+    /// Set once the file part's data has ended: bytes read since then.
+    tail: Option<usize>,
+    /// Why the body was cut off, for the client's answer.
+    refused: Option<String>,
+}
+
+/// The request body on its way to the multipart parser, refused (the stream fails) once its
+/// preamble, its first part's headers ([`MultipartHead`]) or its tail pass their bounds.
+struct BoundedBody {
+    inner: axum::body::BodyDataStream,
+    /// `None` once the first part's headers are complete.
+    head: Option<MultipartHead>,
+    bounds: Arc<Mutex<BodyBounds>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BodyRefused(String);
+
+impl futures_util::Stream for BoundedBody {
+    type Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let chunk = match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => chunk,
+            other => return other.map(|next| next.map(|result| result.map_err(Into::into))),
+        };
+        let refused = match self.head.as_mut().map(|head| head.feed(&chunk)) {
+            Some(Err(err)) => Some(err.to_string()),
+            Some(Ok(done)) => {
+                if done {
+                    self.head = None;
+                }
+                None
+            }
+            None => {
+                let mut bounds = self.bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match bounds.tail.as_mut() {
+                    Some(tail) => {
+                        *tail += chunk.len();
+                        (*tail > MAX_MULTIPART_TAIL)
+                            .then(|| format!("more than {MAX_MULTIPART_TAIL} bytes follow the file part"))
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(reason) = refused {
+            self.bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refused = Some(reason.clone());
+            return Poll::Ready(Some(Err(BodyRefused(reason).into())));
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+/// The multipart parser over the bounded request body, and the bounds it shares with the handler.
+fn bounded_multipart(request: Request) -> Result<(multer::Multipart<'static>, Arc<Mutex<BodyBounds>>), ApiError> {
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| invalid_multipart("invalid multipart request"))?;
+    let bounds = Arc::new(Mutex::new(BodyBounds::default()));
+    let body = BoundedBody {
+        inner: request.into_body().into_data_stream(),
+        head: Some(MultipartHead::new(&boundary)),
+        bounds: bounds.clone(),
+    };
+    Ok((multer::Multipart::new(body, boundary), bounds))
+}
+
+/// The answer to a multipart error: the bound that cut the body off, if one did.
+fn multipart_error(bounds: &Mutex<BodyBounds>, otherwise: &'static str) -> ApiError {
+    match bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refused.take() {
+        Some(reason) => ApiError::bad_request("invalid_multipart", reason),
+        None => invalid_multipart(otherwise),
+    }
+}
+
 /// Streams the one `file` part to disk while hashing it, references it from the caller's scope
 /// (quotas permitting) and places it durably, all before answering. On any failure, including
 /// the client vanishing mid-stream, the temporary file is deleted and no reference exists.
 async fn upload(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<axum::Json<Uploaded>, ApiError> {
     let scope = sync_scope(&principal)?;
-    let mut multipart = multipart.map_err(|_| invalid_multipart("invalid multipart request"))?;
+    let (mut multipart, bounds) = bounded_multipart(request)?;
     let mut field = match multipart.next_field().await {
         Ok(Some(field)) => field,
         Ok(None) => return Err(invalid_multipart("file field is required")),
-        Err(_) => return Err(invalid_multipart("invalid multipart request")),
+        Err(_) => return Err(multipart_error(&bounds, "invalid multipart request")),
     };
     if field.name() != Some("file") || field.file_name().is_none_or(str::is_empty) {
         return Err(invalid_multipart("exactly one file field is required"));
     }
     let limits = state.config.blobs;
-    let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::internal)?;
+    let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::io)?;
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => upload.write(&chunk).await.map_err(|e| match e {
                 UploadError::TooLarge => too_large(),
-                UploadError::Io(e) => ApiError::internal(e),
+                UploadError::Io(e) => ApiError::io(e),
             })?,
             Ok(None) => break,
-            Err(_) => return Err(invalid_multipart("invalid multipart request")),
+            Err(_) => return Err(multipart_error(&bounds, "invalid multipart request")),
         }
     }
     drop(field);
+    bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tail = Some(0);
     // One unambiguous contract: a second part could smuggle data past the checks above.
     if !matches!(multipart.next_field().await, Ok(None)) {
-        return Err(invalid_multipart("exactly one file field is required"));
+        return Err(multipart_error(&bounds, "exactly one file field is required"));
     }
-    let finished = upload.finish().await.map_err(ApiError::internal)?;
+    let finished = upload.finish().await.map_err(ApiError::io)?;
     let (hash, size) = (finished.hash.clone(), finished.size);
+    state.blobs.prepare_place(&finished).await.map_err(ApiError::io)?;
 
     let _placing = state.blobs.placement().await;
     match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
@@ -115,7 +205,7 @@ async fn upload(
         // Placing again when already referenced repairs a file lost to a crash between the
         // reference and the rename; an intact file makes it a no-op.
         AddBlobRef::Added | AddBlobRef::AlreadyReferenced => {
-            state.blobs.place(finished).await.map_err(ApiError::internal)?;
+            state.blobs.place(finished).await.map_err(ApiError::io)?;
         }
     }
     Ok(axum::Json(Uploaded { sha256: hash.to_string(), size }))
@@ -123,7 +213,7 @@ async fn upload(
 
 /// Serves a blob referenced by the caller's scope. Blobs never change under their name, so the
 /// hash is a strong `ETag`; single byte ranges are honoured, anything fancier gets the whole blob
-/// (which RFC 9110 allows).
+/// (which RFC 9110 allows); [`parse_range`] decides.
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -188,72 +278,9 @@ fn etag_matches(header: &str, etag: &str) -> bool {
     header.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum ByteRange {
-    Whole,
-    /// Inclusive bounds, both within the blob.
-    Part {
-        start: u64,
-        end: u64,
-    },
-    Unsatisfiable,
-}
-
-/// One `bytes=` range against a blob of `size` bytes. Malformed headers and multiple ranges are
-/// ignored (whole blob), as RFC 9110 permits.
-fn parse_range(spec: &str, size: u64) -> ByteRange {
-    let Some(spec) = spec.trim().strip_prefix("bytes=") else { return ByteRange::Whole };
-    if spec.contains(',') {
-        return ByteRange::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else { return ByteRange::Whole };
-    let number = |s: &str| s.trim().parse::<u64>().ok();
-    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
-        // `-n`: the last n bytes.
-        (true, false) => match number(last) {
-            Some(0) => return ByteRange::Unsatisfiable,
-            Some(n) => (size.saturating_sub(n), size.saturating_sub(1)),
-            None => return ByteRange::Whole,
-        },
-        // `a-`: from a to the end.
-        (false, true) => match number(first) {
-            Some(a) => (a, size.saturating_sub(1)),
-            None => return ByteRange::Whole,
-        },
-        (false, false) => match (number(first), number(last)) {
-            (Some(a), Some(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
-            _ => return ByteRange::Whole,
-        },
-        (true, true) => return ByteRange::Whole,
-    };
-    if size == 0 || start >= size { ByteRange::Unsatisfiable } else { ByteRange::Part { start, end } }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        use ByteRange::*;
-        for (spec, size, expected) in [
-            ("bytes=0-9", 100, Part { start: 0, end: 9 }),
-            ("bytes=90-200", 100, Part { start: 90, end: 99 }),
-            ("bytes=50-", 100, Part { start: 50, end: 99 }),
-            ("bytes=-10", 100, Part { start: 90, end: 99 }),
-            ("bytes=-500", 100, Part { start: 0, end: 99 }),
-            ("bytes=-0", 100, Unsatisfiable),
-            ("bytes=100-", 100, Unsatisfiable),
-            ("bytes=0-0", 0, Unsatisfiable),
-            ("bytes=5-2", 100, Whole),
-            ("bytes=0-1,5-6", 100, Whole),
-            ("items=0-1", 100, Whole),
-            ("bytes=x-1", 100, Whole),
-            ("bytes=-", 100, Whole),
-        ] {
-            assert_eq!(parse_range(spec, size), expected, "{spec} of {size}");
-        }
-    }
 
     #[test]
     fn if_none_match() {

@@ -36,11 +36,14 @@ struct Readiness {
     database_reachable: bool,
     blob_storage_writable: bool,
     schema_version: i64,
+    /// Storage: a committed write succeeded just now (false while the disk is full).
+    database_writable: bool,
     server_time: String,
 }
 
-/// 200 when the database answers and the blob directory takes a write, 503 otherwise, so a load
-/// balancer stops sending traffic to an instance that would fail writes.
+/// 200 when the database answers and takes a write and the blob directory takes a write, 503
+/// otherwise, so a load balancer stops sending traffic to an instance that would fail writes. The
+/// probes are real writes, so the answer turns back to ok by itself once space is freed.
 async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let (database_reachable, schema_version) = match state.store.schema_version().await {
         Ok(version) => (true, version),
@@ -50,7 +53,14 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
         }
     };
     let blob_storage_writable = probe_writable(&state.config.blob_dir()).await;
-    let ok = database_reachable && blob_storage_writable;
+    let database_writable = match state.store.probe_write(clock::now()).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "health: database does not take writes");
+            false
+        }
+    };
+    let ok = database_reachable && blob_storage_writable && database_writable;
     let body = Readiness {
         status: if ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -59,6 +69,7 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
         database_reachable,
         blob_storage_writable,
         schema_version,
+        database_writable,
         server_time: clock::rfc3339(clock::now()),
     };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))

@@ -12,6 +12,7 @@ use axum::routing::post;
 use concord_core::oplog::{self, PullError, PullParams, PushOp, PushRequest, RejectKind};
 use concord_store::{Conflict, Principal, PushOutcome, PushResult, Scope, StoredOp};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::app::AppState;
 use crate::clock;
@@ -131,12 +132,29 @@ fn json_bytes(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], Body::from(bytes)).into_response()
 }
 
+/// Decodes a body that must be a JSON object into its wire type. Serde's derived structs would
+/// also take an array of their fields in order (so `[]` read as an empty push), and the original
+/// server refused every non-object; here that is a precise `invalid_request`, and an op that is
+/// not an object is an `invalid_operation`.
+fn wire_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("invalid_request", "request body must be a JSON object"));
+    }
+    if let Some(ops) = body.get("ops").and_then(Value::as_array)
+        && !ops.iter().all(Value::is_object)
+    {
+        return Err(ApiError::bad_request("invalid_operation", "each operation must be a JSON object"));
+    }
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))
+}
+
 async fn push(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    ApiJson(body): ApiJson<PushBody>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let scope = sync_scope(&principal)?;
+    let body: PushBody = wire_body(body)?;
     let valid = oplog::validate_push(body.into()).map_err(rejection)?;
     // The authenticated device is recorded, never the body's `device_id`.
     let outcome = state.store.push(&scope, &principal.device.id, &valid, &encode_push, clock::now()).await?;
@@ -204,9 +222,10 @@ impl From<StoredOp> for OpWire {
 async fn pull(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    ApiJson(body): ApiJson<PullBody>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<axum::Json<PullResponse>, ApiError> {
     let scope = sync_scope(&principal)?;
+    let body: PullBody = wire_body(body)?;
     let params =
         PullParams::parse(body.since_sequence.unwrap_or(0), body.page_limit.unwrap_or(0)).map_err(pull_error)?;
     let snapshot = state.store.pull(&scope, params.since, params.fetch_limit()).await?;

@@ -25,12 +25,17 @@ pub struct TestApp {
     /// Accounts `register_confirmed` already made, so fixtures that pair several devices of one
     /// account register it once (repeated registrations count toward the register rate limit).
     registered: Mutex<std::collections::HashSet<String>>,
+    /// Storage: a data directory the test provides (e.g. a small filesystem it mounted) instead
+    /// of `data`.
+    data_override: Option<PathBuf>,
 }
 
 #[derive(Default)]
 pub struct TestAppBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Storage: see [`TestAppBuilder::data_dir`].
+    data_dir: Option<PathBuf>,
 }
 
 impl TestAppBuilder {
@@ -44,6 +49,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs the server on `dir` instead of a fresh temporary directory; the test owns `dir`.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
@@ -54,6 +65,7 @@ impl TestAppBuilder {
             child: None,
             logs: Arc::default(),
             registered: Mutex::default(),
+            data_override: self.data_dir,
         };
         app.start().await;
         app
@@ -76,7 +88,7 @@ impl TestApp {
         cmd.env_clear()
             .env("CONCORD_LOG", "info")
             .arg("--data")
-            .arg(self.data.path())
+            .arg(self.data_dir())
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(&self.args)
@@ -143,11 +155,11 @@ impl TestApp {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.data.path()
+        self.data_override.as_deref().unwrap_or(self.data.path())
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.data.path().join("concord.db")
+        self.data_dir().join("concord.db")
     }
 
     /// SIGKILL: the process gets no chance to flush or clean up.

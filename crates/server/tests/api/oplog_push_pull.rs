@@ -92,7 +92,7 @@ async fn every_rejection_has_its_status_and_code_and_writes_nothing() {
             400,
             "blob_not_owned",
         ),
-        ("not JSON at all", json!("just a string"), 400, "invalid_json"),
+        ("a JSON string, not an object", json!("just a string"), 400, "invalid_request"),
     ];
     for (name, body, status, code) in cases {
         let response = push_raw(&app, &d, &body).await;

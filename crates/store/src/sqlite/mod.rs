@@ -8,6 +8,15 @@
 //! Durability: `synchronous=FULL` in WAL mode fsyncs the log at every commit, so a write is on disk
 //! before the caller is told it succeeded. Callers that write often (Yjs updates) batch many changes
 //! into one transaction to share that fsync.
+//!
+//! A failed write must leave the writer usable. When a statement fails with `SQLITE_FULL` (or an
+//! I/O error), SQLite may roll the whole transaction back by itself; sqlx's own `ROLLBACK` then
+//! fails ("no transaction is active") and sqlx keeps counting the connection as one transaction
+//! deep. Its next `begin()` would issue a `SAVEPOINT` instead of `BEGIN`, and after one more
+//! failure a `ROLLBACK TO` leaves a real transaction open that nothing ever commits: every later
+//! write, acknowledged as committed, would live only in that transaction and vanish at restart.
+//! So the writer connection is checked each time it returns to its pool ([`writer_is_clean`]) and
+//! closed if it is not idle outside any transaction; the pool then opens a fresh one.
 
 mod accounts;
 mod blobs;
@@ -18,7 +27,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Connection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::{Store, StoreResult};
 
@@ -46,6 +58,7 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(writer_is_clean(conn)))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
@@ -56,6 +69,22 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
+}
+
+/// Whether the writer connection may serve the next write: neither sqlx nor SQLite thinks it is
+/// inside a transaction. `BEGIN` fails inside a transaction and, deferred, touches no file
+/// outside one, so `BEGIN; ROLLBACK` asks SQLite without `unsafe` and without I/O. Returning
+/// false closes the connection, which rolls back whatever it still held (never acknowledged).
+async fn writer_is_clean(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let sqlx_in_transaction = conn.is_in_transaction();
+    let clean = !sqlx_in_transaction && sqlx::raw_sql("BEGIN; ROLLBACK").execute(&mut *conn).await.is_ok();
+    if !clean {
+        tracing::warn!(
+            sqlx_in_transaction,
+            "the writer connection was left inside a transaction by a failed write; replacing it"
+        );
+    }
+    Ok(clean)
 }
 
 #[async_trait::async_trait]
@@ -70,5 +99,16 @@ impl Store for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         Ok(version.unwrap_or(0))
+    }
+
+    async fn probe_write(&self, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO health_probe (id, probed_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 }
