@@ -199,6 +199,27 @@ async fn credentials_in_query_strings_never_reach_the_logs() {
 }
 
 #[tokio::test]
+async fn a_session_token_never_reaches_the_logs_in_any_spelling_that_authenticates() {
+    let app = TestApp::spawn().await;
+    let session = app.sign_in("redact@example.com").await;
+    // Every spelling authentication decodes to `token`: percent-escapes of any letters, either hex case.
+    for name in ["token", "%74oken", "t%6Fken", "tok%65n", "%74%6F%6B%65%6E", "%74%6f%6b%65%6e"] {
+        let me = json(app.get(&format!("/auth/me?{name}={session}")).await, 200).await;
+        assert_eq!(me["user"]["email"], "redact@example.com", "{name} authenticates");
+        // The neighbouring route that takes its token from the query: the WebSocket upgrade (here
+        // without upgrade headers, so refused, but logged all the same).
+        app.get(&format!("/sync?doc=notes&x=1&{name}={session}")).await;
+    }
+    // Spellings authentication refuses are redacted as well, and repeated parameters each.
+    let refused = app.get(&format!("/auth/me?TOKEN={session}&api%5Fkey={session}")).await;
+    assert_eq!(refused.status(), 401);
+    app.get(&format!("/auth/me?%74oken={session}&%74oken={session}")).await;
+    let logs = app.wait_for_log("/auth/me?%74oken=[redacted]&%74oken=[redacted]").await;
+    assert!(logs.contains("/sync?doc=notes&x=1&%74%6f%6b%65%6e=[redacted]"), "{logs}");
+    assert!(!logs.contains(&session), "the session token leaked into the logs:\n{logs}");
+}
+
+#[tokio::test]
 async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_zero() {
     let mut app = TestApp::builder().env("CONCORD_LOG", "info,concord_server=debug").spawn().await;
     let (tx, response) = streamed_magic_link_request(&app);
