@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use concord_server::config::{Cli, Config};
+use concord_server::config::{Cli, Config, MailConfig};
 use concord_server::{app, logging, serve};
 use tokio::net::TcpListener;
 
@@ -36,6 +36,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     // With port 0 the real port is known only now; links built from the listen address need it.
     config.listen = addr;
     let state = concord_server::build(config).await?;
+    log_mail_mode(&state.config.mail, addr);
     tracing::info!(%addr, data = %state.config.data_dir.display(), "listening");
     // On stdout, one line, so scripts and tests can learn the port when started with port 0.
     println!("listening on http://{addr}");
@@ -43,6 +44,27 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     serve::serve(listener, app::router(state), cancel, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says how sign-in links reach people, loudly when dev mode hands them to a network.
+fn log_mail_mode(mail: &MailConfig, addr: std::net::SocketAddr) {
+    match mail {
+        MailConfig::Smtp(smtp) => tracing::info!(
+            relay = %format_args!("{}:{}", smtp.host, smtp.port),
+            security = ?smtp.security,
+            login = smtp.credentials.is_some(),
+            "mail mode smtp"
+        ),
+        MailConfig::Dev if addr.ip().to_canonical().is_loopback() => {
+            tracing::info!("mail mode dev: nothing is mailed; sign-in and confirmation links go back to the caller")
+        }
+        MailConfig::Dev => tracing::warn!(
+            %addr,
+            "mail mode dev on a non-loopback address: nothing is mailed and sign-in and confirmation links \
+             go back to the caller, so anyone who reaches this server can sign in as any address; \
+             set SMTP_HOST (and CONCORD_MAIL=smtp) for real use"
+        ),
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{TestApp, json, send_sigterm};
+use crate::helpers::{TestApp, concord_refuses_to_start, json, send_sigterm};
 
 #[tokio::test]
 async fn health_reports_every_field_on_both_paths() {
@@ -88,34 +88,19 @@ async fn cors_allows_only_configured_origins() {
     assert!(refused.headers().get("access-control-allow-origin").is_none());
 }
 
-fn run_concord_expecting_failure(envs: &[(&str, &str)], args: &[&str]) -> String {
-    let data = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
-        .env_clear()
-        .envs(envs.iter().copied())
-        .arg("--data")
-        .arg(data.path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "concord should refuse to start with {envs:?} {args:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[test]
 fn invalid_settings_stop_startup_and_name_the_setting() {
-    assert!(run_concord_expecting_failure(&[("PORT", "abc")], &[]).contains("PORT"));
-    assert!(run_concord_expecting_failure(&[("SESSION_EXPIRY_DAYS", "0")], &[]).contains("SESSION_EXPIRY_DAYS"));
+    assert!(concord_refuses_to_start(&[("PORT", "abc")], &[]).contains("PORT"));
+    assert!(concord_refuses_to_start(&[("SESSION_EXPIRY_DAYS", "0")], &[]).contains("SESSION_EXPIRY_DAYS"));
     assert!(
-        run_concord_expecting_failure(&[("MAGIC_LINK_EXPIRY_MINUTES", "soon")], &[])
-            .contains("MAGIC_LINK_EXPIRY_MINUTES")
+        concord_refuses_to_start(&[("MAGIC_LINK_EXPIRY_MINUTES", "soon")], &[]).contains("MAGIC_LINK_EXPIRY_MINUTES")
     );
-    assert!(run_concord_expecting_failure(&[("SMTP_SECURITY", "maybe")], &[]).contains("SMTP_SECURITY"));
+    assert!(concord_refuses_to_start(&[("SMTP_SECURITY", "maybe")], &[]).contains("SMTP_SECURITY"));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("concord.toml");
     std::fs::write(&file, "smtp_prot = 25\n").unwrap();
-    let err = run_concord_expecting_failure(&[], &["--config", file.to_str().unwrap()]);
+    let err = concord_refuses_to_start(&[], &["--config", file.to_str().unwrap()]);
     assert!(err.contains("smtp_prot"), "{err}");
 }
 
@@ -141,6 +126,7 @@ fn help_documents_every_setting() {
         "SESSION_EXPIRY_DAYS",
         "MAGIC_LINK_EXPIRY_MINUTES",
         "--config",
+        "CONCORD_MAIL",
     ] {
         assert!(help.contains(name), "--help does not mention {name}");
     }

@@ -17,6 +17,8 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub base: String,
     data: tempfile::TempDir,
+    /// `--listen`: `127.0.0.1:0` unless the test chose another address.
+    listen: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     child: Option<Child>,
@@ -31,6 +33,7 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    listen: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -44,11 +47,18 @@ impl TestAppBuilder {
         self
     }
 
+    /// Listens on `addr` (with port 0) instead of `127.0.0.1:0`; clients still reach it on loopback.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
             base: String::new(),
             data: tempfile::tempdir().unwrap(),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
             args: self.args,
             envs: self.envs,
             child: None,
@@ -78,7 +88,7 @@ impl TestApp {
             .arg("--data")
             .arg(self.data.path())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -111,7 +121,8 @@ impl TestApp {
         })
         .await;
         match announced {
-            Ok(Some(base)) => self.base = base,
+            // A server on every interface is reached on loopback.
+            Ok(Some(base)) => self.base = base.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:"),
             _ => panic!("server did not start; logs:\n{}", self.logs()),
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -184,6 +195,22 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
+}
+
+/// Runs `concord` with only these settings (and a fresh data directory), expects it to refuse to
+/// start, and returns what it wrote to stderr.
+pub fn concord_refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .env_clear()
+        .envs(envs.iter().copied())
+        .arg("--data")
+        .arg(data.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "concord should refuse to start with {envs:?} {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Sends SIGTERM through the `kill` command, since the crate forbids `unsafe` (and so `libc::kill`).

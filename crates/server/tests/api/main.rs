@@ -8,6 +8,7 @@ mod accounts_verstak;
 mod blobs_upload;
 mod foundation;
 mod helpers;
+mod mail_mode;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_push_pull;
