@@ -161,6 +161,24 @@ pub struct Settings {
     /// SMTP_PASSWORD is set, else dev on a loopback address; required elsewhere]
     #[arg(long, env = "CONCORD_MAIL", value_enum)]
     pub mail: Option<MailMode>,
+
+    /// Seconds a new connection may stay silent before it is closed (its first request must have
+    /// begun by then) [default: 10]
+    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub first_byte_timeout_secs: Option<u64>,
+
+    /// Open connections the server keeps at once; more are refused with 503 [default: from the
+    /// open-file limit, (limit - 128) * 3/4]
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Open connections one client address keeps at once (IPv6: per /64) [default: 256]
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap [default: true]
+    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL")]
+    pub per_ip_exempt_loopback: Option<bool>,
 }
 
 impl Settings {
@@ -199,6 +217,10 @@ impl Settings {
             sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
             // Edge:
             mail: self.mail.or(lower.mail),
+            first_byte_timeout_secs: self.first_byte_timeout_secs.or(lower.first_byte_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            per_ip_exempt_loopback: self.per_ip_exempt_loopback.or(lower.per_ip_exempt_loopback),
         }
     }
 }
@@ -313,6 +335,20 @@ pub struct Config {
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
     pub sync: SyncSettings,
+    // Edge:
+    pub connections: ConnectionSettings,
+}
+
+/// Limits of the accept loop (see `serve.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSettings {
+    /// How long a new connection may send nothing before it is closed.
+    pub first_byte_timeout: std::time::Duration,
+    /// `None`: derived from the open-file limit at start (`serve::connection_limit`).
+    pub max_total: Option<usize>,
+    pub max_per_ip: usize,
+    /// Loopback peers are counted in the total only, not per address.
+    pub exempt_loopback: bool,
 }
 
 /// Limits of the Yjs sync endpoint.
@@ -415,6 +451,15 @@ impl Config {
             sync: SyncSettings {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+            },
+            connections: ConnectionSettings {
+                first_byte_timeout: std::time::Duration::from_secs(positive(
+                    "CONCORD_FIRST_BYTE_TIMEOUT_SECS",
+                    s.first_byte_timeout_secs.unwrap_or(10),
+                )?),
+                max_total: s.max_connections.map(|n| positive("CONCORD_MAX_CONNECTIONS", n)).transpose()?,
+                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.unwrap_or(256))?,
+                exempt_loopback: s.per_ip_exempt_loopback.unwrap_or(true),
             },
         })
     }
@@ -658,6 +703,9 @@ mod tests {
             (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
             (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
             (Settings { blob_max_bytes: Some(0), ..Settings::default() }, "BLOB_MAX_BYTES"),
+            (Settings { max_connections: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS"),
+            (Settings { max_connections_per_ip: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS_PER_IP"),
+            (Settings { first_byte_timeout_secs: Some(0), ..Settings::default() }, "CONCORD_FIRST_BYTE_TIMEOUT_SECS"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

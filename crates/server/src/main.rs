@@ -12,15 +12,28 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     // clap reports bad flags or environment values itself (naming them) and exits with status 2.
     let cli = Cli::parse();
-    let config = match Config::load(cli) {
-        Ok(config) => config,
+    let open_files = serve::raise_open_file_limit();
+    let loaded = Config::load(cli).and_then(|config| {
+        let limits = serve::connection_limits(&config.connections, open_files)?;
+        Ok((config, limits))
+    });
+    let (config, limits) = match loaded {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("concord: {err}");
             return ExitCode::from(2);
         }
     };
     logging::init(config.log_format);
-    match run(config).await {
+    tracing::info!(
+        max_connections = limits.max_total,
+        max_per_ip = limits.max_per_ip,
+        exempt_loopback = limits.exempt_loopback,
+        first_byte_timeout_secs = limits.first_byte_timeout.as_secs(),
+        open_files,
+        "connection limits"
+    );
+    match run(config, limits).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -29,7 +42,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(mut config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config, limits: serve::ConnectionLimits) -> anyhow::Result<()> {
     let listen = config.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
@@ -41,7 +54,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     // On stdout, one line, so scripts and tests can learn the port when started with port 0.
     println!("listening on http://{addr}");
     let cancel = state.shutdown.clone();
-    serve::serve(listener, app::router(state), cancel, shutdown_signal()).await?;
+    serve::serve(listener, app::router(state), limits, cancel, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

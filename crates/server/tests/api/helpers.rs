@@ -19,6 +19,8 @@ pub struct TestApp {
     data: tempfile::TempDir,
     /// `--listen`: `127.0.0.1:0` unless the test chose another address.
     listen: String,
+    /// `ulimit -n` for the server process, if the test sets one.
+    open_file_limit: Option<u64>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     child: Option<Child>,
@@ -34,6 +36,7 @@ pub struct TestAppBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     listen: Option<String>,
+    open_file_limit: Option<u64>,
 }
 
 impl TestAppBuilder {
@@ -53,12 +56,20 @@ impl TestAppBuilder {
         self
     }
 
+    /// Starts the server with this soft and hard open-file limit (`ulimit -n`), to run it out of
+    /// descriptors on purpose.
+    pub fn open_file_limit(mut self, limit: u64) -> Self {
+        self.open_file_limit = Some(limit);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
             base: String::new(),
             data: tempfile::tempdir().unwrap(),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
+            open_file_limit: self.open_file_limit,
             args: self.args,
             envs: self.envs,
             child: None,
@@ -82,7 +93,17 @@ impl TestApp {
     /// The command line the server runs with: the test's own data directory on a free port,
     /// with an environment emptied of anything the developer's shell might set.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        let mut cmd = match self.open_file_limit {
+            // The shell sets the limit and then becomes the server (`exec`), so the pid is the server's.
+            Some(limit) => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_concord"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_concord")),
+        };
         cmd.env_clear()
             .env("CONCORD_LOG", "info")
             .arg("--data")
@@ -151,6 +172,11 @@ impl TestApp {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(Child::id).expect("server is running")
+    }
+
+    /// How many file descriptors the server process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("the server's /proc entry").count()
     }
 
     pub fn data_dir(&self) -> &Path {

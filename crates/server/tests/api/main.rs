@@ -6,6 +6,7 @@ mod accounts_security;
 mod accounts_slice;
 mod accounts_verstak;
 mod blobs_upload;
+mod edge_limits;
 mod foundation;
 mod helpers;
 mod mail_mode;

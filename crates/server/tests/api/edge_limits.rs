@@ -1,0 +1,272 @@
+//! Connection limits: idle connections are closed after the first-byte timeout, connections over
+//! the per-address and total caps are refused at once, descriptors stay bounded, and the server
+//! serves again after running out of descriptors.
+//!
+//! The caps are lowered through settings so that a few hundred connections (ten times a cap)
+//! prove the rule that the reported 20,000 broke; the mechanism does not depend on the numbers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::helpers::{DEADLINE, TestApp, eventually, json};
+
+/// Descriptors the server may open beyond its connections and its idle baseline while a test
+/// runs (database connections opened on demand, a blob check in health, the runtime's own).
+const FD_SLACK: usize = 16;
+
+fn server_addr(app: &TestApp) -> SocketAddr {
+    app.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A TCP connection to the server from the loopback address `source` (any of 127.0.0.0/8).
+async fn connect_from(app: &TestApp, source: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server_addr(app)).await.unwrap()
+}
+
+/// What the server did with a connection that sent nothing: everything it wrote before closing,
+/// and when it closed, measured from `since`.
+async fn until_closed(mut stream: TcpStream, since: Instant) -> (String, Duration) {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the server never closed an idle connection");
+    (String::from_utf8_lossy(&received).into_owned(), since.elapsed())
+}
+
+/// Opens `count` connections from each source in turn and returns what became of each.
+async fn idle_connections(
+    app: &TestApp,
+    sources: &[&str],
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(String, Duration)>> {
+    let mut outcomes = Vec::new();
+    for source in sources {
+        for _ in 0..count {
+            let stream = connect_from(app, source).await;
+            outcomes.push(tokio::spawn(until_closed(stream, Instant::now())));
+        }
+    }
+    outcomes
+}
+
+/// What a new connection from `source` receives if it sends nothing (a refused one gets the 503
+/// and the close; sending first could race the close into a reset and lose the answer).
+async fn refusal_for(app: &TestApp, source: &str) -> (u16, String) {
+    let mut stream = connect_from(app, source).await;
+    let mut response = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+}
+
+/// Sends a keep-alive health request and reads one response (by its content-length), leaving the
+/// connection open. `None` when the connection is closed or reset instead.
+async fn health_keep_alive(stream: &mut TcpStream) -> Option<String> {
+    stream.write_all(b"GET /api/v1/health HTTP/1.1\r\nhost: concord\r\n\r\n").await.ok()?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.unwrap().ok()?;
+        if n == 0 {
+            return None;
+        }
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+                .and_then(Result::ok)?;
+            if body.len() >= length {
+                return Some(text);
+            }
+        }
+    }
+}
+
+fn is_refusal(received: &str) -> bool {
+    received.starts_with("HTTP/1.1 503 ") && received.contains(r#""code":"too_many_connections""#)
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_refused_and_idle_ones_time_out() {
+    // 5 s: long enough that the 20 admitted connections are all still open while the other 180
+    // arrive, even on a loaded machine; every one of them is then closed by the timer.
+    let timeout = 5;
+    let app = TestApp::builder()
+        .env("CONCORD_MAX_CONNECTIONS_PER_IP", "20")
+        .env("CONCORD_PER_IP_EXEMPT_LOOPBACK", "false")
+        .env("CONCORD_FIRST_BYTE_TIMEOUT_SECS", timeout.to_string())
+        .spawn()
+        .await;
+    let baseline = app.open_fds();
+    let outcomes = idle_connections(&app, &["127.0.0.2"], 200).await;
+
+    // Bound: the 20 admitted connections and nothing for the 180 refused ones.
+    let bound = baseline + 20 + FD_SLACK;
+    let fds = app.open_fds();
+    assert!(fds <= bound, "{fds} descriptors open, bound {bound}");
+    // Another address is served meanwhile; the full one is told why it is refused.
+    let served = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(served, 200).await["status"], "ok");
+    let (status, body) = refusal_for(&app, "127.0.0.2").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"], "too_many_connections");
+
+    let mut refused = 0;
+    for outcome in outcomes {
+        let (received, after) = outcome.await.unwrap();
+        if is_refusal(&received) {
+            refused += 1;
+            assert!(received.contains("from this address"), "{received}");
+        } else {
+            assert_eq!(received, "", "an idle connection gets no answer, only the close");
+            assert!(after >= Duration::from_secs(timeout - 1), "closed after {after:?}, before the timeout");
+        }
+    }
+    assert_eq!(refused, 180);
+    eventually(|| async { app.open_fds() <= baseline + FD_SLACK }).await;
+}
+
+#[tokio::test]
+async fn the_total_cap_holds_across_addresses_and_frees_up_after_idle_connections_close() {
+    let timeout = 5;
+    let app = TestApp::builder()
+        .env("CONCORD_MAX_CONNECTIONS", "30")
+        .env("CONCORD_MAX_CONNECTIONS_PER_IP", "10")
+        .env("CONCORD_PER_IP_EXEMPT_LOOPBACK", "false")
+        .env("CONCORD_FIRST_BYTE_TIMEOUT_SECS", timeout.to_string())
+        .spawn()
+        .await;
+    let baseline = app.open_fds();
+    // Five addresses within their own cap, fifty connections against a total of thirty.
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
+    let outcomes = idle_connections(&app, &sources, 10).await;
+    let bound = baseline + 30 + FD_SLACK;
+    let fds = app.open_fds();
+    assert!(fds <= bound, "{fds} descriptors open, bound {bound}");
+
+    // While the server is full, a new client hears so at once, from any address.
+    let (status, body) = refusal_for(&app, "127.0.0.1").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connection limit"), "{body}");
+
+    let mut refused = 0;
+    for outcome in outcomes {
+        let (received, _) = outcome.await.unwrap();
+        if is_refusal(&received) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 20);
+    // The idle ones are gone, so the server serves again.
+    let served = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(served, 200).await["status"], "ok");
+}
+
+#[tokio::test]
+async fn loopback_peers_are_exempt_from_the_per_address_cap_unless_configured() {
+    for (exempt, admitted) in [(None, 50), (Some("false"), 5)] {
+        let mut builder = TestApp::builder().env("CONCORD_MAX_CONNECTIONS_PER_IP", "5");
+        if let Some(exempt) = exempt {
+            builder = builder.env("CONCORD_PER_IP_EXEMPT_LOOPBACK", exempt);
+        }
+        let app = builder.spawn().await;
+        // Fifty connections held open at once from 127.0.0.1, then each sends a request.
+        let mut streams = Vec::new();
+        for _ in 0..50 {
+            streams.push(connect_from(&app, "127.0.0.1").await);
+        }
+        // Keep-alive, so every admitted connection stays open (and counted) while the later ones
+        // are answered, whenever the server got round to accepting them.
+        let mut served = 0;
+        for stream in &mut streams {
+            match health_keep_alive(stream).await {
+                Some(response) if response.starts_with("HTTP/1.1 200 ") => served += 1,
+                Some(response) => assert!(is_refusal(&response), "{response}"),
+                None => {}
+            }
+        }
+        assert_eq!(served, admitted, "exempt setting {exempt:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_stalls_in_the_http2_preface_is_closed_too() {
+    let app = TestApp::builder().env("CONCORD_FIRST_BYTE_TIMEOUT_SECS", "2").spawn().await;
+    // Two thirds of the preface: hyper-util would wait for the rest with no timer.
+    let mut stalled = connect_from(&app, "127.0.0.1").await;
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let (received, after) = until_closed(stalled, Instant::now()).await;
+    assert_eq!(received, "");
+    assert!(after >= Duration::from_secs(1), "closed after {after:?}");
+    // The same connection that goes on to a request is served as ever.
+    let served = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn the_server_serves_again_once_descriptors_free_up_after_exhaustion() {
+    // 64 descriptors, and a cap allowed up to the limit, so connections alone can exhaust them.
+    // The timeout is long: here it is the hogs closing that frees descriptors, not the timer.
+    let app = TestApp::builder()
+        .open_file_limit(64)
+        .env("CONCORD_MAX_CONNECTIONS", "64")
+        .env("CONCORD_FIRST_BYTE_TIMEOUT_SECS", "600")
+        .spawn()
+        .await;
+    let mut hogs = Vec::new();
+    for _ in 0..100 {
+        hogs.push(connect_from(&app, "127.0.0.1").await);
+    }
+    // The kernel enforces the bound here; what matters is reaching it, and recovering.
+    app.wait_for_log("accept failed").await;
+    drop(hogs);
+
+    app.wait_for_log("accepting connections again").await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    eventually(|| async {
+        let response = client.get(app.url("/api/v1/health")).send().await;
+        response.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_websocket_holds_its_connection_slot_until_it_closes() {
+    let app = TestApp::builder()
+        .env("CONCORD_MAX_CONNECTIONS_PER_IP", "3")
+        .env("CONCORD_PER_IP_EXEMPT_LOOPBACK", "false")
+        .spawn()
+        .await;
+    let token = app.sign_in("ws-slots@example.com").await;
+    let url = app.ws_url(&format!("/sync/journal?token={token}"));
+    let open = async || {
+        let stream = connect_from(&app, "127.0.0.2").await;
+        tokio_tungstenite::client_async(url.as_str(), stream).await.map(|(ws, _)| ws)
+    };
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(open().await.expect("upgrade within the cap"));
+    }
+    // The upgrades are done and hyper has let go of the sockets; they still count.
+    let (status, body) = refusal_for(&app, "127.0.0.2").await;
+    assert_eq!(status, 503, "{body}");
+    // Closing one gives its slot back.
+    sockets.pop().unwrap().close(None).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let reopened = loop {
+        match open().await {
+            Ok(ws) => break ws,
+            Err(_) => assert!(Instant::now() < deadline, "the closed WebSocket's slot never came back"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    sockets.push(reopened);
+    assert_eq!(sockets.len(), 3);
+}
