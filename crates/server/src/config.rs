@@ -491,17 +491,25 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
         return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
     }
     let any_smtp = host.is_some() || username.is_some() || password.is_some();
-    let mode = match s.mail {
-        Some(mode) => mode,
-        None if any_smtp => MailMode::Smtp,
-        None if listen.ip().to_canonical().is_loopback() => MailMode::Dev,
-        None => {
+    // Behind a reverse proxy the listen address is loopback too; a public URL says otherwise.
+    let exposed = if !listen.ip().to_canonical().is_loopback() {
+        Some(format!("{listen} is not a loopback address"))
+    } else {
+        [("PUBLIC_URL", &s.public_url), ("APP_BASE_URL", &s.app_base_url)].into_iter().find_map(|(name, url)| {
+            let url = url.as_deref()?;
+            (!is_local_url(url)).then(|| format!("{name} {url} is not on this machine"))
+        })
+    };
+    let mode = match (s.mail, exposed) {
+        (Some(mode), _) => mode,
+        (None, _) if any_smtp => MailMode::Smtp,
+        (None, None) => MailMode::Dev,
+        (None, Some(exposed)) => {
             return Err(ConfigError::Missing {
                 setting: "CONCORD_MAIL (--mail)",
                 reason: format!(
-                    "{listen} is not a loopback address, so sign-in links must go out by mail: set SMTP_HOST \
-                     (and SMTP_USERNAME and SMTP_PASSWORD if the relay wants a login), or set CONCORD_MAIL=dev \
-                     to hand links to whoever asks"
+                    "{exposed}, so sign-in links must go out by mail: set SMTP_HOST (and SMTP_USERNAME and \
+                     SMTP_PASSWORD if the relay wants a login), or set CONCORD_MAIL=dev to hand links to whoever asks"
                 ),
             });
         }
@@ -539,6 +547,19 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
         from_email,
         from_name,
     }))
+}
+
+/// Whether an `http(s)://` URL names this machine: `localhost` (and `*.localhost`) or a loopback IP.
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    }
+    .to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Exactly one password source goes with `--admin-user`, and none without it: a password given
@@ -632,6 +653,26 @@ mod tests {
     }
 
     #[test]
+    fn local_urls_are_told_apart() {
+        for (url, local) in [
+            ("http://localhost:5173", true),
+            ("http://LOCALHOST", true),
+            ("http://app.localhost:1420/x", true),
+            ("http://127.0.0.1:3030", true),
+            ("http://[::1]:3030/", true),
+            ("http://user@localhost", true),
+            ("https://sync.example.com", false),
+            ("https://localhost.example.com", false),
+            ("http://[2001:db8::1]:80", false),
+            ("http://10.0.0.1", false),
+            ("https://evil.com?localhost", false),
+            ("https://localhost@evil.com", false),
+        ] {
+            assert_eq!(is_local_url(url), local, "{url}");
+        }
+    }
+
+    #[test]
     fn mail_mode_is_explicit_off_loopback() {
         // Loopback without settings: dev, so `cargo run` works as it is.
         check_mail(&[], Ok(("dev", "", false)));
@@ -656,6 +697,15 @@ mod tests {
         check_mail(&["--smtp-host", "relay", "--smtp-password", "p"], Err("SMTP_USERNAME"));
         check_mail(&["--mail", "dev", "--smtp-username", "u"], Ok(("dev", "", false)));
         check_mail(&["--mail", "smtp"], Err("SMTP_HOST"));
+        // Behind a reverse proxy on this machine: a public URL elsewhere means exposed all the same.
+        check_mail(&["--public-url", "https://sync.example.com"], Err("CONCORD_MAIL"));
+        check_mail(&["--app-base-url", "https://app.example.com/"], Err("CONCORD_MAIL"));
+        check_mail(&["--public-url", "https://sync.example.com", "--mail", "dev"], Ok(("dev", "", false)));
+        check_mail(&["--public-url", "https://sync.example.com", "--smtp-host", "relay"], Ok(("smtp", "relay", false)));
+        check_mail(
+            &["--public-url", "http://localhost:3030", "--app-base-url", "http://127.0.0.1:5173"],
+            Ok(("dev", "", false)),
+        );
         // Empty values count as unset (templated environment files produce them).
         check_mail(&["--smtp-host", "", "--smtp-username", ""], Ok(("dev", "", false)));
         let file: Settings = toml::from_str("mail = \"dev\"\nhost = \"0.0.0.0\"").unwrap();

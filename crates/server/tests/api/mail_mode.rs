@@ -8,7 +8,7 @@ use crate::smtp_sink::SmtpSink;
 
 #[test]
 fn an_exposed_server_without_mail_settings_refuses_to_start_naming_the_setting() {
-    // Every way of listening off loopback: HOST, --listen, IPv4 and IPv6, a file.
+    // Every way of being reachable from elsewhere: HOST, --listen, IPv4 and IPv6, a file, a public URL.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("concord.toml");
     std::fs::write(&file, "host = \"0.0.0.0\"\nport = 0\n").unwrap();
@@ -17,6 +17,8 @@ fn an_exposed_server_without_mail_settings_refuses_to_start_naming_the_setting()
         (&[], &["--listen", "0.0.0.0:0"][..]),
         (&[], &["--listen", "[::]:0"][..]),
         (&[], &["--config", file.to_str().unwrap()][..]),
+        // Loopback behind a reverse proxy: the public URL tells.
+        (&[("PUBLIC_URL", "https://sync.example.com")][..], &["--listen", "127.0.0.1:0"][..]),
         // An empty value is no value (templated environment files produce them).
         (&[("HOST", "0.0.0.0"), ("PORT", "0"), ("SMTP_HOST", ""), ("SMTP_USERNAME", "")][..], &[][..]),
     ] {
