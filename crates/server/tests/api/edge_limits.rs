@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{DEADLINE, TestApp, eventually, json};
+use crate::helpers::{DEADLINE, TestApp, concord_with_open_file_limit, eventually, json};
 
 /// Descriptors the server may open beyond its connections and its idle baseline while a test
 /// runs (database connections opened on demand, a blob check in health, the runtime's own).
@@ -269,4 +269,37 @@ async fn a_websocket_holds_its_connection_slot_until_it_closes() {
     };
     sockets.push(reopened);
     assert_eq!(sockets.len(), 3);
+}
+
+#[tokio::test]
+async fn the_total_cap_follows_the_open_file_limit_and_a_cap_above_it_is_refused() {
+    // (1024 - 128 reserved) * 3/4.
+    let app = TestApp::builder().open_file_limit(1024).spawn().await;
+    app.wait_for_log("max_connections=672").await;
+
+    let data = tempfile::tempdir().unwrap();
+    let output = concord_with_open_file_limit(Some(1024))
+        .env_clear()
+        .env("CONCORD_MAX_CONNECTIONS", "2000")
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a cap above the open-file limit starts: {stderr}");
+    assert!(stderr.contains("CONCORD_MAX_CONNECTIONS") && stderr.contains("1024"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_by_the_header_timeout() {
+    // After its first request a connection is hyper's: a next request must start within the
+    // 10 s header timeout (a constant; the first-byte setting does not shorten it).
+    let app = TestApp::spawn().await;
+    let mut stream = connect_from(&app, "127.0.0.1").await;
+    let first = health_keep_alive(&mut stream).await.expect("served");
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let (rest, after) = until_closed(stream, Instant::now()).await;
+    assert_eq!(rest, "");
+    assert!(after >= Duration::from_secs(5), "closed after {after:?}");
 }

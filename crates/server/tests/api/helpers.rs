@@ -93,17 +93,7 @@ impl TestApp {
     /// The command line the server runs with: the test's own data directory on a free port,
     /// with an environment emptied of anything the developer's shell might set.
     fn command(&self) -> Command {
-        let mut cmd = match self.open_file_limit {
-            // The shell sets the limit and then becomes the server (`exec`), so the pid is the server's.
-            Some(limit) => {
-                let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(env!("CARGO_BIN_EXE_concord"));
-                cmd
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_concord")),
-        };
+        let mut cmd = Command::from(concord_with_open_file_limit(self.open_file_limit));
         cmd.env_clear()
             .env("CONCORD_LOG", "info")
             .arg("--data")
@@ -221,6 +211,15 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
+}
+
+/// The `concord` binary, run with this soft and hard open-file limit if one is given: the shell
+/// sets the limit and then becomes the server (`exec`), so the pid is the server's.
+pub fn concord_with_open_file_limit(limit: Option<u64>) -> std::process::Command {
+    let Some(limit) = limit else { return std::process::Command::new(env!("CARGO_BIN_EXE_concord")) };
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_concord"));
+    cmd
 }
 
 /// Runs `concord` with only these settings (and a fresh data directory), expects it to refuse to
