@@ -158,7 +158,8 @@ pub struct Settings {
     // Edge (mail mode, connections):
     /// How sign-in and confirmation links reach people: `smtp` mails them, `dev` hands them to
     /// whoever asks (in responses and logs) [default: smtp if SMTP_HOST, SMTP_USERNAME or
-    /// SMTP_PASSWORD is set, else dev on a loopback address; required elsewhere]
+    /// SMTP_PASSWORD is set, else dev on a loopback address with local PUBLIC_URL and APP_BASE_URL;
+    /// required otherwise]
     #[arg(long, env = "CONCORD_MAIL", value_enum)]
     pub mail: Option<MailMode>,
 
@@ -344,7 +345,7 @@ pub struct Config {
 pub struct ConnectionSettings {
     /// How long a new connection may send nothing before it is closed.
     pub first_byte_timeout: std::time::Duration,
-    /// `None`: derived from the open-file limit at start (`serve::connection_limit`).
+    /// `None`: derived from the open-file limit at start (`serve::connection_limits`).
     pub max_total: Option<usize>,
     pub max_per_ip: usize,
     /// Loopback peers are counted in the total only, not per address.

@@ -127,6 +127,10 @@ fn help_documents_every_setting() {
         "MAGIC_LINK_EXPIRY_MINUTES",
         "--config",
         "CONCORD_MAIL",
+        "CONCORD_FIRST_BYTE_TIMEOUT_SECS",
+        "CONCORD_MAX_CONNECTIONS",
+        "CONCORD_MAX_CONNECTIONS_PER_IP",
+        "CONCORD_PER_IP_EXEMPT_LOOPBACK",
     ] {
         assert!(help.contains(name), "--help does not mention {name}");
     }
