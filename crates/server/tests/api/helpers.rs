@@ -169,6 +169,13 @@ impl TestApp {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("the server's /proc entry").count()
     }
 
+    /// The server's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn rss_peak_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
