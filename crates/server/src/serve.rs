@@ -7,9 +7,12 @@
 //! no timer at all: a connection that never sends a byte stayed open until the process ran out of
 //! descriptors. So every connection first gets [`ConnectionLimits::first_byte_timeout`] to send
 //! enough for that decision, and holds one slot of the caps (in total and per client address) from
-//! accept until its socket closes, WebSocket upgrades included.
+//! accept until its socket closes, WebSocket upgrades included. When the total is full, a new
+//! connection takes the slot of the one that has been silent longest (never one that has sent a
+//! request), so idle connections cannot lock out clients that talk; only when every open
+//! connection has spoken is the new one refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -45,6 +48,9 @@ const RESERVED_FDS: u64 = 128;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// After `accept` fails (usually EMFILE), wait this long before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// After closing a silent connection to free a descriptor, this long is enough for its task to
+/// drop the socket.
+const ROOM_BACKOFF: Duration = Duration::from_millis(1);
 /// Refused connections are logged at most once per this interval, with a count, so a flood does
 /// not flood the log as well.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -121,12 +127,14 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(err) => {
                     // Usually EMFILE: back off instead of spinning, and keep serving. The pending
-                    // connection stays in the backlog and is taken once descriptors free up.
+                    // connection stays in the backlog and is taken once descriptors free up; out
+                    // of descriptors, the longest-silent connection gives up its own.
                     if !accept_failing {
                         tracing::warn!(error = %err, "accept failed; retrying until descriptors free up");
                         accept_failing = true;
                     }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    let made_room = is_out_of_descriptors(&err) && tracker.make_room();
+                    tokio::time::sleep(if made_room { ROOM_BACKOFF } else { ACCEPT_BACKOFF }).await;
                     continue;
                 }
             },
@@ -151,8 +159,17 @@ pub async fn serve(
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if !first_bytes(&stream, limits.first_byte_timeout).await {
-                tracing::debug!(%peer, "closed a connection that sent nothing in time");
+            let mut slot = slot;
+            let spoke = tokio::select! {
+                spoke = first_bytes(&stream, limits.first_byte_timeout) => spoke,
+                () = slot.make_room.cancelled() => {
+                    let _ = stream.try_write(&Refusal::Total.response());
+                    false
+                }
+            };
+            // `spoke()` fails if this connection was chosen to make room just as its bytes came.
+            if !spoke || !slot.spoke() {
+                tracing::debug!(%peer, "closed a connection that sent nothing");
                 return;
             }
             let io = TokioIo::new(Counted { stream, _slot: slot });
@@ -170,6 +187,11 @@ pub async fn serve(
         tracing::warn!("shutdown grace period over; dropping remaining connections");
     }
     Ok(())
+}
+
+fn is_out_of_descriptors(err: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE].iter().any(|errno| err.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// Waits until the client has sent enough for hyper-util to choose HTTP/1 or HTTP/2 (the first
@@ -199,9 +221,16 @@ struct Tracker {
 
 #[derive(Default)]
 struct Counts {
+    /// Every open connection, including those told to make room whose sockets are not closed yet.
     total: usize,
     /// Only addresses with at least one open connection are present.
     per_address: HashMap<IpAddr, usize>,
+    /// Connections that have sent nothing yet, oldest first (ids grow), each with its close signal.
+    silent: BTreeMap<u64, CancellationToken>,
+    /// Connections told to make room that still hold their slot; `total - evicting` is the count
+    /// the cap is checked against, so one eviction admits exactly one connection.
+    evicting: usize,
+    next_id: u64,
 }
 
 /// Why a connection was refused.
@@ -233,23 +262,41 @@ impl Tracker {
         Tracker { limits, counts: Mutex::default() }
     }
 
-    /// Takes a slot for a connection from `peer`, or says which cap is full.
+    /// Closes the longest-silent connection, if any, to free its descriptor and slot.
+    fn make_room(&self) -> bool {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).make_room()
+    }
+
+    /// Takes a slot for a connection from `peer`, or says which cap is full. A full total makes
+    /// room by closing the longest-silent connection, if there is one.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
         let peer = peer.to_canonical();
         let key = (!(self.limits.exempt_loopback && peer.is_loopback())).then(|| address_key(peer));
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.total >= self.limits.max_total {
+        if key.is_some_and(|key| counts.per_address.get(&key).is_some_and(|&open| open >= self.limits.max_per_ip)) {
+            return Err(Refusal::PerAddress);
+        }
+        if counts.total - counts.evicting >= self.limits.max_total && !counts.make_room() {
             return Err(Refusal::Total);
         }
         if let Some(key) = key {
-            let open = counts.per_address.entry(key).or_default();
-            if *open >= self.limits.max_per_ip {
-                return Err(Refusal::PerAddress);
-            }
-            *open += 1;
+            *counts.per_address.entry(key).or_default() += 1;
         }
         counts.total += 1;
-        Ok(Slot { tracker: self.clone(), key })
+        let id = counts.next_id;
+        counts.next_id += 1;
+        let make_room = CancellationToken::new();
+        counts.silent.insert(id, make_room.clone());
+        Ok(Slot { tracker: self.clone(), key, id, silent: true, make_room })
+    }
+}
+
+impl Counts {
+    fn make_room(&mut self) -> bool {
+        let Some((_, oldest)) = self.silent.pop_first() else { return false };
+        oldest.cancel();
+        self.evicting += 1;
+        true
     }
 }
 
@@ -267,12 +314,33 @@ struct Slot {
     tracker: Arc<Tracker>,
     /// `None` for a peer exempt from the per-address cap.
     key: Option<IpAddr>,
+    /// Key in `Counts::silent`.
+    id: u64,
+    /// Until [`Slot::spoke`]: the connection may be closed to make room.
+    silent: bool,
+    /// Cancelled when this connection is chosen to make room.
+    make_room: CancellationToken,
+}
+
+impl Slot {
+    /// The client has sent its first bytes, so this connection is no longer one to close for
+    /// room. False if it was chosen to make room already.
+    fn spoke(&mut self) -> bool {
+        let mut counts = self.tracker.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let still_silent = counts.silent.remove(&self.id).is_some();
+        self.silent = !still_silent;
+        still_silent
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.tracker.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.total -= 1;
+        // A silent slot missing from `silent` is one that was told to make room.
+        if self.silent && counts.silent.remove(&self.id).is_none() {
+            counts.evicting -= 1;
+        }
         if let Some(key) = self.key
             && let Some(open) = counts.per_address.get_mut(&key)
         {
@@ -356,38 +424,86 @@ mod tests {
         ConnectionLimits { max_total, max_per_ip, exempt_loopback, first_byte_timeout: Duration::from_secs(1) }
     }
 
-    /// Admits `peers` in order, holding every slot, and lists what each got.
-    fn check(limits: ConnectionLimits, peers: &[&str], expected: &[Result<(), Refusal>]) {
+    /// Admits `peers` in order, holding every slot, and lists what became of each: `ok` (open),
+    /// `room` (closed to make room), `per` or `total` (refused). A peer ending in `!` sends its
+    /// first bytes right after it is admitted.
+    fn check(limits: ConnectionLimits, peers: &[&str], expected: &[&str]) {
         let tracker = Arc::new(Tracker::new(limits));
-        let got: Vec<Result<Slot, Refusal>> = peers.iter().map(|p| tracker.admit(p.parse().unwrap())).collect();
-        let outcome: Vec<Result<(), Refusal>> = got.iter().map(|r| r.as_ref().map(|_| ()).map_err(|e| *e)).collect();
+        let mut slots = Vec::new();
+        for peer in peers {
+            let (addr, speaks) = peer.strip_suffix('!').map_or((*peer, false), |addr| (addr, true));
+            let mut slot = tracker.admit(addr.parse().unwrap());
+            if speaks && let Ok(slot) = &mut slot {
+                assert!(slot.spoke());
+            }
+            slots.push(slot);
+        }
+        let outcome: Vec<&str> = slots
+            .iter()
+            .map(|slot| match slot {
+                Ok(slot) if slot.make_room.is_cancelled() => "room",
+                Ok(_) => "ok",
+                Err(Refusal::PerAddress) => "per",
+                Err(Refusal::Total) => "total",
+            })
+            .collect();
         assert_eq!(outcome, expected, "{peers:?}");
-        drop(got);
+        drop(slots);
         let counts = tracker.counts.lock().unwrap();
-        assert_eq!((counts.total, counts.per_address.len()), (0, 0), "every slot is given back");
+        assert_eq!((counts.total, counts.evicting), (0, 0), "every slot is given back");
+        assert!(counts.per_address.is_empty() && counts.silent.is_empty());
     }
-
-    const OK: Result<(), Refusal> = Ok(());
-    const TOTAL: Result<(), Refusal> = Err(Refusal::Total);
-    const PER: Result<(), Refusal> = Err(Refusal::PerAddress);
 
     #[test]
     fn caps_per_address_and_in_total() {
+        // Everyone speaks: a full total refuses.
         check(
             limits(3, 2, true),
-            &["10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.3"],
-            &[OK, OK, PER, OK, TOTAL],
+            &["10.0.0.1!", "10.0.0.1!", "10.0.0.1!", "10.0.0.2!", "10.0.0.3!"],
+            &["ok", "ok", "per", "ok", "total"],
         );
         // Loopback is counted in the total only, unless the exemption is off.
-        check(limits(3, 1, true), &["127.0.0.1", "127.0.0.1", "::1", "127.0.0.1"], &[OK, OK, OK, TOTAL]);
-        check(limits(9, 1, false), &["127.0.0.1", "127.0.0.1", "127.0.0.2", "::ffff:127.0.0.2"], &[OK, PER, OK, PER]);
+        check(limits(3, 1, true), &["127.0.0.1!", "127.0.0.1!", "::1!", "127.0.0.1!"], &["ok", "ok", "ok", "total"]);
+        check(
+            limits(9, 1, false),
+            &["127.0.0.1", "127.0.0.1", "127.0.0.2", "::ffff:127.0.0.2"],
+            &["ok", "per", "ok", "per"],
+        );
         // One IPv6 /64 is one address; the next /64 is another. IPv4-mapped is IPv4.
         check(
             limits(9, 2, true),
             &["2001:db8::1", "2001:db8::ffff:2", "2001:db8::3", "2001:db8:0:1::1"],
-            &[OK, OK, PER, OK],
+            &["ok", "ok", "per", "ok"],
         );
-        check(limits(9, 1, true), &["::ffff:10.0.0.1", "10.0.0.1"], &[OK, PER]);
+        check(limits(9, 1, true), &["::ffff:10.0.0.1", "10.0.0.1"], &["ok", "per"]);
+    }
+
+    #[test]
+    fn a_full_total_closes_the_longest_silent_connection_to_make_room() {
+        // The oldest silent one goes first; one that spoke is never chosen.
+        check(
+            limits(3, 9, true),
+            &["10.0.0.1!", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"],
+            &["ok", "room", "room", "ok", "ok"],
+        );
+        // Nothing silent left to close: refused.
+        check(limits(2, 9, true), &["10.0.0.1!", "10.0.0.2!", "10.0.0.3"], &["ok", "ok", "total"]);
+        // An address at its own cap cannot make room at others' expense.
+        check(limits(2, 1, true), &["10.0.0.1", "10.0.0.2", "10.0.0.2"], &["ok", "ok", "per"]);
+        // A connection chosen to make room cannot then count as having spoken.
+        let tracker = Arc::new(Tracker::new(limits(1, 9, true)));
+        let mut first = tracker.admit("10.0.0.1".parse().unwrap()).unwrap();
+        let second = tracker.admit("10.0.0.2".parse().unwrap()).unwrap();
+        assert!(first.make_room.is_cancelled() && !first.spoke());
+        // Until their sockets close, the connections making room still count, beside the cap.
+        let third = tracker.admit("10.0.0.3".parse().unwrap()).unwrap();
+        assert!(second.make_room.is_cancelled() && !third.make_room.is_cancelled());
+        let counts = tracker.counts.lock().unwrap();
+        assert_eq!((counts.total, counts.evicting), (3, 2));
+        drop(counts);
+        drop((first, second, third));
+        let counts = tracker.counts.lock().unwrap();
+        assert_eq!((counts.total, counts.evicting, counts.silent.len()), (0, 0, 0));
     }
 
     #[test]

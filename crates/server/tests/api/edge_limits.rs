@@ -138,7 +138,7 @@ async fn connections_over_the_per_address_cap_are_refused_and_idle_ones_time_out
 }
 
 #[tokio::test]
-async fn the_total_cap_holds_across_addresses_and_frees_up_after_idle_connections_close() {
+async fn a_full_total_makes_room_by_closing_the_longest_silent_connections() {
     let timeout = 5;
     let app = TestApp::builder()
         .env("CONCORD_MAX_CONNECTIONS", "30")
@@ -148,29 +148,57 @@ async fn the_total_cap_holds_across_addresses_and_frees_up_after_idle_connection
         .spawn()
         .await;
     let baseline = app.open_fds();
-    // Five addresses within their own cap, fifty connections against a total of thirty.
+    // Five addresses within their own cap, fifty silent connections against a total of thirty.
     let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
-    let outcomes = idle_connections(&app, &sources, 10).await;
+    let mut outcomes = idle_connections(&app, &sources, 10).await;
+    // The twenty oldest made room for the newer ones, long before their timeout, and were told why.
+    for outcome in outcomes.drain(..20) {
+        let (received, after) = outcome.await.unwrap();
+        assert!(is_refusal(&received) && received.contains("connection limit"), "{received}");
+        assert!(after < Duration::from_secs(timeout - 1), "closed only after {after:?}");
+    }
     let bound = baseline + 30 + FD_SLACK;
     let fds = app.open_fds();
     assert!(fds <= bound, "{fds} descriptors open, bound {bound}");
 
-    // While the server is full, a new client hears so at once, from any address.
-    let (status, body) = refusal_for(&app, "127.0.0.1").await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("connection limit"), "{body}");
-
-    let mut refused = 0;
+    // A client that talks is served at once: its connection takes a silent one's place.
+    let client = reqwest::Client::new();
+    let served = client.get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(served, 200).await["status"], "ok");
+    let (mut made_room, mut timed_out) = (0, 0);
     for outcome in outcomes {
-        let (received, _) = outcome.await.unwrap();
+        let (received, after) = outcome.await.unwrap();
         if is_refusal(&received) {
-            refused += 1;
+            made_room += 1;
+        } else {
+            assert_eq!(received, "");
+            assert!(after >= Duration::from_secs(timeout - 1), "closed after {after:?}");
+            timed_out += 1;
         }
     }
-    assert_eq!(refused, 20);
-    // The idle ones are gone, so the server serves again.
-    let served = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
-    assert_eq!(json(served, 200).await["status"], "ok");
+    assert_eq!((made_room, timed_out), (1, 29), "one made room for the health request, the rest timed out");
+}
+
+#[tokio::test]
+async fn a_full_total_of_connections_that_talk_refuses_new_ones() {
+    let app = TestApp::builder().env("CONCORD_MAX_CONNECTIONS", "10").spawn().await;
+    // Ten keep-alive connections that each had a request served: none may be closed for room.
+    let mut talking = Vec::new();
+    for _ in 0..10 {
+        let mut stream = connect_from(&app, "127.0.0.1").await;
+        let response = health_keep_alive(&mut stream).await.expect("served");
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        talking.push(stream);
+    }
+    let (status, body) = refusal_for(&app, "127.0.0.1").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], "too_many_connections");
+    assert!(body["error"].as_str().unwrap().contains("connection limit"), "{body}");
+    // One hangs up; its place is free again.
+    drop(talking.pop());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    eventually(|| async { client.get(app.url("/api/v1/health")).send().await.is_ok_and(|r| r.status() == 200) }).await;
 }
 
 #[tokio::test]
@@ -215,9 +243,9 @@ async fn a_connection_that_stalls_in_the_http2_preface_is_closed_too() {
 }
 
 #[tokio::test]
-async fn the_server_serves_again_once_descriptors_free_up_after_exhaustion() {
+async fn out_of_descriptors_the_server_closes_silent_connections_and_serves_again() {
     // 64 descriptors, and a cap allowed up to the limit, so connections alone can exhaust them.
-    // The timeout is long: here it is the hogs closing that frees descriptors, not the timer.
+    // The timeout is long: here the server must recover while the hogs are still open.
     let app = TestApp::builder()
         .open_file_limit(64)
         .env("CONCORD_MAX_CONNECTIONS", "64")
@@ -228,17 +256,15 @@ async fn the_server_serves_again_once_descriptors_free_up_after_exhaustion() {
     for _ in 0..100 {
         hogs.push(connect_from(&app, "127.0.0.1").await);
     }
-    // The kernel enforces the bound here; what matters is reaching it, and recovering.
     app.wait_for_log("accept failed").await;
+    // Each failed accept closes the longest-silent connection, so the backlog moves and a client
+    // that sends its request is reached and served.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    eventually(|| async { client.get(app.url("/api/v1/health")).send().await.is_ok_and(|r| r.status() == 200) }).await;
     drop(hogs);
-
     app.wait_for_log("accepting connections again").await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-    eventually(|| async {
-        let response = client.get(app.url("/api/v1/health")).send().await;
-        response.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let fresh = reqwest::Client::new().get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(json(fresh, 200).await["status"], "ok");
 }
 
 #[tokio::test]
