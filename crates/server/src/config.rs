@@ -168,8 +168,8 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS")]
     pub first_byte_timeout_secs: Option<u64>,
 
-    /// Open connections the server keeps at once; more are refused with 503 [default: from the
-    /// open-file limit, (limit - 128) * 3/4]
+    /// Open connections the server keeps at once; when full, the longest-silent one makes room,
+    /// and if every one has sent a request, new ones get 503 [default: (open-file limit - 128) * 3/4]
     #[arg(long, env = "CONCORD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
