@@ -358,15 +358,7 @@ mod tests {
 
     #[test]
     fn revocations_reach_subscribers() {
-        let smtp = crate::config::SmtpConfig {
-            host: "localhost".to_owned(),
-            port: 25,
-            security: crate::config::SmtpSecurity::None,
-            credentials: None,
-            from_email: "noreply@example.com".to_owned(),
-            from_name: "Concord".to_owned(),
-        };
-        let accounts = Accounts::new(Mailer::new(&smtp).unwrap());
+        let accounts = Accounts::new(Mailer::dev());
         let mut feed = accounts.revocations.subscribe();
         accounts.announce("user", "dev_1");
         let expected = RevokedDevice { user_id: "user".to_owned(), device_id: "dev_1".to_owned() };

@@ -60,7 +60,7 @@ pub struct Settings {
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
 
-    /// SMTP server [default: smtp.resend.com]
+    /// SMTP relay; setting it chooses mail mode smtp [default: smtp.resend.com, only with SMTP_USERNAME]
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
 
@@ -68,7 +68,8 @@ pub struct Settings {
     #[arg(long, env = "SMTP_PORT")]
     pub smtp_port: Option<u16>,
 
-    /// SMTP user; mail is sent only when user and password are both set (otherwise dev mode)
+    /// SMTP user, for relays that need a login (then SMTP_PASSWORD too); without both, mail goes to
+    /// SMTP_HOST unauthenticated
     #[arg(long, env = "SMTP_USERNAME")]
     pub smtp_username: Option<String>,
 
@@ -153,6 +154,32 @@ pub struct Settings {
     /// new snapshot [default: 1048576]
     #[arg(long, env = "SYNC_COMPACT_BYTES")]
     pub sync_compact_bytes: Option<u32>,
+
+    // Edge (mail mode, connections):
+    /// How sign-in and confirmation links reach people: `smtp` mails them, `dev` hands them to
+    /// whoever asks (in responses and logs) [default: smtp if SMTP_HOST, SMTP_USERNAME or
+    /// SMTP_PASSWORD is set, else dev on a loopback address with local PUBLIC_URL and APP_BASE_URL;
+    /// required otherwise]
+    #[arg(long, env = "CONCORD_MAIL", value_enum)]
+    pub mail: Option<MailMode>,
+
+    /// Seconds a new connection may stay silent before it is closed (its first request must have
+    /// begun by then) [default: 10]
+    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub first_byte_timeout_secs: Option<u64>,
+
+    /// Open connections the server keeps at once; when full, the longest-silent one makes room,
+    /// and if every one has sent a request, new ones get 503 [default: (open-file limit - 128) * 3/4]
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Open connections one client address keeps at once (IPv6: per /64) [default: 256]
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap [default: true]
+    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL")]
+    pub per_ip_exempt_loopback: Option<bool>,
 }
 
 impl Settings {
@@ -189,6 +216,12 @@ impl Settings {
             log_format: self.log_format.or(lower.log_format),
             sync_max_frame_bytes: self.sync_max_frame_bytes.or(lower.sync_max_frame_bytes),
             sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
+            // Edge:
+            mail: self.mail.or(lower.mail),
+            first_byte_timeout_secs: self.first_byte_timeout_secs.or(lower.first_byte_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            per_ip_exempt_loopback: self.per_ip_exempt_loopback.or(lower.per_ip_exempt_loopback),
         }
     }
 }
@@ -228,6 +261,17 @@ pub enum SmtpSecurity {
     None,
 }
 
+/// The `--mail` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailMode {
+    /// Send mail through an SMTP relay.
+    Smtp,
+    /// Send nothing: links and codes go back in the response and into the log. Anyone who can
+    /// reach the server can then sign in as anyone, so it is the default only on loopback.
+    Dev,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -235,12 +279,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// How mail goes out, resolved from `--mail` and the SMTP settings.
+#[derive(Debug, Clone)]
+pub enum MailConfig {
+    /// See [`MailMode::Dev`].
+    Dev,
+    Smtp(SmtpConfig),
+}
+
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub security: SmtpSecurity,
-    /// Username and password; `None` means dev mode: no mail is sent and links are returned and logged.
+    /// Username and password; `None` is a relay that takes mail without a login.
     pub credentials: Option<(String, Secret)>,
     pub from_email: String,
     pub from_name: String,
@@ -272,7 +324,7 @@ pub struct Config {
     pub app_base_url: String,
     /// `None` allows any origin (`*`).
     pub cors_origins: Option<Vec<String>>,
-    pub smtp: SmtpConfig,
+    pub mail: MailConfig,
     pub session_expiry_days: u32,
     pub magic_link_expiry_minutes: u32,
     /// This server's own URL, without a trailing slash, if set (see [`Config::public_url`]).
@@ -284,6 +336,20 @@ pub struct Config {
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
     pub sync: SyncSettings,
+    // Edge:
+    pub connections: ConnectionSettings,
+}
+
+/// Limits of the accept loop (see `serve.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSettings {
+    /// How long a new connection may send nothing before it is closed.
+    pub first_byte_timeout: std::time::Duration,
+    /// `None`: derived from the open-file limit at start (`serve::connection_limits`).
+    pub max_total: Option<usize>,
+    pub max_per_ip: usize,
+    /// Loopback peers are counted in the total only, not per address.
+    pub exempt_loopback: bool,
 }
 
 /// Limits of the Yjs sync endpoint.
@@ -305,6 +371,8 @@ pub struct BlobLimits {
 pub enum ConfigError {
     #[error("invalid value for {setting}: {reason}")]
     Invalid { setting: &'static str, reason: String },
+    #[error("{setting} must be set: {reason}")]
+    Missing { setting: &'static str, reason: String },
     #[error("cannot read config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -325,10 +393,12 @@ impl Config {
     }
 
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
-        let data_dir = s.data.unwrap_or_else(|| PathBuf::from("./data"));
         let listen = s
             .listen
             .unwrap_or_else(|| SocketAddr::new(s.host.unwrap_or(IpAddr::from([127, 0, 0, 1])), s.port.unwrap_or(3030)));
+        // Before any field moves out of `s`: the mail mode reads several of them.
+        let mail = mail_config(&s, listen)?;
+        let data_dir = s.data.unwrap_or_else(|| PathBuf::from("./data"));
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
         let app_base_url = s.app_base_url.unwrap_or_else(|| "http://localhost:5173".into());
@@ -339,28 +409,6 @@ impl Config {
 
         let cors_origins =
             parse_origins(&s.cors_origins.unwrap_or_else(|| "http://localhost:5173,http://localhost:1420".into()))?;
-
-        let port = s.smtp_port.unwrap_or(465);
-        let credentials = match (s.smtp_username.filter(|u| !u.is_empty()), s.smtp_password.filter(|p| !p.0.is_empty()))
-        {
-            (Some(user), Some(password)) => Some((user, password)),
-            _ => None,
-        };
-        let from_email = s.smtp_from_email.unwrap_or_else(|| "noreply@diaryx.org".into());
-        concord_core::email::Email::parse(&from_email)
-            .map_err(|_| invalid("SMTP_FROM_EMAIL", "not an email address"))?;
-        let from_name = s.smtp_from_name.unwrap_or_else(|| "Diaryx".into());
-        if from_name.chars().any(char::is_control) {
-            return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
-        }
-        let smtp = SmtpConfig {
-            host: s.smtp_host.unwrap_or_else(|| "smtp.resend.com".into()),
-            port,
-            security: s.smtp_security.unwrap_or(if port == 465 { SmtpSecurity::Tls } else { SmtpSecurity::Starttls }),
-            credentials,
-            from_email,
-            from_name,
-        };
 
         let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.unwrap_or(30))?;
         let magic_link_expiry_minutes =
@@ -392,7 +440,7 @@ impl Config {
             database_path,
             app_base_url,
             cors_origins,
-            smtp,
+            mail,
             session_expiry_days,
             magic_link_expiry_minutes,
             public_url,
@@ -404,6 +452,15 @@ impl Config {
             sync: SyncSettings {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+            },
+            connections: ConnectionSettings {
+                first_byte_timeout: std::time::Duration::from_secs(positive(
+                    "CONCORD_FIRST_BYTE_TIMEOUT_SECS",
+                    s.first_byte_timeout_secs.unwrap_or(10),
+                )?),
+                max_total: s.max_connections.map(|n| positive("CONCORD_MAX_CONNECTIONS", n)).transpose()?,
+                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.unwrap_or(256))?,
+                exempt_loopback: s.per_ip_exempt_loopback.unwrap_or(true),
             },
         })
     }
@@ -417,6 +474,93 @@ impl Config {
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
     }
+}
+
+/// The mail mode and, for smtp, the relay. Dev mode hands sign-in links to anyone who asks, so it
+/// is chosen by default only on a loopback address, and never because a setting was forgotten:
+/// any SMTP setting means smtp, and half a login is an error rather than no login.
+fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigError> {
+    let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let host = nonempty(&s.smtp_host);
+    let username = nonempty(&s.smtp_username);
+    let password = s.smtp_password.clone().filter(|p| !p.0.is_empty());
+    // The sender is checked in every mode, so switching to smtp later cannot reveal a bad one.
+    let from_email = s.smtp_from_email.clone().unwrap_or_else(|| "noreply@diaryx.org".into());
+    concord_core::email::Email::parse(&from_email).map_err(|_| invalid("SMTP_FROM_EMAIL", "not an email address"))?;
+    let from_name = s.smtp_from_name.clone().unwrap_or_else(|| "Diaryx".into());
+    if from_name.chars().any(char::is_control) {
+        return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
+    }
+    let any_smtp = host.is_some() || username.is_some() || password.is_some();
+    // Behind a reverse proxy the listen address is loopback too; a public URL says otherwise.
+    let exposed = if !listen.ip().to_canonical().is_loopback() {
+        Some(format!("{listen} is not a loopback address"))
+    } else {
+        [("PUBLIC_URL", &s.public_url), ("APP_BASE_URL", &s.app_base_url)].into_iter().find_map(|(name, url)| {
+            let url = url.as_deref()?;
+            (!is_local_url(url)).then(|| format!("{name} {url} is not on this machine"))
+        })
+    };
+    let mode = match (s.mail, exposed) {
+        (Some(mode), _) => mode,
+        (None, _) if any_smtp => MailMode::Smtp,
+        (None, None) => MailMode::Dev,
+        (None, Some(exposed)) => {
+            return Err(ConfigError::Missing {
+                setting: "CONCORD_MAIL (--mail)",
+                reason: format!(
+                    "{exposed}, so sign-in links must go out by mail: set SMTP_HOST (and SMTP_USERNAME and \
+                     SMTP_PASSWORD if the relay wants a login), or set CONCORD_MAIL=dev to hand links to whoever asks"
+                ),
+            });
+        }
+    };
+    if mode == MailMode::Dev {
+        return Ok(MailConfig::Dev);
+    }
+    let credentials = match (username, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing { setting: "SMTP_PASSWORD", reason: "SMTP_USERNAME is set".into() });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing { setting: "SMTP_USERNAME", reason: "SMTP_PASSWORD is set".into() });
+        }
+    };
+    // The reference's relay needs a login; a relay without one must be named.
+    let host = match (host, &credentials) {
+        (Some(host), _) => host,
+        (None, Some(_)) => "smtp.resend.com".to_owned(),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                setting: "SMTP_HOST",
+                reason: "mail mode smtp needs a relay (or SMTP_USERNAME and SMTP_PASSWORD for smtp.resend.com)".into(),
+            });
+        }
+    };
+    let port = s.smtp_port.unwrap_or(465);
+    Ok(MailConfig::Smtp(SmtpConfig {
+        host,
+        port,
+        security: s.smtp_security.unwrap_or(if port == 465 { SmtpSecurity::Tls } else { SmtpSecurity::Starttls }),
+        credentials,
+        from_email,
+        from_name,
+    }))
+}
+
+/// Whether an `http(s)://` URL names this machine: `localhost` (and `*.localhost`) or a loopback IP.
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    }
+    .to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Exactly one password source goes with `--admin-user`, and none without it: a password given
@@ -487,6 +631,88 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 mod tests {
     use super::*;
 
+    fn smtp(c: &Config) -> &SmtpConfig {
+        match &c.mail {
+            MailConfig::Smtp(smtp) => smtp,
+            MailConfig::Dev => panic!("expected mail mode smtp"),
+        }
+    }
+
+    /// What the mail settings resolve to: `Ok((mode, host, has_login))`, or the setting an error names.
+    fn check_mail(args: &[&str], expected: Result<(&str, &str, bool), &str>) {
+        let got = Config::resolve(parse(args)).map(|c| match c.mail {
+            MailConfig::Dev => ("dev", String::new(), false),
+            MailConfig::Smtp(smtp) => ("smtp", smtp.host, smtp.credentials.is_some()),
+        });
+        match (got, expected) {
+            (Ok((mode, host, login)), Ok(want)) => assert_eq!((mode, host.as_str(), login), want, "{args:?}"),
+            (Err(err), Err(setting)) => {
+                assert!(err.to_string().contains(setting), "{args:?}: {err} should name {setting}")
+            }
+            (got, want) => panic!("{args:?}: got {got:?}, expected {want:?}"),
+        }
+    }
+
+    #[test]
+    fn local_urls_are_told_apart() {
+        for (url, local) in [
+            ("http://localhost:5173", true),
+            ("http://LOCALHOST", true),
+            ("http://app.localhost:1420/x", true),
+            ("http://127.0.0.1:3030", true),
+            ("http://[::1]:3030/", true),
+            ("http://user@localhost", true),
+            ("https://sync.example.com", false),
+            ("https://localhost.example.com", false),
+            ("http://[2001:db8::1]:80", false),
+            ("http://10.0.0.1", false),
+            ("https://evil.com?localhost", false),
+            ("https://localhost@evil.com", false),
+        ] {
+            assert_eq!(is_local_url(url), local, "{url}");
+        }
+    }
+
+    #[test]
+    fn mail_mode_is_explicit_off_loopback() {
+        // Loopback without settings: dev, so `cargo run` works as it is.
+        check_mail(&[], Ok(("dev", "", false)));
+        check_mail(&["--listen", "[::1]:3030"], Ok(("dev", "", false)));
+        check_mail(&["--listen", "127.0.0.2:3030"], Ok(("dev", "", false)));
+        // Anywhere else, no mail settings is an error naming the setting; dev must be asked for.
+        check_mail(&["--host", "0.0.0.0"], Err("CONCORD_MAIL"));
+        check_mail(&["--listen", "[::]:3030"], Err("--mail"));
+        check_mail(&["--listen", "192.168.1.5:3030"], Err("CONCORD_MAIL"));
+        check_mail(&["--host", "0.0.0.0", "--mail", "dev"], Ok(("dev", "", false)));
+        check_mail(&["--host", "0.0.0.0", "--mail", "dev", "--smtp-host", "relay"], Ok(("dev", "", false)));
+        // Any SMTP setting means smtp, on loopback too: a host alone is a relay without a login.
+        check_mail(&["--smtp-host", "relay"], Ok(("smtp", "relay", false)));
+        check_mail(&["--host", "0.0.0.0", "--smtp-host", "relay"], Ok(("smtp", "relay", false)));
+        check_mail(&["--smtp-username", "u", "--smtp-password", "p"], Ok(("smtp", "smtp.resend.com", true)));
+        check_mail(
+            &["--smtp-host", "relay", "--smtp-username", "u", "--smtp-password", "p"],
+            Ok(("smtp", "relay", true)),
+        );
+        // Half a login, or smtp with nowhere to send, is refused, naming what is missing.
+        check_mail(&["--smtp-host", "relay", "--smtp-username", "u"], Err("SMTP_PASSWORD"));
+        check_mail(&["--smtp-host", "relay", "--smtp-password", "p"], Err("SMTP_USERNAME"));
+        check_mail(&["--mail", "dev", "--smtp-username", "u"], Ok(("dev", "", false)));
+        check_mail(&["--mail", "smtp"], Err("SMTP_HOST"));
+        // Behind a reverse proxy on this machine: a public URL elsewhere means exposed all the same.
+        check_mail(&["--public-url", "https://sync.example.com"], Err("CONCORD_MAIL"));
+        check_mail(&["--app-base-url", "https://app.example.com/"], Err("CONCORD_MAIL"));
+        check_mail(&["--public-url", "https://sync.example.com", "--mail", "dev"], Ok(("dev", "", false)));
+        check_mail(&["--public-url", "https://sync.example.com", "--smtp-host", "relay"], Ok(("smtp", "relay", false)));
+        check_mail(
+            &["--public-url", "http://localhost:3030", "--app-base-url", "http://127.0.0.1:5173"],
+            Ok(("dev", "", false)),
+        );
+        // Empty values count as unset (templated environment files produce them).
+        check_mail(&["--smtp-host", "", "--smtp-username", ""], Ok(("dev", "", false)));
+        let file: Settings = toml::from_str("mail = \"dev\"\nhost = \"0.0.0.0\"").unwrap();
+        assert!(matches!(Config::resolve(file).unwrap().mail, MailConfig::Dev), "the file's `mail` key");
+    }
+
     fn parse(args: &[&str]) -> Settings {
         Cli::try_parse_from(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
     }
@@ -498,24 +724,25 @@ mod tests {
         assert_eq!(c.database_path, PathBuf::from("./data/concord.db"));
         assert_eq!(c.app_base_url, "http://localhost:5173");
         assert_eq!(c.cors_origins, Some(vec!["http://localhost:5173".into(), "http://localhost:1420".into()]));
-        assert_eq!((c.smtp.port, c.smtp.security), (465, SmtpSecurity::Tls));
-        assert!(c.smtp.credentials.is_none(), "no credentials means dev mode");
+        assert!(matches!(c.mail, MailConfig::Dev), "no mail settings on loopback means dev mode");
         assert_eq!((c.session_expiry_days, c.magic_link_expiry_minutes), (30, 15));
         assert_eq!((c.blobs.max_bytes, c.blobs.quota.per_vault, c.blobs.quota.per_user), (256 << 20, 4 << 30, 8 << 30));
     }
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
-        let file: Settings = toml::from_str("port = 4000\nsmtp_port = 587\nsmtp_from_name = \"File\"").unwrap();
+        let file: Settings =
+            toml::from_str("port = 4000\nsmtp_host = \"relay\"\nsmtp_port = 587\nsmtp_from_name = \"File\"").unwrap();
         let c = Config::resolve(parse(&["--port", "5000"]).or(file)).unwrap();
         assert_eq!(c.listen.port(), 5000);
-        assert_eq!((c.smtp.port, c.smtp.security), (587, SmtpSecurity::Starttls));
-        assert_eq!(c.smtp.from_name, "File");
+        let smtp = smtp(&c);
+        assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::Starttls));
+        assert_eq!(smtp.from_name, "File");
     }
 
     #[test]
     fn listen_overrides_host_and_port() {
-        let c = Config::resolve(parse(&["--listen", "0.0.0.0:9", "--port", "10"])).unwrap();
+        let c = Config::resolve(parse(&["--listen", "0.0.0.0:9", "--port", "10", "--mail", "dev"])).unwrap();
         assert_eq!(c.listen, "0.0.0.0:9".parse().unwrap());
     }
 
@@ -527,6 +754,9 @@ mod tests {
             (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
             (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
             (Settings { blob_max_bytes: Some(0), ..Settings::default() }, "BLOB_MAX_BYTES"),
+            (Settings { max_connections: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS"),
+            (Settings { max_connections_per_ip: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS_PER_IP"),
+            (Settings { first_byte_timeout_secs: Some(0), ..Settings::default() }, "CONCORD_FIRST_BYTE_TIMEOUT_SECS"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");
@@ -556,7 +786,7 @@ mod tests {
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let c = Config::resolve(parse(&["--smtp-username", "u", "--smtp-password", "hunter2"])).unwrap();
-        assert!(c.smtp.credentials.is_some());
+        assert!(smtp(&c).credentials.is_some());
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -64,11 +64,28 @@ pub fn token_hash(parts: &Parts) -> Result<TokenHash, ApiError> {
 
 /// The first value of `name` in a query string, percent-decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&format!("/?{query}").parse().ok()?)
-        .ok()?
-        .0
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
+    query_pairs(query).find(|pair| pair.name == name).map(|pair| pair.value.into_owned())
+}
+
+/// One `name=value` pair of a query string: as sent, and decoded.
+#[derive(Debug, PartialEq)]
+pub struct QueryPair<'a> {
+    /// The pair exactly as it appears in the URL (without the `&`).
+    pub raw: &'a str,
+    pub name: std::borrow::Cow<'a, str>,
+    pub value: std::borrow::Cow<'a, str>,
+}
+
+/// The pairs of a query string, names and values decoded as forms are (`+` is a space, then
+/// `%XX`), which is how axum's `Query` reads them too. Authentication ([`query_param`]) and log
+/// redaction (`logging::redact_uri`) both read names through this one function, so any spelling
+/// of `token` that authenticates is a spelling that gets redacted.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = QueryPair<'_>> {
+    query.split('&').filter_map(|raw| {
+        // One pair in, one pair out: the split on `&` above is form_urlencoded's own.
+        let (name, value) = form_urlencoded::parse(raw.as_bytes()).next()?;
+        Some(QueryPair { raw, name, value })
+    })
 }
 
 /// How stale `last_seen_at` may get before a request refreshes it. Without this, every
@@ -142,5 +159,24 @@ mod tests {
         assert_eq!(bearer_token(&parts("/x", Some("Bearer "))), None);
         assert_eq!(bearer_token(&parts("/sync?doc=d&token=a%2Bb", None)).as_deref(), Some("a+b"));
         assert_eq!(bearer_token(&parts("/sync?doc=d", None)), None);
+        assert_eq!(bearer_token(&parts("/auth/me?%74oken=abc", None)).as_deref(), Some("abc"));
+        assert_eq!(bearer_token(&parts("/auth/me?TOKEN=abc", None)), None, "names are case-sensitive");
+    }
+
+    #[test]
+    fn query_pairs_decode_names_and_values_and_keep_the_raw_pair() {
+        let pairs: Vec<(&str, String, String)> = query_pairs("a=1&&%74oken=x%2By&b+c=d+e&flag&%zz=%")
+            .map(|p| (p.raw, p.name.into(), p.value.into()))
+            .collect();
+        let expected = [
+            ("a=1", "a", "1"),
+            ("%74oken=x%2By", "token", "x+y"),
+            ("b+c=d+e", "b c", "d e"),
+            ("flag", "flag", ""),
+            ("%zz=%", "%zz", "%"),
+        ];
+        let expected: Vec<(&str, String, String)> =
+            expected.iter().map(|&(raw, n, v)| (raw, n.to_owned(), v.to_owned())).collect();
+        assert_eq!(pairs, expected);
     }
 }

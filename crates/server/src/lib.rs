@@ -64,7 +64,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     if let Some(admin) = &config.admin {
         accounts::bootstrap_admin(&store, admin, clock::now()).await?;
     }
-    let mailer = mail::Mailer::new(&config.smtp)?;
+    let mailer = mail::Mailer::new(&config.mail)?;
     let blobs = BlobFiles::open(&config.blob_dir())
         .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
     let store: Arc<dyn Store> = Arc::new(store);

@@ -1,7 +1,9 @@
 //! Outgoing mail: the SMTP transport (lettre), dev mode, and the messages Concord sends.
 //!
-//! Dev mode: without SMTP credentials nothing is sent; callers show the link instead (the Diaryx
-//! `dev_link`) and the mail is logged. Every send is bounded by [`SEND_TIMEOUT`], so a request that
+//! Dev mode (`--mail dev`, see `config::mail_config` for when it is the default): nothing is sent;
+//! callers show the link instead (the Diaryx `dev_link`) and the mail is logged. In smtp mode no
+//! link, code or mail body is ever logged: the only log lines here carry the subject and the
+//! relay's error. Every send is bounded by [`SEND_TIMEOUT`], so a request that
 //! waits for its mail (the magic link, whose failure the client must see) never hangs on a slow
 //! relay; mails whose failure must not change the answer (forgot, register) go out in the background.
 //! Links carry configured base URLs, so every value put into an HTML part is escaped.
@@ -13,7 +15,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::config::{MailConfig, SmtpConfig, SmtpSecurity};
 use crate::html;
 
 /// Long enough for a distant relay, short enough that a client waiting on the answer gets one.
@@ -45,54 +47,49 @@ pub struct OutgoingMail {
 /// Sends mail, or in dev mode logs it. Cheap to clone (the SMTP pool is shared).
 #[derive(Clone)]
 pub struct Mailer {
-    from: Mailbox,
     /// `None` in dev mode.
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    smtp: Option<Smtp>,
+}
+
+#[derive(Clone)]
+struct Smtp {
+    from: Mailbox,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from).field("dev_mode", &self.is_dev()).finish()
+        let from = self.smtp.as_ref().map(|smtp| &smtp.from);
+        f.debug_struct("Mailer").field("from", &from).field("dev_mode", &self.is_dev()).finish()
     }
 }
 
 impl Mailer {
-    /// Dev mode when the configuration has no credentials (either was unset or empty).
-    pub fn new(settings: &SmtpConfig) -> Result<Mailer, MailError> {
-        let address = settings.from_email.parse().map_err(|e| MailError::InvalidFrom(format!("{e}")))?;
-        // `Mailbox` quotes and encodes the display name (RFC 2047 where needed), so quotes or commas
-        // cannot add recipients. Configuration refuses control characters in the name; they are
-        // dropped here as well because lettre panics on a line break in a name.
-        let name: String = settings.from_name.chars().filter(|c| !c.is_control()).collect();
-        let from = Mailbox::new(Some(name), address);
-        let Some((user, password)) = &settings.credentials else {
-            return Ok(Mailer { from, transport: None });
-        };
-        let credentials = Credentials::new(user.clone(), password.expose().to_owned());
-        let host = settings.host.as_str();
-        let builder = match settings.security {
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
-            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
-            SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+    pub fn new(config: &MailConfig) -> Result<Mailer, MailError> {
+        match config {
+            MailConfig::Dev => Ok(Mailer::dev()),
+            MailConfig::Smtp(settings) => Ok(Mailer { smtp: Some(Smtp::new(settings)?) }),
         }
-        .map_err(|e| MailError::InvalidHost(format!("{e}")))?;
-        let transport = builder.port(settings.port).credentials(credentials).timeout(Some(SEND_TIMEOUT)).build();
-        Ok(Mailer { from, transport: Some(transport) })
+    }
+
+    /// A mailer that sends nothing (see [`MailConfig::Dev`]).
+    pub fn dev() -> Mailer {
+        Mailer { smtp: None }
     }
 
     pub fn is_dev(&self) -> bool {
-        self.transport.is_none()
+        self.smtp.is_none()
     }
 
     /// Sends and waits for the relay's answer (at most [`SEND_TIMEOUT`]). In dev mode the mail is
     /// logged instead and this succeeds.
     pub async fn send(&self, mail: OutgoingMail) -> Result<(), MailError> {
-        let Some(transport) = &self.transport else {
+        let Some(smtp) = &self.smtp else {
             tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.text, "dev mode: mail not sent");
             return Ok(());
         };
-        let message = self.build(mail)?;
-        match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
+        let message = smtp.build(mail)?;
+        match tokio::time::timeout(SEND_TIMEOUT, smtp.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(MailError::Send(format!("{e}"))),
             Err(_) => Err(MailError::Timeout),
@@ -110,6 +107,31 @@ impl Mailer {
                 tracing::error!(error = %e, subject = %subject, "sending mail failed");
             }
         });
+    }
+}
+
+impl Smtp {
+    /// With a login when the settings have one; otherwise the relay is sent to without AUTH.
+    fn new(settings: &SmtpConfig) -> Result<Smtp, MailError> {
+        let address = settings.from_email.parse().map_err(|e| MailError::InvalidFrom(format!("{e}")))?;
+        // `Mailbox` quotes and encodes the display name (RFC 2047 where needed), so quotes or commas
+        // cannot add recipients. Configuration refuses control characters in the name; they are
+        // dropped here as well because lettre panics on a line break in a name.
+        let name: String = settings.from_name.chars().filter(|c| !c.is_control()).collect();
+        let from = Mailbox::new(Some(name), address);
+        let host = settings.host.as_str();
+        let mut builder = match settings.security {
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+            SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)),
+        }
+        .map_err(|e| MailError::InvalidHost(format!("{e}")))?
+        .port(settings.port)
+        .timeout(Some(SEND_TIMEOUT));
+        if let Some((user, password)) = &settings.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Smtp { from, transport: builder.build() })
     }
 
     fn build(&self, mail: OutgoingMail) -> Result<Message, MailError> {
@@ -183,31 +205,32 @@ pub fn reset_mail(to: Email, link: &str, token: &str) -> OutgoingMail {
 mod tests {
     use super::*;
 
-    fn settings(credentials: Option<(&str, &str)>) -> SmtpConfig {
-        SmtpConfig {
+    fn settings(credentials: Option<(&str, &str)>) -> MailConfig {
+        MailConfig::Smtp(SmtpConfig {
             host: "127.0.0.1".to_owned(),
             port: 2525,
             security: SmtpSecurity::None,
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.parse().unwrap())),
             from_email: "noreply@example.com".to_owned(),
             from_name: "Concord\r\nBcc: victim@example.com".to_owned(),
-        }
+        })
     }
 
     // Building a real transport spawns its connection pool, which needs a runtime.
     #[tokio::test]
-    async fn dev_mode_without_credentials() {
-        assert!(Mailer::new(&settings(None)).unwrap().is_dev());
+    async fn dev_mode_only_when_configured() {
+        assert!(Mailer::new(&MailConfig::Dev).unwrap().is_dev());
+        assert!(!Mailer::new(&settings(None)).unwrap().is_dev(), "a relay without a login still sends");
         assert!(!Mailer::new(&settings(Some(("u", "p")))).unwrap().is_dev());
-        assert!(matches!(
-            Mailer::new(&SmtpConfig { from_email: "not an address".to_owned(), ..settings(None) }),
-            Err(MailError::InvalidFrom(_))
-        ));
+        let MailConfig::Smtp(smtp) = settings(None) else { unreachable!() };
+        let bad = MailConfig::Smtp(SmtpConfig { from_email: "not an address".to_owned(), ..smtp });
+        assert!(matches!(Mailer::new(&bad), Err(MailError::InvalidFrom(_))));
     }
 
-    #[test]
-    fn headers_cannot_be_injected_and_both_parts_are_present() {
-        let mailer = Mailer::new(&settings(None)).unwrap();
+    #[tokio::test]
+    async fn headers_cannot_be_injected_and_both_parts_are_present() {
+        let MailConfig::Smtp(smtp) = settings(None) else { unreachable!() };
+        let mailer = Smtp::new(&smtp).unwrap();
         let to = Email::parse("alice@example.com").unwrap();
         let mail = sign_in_mail(to, "http://app/auth/verify?token=a\"<b>&c", "123456", 15);
         let raw = String::from_utf8(mailer.build(mail).unwrap().formatted()).unwrap();

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use concord_server::config::{Cli, Config};
+use concord_server::config::{Cli, Config, MailConfig};
 use concord_server::{app, logging, serve};
 use tokio::net::TcpListener;
 
@@ -12,15 +12,28 @@ use tokio::net::TcpListener;
 async fn main() -> ExitCode {
     // clap reports bad flags or environment values itself (naming them) and exits with status 2.
     let cli = Cli::parse();
-    let config = match Config::load(cli) {
-        Ok(config) => config,
+    let open_files = serve::raise_open_file_limit();
+    let loaded = Config::load(cli).and_then(|config| {
+        let limits = serve::connection_limits(&config.connections, open_files)?;
+        Ok((config, limits))
+    });
+    let (config, limits) = match loaded {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("concord: {err}");
             return ExitCode::from(2);
         }
     };
     logging::init(config.log_format);
-    match run(config).await {
+    tracing::info!(
+        max_connections = limits.max_total,
+        max_per_ip = limits.max_per_ip,
+        exempt_loopback = limits.exempt_loopback,
+        first_byte_timeout_secs = limits.first_byte_timeout.as_secs(),
+        open_files,
+        "connection limits"
+    );
+    match run(config, limits).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -29,20 +42,42 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(mut config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config, limits: serve::ConnectionLimits) -> anyhow::Result<()> {
     let listen = config.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     // With port 0 the real port is known only now; links built from the listen address need it.
     config.listen = addr;
     let state = concord_server::build(config).await?;
+    log_mail_mode(&state.config.mail, addr);
     tracing::info!(%addr, data = %state.config.data_dir.display(), "listening");
     // On stdout, one line, so scripts and tests can learn the port when started with port 0.
     println!("listening on http://{addr}");
     let cancel = state.shutdown.clone();
-    serve::serve(listener, app::router(state), cancel, shutdown_signal()).await?;
+    serve::serve(listener, app::router(state), limits, cancel, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says how sign-in links reach people, loudly when dev mode hands them to a network.
+fn log_mail_mode(mail: &MailConfig, addr: std::net::SocketAddr) {
+    match mail {
+        MailConfig::Smtp(smtp) => tracing::info!(
+            relay = %format_args!("{}:{}", smtp.host, smtp.port),
+            security = ?smtp.security,
+            login = smtp.credentials.is_some(),
+            "mail mode smtp"
+        ),
+        MailConfig::Dev if addr.ip().to_canonical().is_loopback() => {
+            tracing::info!("mail mode dev: nothing is mailed; sign-in and confirmation links go back to the caller")
+        }
+        MailConfig::Dev => tracing::warn!(
+            %addr,
+            "mail mode dev on a non-loopback address: nothing is mailed and sign-in and confirmation links \
+             go back to the caller, so anyone who reaches this server can sign in as any address; \
+             set SMTP_HOST (and CONCORD_MAIL=smtp) for real use"
+        ),
+    }
 }
 
 async fn shutdown_signal() {

@@ -17,6 +17,10 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub base: String,
     data: tempfile::TempDir,
+    /// `--listen`: `127.0.0.1:0` unless the test chose another address.
+    listen: String,
+    /// `ulimit -n` for the server process, if the test sets one.
+    open_file_limit: Option<u64>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     child: Option<Child>,
@@ -36,6 +40,8 @@ pub struct TestAppBuilder {
     envs: Vec<(String, String)>,
     /// Storage: see [`TestAppBuilder::data_dir`].
     data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    open_file_limit: Option<u64>,
 }
 
 impl TestAppBuilder {
@@ -55,11 +61,26 @@ impl TestAppBuilder {
         self
     }
 
+    /// Listens on `addr` (with port 0) instead of `127.0.0.1:0`; clients still reach it on loopback.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// Starts the server with this soft and hard open-file limit (`ulimit -n`), to run it out of
+    /// descriptors on purpose.
+    pub fn open_file_limit(mut self, limit: u64) -> Self {
+        self.open_file_limit = Some(limit);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
             base: String::new(),
             data: tempfile::tempdir().unwrap(),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:0".to_owned()),
+            open_file_limit: self.open_file_limit,
             args: self.args,
             envs: self.envs,
             child: None,
@@ -84,13 +105,13 @@ impl TestApp {
     /// The command line the server runs with: the test's own data directory on a free port,
     /// with an environment emptied of anything the developer's shell might set.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        let mut cmd = Command::from(concord_with_open_file_limit(self.open_file_limit));
         cmd.env_clear()
             .env("CONCORD_LOG", "info")
             .arg("--data")
             .arg(self.data_dir())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -123,7 +144,8 @@ impl TestApp {
         })
         .await;
         match announced {
-            Ok(Some(base)) => self.base = base,
+            // A server on every interface is reached on loopback.
+            Ok(Some(base)) => self.base = base.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:"),
             _ => panic!("server did not start; logs:\n{}", self.logs()),
         }
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -152,6 +174,18 @@ impl TestApp {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(Child::id).expect("server is running")
+    }
+
+    /// How many file descriptors the server process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("the server's /proc entry").count()
+    }
+
+    /// The server's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn rss_peak_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -196,6 +230,31 @@ impl TestApp {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
+}
+
+/// The `concord` binary, run with this soft and hard open-file limit if one is given: the shell
+/// sets the limit and then becomes the server (`exec`), so the pid is the server's.
+pub fn concord_with_open_file_limit(limit: Option<u64>) -> std::process::Command {
+    let Some(limit) = limit else { return std::process::Command::new(env!("CARGO_BIN_EXE_concord")) };
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_concord"));
+    cmd
+}
+
+/// Runs `concord` with only these settings (and a fresh data directory), expects it to refuse to
+/// start, and returns what it wrote to stderr.
+pub fn concord_refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .env_clear()
+        .envs(envs.iter().copied())
+        .arg("--data")
+        .arg(data.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "concord should refuse to start with {envs:?} {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Sends SIGTERM through the `kill` command, since the crate forbids `unsafe` (and so `libc::kill`).

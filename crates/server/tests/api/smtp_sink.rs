@@ -71,6 +71,15 @@ impl SmtpSink {
         env.into_iter().fold(crate::helpers::TestApp::builder(), |builder, (k, v)| builder.env(k, v))
     }
 
+    /// A `concord` that sends its mail through this sink as a relay that needs no login: only
+    /// `SMTP_HOST` and the port are set, no username or password.
+    pub fn relay_app(&self) -> crate::helpers::TestAppBuilder {
+        crate::helpers::TestApp::builder()
+            .env("SMTP_HOST", "127.0.0.1")
+            .env("SMTP_PORT", self.addr.port().to_string())
+            .env("SMTP_SECURITY", "none")
+    }
+
     /// Removes and returns the oldest mail addressed to `to`, waiting for it if needed.
     pub async fn next_mail_to(&self, to: &str) -> ReceivedMail {
         let deadline = tokio::time::Instant::now() + MAIL_DEADLINE;
@@ -311,18 +320,18 @@ fn decode_quoted_printable(body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn sink_receives_a_mail_sent_by_the_mailer_over_real_smtp() {
     use concord_core::email::Email;
-    use concord_server::config::{SmtpConfig, SmtpSecurity};
+    use concord_server::config::{MailConfig, SmtpConfig, SmtpSecurity};
     use concord_server::mail::{Mailer, sign_in_mail};
 
     let sink = SmtpSink::start().await;
-    let mailer = Mailer::new(&SmtpConfig {
+    let mailer = Mailer::new(&MailConfig::Smtp(SmtpConfig {
         host: "127.0.0.1".to_owned(),
         port: sink.addr.port(),
         security: SmtpSecurity::None,
         credentials: Some(("concord".to_owned(), "secret".parse().unwrap())),
         from_email: "noreply@concord.test".to_owned(),
         from_name: "Concord Test".to_owned(),
-    })
+    }))
     .unwrap();
     assert!(!mailer.is_dev());
     let long_link = format!("http://localhost:5173/auth/verify?token={}", "A".repeat(43));
@@ -345,19 +354,19 @@ async fn sink_receives_a_mail_sent_by_the_mailer_over_real_smtp() {
 #[tokio::test]
 async fn a_relay_that_refuses_connections_is_reported_not_hung_on() {
     use concord_core::email::Email;
-    use concord_server::config::{SmtpConfig, SmtpSecurity};
+    use concord_server::config::{MailConfig, SmtpConfig, SmtpSecurity};
     use concord_server::mail::{MailError, Mailer, confirm_mail};
 
     // Bind then drop, so the port is closed.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let mailer = Mailer::new(&SmtpConfig {
+    let mailer = Mailer::new(&MailConfig::Smtp(SmtpConfig {
         host: "127.0.0.1".to_owned(),
         port,
         security: SmtpSecurity::None,
         credentials: Some(("u".to_owned(), "p".parse().unwrap())),
         from_email: "noreply@concord.test".to_owned(),
         from_name: "Concord".to_owned(),
-    })
+    }))
     .unwrap();
     let mail = confirm_mail(Email::parse("bob@example.com").unwrap(), "http://x/confirm?token=t");
     assert!(matches!(mailer.send(mail).await, Err(MailError::Send(_))));
