@@ -153,6 +153,20 @@ pub struct Settings {
     /// new snapshot [default: 1048576]
     #[arg(long, env = "SYNC_COMPACT_BYTES")]
     pub sync_compact_bytes: Option<u32>,
+
+    // Accounts: the sign-in code key and the per-user caps.
+    /// File holding the server secret that keys sign-in code hashes (64 hex characters); it must
+    /// exist when set [default: <data>/secret.key, created with mode 0600 on first start]
+    #[arg(long, env = "CONCORD_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Live devices (paired clients and sign-in sessions) one user may have [default: 100]
+    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N")]
+    pub max_devices_per_user: Option<u32>,
+
+    /// Workspaces one user may have, besides `default` [default: 100]
+    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N")]
+    pub max_workspaces_per_user: Option<u32>,
 }
 
 impl Settings {
@@ -189,6 +203,10 @@ impl Settings {
             log_format: self.log_format.or(lower.log_format),
             sync_max_frame_bytes: self.sync_max_frame_bytes.or(lower.sync_max_frame_bytes),
             sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
+            // Accounts.
+            secret_file: self.secret_file.or(lower.secret_file),
+            max_devices_per_user: self.max_devices_per_user.or(lower.max_devices_per_user),
+            max_workspaces_per_user: self.max_workspaces_per_user.or(lower.max_workspaces_per_user),
         }
     }
 }
@@ -284,6 +302,18 @@ pub struct Config {
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
     pub sync: SyncSettings,
+    // Accounts.
+    /// The sign-in code key file; `None` means `<data>/secret.key`, created if missing (see
+    /// [`Config::secret_path`]).
+    pub secret_file: Option<PathBuf>,
+    pub caps: AccountCaps,
+}
+
+/// Per-user caps, enforced by the store in the inserting statement.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountCaps {
+    pub devices_per_user: u32,
+    pub workspaces_per_user: u32,
 }
 
 /// Limits of the Yjs sync endpoint.
@@ -405,6 +435,14 @@ impl Config {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
             },
+            secret_file: s.secret_file,
+            caps: AccountCaps {
+                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.unwrap_or(100))?,
+                workspaces_per_user: positive(
+                    "CONCORD_MAX_WORKSPACES_PER_USER",
+                    s.max_workspaces_per_user.unwrap_or(100),
+                )?,
+            },
         })
     }
 
@@ -416,6 +454,11 @@ impl Config {
 
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
+    }
+
+    /// Where the sign-in code key lives: `CONCORD_SECRET_FILE`, else `<data>/secret.key`.
+    pub fn secret_path(&self) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 }
 
@@ -527,6 +570,8 @@ mod tests {
             (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
             (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
             (Settings { blob_max_bytes: Some(0), ..Settings::default() }, "BLOB_MAX_BYTES"),
+            (Settings { max_devices_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_DEVICES_PER_USER"),
+            (Settings { max_workspaces_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_WORKSPACES_PER_USER"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

@@ -116,7 +116,7 @@ async fn register(
     // which are what the limit protects.
     let now = clock::now();
     state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
-    let password_hash = accounts::hash_password(password).await?;
+    let password_hash = accounts::hash_password(&state.accounts, password).await?;
     let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
     let user = match state.store.create_user(new, now).await {
         Ok(user) => user,
@@ -338,6 +338,7 @@ struct PasswordRequest {
 
 async fn revoke(
     State(state): State<AppState>,
+    ip: ClientIp,
     Auth(principal): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PasswordRequest>,
@@ -345,6 +346,6 @@ async fn revoke(
     if body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, &id, body.password, clock::now()).await?;
+    accounts::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use crate::{
-    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
     REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
 };
 
@@ -74,20 +74,35 @@ impl AccountStore for SqliteStore {
         password_hash: &str,
         now: i64,
     ) -> StoreResult<UserRecord> {
-        sqlx::query(
-            "INSERT INTO users (id, email, username, password_hash, confirmed, is_admin, created_at)
-             VALUES (?1, ?2, ?3, ?4, 1, 1, ?5)
-             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, confirmed = 1, is_admin = 1",
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = ?2, confirmed = 1, is_admin = 1 WHERE username = ?1 COLLATE NOCASE",
         )
-        .bind(new_user_id())
-        .bind(email)
         .bind(username)
         .bind(password_hash)
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .map_err(StoreError::from_write)?;
-        Ok(user_from(&sqlx::query(select_user_where!("u.username = ?1")).bind(username).fetch_one(&self.writer).await?))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO users (id, email, username, password_hash, confirmed, is_admin, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, 1, ?5)",
+            )
+            .bind(new_user_id())
+            .bind(email)
+            .bind(username)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_write)?;
+        }
+        let row = sqlx::query(select_user_where!("u.username = ?1 COLLATE NOCASE"))
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(user_from(&row))
     }
 
     async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<UserRecord> {
@@ -134,23 +149,36 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserRecord>> {
-        let sql = select_user_where!("u.username = ?1 OR u.email = lower(?1) ORDER BY u.username = ?1 DESC LIMIT 1");
+        // A login with `@` is an email (usernames cannot contain one), so at most one row matches.
+        let sql = select_user_where!("u.username = ?1 COLLATE NOCASE OR u.email = lower(?1) LIMIT 1");
         Ok(sqlx::query(sql).bind(login).fetch_optional(&self.reader).await?.as_ref().map(user_from))
     }
 
     async fn user_for_verified_email(&self, email: &str, now: i64) -> StoreResult<UserRecord> {
-        // The insert is a no-op for a known address; confirming it is right either way, since the
-        // caller has just proved they read mail sent to it.
+        let mut tx = self.writer.begin().await?;
+        // An unconfirmed account is someone's unproved claim on this address; its row goes with
+        // everything hanging off it (tokens, devices, workspaces: ON DELETE CASCADE), so nothing
+        // its registrant set survives into the address owner's account.
+        let discarded = sqlx::query("DELETE FROM users WHERE email = ?1 AND confirmed = 0")
+            .bind(email)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if discarded > 0 {
+            tracing::info!("an unconfirmed registration was discarded by its address owner's sign-in");
+        }
         sqlx::query(
-            "INSERT INTO users (id, email, confirmed, created_at) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT (email) DO UPDATE SET confirmed = 1, last_login_at = ?3",
+            "INSERT INTO users (id, email, confirmed, created_at, last_login_at) VALUES (?1, ?2, 1, ?3, ?3)
+             ON CONFLICT (email) DO UPDATE SET last_login_at = ?3",
         )
         .bind(new_user_id())
         .bind(email)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(user_from(&sqlx::query(select_user_where!("u.email = ?1")).bind(email).fetch_one(&self.writer).await?))
+        let row = sqlx::query(select_user_where!("u.email = ?1")).bind(email).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(user_from(&row))
     }
 
     async fn set_user_blocked(&self, user_id: &str, blocked: bool) -> StoreResult<()> {
@@ -249,7 +277,8 @@ impl AccountStore for SqliteStore {
         .bind(&device.user_agent)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(StoreError::from_write)?;
         sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(&token.as_bytes()[..])
             .bind(&id)
@@ -380,11 +409,14 @@ impl AccountStore for SqliteStore {
 
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = ?2, confirmed = 1 WHERE id = ?1")
-            .bind(user_id)
-            .bind(password_hash)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = ?2, username = CASE WHEN confirmed = 1 THEN username END, confirmed = 1
+             WHERE id = ?1",
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
         let revoked: Vec<String> = sqlx::query_scalar(
             "UPDATE devices SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL RETURNING id",
         )
@@ -392,14 +424,13 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        // Other outstanding reset links die too: the person has just chosen their password.
-        sqlx::query(
-            "UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'reset' AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        // Other outstanding reset and confirm links die too: the person has just chosen their
+        // password, and the address is proved.
+        sqlx::query("UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -437,6 +468,21 @@ impl AccountStore for SqliteStore {
         Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices })
     }
 
+    async fn set_caps(&self, devices_per_user: u32, workspaces_per_user: u32) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for (cap, value) in [(Cap::DevicesPerUser, devices_per_user), (Cap::WorkspacesPerUser, workspaces_per_user)] {
+            sqlx::query(
+                "INSERT INTO account_caps (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(cap.as_str())
+            .bind(i64::from(value))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord> {
         sqlx::query("INSERT INTO workspaces (id, user_id, name, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, name) DO NOTHING")
             .bind(new_workspace_id())
@@ -444,7 +490,8 @@ impl AccountStore for SqliteStore {
             .bind(name)
             .bind(now)
             .execute(&self.writer)
-            .await?;
+            .await
+            .map_err(StoreError::from_write)?;
         let row = sqlx::query("SELECT id, user_id, name, created_at FROM workspaces WHERE user_id = ?1 AND name = ?2")
             .bind(user_id)
             .bind(name)
