@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use concord_core::code::CodeKey;
-use concord_core::password::{self, Password};
+use concord_core::password::{self, HashMemory, Password};
 use concord_core::rate_limit::{RateLimiter, RetryAfter};
 use concord_core::token::{NewToken, TokenFormat};
 use concord_store::{DeviceRecord, NewDevice, Store, StoreError, TokenKind, UserRecord};
@@ -40,6 +40,9 @@ pub struct Accounts {
     /// a core for tens of milliseconds, so unbounded parallel password checks would exhaust
     /// memory long before they exhaust the rate limits.
     hashing: Arc<Semaphore>,
+    /// The runs' working memory, reused: a permit holder takes one (or makes one, up to one per
+    /// permit) and puts it back, so hashing memory never exceeds `hash_slots() × 19 MiB`.
+    hash_memory: Arc<Mutex<Vec<HashMemory>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl Accounts {
             revocations: broadcast::channel(256).0,
             code_key,
             hashing: Arc::new(Semaphore::new(hash_slots())),
+            hash_memory: Arc::default(),
         }
     }
 
@@ -77,14 +81,22 @@ impl Accounts {
     /// Runs an Argon2 job on the blocking pool once a hashing slot is free. The permit moves into
     /// the job, so a request that is cancelled while its hash runs still holds the slot until the
     /// hash ends: the bound counts running hashes, not waiting requests.
-    async fn argon2<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    async fn argon2<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         let permit = tokio::time::timeout(HASH_SLOT_WAIT, self.hashing.clone().acquire_owned())
             .await
             .map_err(|_| ApiError::unavailable(1, "server_busy", "too many password checks at once; try again"))?
             .map_err(ApiError::internal)?;
+        let pool = self.hash_memory.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            job()
+            let lock = || pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut memory = lock().pop().unwrap_or_default();
+            let result = job(&mut memory);
+            lock().push(memory);
+            result
         })
         .await
         .map_err(ApiError::internal)
@@ -282,12 +294,12 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// Argon2id takes tens of milliseconds of CPU and 19 MiB: run it on the blocking pool, never on
 /// the runtime, within a hashing slot.
 pub async fn hash_password(accounts: &Accounts, password: Password) -> Result<String, ApiError> {
-    accounts.argon2(move || password::hash(&password)).await
+    accounts.argon2(move |memory| password::hash(&password, memory)).await
 }
 
 /// Checks a password against a stored hash (or a dummy one, see [`password::verify`]).
 async fn verify_password(accounts: &Accounts, candidate: String, stored: Option<String>) -> Result<bool, ApiError> {
-    accounts.argon2(move || password::verify(&candidate, stored.as_deref())).await
+    accounts.argon2(move |memory| password::verify(&candidate, stored.as_deref(), memory)).await
 }
 
 /// Checks `password` for the account `key` names (see [`account_key`]) with `stored`, counting
@@ -432,7 +444,7 @@ pub async fn bootstrap_admin(store: &dyn Store, admin: &AdminBootstrap, now: i64
         }
     };
     let password = Password::parse(raw)?;
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await?;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password, &mut HashMemory::default())).await?;
     let user = store.upsert_admin(&admin.username, &admin.email, &hash, now).await?;
     store.ensure_workspace(&user.id, DEFAULT_WORKSPACE, now).await?;
     tracing::info!(username = %admin.username, user_id = %user.id, "admin user ready");

@@ -145,7 +145,7 @@ impl AccountTokenPurpose {
 pub enum Cap {
     /// Live (unrevoked) devices, sign-in sessions included.
     DevicesPerUser,
-    /// Workspaces; the `default` one is always allowed.
+    /// Workspaces besides `default`, which is always allowed.
     WorkspacesPerUser,
 }
 

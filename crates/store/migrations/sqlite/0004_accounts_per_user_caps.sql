@@ -17,12 +17,13 @@ BEGIN
     SELECT RAISE(ABORT, 'concord cap reached: devices_per_user');
 END;
 
--- The `default` workspace is always allowed, so signing in never fails on the cap; inserting a
--- name the user already has is left to the unique constraint (and to ON CONFLICT DO NOTHING).
+-- The `default` workspace is outside the cap (always allowed, never counted), so signing in never
+-- fails on it; inserting a name the user already has is left to the unique constraint (and to
+-- ON CONFLICT DO NOTHING).
 CREATE TRIGGER workspaces_per_user_cap BEFORE INSERT ON workspaces
 WHEN NEW.name <> 'default'
      AND NOT EXISTS (SELECT 1 FROM workspaces WHERE user_id = NEW.user_id AND name = NEW.name)
-     AND (SELECT count(*) FROM workspaces WHERE user_id = NEW.user_id)
+     AND (SELECT count(*) FROM workspaces WHERE user_id = NEW.user_id AND name <> 'default')
          >= (SELECT value FROM account_caps WHERE name = 'workspaces_per_user')
 BEGIN
     SELECT RAISE(ABORT, 'concord cap reached: workspaces_per_user');
