@@ -39,6 +39,16 @@ async fn parallel_wrong_passwords_get_no_more_answers_than_the_limit() {
     let test = burst(&app, "/api/auth/test", &creds("ann.example.com", "wrong password"), 60).await;
     assert_eq!(test, [(401, 10), (429, 50)].into(), "connection test");
 
+    // Revoking a device re-checks the password: wrong ones count as failed logins (10).
+    let (device, token) = app.paired_device("abe@example.com", "v").await;
+    let revoke = json!({ "device_id": device, "password": "wrong password" });
+    let sends = (0..30).map(|_| app.post_auth("/api/client/revoke-device", &token, &revoke));
+    let revokes = join_all(sends).await.iter().fold(std::collections::BTreeMap::new(), |mut counts, r| {
+        *counts.entry(r.status().as_u16()).or_insert(0usize) += 1;
+        counts
+    });
+    assert_eq!(revokes, [(403, 10), (429, 20)].into(), "revoke with password");
+
     // Sign-in codes: 20 wrong codes per client.
     json(app.post_json("/auth/magic-link", &json!({ "email": "ann@example.com" })).await, 200).await;
     let codes = burst(&app, "/auth/verify-code", &json!({ "email": "ann@example.com", "code": "000000" }), 200).await;

@@ -3,6 +3,7 @@
 
 mod accounts_diaryx;
 mod accounts_limits;
+mod accounts_secret;
 mod accounts_security;
 mod accounts_slice;
 mod accounts_takeover;
