@@ -356,7 +356,8 @@ pub async fn check_credentials(
     Ok(user)
 }
 
-/// Creates a device with a fresh bearer token and returns the token's only plaintext copy.
+/// Creates a device with a fresh bearer token and returns the token's only plaintext copy (see
+/// [`concord_store::AccountStore::create_device_with_token`] for the device cap).
 pub async fn issue_device(
     state: &AppState,
     device: NewDevice,
@@ -366,7 +367,11 @@ pub async fn issue_device(
     now: i64,
 ) -> Result<(DeviceRecord, String), ApiError> {
     let token = NewToken::generate(format);
-    let device = state.store.create_device_with_token(device, &token.hash, kind, expires_at, now).await?;
+    let (device, evicted) = state.store.create_device_with_token(device, &token.hash, kind, expires_at, now).await?;
+    for old in evicted {
+        // A session revoked to stay under the device cap closes like any other revoked device.
+        state.accounts.announce(&device.user_id, &old);
+    }
     Ok((device, token.plaintext))
 }
 

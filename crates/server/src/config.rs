@@ -160,7 +160,8 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
 
-    /// Live devices (paired clients and sign-in sessions) one user may have [default: 100]
+    /// Live devices (paired clients and sign-in sessions) one user may have; at the cap a new
+    /// sign-in revokes the least recently seen session, a new pairing is refused [default: 100]
     #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N")]
     pub max_devices_per_user: Option<u32>,
 

@@ -143,7 +143,8 @@ impl AccountTokenPurpose {
 /// [`AccountStore::set_caps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {
-    /// Live (unrevoked) devices, sign-in sessions included.
+    /// Live (unrevoked) devices, sign-in sessions included (the oldest of which make room for a
+    /// new sign-in).
     DevicesPerUser,
     /// Workspaces besides `default`, which is always allowed.
     WorkspacesPerUser,
@@ -230,8 +231,11 @@ pub trait AccountStore {
         now: i64,
     ) -> StoreResult<bool>;
 
-    /// Creates a device and its bearer token in one transaction; [`crate::StoreError::CapReached`]
-    /// if the user already has as many live devices as [`Cap::DevicesPerUser`] allows.
+    /// Creates a device and its bearer token in one transaction. At [`Cap::DevicesPerUser`] live
+    /// devices, a new sign-in session first revokes the user's least recently seen sessions (so
+    /// the owner can always sign in again; their ids are returned for announcing), while a new
+    /// paired client, or a session when only paired clients are live, is refused with
+    /// [`crate::StoreError::CapReached`].
     async fn create_device_with_token(
         &self,
         device: NewDevice,
@@ -239,7 +243,7 @@ pub trait AccountStore {
         token_kind: TokenKind,
         expires_at: Option<i64>,
         now: i64,
-    ) -> StoreResult<DeviceRecord>;
+    ) -> StoreResult<(DeviceRecord, Vec<String>)>;
 
     /// Resolves a token hash to its user and device. Expired tokens resolve to `None`; revoked
     /// devices and blocked users are returned so the caller can answer precisely.

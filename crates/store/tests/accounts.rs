@@ -221,7 +221,7 @@ async fn caps_hold_under_concurrent_inserts() {
         tokio::spawn(async move {
             let token = TokenHash::of(&format!("t{i}"));
             store
-                .create_device_with_token(device(&user_id, DeviceKind::Session), &token, TokenKind::Session, None, 0)
+                .create_device_with_token(device(&user_id, DeviceKind::Client), &token, TokenKind::Device, None, 0)
                 .await
         })
     });
@@ -259,4 +259,36 @@ async fn caps_hold_under_concurrent_inserts() {
     store.ensure_workspace(&user.id, "w4", 0).await.unwrap();
     store.ensure_workspace(&user.id, "default", 0).await.unwrap();
     assert_eq!(store.workspaces_of(&user.id).await.unwrap().len(), 6);
+}
+
+/// At the cap a new sign-in session makes room by revoking the least recently seen sessions;
+/// paired clients are never evicted, and refuse to be added instead.
+#[tokio::test]
+async fn a_new_session_at_the_cap_evicts_the_oldest_session_never_a_client() {
+    let (_dir, store) = open().await;
+    store.set_caps(3, 1).await.unwrap();
+    let user = store.user_for_verified_email("s@example.com", 0).await.unwrap();
+    let new = |kind: DeviceKind, name: &str, now: i64| {
+        let (store, user_id, token) = (store.clone(), user.id.clone(), TokenHash::of(name));
+        let token_kind = if kind == DeviceKind::Client { TokenKind::Device } else { TokenKind::Session };
+        async move { store.create_device_with_token(device(&user_id, kind), &token, token_kind, None, now).await }
+    };
+    let (client, _) = new(DeviceKind::Client, "client", 0).await.unwrap();
+    let (oldest, _) = new(DeviceKind::Session, "s1", 1).await.unwrap();
+    let (newer, _) = new(DeviceKind::Session, "s2", 2).await.unwrap();
+    let (_, evicted) = new(DeviceKind::Session, "s3", 3).await.unwrap();
+    assert_eq!(evicted, vec![oldest.id.clone()]);
+    let principal = store.authenticate(&TokenHash::of("s1"), 4).await.unwrap().unwrap();
+    assert_eq!(principal.device.revoked_at, Some(3), "kept to answer `device revoked`");
+    assert!(matches!(new(DeviceKind::Client, "client2", 5).await, Err(StoreError::CapReached(Cap::DevicesPerUser))));
+    let live: Vec<String> = store
+        .devices_of(&user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.revoked_at.is_none())
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(live.len(), 3);
+    assert!(live.contains(&client.id) && live.contains(&newer.id));
 }

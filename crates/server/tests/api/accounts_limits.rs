@@ -198,6 +198,26 @@ async fn per_user_caps_hold_under_concurrency_and_say_which_cap() {
     json(app.post_json("/api/client/pair", &body).await, 200).await;
     json(app.post_json("/api/client/pair", &body).await, 403).await;
 
+    // Sign-ins at the cap make room by revoking the least recently seen sessions, so the owner can
+    // always sign in; 12 at once still leave exactly 5 live devices.
+    app.register_confirmed("gus@example.com").await;
+    let logins = (0..12).map(|i| {
+        let client = app.client_from(Ipv4Addr::new(127, 0, 3, i + 1));
+        client.post(app.url("/api/v1/auth/login")).json(&creds("gus@example.com", TEST_PASSWORD)).send()
+    });
+    let mut sessions = Vec::new();
+    for response in join_all(logins).await {
+        sessions.push(json(response.unwrap(), 200).await["token"].as_str().unwrap().to_owned());
+    }
+    let mut live = 0;
+    for session in &sessions {
+        match app.get_auth("/api/v1/user/devices", session).await.status().as_u16() {
+            200 => live += 1,
+            status => assert_eq!(status, 401, "an evicted session reads as revoked"),
+        }
+    }
+    assert_eq!(live, 5);
+
     // Workspaces: another user (its sign-in session is its only device), 20 creations at once
     // for a cap of 3 besides `default`.
     let session = app.sign_in("fay@example.com").await;

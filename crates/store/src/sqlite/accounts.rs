@@ -261,9 +261,29 @@ impl AccountStore for SqliteStore {
         token_kind: TokenKind,
         expires_at: Option<i64>,
         now: i64,
-    ) -> StoreResult<DeviceRecord> {
+    ) -> StoreResult<(DeviceRecord, Vec<String>)> {
         let id = new_device_id();
         let mut tx = self.writer.begin().await?;
+        // At the cap, a new sign-in session revokes the user's least recently seen sessions to
+        // make room (in this transaction, so the cap trigger below then passes); paired clients
+        // are never evicted, so without sessions to spare the insert is refused. A missing cap
+        // row evicts nothing.
+        let evicted: Vec<String> = if device.kind == DeviceKind::Session {
+            sqlx::query_scalar(
+                "UPDATE devices SET revoked_at = ?2 WHERE id IN (
+                     SELECT id FROM devices WHERE user_id = ?1 AND kind = 'session' AND revoked_at IS NULL
+                     ORDER BY last_seen_at, created_at, id
+                     LIMIT max(0, (SELECT count(*) FROM devices WHERE user_id = ?1 AND revoked_at IS NULL) + 1
+                         - coalesce((SELECT value FROM account_caps WHERE name = 'devices_per_user'), 9223372036854775807)))
+                 RETURNING id",
+            )
+            .bind(&device.user_id)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
         sqlx::query(
             "INSERT INTO devices (id, user_id, kind, name, vault_id, client_version, user_agent, created_at, last_seen_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
@@ -288,7 +308,7 @@ impl AccountStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(DeviceRecord {
+        let record = DeviceRecord {
             id,
             user_id: device.user_id,
             kind: device.kind,
@@ -298,7 +318,8 @@ impl AccountStore for SqliteStore {
             created_at: now,
             last_seen_at: now,
             revoked_at: None,
-        })
+        };
+        Ok((record, evicted))
     }
 
     async fn authenticate(&self, hash: &TokenHash, now: i64) -> StoreResult<Option<Principal>> {
