@@ -472,6 +472,7 @@ pub fn spawn_cleanup(store: std::sync::Arc<dyn Store>, interval: Duration, shutd
                     magic_tokens = counts.magic_tokens,
                     account_tokens = counts.account_tokens,
                     devices = counts.devices,
+                    unconfirmed_users = counts.unconfirmed_users,
                     "cleanup removed expired tokens and sessions"
                 ),
                 Err(err) => tracing::error!(error = %err, "cleanup failed"),

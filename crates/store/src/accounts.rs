@@ -168,6 +168,10 @@ impl Cap {
 /// How long the tokens of a revoked device are kept so its clients learn why they were refused.
 pub const REVOKED_TOKEN_RETENTION_SECS: i64 = 30 * 86_400;
 
+/// How long an unconfirmed registration is kept. Its confirm link lives 48 hours; after that it
+/// only holds its username and address away from their owners, so cleanup removes it.
+pub const UNCONFIRMED_RETENTION_SECS: i64 = 7 * 86_400;
+
 /// How many rows the periodic cleanup removed, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupCounts {
@@ -175,6 +179,7 @@ pub struct CleanupCounts {
     pub magic_tokens: u64,
     pub account_tokens: u64,
     pub devices: u64,
+    pub unconfirmed_users: u64,
 }
 
 #[async_trait::async_trait]
@@ -295,8 +300,9 @@ pub trait AccountStore {
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>>;
 
     /// Deletes expired bearer tokens, tokens of devices revoked more than
-    /// [`REVOKED_TOKEN_RETENTION_SECS`] ago, used or expired magic and account tokens, and sign-in
-    /// devices left without any token (their sessions ended).
+    /// [`REVOKED_TOKEN_RETENTION_SECS`] ago, used or expired magic and account tokens, sign-in
+    /// devices left without any token (their sessions ended), and registrations left unconfirmed
+    /// for [`UNCONFIRMED_RETENTION_SECS`].
     async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts>;
 
     /// Records the per-user caps that the inserting statements enforce (the server does this at

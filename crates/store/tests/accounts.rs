@@ -5,7 +5,7 @@ use concord_core::token::TokenHash;
 use concord_store::sqlite::SqliteStore;
 use concord_store::{
     AccountStore, AccountTokenPurpose, Cap, DeviceKind, NewDevice, NewUser, REVOKED_TOKEN_RETENTION_SECS, StoreError,
-    TokenKind,
+    TokenKind, UNCONFIRMED_RETENTION_SECS,
 };
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
@@ -291,4 +291,21 @@ async fn a_new_session_at_the_cap_evicts_the_oldest_session_never_a_client() {
         .collect();
     assert_eq!(live.len(), 3);
     assert!(live.contains(&client.id) && live.contains(&newer.id));
+}
+
+/// A registration nobody confirmed stops holding its username and address once its link is long
+/// dead; confirmed accounts of the same age stay.
+#[tokio::test]
+async fn cleanup_frees_names_held_by_stale_unconfirmed_registrations() {
+    let (_dir, store) = open().await;
+    let stale = store.create_user(registration("squatter", "victim@example.com"), 0).await.unwrap();
+    let kept = store.create_user(registration("owner", "owner@example.com"), 0).await.unwrap();
+    store.confirm_user(&kept.id).await.unwrap();
+    let fresh = store.create_user(registration("newcomer", "new@example.com"), 10).await.unwrap();
+    let counts = store.cleanup_expired(UNCONFIRMED_RETENTION_SECS).await.unwrap();
+    assert_eq!(counts.unconfirmed_users, 1);
+    assert!(store.user_by_id(&stale.id).await.unwrap().is_none());
+    assert!(store.user_by_id(&kept.id).await.unwrap().is_some());
+    assert!(store.user_by_id(&fresh.id).await.unwrap().is_some());
+    store.create_user(registration("squatter", "victim@example.com"), 20).await.unwrap();
 }

@@ -8,7 +8,8 @@ use sqlx::sqlite::SqliteRow;
 use super::SqliteStore;
 use crate::{
     AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
+    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord,
+    WorkspaceRecord,
 };
 
 // Macros rather than consts so that every query stays a `&'static str` built by `concat!`: sqlx
@@ -485,8 +486,14 @@ impl AccountStore for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Their tokens go with them (ON DELETE CASCADE); nothing else can hang off an unconfirmed account.
+        let unconfirmed_users = sqlx::query("DELETE FROM users WHERE confirmed = 0 AND created_at <= ?1")
+            .bind(now - UNCONFIRMED_RETENTION_SECS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices })
+        Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices, unconfirmed_users })
     }
 
     async fn set_caps(&self, devices_per_user: u32, workspaces_per_user: u32) -> StoreResult<()> {
