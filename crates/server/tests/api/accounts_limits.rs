@@ -81,7 +81,7 @@ async fn successes_do_not_use_up_the_limit() {
     json(app.post_json("/auth/verify-code", &json!({ "email": "x@example.com", "code": "000000" })).await, 429).await;
 }
 
-/// 200 parallel password checks on different client addresses (so the rate limits let every one
+/// 200 parallel logins (half of them right) on different client addresses (so the rate limits let every one
 /// through to Argon2): without a bound they would take 200 × 19 MiB ≈ 3.8 GiB. With at most
 /// `2 × cores` hashes at once, peak memory stays under the bound below, and a well-behaved
 /// client is served once the burst is over. 200 is enough: it is 25 times the slots of a 4-core
@@ -98,7 +98,7 @@ async fn a_burst_of_password_checks_keeps_memory_bounded() {
     let sends = (0..200u32).map(|i| {
         let client = app.client_from(Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, (i % 250 + 1) as u8));
         let body = creds("cal.example.com", if i % 2 == 0 { TEST_PASSWORD } else { "wrong password" });
-        let request = client.post(app.url("/api/auth/test")).json(&body);
+        let request = client.post(app.url("/api/v1/auth/login")).json(&body);
         async move { request.send().await.unwrap().status().as_u16() }
     });
     let statuses = join_all(sends).await;
