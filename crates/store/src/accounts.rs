@@ -289,7 +289,9 @@ pub trait AccountStore {
         now: i64,
     ) -> StoreResult<Option<String>>;
 
-    async fn confirm_user(&self, user_id: &str) -> StoreResult<()>;
+    /// Confirms the account the confirm token named; false if it is gone (its address owner
+    /// signed in another way meanwhile, which discarded it).
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<bool>;
 
     /// Sets a new password and, in the same transaction, confirms the address (the reset mail
     /// proved it) and revokes every device of the user, so a stolen session or device token dies

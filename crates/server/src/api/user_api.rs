@@ -176,7 +176,9 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
             .consume_account_token(&hash, AccountTokenPurpose::Confirm, clock::now())
             .await?
             .ok_or_else(invalid_token)?;
-        state.store.confirm_user(&user_id).await?;
+        if !state.store.confirm_user(&user_id).await? {
+            return Err(invalid_token());
+        }
         // So the Diaryx clients of this person find their workspace too.
         state.store.ensure_workspace(&user_id, accounts::DEFAULT_WORKSPACE, clock::now()).await?;
         Ok::<_, ApiError>(())

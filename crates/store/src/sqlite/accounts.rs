@@ -424,9 +424,10 @@ impl AccountStore for SqliteStore {
         .await?)
     }
 
-    async fn confirm_user(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET confirmed = 1 WHERE id = ?1").bind(user_id).execute(&self.writer).await?;
-        Ok(())
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE users SET confirmed = 1 WHERE id = ?1").bind(user_id).execute(&self.writer).await?;
+        Ok(updated.rows_affected() > 0)
     }
 
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>> {
