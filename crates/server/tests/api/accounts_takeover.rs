@@ -22,8 +22,9 @@ async fn stranger_registers(app: &TestApp, sink: &SmtpSink) -> String {
     sink.next_mail_to(VICTIM).await.link_token()
 }
 
-/// Every way the stranger's credentials could open the account, each by username and by email.
-/// `unconfirmed` is what they answer while the registration is still pending.
+/// Every way the stranger's credentials could open the account, each by username (in two cases)
+/// and by email: `status` is 403 `email not confirmed` while the registration is pending, 401
+/// `invalid credentials` once the address owner has taken the account.
 async fn assert_stranger_locked_out(app: &TestApp, status: u16) {
     for login in [STRANGER_NAME, "MALLORY", VICTIM] {
         let creds = json!({ "username": login, "password": STRANGER_PASSWORD });
