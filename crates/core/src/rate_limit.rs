@@ -44,14 +44,27 @@ impl RateLimiter {
         }
     }
 
-    /// Counts a hit for `key` at `now`.
-    pub fn hit(&mut self, key: &str, now: i64) {
+    /// Counts a hit for `key` at `now` and returns the start of the window it was counted in, which
+    /// [`RateLimiter::release`] needs to take it back.
+    pub fn hit(&mut self, key: &str, now: i64) -> i64 {
         let window = self.window;
         let entry = self.hits.entry(key.to_owned()).or_insert((now, 0));
         if now >= entry.0 + window {
             *entry = (now, 0);
         }
         entry.1 += 1;
+        entry.0
+    }
+
+    /// Takes back a hit counted in the window that started at `window_start`. Counting an attempt
+    /// before its outcome is known and releasing it on success is what keeps parallel attempts
+    /// within the limit while successes stay free. A hit whose window has ended is gone already.
+    pub fn release(&mut self, key: &str, window_start: i64) {
+        if let Some(entry) = self.hits.get_mut(key)
+            && entry.0 == window_start
+        {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 
     fn sweep(&mut self, now: i64) {
@@ -102,6 +115,23 @@ mod tests {
         rl.hit("k", 2);
         assert_eq!(rl.peek("k", 3), Err(RetryAfter(58)));
         assert!(rl.peek("k", 61).is_ok());
+    }
+
+    #[test]
+    fn released_hits_free_their_place_only_in_their_own_window() {
+        let mut rl = RateLimiter::new(2, 60);
+        let first = rl.hit("k", 0);
+        let second = rl.hit("k", 1);
+        assert_eq!((first, second), (0, 0));
+        assert!(rl.peek("k", 2).is_err());
+        rl.release("k", second);
+        assert!(rl.peek("k", 2).is_ok());
+        // A release from an ended window does not touch the new one.
+        assert_eq!(rl.hit("k", 60), 60);
+        rl.hit("k", 61);
+        rl.release("k", first);
+        assert!(rl.peek("k", 62).is_err());
+        rl.release("unknown", 0);
     }
 
     #[test]

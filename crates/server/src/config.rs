@@ -180,6 +180,20 @@ pub struct Settings {
     /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap [default: true]
     #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL")]
     pub per_ip_exempt_loopback: Option<bool>,
+    // Accounts: the sign-in code key and the per-user caps.
+    /// File holding the server secret that keys sign-in code hashes (64 hex characters); it must
+    /// exist when set [default: <data>/secret.key, created with mode 0600 on first start]
+    #[arg(long, env = "CONCORD_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Live devices (paired clients and sign-in sessions) one user may have; at the cap a new
+    /// sign-in revokes the least recently seen session, a new pairing is refused [default: 100]
+    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N")]
+    pub max_devices_per_user: Option<u32>,
+
+    /// Workspaces one user may have, besides `default` [default: 100]
+    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N")]
+    pub max_workspaces_per_user: Option<u32>,
 }
 
 impl Settings {
@@ -222,6 +236,10 @@ impl Settings {
             max_connections: self.max_connections.or(lower.max_connections),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             per_ip_exempt_loopback: self.per_ip_exempt_loopback.or(lower.per_ip_exempt_loopback),
+            // Accounts.
+            secret_file: self.secret_file.or(lower.secret_file),
+            max_devices_per_user: self.max_devices_per_user.or(lower.max_devices_per_user),
+            max_workspaces_per_user: self.max_workspaces_per_user.or(lower.max_workspaces_per_user),
         }
     }
 }
@@ -338,6 +356,18 @@ pub struct Config {
     pub sync: SyncSettings,
     // Edge:
     pub connections: ConnectionSettings,
+    // Accounts.
+    /// The sign-in code key file; `None` means `<data>/secret.key`, created if missing (see
+    /// [`Config::secret_path`]).
+    pub secret_file: Option<PathBuf>,
+    pub caps: AccountCaps,
+}
+
+/// Per-user caps, enforced by the store in the inserting statement.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountCaps {
+    pub devices_per_user: u32,
+    pub workspaces_per_user: u32,
 }
 
 /// Limits of the accept loop (see `serve.rs`).
@@ -462,6 +492,14 @@ impl Config {
                 max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.unwrap_or(256))?,
                 exempt_loopback: s.per_ip_exempt_loopback.unwrap_or(true),
             },
+            secret_file: s.secret_file,
+            caps: AccountCaps {
+                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.unwrap_or(100))?,
+                workspaces_per_user: positive(
+                    "CONCORD_MAX_WORKSPACES_PER_USER",
+                    s.max_workspaces_per_user.unwrap_or(100),
+                )?,
+            },
         })
     }
 
@@ -473,6 +511,11 @@ impl Config {
 
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.join("blobs")
+    }
+
+    /// Where the sign-in code key lives: `CONCORD_SECRET_FILE`, else `<data>/secret.key`.
+    pub fn secret_path(&self) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 }
 
@@ -757,6 +800,8 @@ mod tests {
             (Settings { max_connections: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS"),
             (Settings { max_connections_per_ip: Some(0), ..Settings::default() }, "CONCORD_MAX_CONNECTIONS_PER_IP"),
             (Settings { first_byte_timeout_secs: Some(0), ..Settings::default() }, "CONCORD_FIRST_BYTE_TIMEOUT_SECS"),
+            (Settings { max_devices_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_DEVICES_PER_USER"),
+            (Settings { max_workspaces_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_WORKSPACES_PER_USER"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use concord_store::StoreError;
+use concord_store::{Cap, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -48,6 +48,15 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the server is saturated (e.g. every password-hashing slot is busy)
+    /// and the request was not attempted, so retrying later is safe.
+    pub fn unavailable(retry_after_secs: u64, code: &'static str, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
     /// Logs `cause` and answers 500 without revealing it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
@@ -72,7 +81,18 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {
             StoreError::Full(_) => ApiError::storage_full(err),
-            _ => ApiError::internal(err),
+            // A per-user cap is the caller's to resolve, so it gets a precise 403, whichever route hit it.
+            StoreError::CapReached(Cap::DevicesPerUser) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "device_limit_reached",
+                "device limit reached: revoke a device or sign out of a session first",
+            ),
+            StoreError::CapReached(Cap::WorkspacesPerUser) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "workspace_limit_reached",
+                "workspace limit reached: delete a workspace first",
+            ),
+            err => ApiError::internal(err),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - [`blobstore`]: blob bytes on disk.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown.
-//! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup).
+//! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup);
+//!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
 //!
@@ -24,6 +25,7 @@ pub mod extract;
 pub mod html;
 pub mod logging;
 pub mod mail;
+pub mod secret;
 pub mod serve;
 pub mod sync;
 
@@ -32,7 +34,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use concord_store::sqlite::SqliteStore;
-use concord_store::{Store, StoreError};
+use concord_store::{AccountStore, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, LiveStats};
@@ -49,6 +51,10 @@ pub enum StartError {
     Mail(#[from] mail::MailError),
     #[error("admin bootstrap failed: {0}")]
     Admin(#[from] accounts::BootstrapError),
+    #[error("{0}")]
+    Secret(#[from] secret::SecretError),
+    #[error("cannot record the per-user caps: {0}")]
+    Caps(StoreError),
 }
 
 /// Prepares the data directory and opens the store: everything before the first request.
@@ -64,13 +70,16 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     if let Some(admin) = &config.admin {
         accounts::bootstrap_admin(&store, admin, clock::now()).await?;
     }
+    let caps = config.caps;
+    store.set_caps(caps.devices_per_user, caps.workspaces_per_user).await.map_err(StartError::Caps)?;
+    let code_key = secret::load_code_key(&config)?;
     let mailer = mail::Mailer::new(&config.mail)?;
     let blobs = BlobFiles::open(&config.blob_dir())
         .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
     let store: Arc<dyn Store> = Arc::new(store);
     let stats = Arc::new(LiveStats::default());
     let shutdown = CancellationToken::new();
-    let accounts = Arc::new(accounts::Accounts::new(mailer));
+    let accounts = Arc::new(accounts::Accounts::new(mailer, code_key));
     let revocations = accounts.revocations.subscribe();
     let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), revocations, shutdown.clone());
     let state = AppState {

@@ -9,10 +9,14 @@ pub struct UserRecord {
     pub id: String,
     /// Lowercased; unique.
     pub email: String,
-    /// Set for people who registered with a password (Verstak) or the bootstrap admin; unique.
+    /// Set for people who registered with a password (Verstak) or the bootstrap admin; unique
+    /// regardless of ASCII case (`Bob` and `bob` are one name).
     pub username: Option<String>,
     /// PHC string (Argon2id). `None` for people who only ever used magic links.
     pub password_hash: Option<String>,
+    /// Whether the owner of the address has proved it (confirm link, magic link, code or reset).
+    /// Until then the username and password are a stranger's claim: they open nothing, and the
+    /// address owner's first proof through another route discards them.
     pub confirmed: bool,
     pub blocked: bool,
     pub is_admin: bool,
@@ -135,8 +139,38 @@ impl AccountTokenPurpose {
     }
 }
 
+/// A per-user limit the store enforces in the statement that inserts (see
+/// [`AccountStore::set_caps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// Live (unrevoked) devices, sign-in sessions included (the oldest of which make room for a
+    /// new sign-in).
+    DevicesPerUser,
+    /// Workspaces besides `default`, which is always allowed.
+    WorkspacesPerUser,
+}
+
+impl Cap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cap::DevicesPerUser => "devices_per_user",
+            Cap::WorkspacesPerUser => "workspaces_per_user",
+        }
+    }
+
+    /// The cap named in a refusal raised by the cap triggers (`concord cap reached: <name>`).
+    pub(crate) fn from_trigger_message(message: &str) -> Option<Cap> {
+        let name = message.strip_prefix("concord cap reached: ")?;
+        [Cap::DevicesPerUser, Cap::WorkspacesPerUser].into_iter().find(|cap| cap.as_str() == name)
+    }
+}
+
 /// How long the tokens of a revoked device are kept so its clients learn why they were refused.
 pub const REVOKED_TOKEN_RETENTION_SECS: i64 = 30 * 86_400;
+
+/// How long an unconfirmed registration is kept. Its confirm link lives 48 hours; after that it
+/// only holds its username and address away from their owners, so cleanup removes it.
+pub const UNCONFIRMED_RETENTION_SECS: i64 = 7 * 86_400;
 
 /// How many rows the periodic cleanup removed, for its log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,12 +179,13 @@ pub struct CleanupCounts {
     pub magic_tokens: u64,
     pub account_tokens: u64,
     pub devices: u64,
+    pub unconfirmed_users: u64,
 }
 
 #[async_trait::async_trait]
 pub trait AccountStore {
     /// Creates the user, or updates password, admin flag and confirmation of the user with this
-    /// username. Used by the admin bootstrap at start.
+    /// username (in any case). Used by the admin bootstrap at start.
     async fn upsert_admin(&self, username: &str, email: &str, password_hash: &str, now: i64)
     -> StoreResult<UserRecord>;
 
@@ -162,11 +197,15 @@ pub trait AccountStore {
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
 
-    /// Matches the username exactly or the email lowercased, as the Verstak client's login does.
+    /// Matches the username regardless of ASCII case, or the email lowercased, as the Verstak
+    /// client's login does.
     async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserRecord>>;
 
-    /// Returns the user with this email, creating a confirmed one if none exists (magic-link sign
-    /// in proves the address).
+    /// The account of someone who has just proved they read mail at `email` by a magic link or a
+    /// sign-in code. A confirmed account is returned as it is. An unconfirmed one is a stranger's
+    /// claim (anyone can register any address), so it is deleted with its username, password and
+    /// pending confirm and reset tokens, and the address owner gets a fresh confirmed account with
+    /// no password: proving the address one way never activates credentials set another way.
     async fn user_for_verified_email(&self, email: &str, now: i64) -> StoreResult<UserRecord>;
 
     /// Blocks or unblocks a user; their tokens answer 403 from the next request on.
@@ -197,7 +236,11 @@ pub trait AccountStore {
         now: i64,
     ) -> StoreResult<bool>;
 
-    /// Creates a device and its bearer token in one transaction.
+    /// Creates a device and its bearer token in one transaction. At [`Cap::DevicesPerUser`] live
+    /// devices, a new sign-in session first revokes the user's least recently seen sessions (so
+    /// the owner can always sign in again; their ids are returned for announcing), while a new
+    /// paired client, or a session when only paired clients are live, is refused with
+    /// [`crate::StoreError::CapReached`].
     async fn create_device_with_token(
         &self,
         device: NewDevice,
@@ -205,7 +248,7 @@ pub trait AccountStore {
         token_kind: TokenKind,
         expires_at: Option<i64>,
         now: i64,
-    ) -> StoreResult<DeviceRecord>;
+    ) -> StoreResult<(DeviceRecord, Vec<String>)>;
 
     /// Resolves a token hash to its user and device. Expired tokens resolve to `None`; revoked
     /// devices and blocked users are returned so the caller can answer precisely.
@@ -246,17 +289,27 @@ pub trait AccountStore {
         now: i64,
     ) -> StoreResult<Option<String>>;
 
-    async fn confirm_user(&self, user_id: &str) -> StoreResult<()>;
+    /// Confirms the account the confirm token named; false if it is gone (its address owner
+    /// signed in another way meanwhile, which discarded it).
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<bool>;
 
     /// Sets a new password and, in the same transaction, confirms the address (the reset mail
     /// proved it) and revokes every device of the user, so a stolen session or device token dies
-    /// with the old password (their requests get 401 at once). Returns the ids of the devices revoked.
+    /// with the old password (their requests get 401 at once). On an unconfirmed account the
+    /// username is discarded too (whoever registered it may not be the address owner, who now
+    /// signs in with the address and the password they just chose). Every other outstanding
+    /// confirm and reset token of the user dies. Returns the ids of the devices revoked.
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>>;
 
     /// Deletes expired bearer tokens, tokens of devices revoked more than
-    /// [`REVOKED_TOKEN_RETENTION_SECS`] ago, used or expired magic and account tokens, and sign-in
-    /// devices left without any token (their sessions ended).
+    /// [`REVOKED_TOKEN_RETENTION_SECS`] ago, used or expired magic and account tokens, sign-in
+    /// devices left without any token (their sessions ended), and registrations left unconfirmed
+    /// for [`UNCONFIRMED_RETENTION_SECS`].
     async fn cleanup_expired(&self, now: i64) -> StoreResult<CleanupCounts>;
+
+    /// Records the per-user caps that the inserting statements enforce (the server does this at
+    /// start, from its settings).
+    async fn set_caps(&self, devices_per_user: u32, workspaces_per_user: u32) -> StoreResult<()>;
 
     /// The user's workspace with this name, created if missing.
     async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord>;

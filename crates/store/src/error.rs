@@ -10,6 +10,9 @@ pub enum StoreError {
     /// tell the client to retry later; the store stays usable and recovers once space is freed.
     #[error("storage full: {0}")]
     Full(sqlx::Error),
+    /// A per-user cap refused the insert (see `migrations/sqlite/0031_accounts_per_user_caps.sql`).
+    #[error("cap reached: {}", .0.as_str())]
+    CapReached(crate::Cap),
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("migration error: {0}")]
@@ -37,10 +40,15 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
-    /// Turns a unique-constraint failure into [`StoreError::Conflict`], leaving other errors as is.
+    /// Turns a unique-constraint failure into [`StoreError::Conflict`] and a cap trigger's refusal
+    /// into [`StoreError::CapReached`], leaving other errors as is.
     pub(crate) fn from_write(err: sqlx::Error) -> StoreError {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+            sqlx::Error::Database(db) => match crate::Cap::from_trigger_message(db.message()) {
+                Some(cap) => StoreError::CapReached(cap),
+                None => StoreError::from(err),
+            },
             _ => StoreError::from(err),
         }
     }

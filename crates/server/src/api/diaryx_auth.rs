@@ -63,7 +63,8 @@ async fn magic_link(
     let code = SignInCode::generate();
     let minutes = u64::from(state.config.magic_link_expiry_minutes);
     let expires_at = now + 60 * minutes as i64;
-    state.store.insert_magic_token(&token.hash, &code.hash_for(&email), email.as_str(), expires_at, now).await?;
+    let code_hash = code.hash_for(&email, &state.accounts.code_key);
+    state.store.insert_magic_token(&token.hash, &code_hash, email.as_str(), expires_at, now).await?;
     let link = format!("{}/auth/verify?token={}", state.config.app_base_url, token.plaintext);
 
     if state.accounts.mailer.is_dev() {
@@ -116,24 +117,26 @@ async fn verify_code(
 ) -> Result<Json<Value>, ApiError> {
     let email = Email::parse(&body.email).map_err(|_| invalid_email())?;
     let now = clock::now();
-    let limit = &state.accounts.limits.verify_code;
-    limit.peek(&[&ip.0], now).map_err(too_many)?;
-    let invalid = || ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one.");
+    // Counted before the store is asked and taken back on success, so a burst of parallel guesses
+    // gets no more answers than the limit.
+    let attempt = state.accounts.limits.verify_code.reserve(&[&ip.0], now).map_err(too_many)?;
     let accepted = match SignInCode::parse(&body.code) {
         Some(code) => {
-            state.store.consume_sign_in_code(email.as_str(), &code.hash_for(&email), MAX_WRONG_ATTEMPTS, now).await?
+            let hash = code.hash_for(&email, &state.accounts.code_key);
+            state.store.consume_sign_in_code(email.as_str(), &hash, MAX_WRONG_ATTEMPTS, now).await?
         }
         None => false,
     };
     if !accepted {
-        limit.fail(&[&ip.0], now);
-        return Err(invalid());
+        return Err(ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one."));
     }
+    attempt.release();
     sign_in(&state, email.as_str(), body.device_name, agent, now).await
 }
 
-/// The end of both sign-in paths: the user (created on first sign-in), their `default`
-/// workspace, and a new device with a session token.
+/// The end of both sign-in paths: the user (created on first sign-in; an unconfirmed registration
+/// of the address is discarded, see [`concord_store::AccountStore::user_for_verified_email`]),
+/// their `default` workspace, and a new device with a session token.
 async fn sign_in(
     state: &AppState,
     email: &str,

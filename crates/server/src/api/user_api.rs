@@ -116,7 +116,7 @@ async fn register(
     // which are what the limit protects.
     let now = clock::now();
     state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
-    let password_hash = accounts::hash_password(password).await?;
+    let password_hash = accounts::hash_password(&state.accounts, password).await?;
     let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
     let user = match state.store.create_user(new, now).await {
         Ok(user) => user,
@@ -176,7 +176,9 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
             .consume_account_token(&hash, AccountTokenPurpose::Confirm, clock::now())
             .await?
             .ok_or_else(invalid_token)?;
-        state.store.confirm_user(&user_id).await?;
+        if !state.store.confirm_user(&user_id).await? {
+            return Err(invalid_token());
+        }
         // So the Diaryx clients of this person find their workspace too.
         state.store.ensure_workspace(&user_id, accounts::DEFAULT_WORKSPACE, clock::now()).await?;
         Ok::<_, ApiError>(())
@@ -338,6 +340,7 @@ struct PasswordRequest {
 
 async fn revoke(
     State(state): State<AppState>,
+    ip: ClientIp,
     Auth(principal): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PasswordRequest>,
@@ -345,6 +348,6 @@ async fn revoke(
     if body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, &id, body.password, clock::now()).await?;
+    accounts::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }

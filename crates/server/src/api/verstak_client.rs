@@ -154,6 +154,7 @@ struct RevokeDeviceRequest {
 
 async fn revoke_device(
     State(state): State<AppState>,
+    ip: ClientIp,
     Auth(principal): Auth,
     ApiJson(body): ApiJson<RevokeDeviceRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -161,6 +162,6 @@ async fn revoke_device(
     if device_id.is_empty() || body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "device_id and password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, device_id, body.password, clock::now()).await?;
+    accounts::revoke_with_password(&state, &principal.user, &ip, device_id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }

@@ -350,3 +350,18 @@ impl TestApp {
         assert_eq!(confirmed["status"], "confirmed");
     }
 }
+
+impl TestApp {
+    /// The server's peak resident memory so far (`VmHWM` of `/proc/<pid>/status`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A client whose connections come from `source` (any 127.0.0.0/8 address reaches the
+    /// server), so a test can be several client IPs for the rate limits.
+    pub fn client_from(&self, source: std::net::Ipv4Addr) -> reqwest::Client {
+        reqwest::Client::builder().timeout(DEADLINE).local_address(std::net::IpAddr::V4(source)).build().unwrap()
+    }
+}

@@ -2,8 +2,11 @@
 //! and talks to it over HTTP and WebSocket. One test binary, so the suite links once.
 
 mod accounts_diaryx;
+mod accounts_limits;
+mod accounts_secret;
 mod accounts_security;
 mod accounts_slice;
+mod accounts_takeover;
 mod accounts_verstak;
 mod blobs_limits;
 mod blobs_range;

@@ -7,8 +7,9 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use crate::{
-    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UserRecord, WorkspaceRecord,
+    AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord,
+    WorkspaceRecord,
 };
 
 // Macros rather than consts so that every query stays a `&'static str` built by `concat!`: sqlx
@@ -74,20 +75,35 @@ impl AccountStore for SqliteStore {
         password_hash: &str,
         now: i64,
     ) -> StoreResult<UserRecord> {
-        sqlx::query(
-            "INSERT INTO users (id, email, username, password_hash, confirmed, is_admin, created_at)
-             VALUES (?1, ?2, ?3, ?4, 1, 1, ?5)
-             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, confirmed = 1, is_admin = 1",
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = ?2, confirmed = 1, is_admin = 1 WHERE username = ?1 COLLATE NOCASE",
         )
-        .bind(new_user_id())
-        .bind(email)
         .bind(username)
         .bind(password_hash)
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .map_err(StoreError::from_write)?;
-        Ok(user_from(&sqlx::query(select_user_where!("u.username = ?1")).bind(username).fetch_one(&self.writer).await?))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO users (id, email, username, password_hash, confirmed, is_admin, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, 1, ?5)",
+            )
+            .bind(new_user_id())
+            .bind(email)
+            .bind(username)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_write)?;
+        }
+        let row = sqlx::query(select_user_where!("u.username = ?1 COLLATE NOCASE"))
+            .bind(username)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(user_from(&row))
     }
 
     async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<UserRecord> {
@@ -134,23 +150,36 @@ impl AccountStore for SqliteStore {
     }
 
     async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserRecord>> {
-        let sql = select_user_where!("u.username = ?1 OR u.email = lower(?1) ORDER BY u.username = ?1 DESC LIMIT 1");
+        // A login with `@` is an email (usernames cannot contain one), so at most one row matches.
+        let sql = select_user_where!("u.username = ?1 COLLATE NOCASE OR u.email = lower(?1) LIMIT 1");
         Ok(sqlx::query(sql).bind(login).fetch_optional(&self.reader).await?.as_ref().map(user_from))
     }
 
     async fn user_for_verified_email(&self, email: &str, now: i64) -> StoreResult<UserRecord> {
-        // The insert is a no-op for a known address; confirming it is right either way, since the
-        // caller has just proved they read mail sent to it.
+        let mut tx = self.writer.begin().await?;
+        // An unconfirmed account is someone's unproved claim on this address; its row goes with
+        // everything hanging off it (tokens, devices, workspaces: ON DELETE CASCADE), so nothing
+        // its registrant set survives into the address owner's account.
+        let discarded = sqlx::query("DELETE FROM users WHERE email = ?1 AND confirmed = 0")
+            .bind(email)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if discarded > 0 {
+            tracing::info!("an unconfirmed registration was discarded by its address owner's sign-in");
+        }
         sqlx::query(
-            "INSERT INTO users (id, email, confirmed, created_at) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT (email) DO UPDATE SET confirmed = 1, last_login_at = ?3",
+            "INSERT INTO users (id, email, confirmed, created_at, last_login_at) VALUES (?1, ?2, 1, ?3, ?3)
+             ON CONFLICT (email) DO UPDATE SET last_login_at = ?3",
         )
         .bind(new_user_id())
         .bind(email)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(user_from(&sqlx::query(select_user_where!("u.email = ?1")).bind(email).fetch_one(&self.writer).await?))
+        let row = sqlx::query(select_user_where!("u.email = ?1")).bind(email).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(user_from(&row))
     }
 
     async fn set_user_blocked(&self, user_id: &str, blocked: bool) -> StoreResult<()> {
@@ -233,9 +262,29 @@ impl AccountStore for SqliteStore {
         token_kind: TokenKind,
         expires_at: Option<i64>,
         now: i64,
-    ) -> StoreResult<DeviceRecord> {
+    ) -> StoreResult<(DeviceRecord, Vec<String>)> {
         let id = new_device_id();
         let mut tx = self.writer.begin().await?;
+        // At the cap, a new sign-in session revokes the user's least recently seen sessions to
+        // make room (in this transaction, so the cap trigger below then passes); paired clients
+        // are never evicted, so without sessions to spare the insert is refused. A missing cap
+        // row evicts nothing.
+        let evicted: Vec<String> = if device.kind == DeviceKind::Session {
+            sqlx::query_scalar(
+                "UPDATE devices SET revoked_at = ?2 WHERE id IN (
+                     SELECT id FROM devices WHERE user_id = ?1 AND kind = 'session' AND revoked_at IS NULL
+                     ORDER BY last_seen_at, created_at, id
+                     LIMIT max(0, (SELECT count(*) FROM devices WHERE user_id = ?1 AND revoked_at IS NULL) + 1
+                         - coalesce((SELECT value FROM account_caps WHERE name = 'devices_per_user'), 9223372036854775807)))
+                 RETURNING id",
+            )
+            .bind(&device.user_id)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
         sqlx::query(
             "INSERT INTO devices (id, user_id, kind, name, vault_id, client_version, user_agent, created_at, last_seen_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
@@ -249,7 +298,8 @@ impl AccountStore for SqliteStore {
         .bind(&device.user_agent)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(StoreError::from_write)?;
         sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(&token.as_bytes()[..])
             .bind(&id)
@@ -259,7 +309,7 @@ impl AccountStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(DeviceRecord {
+        let record = DeviceRecord {
             id,
             user_id: device.user_id,
             kind: device.kind,
@@ -269,7 +319,8 @@ impl AccountStore for SqliteStore {
             created_at: now,
             last_seen_at: now,
             revoked_at: None,
-        })
+        };
+        Ok((record, evicted))
     }
 
     async fn authenticate(&self, hash: &TokenHash, now: i64) -> StoreResult<Option<Principal>> {
@@ -373,18 +424,22 @@ impl AccountStore for SqliteStore {
         .await?)
     }
 
-    async fn confirm_user(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET confirmed = 1 WHERE id = ?1").bind(user_id).execute(&self.writer).await?;
-        Ok(())
+    async fn confirm_user(&self, user_id: &str) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE users SET confirmed = 1 WHERE id = ?1").bind(user_id).execute(&self.writer).await?;
+        Ok(updated.rows_affected() > 0)
     }
 
     async fn reset_password(&self, user_id: &str, password_hash: &str, now: i64) -> StoreResult<Vec<String>> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = ?2, confirmed = 1 WHERE id = ?1")
-            .bind(user_id)
-            .bind(password_hash)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = ?2, username = CASE WHEN confirmed = 1 THEN username END, confirmed = 1
+             WHERE id = ?1",
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
         let revoked: Vec<String> = sqlx::query_scalar(
             "UPDATE devices SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL RETURNING id",
         )
@@ -392,14 +447,13 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        // Other outstanding reset links die too: the person has just chosen their password.
-        sqlx::query(
-            "UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'reset' AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        // Other outstanding reset and confirm links die too: the person has just chosen their
+        // password, and the address is proved.
+        sqlx::query("UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -433,8 +487,29 @@ impl AccountStore for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Their tokens go with them (ON DELETE CASCADE); nothing else can hang off an unconfirmed account.
+        let unconfirmed_users = sqlx::query("DELETE FROM users WHERE confirmed = 0 AND created_at <= ?1")
+            .bind(now - UNCONFIRMED_RETENTION_SECS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices })
+        Ok(CleanupCounts { tokens, magic_tokens, account_tokens, devices, unconfirmed_users })
+    }
+
+    async fn set_caps(&self, devices_per_user: u32, workspaces_per_user: u32) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for (cap, value) in [(Cap::DevicesPerUser, devices_per_user), (Cap::WorkspacesPerUser, workspaces_per_user)] {
+            sqlx::query(
+                "INSERT INTO account_caps (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(cap.as_str())
+            .bind(i64::from(value))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn ensure_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord> {
@@ -444,7 +519,8 @@ impl AccountStore for SqliteStore {
             .bind(name)
             .bind(now)
             .execute(&self.writer)
-            .await?;
+            .await
+            .map_err(StoreError::from_write)?;
         let row = sqlx::query("SELECT id, user_id, name, created_at FROM workspaces WHERE user_id = ?1 AND name = ?2")
             .bind(user_id)
             .bind(name)
