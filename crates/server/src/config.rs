@@ -153,6 +153,19 @@ pub struct Settings {
     /// new snapshot [default: 1048576]
     #[arg(long, env = "SYNC_COMPACT_BYTES")]
     pub sync_compact_bytes: Option<u32>,
+
+    // Operations (backups).
+    /// Folder for scheduled backups; unset means no scheduled backups
+    #[arg(long, env = "CONCORD_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h` [default: 24h]
+    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL")]
+    pub backup_every: Option<String>,
+
+    /// Scheduled backups kept in the folder; older ones are deleted [default: 7]
+    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N")]
+    pub backup_keep: Option<u32>,
 }
 
 impl Settings {
@@ -189,6 +202,9 @@ impl Settings {
             log_format: self.log_format.or(lower.log_format),
             sync_max_frame_bytes: self.sync_max_frame_bytes.or(lower.sync_max_frame_bytes),
             sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
+            backup_dir: self.backup_dir.or(lower.backup_dir),
+            backup_every: self.backup_every.or(lower.backup_every),
+            backup_keep: self.backup_keep.or(lower.backup_keep),
         }
     }
 }
@@ -284,6 +300,16 @@ pub struct Config {
     pub log_format: LogFormat,
     pub blobs: BlobLimits,
     pub sync: SyncSettings,
+    /// Scheduled backups, if `--backup-dir` is set (operations).
+    pub backup: Option<BackupSchedule>,
+}
+
+/// Where and how often the server backs itself up, and how many archives it keeps.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub dir: PathBuf,
+    pub every: std::time::Duration,
+    pub keep: usize,
 }
 
 /// Limits of the Yjs sync endpoint.
@@ -405,6 +431,7 @@ impl Config {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
             },
+            backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
         })
     }
 
@@ -475,6 +502,43 @@ fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
         }
     }
     Ok(Some(origins))
+}
+
+/// The backup settings: an interval or a count without a folder is a mistake worth stopping for.
+fn backup_schedule(
+    dir: Option<PathBuf>,
+    every: Option<String>,
+    keep: Option<u32>,
+) -> Result<Option<BackupSchedule>, ConfigError> {
+    let Some(dir) = dir else {
+        if every.is_some() || keep.is_some() {
+            return Err(invalid("CONCORD_BACKUP_DIR", "backup interval or count given without a backup folder"));
+        }
+        return Ok(None);
+    };
+    let every = match every {
+        Some(text) => parse_interval(&text).ok_or_else(|| {
+            invalid("CONCORD_BACKUP_EVERY", format!("{text:?} is not an interval like 30m, 6h or 1d"))
+        })?,
+        None => std::time::Duration::from_secs(86_400),
+    };
+    let keep = positive("CONCORD_BACKUP_KEEP", keep.unwrap_or(7))? as usize;
+    Ok(Some(BackupSchedule { dir, every, keep }))
+}
+
+/// `90s`, `15m`, `6h`, `1d` (a positive whole number and one unit).
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let count: u64 = text[..text.len() - 1].parse().ok().filter(|n| *n > 0)?;
+    count.checked_mul(seconds_per).map(std::time::Duration::from_secs)
 }
 
 fn read_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -551,6 +615,23 @@ mod tests {
         }
         let c = Config::resolve(parse(&["--admin-user", "root", "--admin-pass", "hunter22"])).unwrap();
         assert!(!format!("{c:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn backup_settings_need_a_folder_and_a_valid_interval() {
+        assert!(Config::resolve(Settings::default()).unwrap().backup.is_none());
+        let c = Config::resolve(parse(&["--backup-dir", "/b"])).unwrap().backup.unwrap();
+        assert_eq!((c.dir, c.every.as_secs(), c.keep), (PathBuf::from("/b"), 86_400, 7));
+        for (interval, secs) in [("90s", Some(90)), ("15m", Some(900)), ("6h", Some(21_600)), ("2d", Some(172_800))]
+            .into_iter()
+            .chain([("0h", None), ("h", None), ("6", None), ("6w", None), ("-1s", None), ("1.5h", None)])
+        {
+            assert_eq!(parse_interval(interval).map(|d| d.as_secs()), secs, "{interval}");
+        }
+        for args in [&["--backup-every", "1h"][..], &["--backup-dir", "/b", "--backup-every", "soon"]] {
+            let err = Config::resolve(parse(args)).unwrap_err().to_string();
+            assert!(err.contains("CONCORD_BACKUP"), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod oplog;
 pub mod sqlite;
 
 pub use accounts::{
-    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    AccountStore, AdminStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
@@ -26,7 +26,7 @@ pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome,
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
+pub trait Store: AccountStore + AdminStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 

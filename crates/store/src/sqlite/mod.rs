@@ -10,6 +10,7 @@
 //! into one transaction to share that fsync.
 
 mod accounts;
+mod admin;
 mod blobs;
 mod docs;
 mod oplog;
