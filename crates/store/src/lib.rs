@@ -16,8 +16,8 @@ mod oplog;
 pub mod sqlite;
 
 pub use accounts::{
-    AccountStore, AdminStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
+    AccountStore, AccountTokenPurpose, AdminStore, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser,
+    Principal, REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};

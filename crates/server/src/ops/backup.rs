@@ -137,7 +137,10 @@ async fn create_via(
     for hash in hashes {
         let hash = BlobHash::parse(&hash).map_err(|_| BackupError::DamagedBlob(hash.clone()))?;
         let path = blob_dir.join(relative_blob_path(&hash));
-        super::wait_for_file(&path, MISSING_BLOB_GRACE).await.then_some(()).ok_or_else(|| BackupError::MissingBlob(hash.as_str().to_owned()))?;
+        super::wait_for_file(&path, MISSING_BLOB_GRACE)
+            .await
+            .then_some(())
+            .ok_or_else(|| BackupError::MissingBlob(hash.as_str().to_owned()))?;
         blobs.push((hash, path));
     }
     let (partial_owned, db_owned) = (partial.to_owned(), db_copy.to_owned());
@@ -175,13 +178,15 @@ fn write_archive(
         schema_version,
         files,
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Io { path: partial.into(), source: e.into() })?;
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Io { path: partial.into(), source: e.into() })?;
     let mut header = entry_header(json.len() as u64);
     tar.append_data(&mut header, MANIFEST_ENTRY, json.as_slice()).map_err(io_at(partial))?;
-    let file = tar.into_inner().map_err(io_at(partial))?.into_inner().map_err(|e| BackupError::Io {
-        path: partial.to_owned(),
-        source: e.into_error(),
-    })?;
+    let file = tar
+        .into_inner()
+        .map_err(io_at(partial))?
+        .into_inner()
+        .map_err(|e| BackupError::Io { path: partial.to_owned(), source: e.into_error() })?;
     file.sync_all().map_err(io_at(partial))?;
     Ok(Summary { blobs: blobs.len(), bytes, schema_version })
 }
@@ -328,7 +333,8 @@ fn unpack_verified(archive: &Path, staging: &Path) -> Result<Manifest, RestoreEr
             manifest = Some(serde_json::from_slice(&text).map_err(|e| RestoreError::Format(format!("manifest: {e}")))?);
             continue;
         }
-        let relative = allowed_entry(&name).ok_or_else(|| RestoreError::Format(format!("unexpected entry {name:?}")))?;
+        let relative =
+            allowed_entry(&name).ok_or_else(|| RestoreError::Format(format!("unexpected entry {name:?}")))?;
         let path = staging.join(&relative);
         if let Some(parent) = path.parent() {
             create_private_dir(parent).map_err(rio_at(parent))?;
@@ -453,10 +459,10 @@ async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSche
     let out = schedule.dir.join(format!("{SCHEDULED_PREFIX}{stamp}{SCHEDULED_SUFFIX}"));
     match create(store, blob_dir, &out).await {
         Ok(summary) => {
-            tracing::info!(file = %out.display(), blobs = summary.blobs, bytes = summary.bytes, "backup written");
             if let Err(err) = prune(&schedule.dir, schedule.keep) {
                 tracing::warn!(%err, dir = %schedule.dir.display(), "cannot delete old backups");
             }
+            tracing::info!(file = %out.display(), blobs = summary.blobs, bytes = summary.bytes, "backup written");
         }
         Err(err) => tracing::error!(%err, file = %out.display(), "scheduled backup failed"),
     }

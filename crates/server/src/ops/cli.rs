@@ -346,9 +346,11 @@ async fn user_command(store: &SqliteStore, command: UserCommand) -> Result<(), C
         }
         UserCommand::Create { username, email, admin } => {
             let username = Username::parse(&username).map_err(|e| CliError::Usage(format!("username refused: {e}")))?;
-            let email = Email::parse(&email).map_err(|_| CliError::Usage(format!("{email:?} is not an email address")))?;
+            let email =
+                Email::parse(&email).map_err(|_| CliError::Usage(format!("{email:?} is not an email address")))?;
             let password_hash = hash_password(read_password()?).await?;
-            let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
+            let new =
+                NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
             let user = store.create_user(new, clock::now()).await?;
             store.confirm_user(&user.id).await?;
             if admin {

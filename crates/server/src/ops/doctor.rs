@@ -124,7 +124,11 @@ async fn examine_blobs(blob_dir: &Path, referenced: &BTreeSet<String>, report: &
     if missing.is_empty() {
         report.add(Severity::Ok, "blobs", format!("all {} referenced blobs present", referenced.len()));
     } else {
-        report.add(Severity::Problem, "blobs", format!("{} referenced blobs missing: {}", missing.len(), missing.join(", ")));
+        report.add(
+            Severity::Problem,
+            "blobs",
+            format!("{} referenced blobs missing: {}", missing.len(), missing.join(", ")),
+        );
     }
     let orphans = stored.difference(referenced).count();
     if orphans > 0 || !misplaced.is_empty() {
@@ -152,7 +156,11 @@ async fn examine_blobs(blob_dir: &Path, referenced: &BTreeSet<String>, report: &
         })
         .unwrap_or(0);
     if stale > 0 {
-        report.add(Severity::Warning, "temporary files", format!("{stale} abandoned uploads in blobs/tmp older than an hour"));
+        report.add(
+            Severity::Warning,
+            "temporary files",
+            format!("{stale} abandoned uploads in blobs/tmp older than an hour"),
+        );
     } else {
         report.add(Severity::Ok, "temporary files", "no abandoned uploads");
     }

@@ -31,6 +31,8 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// A data directory prepared beforehand (e.g. restored from a backup); a fresh one if unset.
+    data: Option<tempfile::TempDir>,
 }
 
 impl TestAppBuilder {
@@ -44,11 +46,17 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs the server on `dir` instead of an empty directory.
+    pub fn data_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.data = Some(dir);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
             base: String::new(),
-            data: tempfile::tempdir().unwrap(),
+            data: self.data.unwrap_or_else(|| tempfile::tempdir().unwrap()),
             args: self.args,
             envs: self.envs,
             child: None,
@@ -277,5 +285,36 @@ impl TestApp {
         let confirmed =
             json(self.post_json("/api/v1/auth/confirm", &serde_json::json!({ "token": token })).await, 200).await;
         assert_eq!(confirmed["status"], "confirmed");
+    }
+}
+
+/// What one run of an operator command (`concord user …`, `concord backup …`) did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `concord <args>` to completion with an emptied environment, feeding `stdin` to it.
+pub async fn concord_cli(args: &[&str], stdin: &str) -> CliRun {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .env_clear()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start concord");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(DEADLINE * 2, child.wait_with_output()).await.expect("command finishes").unwrap();
+    CliRun {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

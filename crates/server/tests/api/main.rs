@@ -11,6 +11,7 @@ mod helpers;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_push_pull;
+mod ops_backup;
 mod smtp_sink;
 mod tidy;
 mod yjs_client;
