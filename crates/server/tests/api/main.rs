@@ -12,6 +12,7 @@ mod oplog_client;
 mod oplog_desktop;
 mod oplog_push_pull;
 mod ops_backup;
+mod ops_cli;
 mod smtp_sink;
 mod tidy;
 mod yjs_client;
