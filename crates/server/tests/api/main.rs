@@ -13,6 +13,7 @@ mod oplog_desktop;
 mod oplog_push_pull;
 mod ops_backup;
 mod ops_cli;
+mod ops_install;
 mod smtp_sink;
 mod tidy;
 mod yjs_client;
