@@ -61,8 +61,8 @@ pub async fn examine(target: &Target) -> Report {
 
 /// Integrity and schema; returns the referenced blob hashes if the database could be read.
 async fn examine_database(path: &Path, report: &mut Report) -> Option<BTreeSet<String>> {
-    if !path.is_file() {
-        report.add(Severity::Problem, "database", format!("{} does not exist", path.display()));
+    if let Err(err) = std::fs::metadata(path) {
+        report.add(Severity::Problem, "database", format!("{}: {err}", path.display()));
         return None;
     }
     let store = match SqliteStore::open_read_only(path).await {

@@ -123,6 +123,17 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it() {
     assert!(run.stderr.contains("checksum mismatch for concord.db"), "{run:?}");
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing restored");
 
+    // With --force, verified data replaces what was there; unrelated files stay.
+    std::fs::write(occupied.path().join("concord.db"), b"not a database").unwrap();
+    std::fs::create_dir_all(occupied.path().join("blobs/ff/ff")).unwrap();
+    std::fs::write(occupied.path().join("blobs/ff/ff/stale"), b"old").unwrap();
+    let forced =
+        concord_cli(&["restore", "--from", path(&archive), "--data", path(occupied.path()), "--force"], "").await;
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(!occupied.path().join("blobs/ff").exists(), "old blobs replaced");
+    assert_eq!(std::fs::read(occupied.path().join("keep.txt")).unwrap(), b"mine");
+    assert_eq!(doctor(occupied.path()).await.code, 0);
+
     let restored = tempfile::tempdir().unwrap();
     let run = concord_cli(&["restore", "--from", path(&archive), "--data", path(restored.path())], "").await;
     assert_eq!(run.code, 0, "{run:?}");
