@@ -490,7 +490,97 @@ fn is_scheduled_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use concord_core::blob::BlobQuota;
+    use concord_store::{AccountStore, BlobStore, NewUser, Scope};
+
     use super::*;
+
+    const BLOB: &[u8] = b"the one blob in this data directory, long enough to find in the archive";
+
+    /// A data directory with one user, one referenced blob on disk, and a backup of it.
+    async fn backed_up(dir: &Path) -> (PathBuf, PathBuf) {
+        let data = dir.join("data");
+        let blob_dir = data.join("blobs");
+        create_private_dir(&blob_dir).unwrap();
+        let store = SqliteStore::open(&data.join("concord.db")).await.unwrap();
+        let new = NewUser { email: "a@example.com".into(), username: "alice".into(), password_hash: "h".into() };
+        let user = store.create_user(new, 1).await.unwrap();
+        let mut hasher = BlobHasher::new();
+        hasher.update(BLOB);
+        let (hash, size) = hasher.finish();
+        let scope = Scope { user_id: user.id, vault_id: "v".into() };
+        let quota = BlobQuota { per_vault: 1 << 20, per_user: 1 << 20 };
+        store.add_blob_ref(&scope, &hash, size, quota, 1).await.unwrap();
+        let path = blob_dir.join(relative_blob_path(&hash));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, BLOB).unwrap();
+        let archive = dir.join("backup.tar");
+        let summary = create(&store, &blob_dir, &archive).await.unwrap();
+        assert_eq!(summary.blobs, 1);
+        (archive, path)
+    }
+
+    fn target(dir: &Path) -> Target {
+        Target { data_dir: dir.to_owned(), database_path: dir.join("concord.db") }
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_damaged_archive_is_refused_and_restores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, _) = backed_up(dir.path()).await;
+        let good = std::fs::read(&archive).unwrap();
+        let at = good.windows(BLOB.len()).position(|w| w == BLOB).unwrap();
+        let flip = |offset: usize| {
+            let mut bytes = good.clone();
+            bytes[offset] ^= 1;
+            bytes
+        };
+        let needle = b"\"files\"";
+        let manifest_at = good.windows(needle.len()).position(|w| w == needle).unwrap();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("blob content", flip(at + 3), "checksum mismatch for blobs/"),
+            ("database content", flip(512 + 100), "checksum mismatch for concord.db"),
+            (
+                "manifest",
+                {
+                    let mut b = good.clone();
+                    b[manifest_at + 1] = b'F';
+                    b
+                },
+                "not a Concord backup",
+            ),
+            ("truncated", good[..at].to_vec(), "not a Concord backup"),
+            ("empty", Vec::new(), "not a Concord backup"),
+        ];
+        for (name, bytes, expected) in cases {
+            let bad = dir.path().join(format!("{name}.tar"));
+            std::fs::write(&bad, bytes).unwrap();
+            let into = dir.path().join(format!("into-{name}"));
+            let err = restore(&bad, &target(&into), false).await.unwrap_err().to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+            assert_eq!(std::fs::read_dir(&into).unwrap().count(), 0, "{name}: nothing restored");
+        }
+        let into = dir.path().join("into-good");
+        restore(&archive, &target(&into), false).await.unwrap();
+        let restored = std::fs::read_dir(into.join("blobs")).unwrap().count();
+        assert_eq!(restored, 1);
+    }
+
+    #[tokio::test]
+    async fn a_backup_refuses_to_overwrite_and_fails_on_a_damaged_blob_leaving_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, blob) = backed_up(dir.path()).await;
+        let store = SqliteStore::open(&dir.path().join("data/concord.db")).await.unwrap();
+        let blob_dir = dir.path().join("data/blobs");
+        let again = create(&store, &blob_dir, &archive).await.unwrap_err();
+        assert!(matches!(again, BackupError::Exists(_)), "{again}");
+        std::fs::write(&blob, b"bit rot").unwrap();
+        let out = dir.path().join("second.tar");
+        let damaged = create(&store, &blob_dir, &out).await.unwrap_err();
+        assert!(matches!(damaged, BackupError::DamagedBlob(_)), "{damaged}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!left.iter().any(|n| n.to_string_lossy().starts_with("second")), "no partial files: {left:?}");
+    }
 
     #[test]
     fn only_content_addressed_blob_paths_and_the_database_are_accepted() {
