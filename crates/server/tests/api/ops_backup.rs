@@ -139,7 +139,9 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it() {
     assert_eq!(run.code, 0, "{run:?}");
     let checked = doctor(restored.path()).await;
     assert_eq!(checked.code, 0, "{checked:?}");
-    assert!(!checked.stdout.contains("PROBLEM") && !checked.stdout.contains("warning"), "{}", checked.stdout);
+    for line in ["integrity_check: ok", "referenced blobs present", "no orphan blob files"] {
+        assert!(checked.stdout.contains(line), "{line:?} in {}", checked.stdout);
+    }
 
     let b = TestApp::builder().data_dir(restored).spawn().await;
     // The old device token pulls a gap-free log holding every op acknowledged before the backup.
