@@ -285,8 +285,8 @@ pub trait AdminStore {
     /// operation log, blob references), in one transaction; returns whether the user existed.
     async fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
 
-    /// Writes a consistent copy of the whole database to `path`, which must not exist. Writers
-    /// are not blocked while it runs.
+    /// Writes a consistent copy of the whole database to `path`, which must not exist or be an
+    /// empty file. Writers are not blocked while it runs.
     async fn copy_database_to(&self, path: &std::path::Path) -> StoreResult<()>;
 
     /// What the backend's own consistency check finds; empty when the database is whole.

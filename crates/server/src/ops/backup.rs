@@ -128,6 +128,9 @@ async fn create_via(
     partial: &Path,
     db_copy: &Path,
 ) -> Result<Summary, BackupError> {
+    // Both files hold every password hash and document: created private before anything is
+    // written to them (SQLite accepts an empty file as the target of VACUUM INTO).
+    drop(create_private_file(db_copy).map_err(io_at(db_copy))?);
     store.copy_database_to(db_copy).await?;
     let copy = SqliteStore::open_read_only(db_copy).await?;
     let listed = (copy.referenced_blob_hashes().await, copy.schema_version().await);
@@ -158,7 +161,7 @@ fn write_archive(
     blobs: &[(BlobHash, PathBuf)],
     schema_version: i64,
 ) -> Result<Summary, BackupError> {
-    let file = File::create(partial).map_err(io_at(partial))?;
+    let file = create_private_file(partial).map_err(io_at(partial))?;
     let mut tar = tar::Builder::new(BufWriter::new(file));
     let mut files = Vec::with_capacity(blobs.len() + 1);
     files.push(append_file(&mut tar, DB_ENTRY, db_copy)?.0);
@@ -517,6 +520,8 @@ mod tests {
         let archive = dir.join("backup.tar");
         let summary = create(&store, &blob_dir, &archive).await.unwrap();
         assert_eq!(summary.blobs, 1);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&archive).unwrap().permissions());
+        assert_eq!(mode & 0o007, 0, "a backup holds every password hash: not world-readable ({mode:o})");
         (archive, path)
     }
 
