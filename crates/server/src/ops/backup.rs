@@ -65,6 +65,8 @@ pub enum RestoreError {
     Checksum(String),
     #[error("the database in the archive fails its integrity check: {0}")]
     Integrity(String),
+    #[error("the backup has schema version {0}, newer than this Concord knows ({1}): restore it with that version")]
+    Newer(i64, i64),
     #[error("database: {0}")]
     Store(#[from] StoreError),
 }
@@ -365,6 +367,11 @@ fn unpack_verified(archive: &Path, staging: &Path) -> Result<Manifest, RestoreEr
     if manifest.format != FORMAT || manifest.version != FORMAT_VERSION {
         return Err(RestoreError::Format(format!("format {} version {}", manifest.format, manifest.version)));
     }
+    // A database from a newer Concord would stop this server at start (unknown migrations).
+    let latest = SqliteStore::latest_schema_version();
+    if manifest.schema_version > latest {
+        return Err(RestoreError::Newer(manifest.schema_version, latest));
+    }
     let listed: BTreeMap<&str, &ManifestEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
     if listed.len() != seen.len() || !listed.contains_key(DB_ENTRY) {
         return Err(RestoreError::Format("the manifest and the archive's files differ".into()));
@@ -525,6 +532,15 @@ mod tests {
         (archive, path)
     }
 
+    /// The archive with its manifest claiming schema 99 (same length as today's two digits).
+    fn newer_schema(archive: &[u8]) -> Vec<u8> {
+        let field = format!("\"schema_version\": {}", SqliteStore::latest_schema_version());
+        let at = archive.windows(field.len()).position(|w| w == field.as_bytes()).unwrap();
+        let mut bytes = archive.to_vec();
+        bytes[at + field.len() - 2..at + field.len()].copy_from_slice(b"99");
+        bytes
+    }
+
     fn target(dir: &Path) -> Target {
         Target { data_dir: dir.to_owned(), database_path: dir.join("concord.db") }
     }
@@ -555,6 +571,7 @@ mod tests {
                 "not a Concord backup",
             ),
             ("truncated", good[..at].to_vec(), "not a Concord backup"),
+            ("from a newer Concord", newer_schema(&good), "newer than this Concord knows"),
             ("empty", Vec::new(), "not a Concord backup"),
         ];
         for (name, bytes, expected) in cases {
