@@ -292,6 +292,8 @@ async fn restore_via(archive: &Path, target: &Target, staging: &Path) -> Result<
         return Err(RestoreError::Format(format!("blob {missing} is referenced but not in the archive")));
     }
 
+    adopt_owner(staging, &target.data_dir).map_err(rio_at(staging))?;
+
     // Verified: replace whatever was there. The write-ahead log and shared memory of an old
     // database belong to it and would corrupt the restored one.
     for old in [with_suffix(&target.database_path, "-wal"), with_suffix(&target.database_path, "-shm")] {
@@ -402,6 +404,26 @@ fn allowed_entry(name: &str) -> Option<PathBuf> {
         _ => None,
     }
     .filter(|p: &PathBuf| p.components().all(|c| matches!(c, Component::Normal(_))))
+}
+
+/// Run as root (the usual way to restore), gives every staged file the data directory's owner,
+/// so the service user can open what root unpacked.
+fn adopt_owner(staging: &Path, data_dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(data_dir)?;
+    if !rustix::process::geteuid().is_root() || owner.uid() == 0 {
+        return Ok(());
+    }
+    let mut pending = vec![staging.to_owned()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create_private_file(path: &Path) -> io::Result<File> {

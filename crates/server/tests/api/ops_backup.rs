@@ -4,6 +4,7 @@
 //! back. Also: damaged archives and occupied targets are refused, and scheduled backups rotate.
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,9 @@ use yrs::{ReadTxn, Transact};
 use crate::helpers::{CliRun, DEADLINE, TestApp, concord_cli, eventually, json as json_of};
 use crate::oplog_client::{Device, device, download_verified, op, pull_all, pull_raw, push, upload};
 use crate::yjs_client::{RawClient, open_ws};
+
+/// The tests run as root (they install packages); restores must hand files to the directory's owner.
+const NOBODY: u32 = 65534;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -123,7 +127,9 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it() {
     assert!(run.stderr.contains("checksum mismatch for concord.db"), "{run:?}");
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing restored");
 
-    // With --force, verified data replaces what was there; unrelated files stay.
+    // With --force, verified data replaces what was there; unrelated files stay. Restored files
+    // take the directory's owner (the service user), since operators restore as root.
+    std::os::unix::fs::chown(occupied.path(), Some(NOBODY), Some(NOBODY)).unwrap();
     std::fs::write(occupied.path().join("concord.db"), b"not a database").unwrap();
     std::fs::create_dir_all(occupied.path().join("blobs/ff/ff")).unwrap();
     std::fs::write(occupied.path().join("blobs/ff/ff/stale"), b"old").unwrap();
@@ -133,6 +139,10 @@ async fn a_backup_under_load_restores_everything_acknowledged_before_it() {
     assert!(!occupied.path().join("blobs/ff").exists(), "old blobs replaced");
     assert_eq!(std::fs::read(occupied.path().join("keep.txt")).unwrap(), b"mine");
     assert_eq!(doctor(occupied.path()).await.code, 0);
+    for restored in ["concord.db", "blobs"] {
+        let meta = std::fs::metadata(occupied.path().join(restored)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{restored}");
+    }
 
     let restored = tempfile::tempdir().unwrap();
     let run = concord_cli(&["restore", "--from", path(&archive), "--data", path(restored.path())], "").await;
