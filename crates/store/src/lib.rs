@@ -15,9 +15,10 @@ mod error;
 mod oplog;
 pub mod sqlite;
 
+pub use accounts::AdminStore;
 pub use accounts::{
-    AccountStore, AccountTokenPurpose, AdminStore, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser,
-    Principal, REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
+    AccountStore, AccountTokenPurpose, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
+    REVOKED_TOKEN_RETENTION_SECS, TokenKind, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
