@@ -1,7 +1,8 @@
 //! The install kit: `systemd-analyze` accepts the unit and rates its hardening, `shellcheck`
 //! accepts the scripts, and `install.sh --root` lays out every file with its owner and mode,
 //! idempotently (a second run upgrades the binary and keeps the settings); `uninstall.sh` keeps
-//! or purges data as asked. The tools are installed here if the machine lacks them.
+//! or purges data as asked; nginx and Caddy accept the reverse-proxy examples. The tools are
+//! installed here if the machine lacks them.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,12 @@ fn repo() -> PathBuf {
 }
 
 /// Makes `command` available, installing `package` with apt-get once if it is missing (a fresh
-/// CI machine has neither shellcheck nor, in slim images, systemd).
-fn tool(command: &str, package: &str) {
+/// CI machine has neither shellcheck nor, in slim images, systemd). `probe` is the argument that
+/// makes the command print its version and succeed.
+fn tool(command: &str, probe: &str, package: &str) {
     static APT: Mutex<()> = Mutex::new(());
     let _serial = APT.lock().unwrap();
-    let present = || Command::new(command).arg("--version").output().is_ok_and(|o| o.status.success());
+    let present = || Command::new(command).arg(probe).output().is_ok_and(|o| o.status.success());
     if present() {
         return;
     }
@@ -38,7 +40,7 @@ fn run(cmd: &mut Command) -> Output {
 
 #[test]
 fn systemd_accepts_the_unit_and_rates_it_well_hardened() {
-    tool("systemd-analyze", "systemd");
+    tool("systemd-analyze", "--version", "systemd");
     let unit = std::fs::read_to_string(repo().join("deploy/concord.service")).unwrap();
     for setting in [
         "NoNewPrivileges=true",
@@ -75,7 +77,7 @@ fn systemd_accepts_the_unit_and_rates_it_well_hardened() {
 
 #[test]
 fn shellcheck_accepts_the_scripts() {
-    tool("shellcheck", "shellcheck");
+    tool("shellcheck", "--version", "shellcheck");
     run(Command::new("shellcheck")
         .arg("--severity=style")
         .arg(repo().join("scripts/install.sh"))
@@ -162,4 +164,46 @@ fn install_lays_out_every_file_with_owner_and_mode_and_reruns_as_an_upgrade() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(!root.path().join("other").exists());
+}
+
+#[test]
+fn nginx_and_caddy_accept_the_proxy_examples() {
+    tool("nginx", "-v", "nginx-light");
+    tool("caddy", "version", "caddy");
+    tool("openssl", "version", "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // nginx -t loads the certificate, so the example's Let's Encrypt paths get a throwaway one.
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=sync.example.com"])
+        .arg("-keyout")
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("cert.pem")));
+    let site = std::fs::read_to_string(repo().join("deploy/nginx.conf"))
+        .unwrap()
+        .replace("/etc/letsencrypt/live/sync.example.com/fullchain.pem", d.join("cert.pem").to_str().unwrap())
+        .replace("/etc/letsencrypt/live/sync.example.com/privkey.pem", d.join("key.pem").to_str().unwrap());
+    for needle in
+        ["proxy_buffering off", "proxy_set_header Upgrade", "X-Forwarded-For", "X-Forwarded-Proto", "ssl_certificate"]
+    {
+        assert!(site.contains(needle), "the nginx example sets {needle}");
+    }
+    std::fs::write(d.join("site.conf"), site).unwrap();
+    let main = format!(
+        "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n include {0}/site.conf;\n}}\n",
+        d.display()
+    );
+    std::fs::write(d.join("nginx.conf"), main).unwrap();
+    run(Command::new("nginx").arg("-t").arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf")));
+
+    let caddyfile = repo().join("deploy/Caddyfile");
+    assert!(std::fs::read_to_string(&caddyfile).unwrap().contains("flush_interval -1"), "event streams unbuffered");
+    // Caddy keeps state under $HOME; keep it in the scratch directory.
+    run(Command::new("caddy")
+        .args(["validate", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", d)
+        .env("XDG_DATA_HOME", d)
+        .env("XDG_CONFIG_HOME", d));
 }
