@@ -23,9 +23,17 @@ fn tool(command: &str, probe: &str, package: &str) {
     if present() {
         return;
     }
-    let install = || Command::new("apt-get").args(["install", "-y", "-q", package]).status().is_ok_and(|s| s.success());
+    // Another suite on the machine may hold dpkg's lock for a while; wait for it.
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "-q"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = || apt(&["install", "-y", package]);
     if !install() {
-        let updated = Command::new("apt-get").args(["update", "-q"]).status().is_ok_and(|s| s.success());
+        let updated = apt(&["update"]);
         assert!(updated && install(), "cannot install {package} with apt-get");
     }
     assert!(present(), "{command} still missing after installing {package}");
