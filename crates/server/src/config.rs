@@ -194,6 +194,18 @@ pub struct Settings {
     /// Workspaces one user may have, besides `default` [default: 100]
     #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N")]
     pub max_workspaces_per_user: Option<u32>,
+    // Operations (backups).
+    /// Folder for scheduled backups; unset means no scheduled backups
+    #[arg(long, env = "CONCORD_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h` [default: 24h]
+    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL")]
+    pub backup_every: Option<String>,
+
+    /// Scheduled backups kept in the folder; older ones are deleted [default: 7]
+    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N")]
+    pub backup_keep: Option<u32>,
 }
 
 impl Settings {
@@ -240,6 +252,9 @@ impl Settings {
             secret_file: self.secret_file.or(lower.secret_file),
             max_devices_per_user: self.max_devices_per_user.or(lower.max_devices_per_user),
             max_workspaces_per_user: self.max_workspaces_per_user.or(lower.max_workspaces_per_user),
+            backup_dir: self.backup_dir.or(lower.backup_dir),
+            backup_every: self.backup_every.or(lower.backup_every),
+            backup_keep: self.backup_keep.or(lower.backup_keep),
         }
     }
 }
@@ -361,6 +376,8 @@ pub struct Config {
     /// [`Config::secret_path`]).
     pub secret_file: Option<PathBuf>,
     pub caps: AccountCaps,
+    /// Scheduled backups, if `--backup-dir` is set (operations).
+    pub backup: Option<BackupSchedule>,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -380,6 +397,14 @@ pub struct ConnectionSettings {
     pub max_per_ip: usize,
     /// Loopback peers are counted in the total only, not per address.
     pub exempt_loopback: bool,
+}
+
+/// Where and how often the server backs itself up, and how many archives it keeps.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub dir: PathBuf,
+    pub every: std::time::Duration,
+    pub keep: usize,
 }
 
 /// Limits of the Yjs sync endpoint.
@@ -500,6 +525,7 @@ impl Config {
                     s.max_workspaces_per_user.unwrap_or(100),
                 )?,
             },
+            backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
         })
     }
 
@@ -664,6 +690,43 @@ fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
     Ok(Some(origins))
 }
 
+/// The backup settings: an interval or a count without a folder is a mistake worth stopping for.
+fn backup_schedule(
+    dir: Option<PathBuf>,
+    every: Option<String>,
+    keep: Option<u32>,
+) -> Result<Option<BackupSchedule>, ConfigError> {
+    let Some(dir) = dir else {
+        if every.is_some() || keep.is_some() {
+            return Err(invalid("CONCORD_BACKUP_DIR", "backup interval or count given without a backup folder"));
+        }
+        return Ok(None);
+    };
+    let every = match every {
+        Some(text) => parse_interval(&text).ok_or_else(|| {
+            invalid("CONCORD_BACKUP_EVERY", format!("{text:?} is not an interval like 30m, 6h or 1d"))
+        })?,
+        None => std::time::Duration::from_secs(86_400),
+    };
+    let keep = positive("CONCORD_BACKUP_KEEP", keep.unwrap_or(7))? as usize;
+    Ok(Some(BackupSchedule { dir, every, keep }))
+}
+
+/// `90s`, `15m`, `6h`, `1d` (a positive whole number and one unit).
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let count: u64 = text[..text.len() - 1].parse().ok().filter(|n| *n > 0)?;
+    count.checked_mul(seconds_per).map(std::time::Duration::from_secs)
+}
+
 fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.into(), reason: e.to_string() })?;
@@ -826,6 +889,23 @@ mod tests {
         }
         let c = Config::resolve(parse(&["--admin-user", "root", "--admin-pass", "hunter22"])).unwrap();
         assert!(!format!("{c:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn backup_settings_need_a_folder_and_a_valid_interval() {
+        assert!(Config::resolve(Settings::default()).unwrap().backup.is_none());
+        let c = Config::resolve(parse(&["--backup-dir", "/b"])).unwrap().backup.unwrap();
+        assert_eq!((c.dir, c.every.as_secs(), c.keep), (PathBuf::from("/b"), 86_400, 7));
+        for (interval, secs) in [("90s", Some(90)), ("15m", Some(900)), ("6h", Some(21_600)), ("2d", Some(172_800))]
+            .into_iter()
+            .chain([("0h", None), ("h", None), ("6", None), ("6w", None), ("-1s", None), ("1.5h", None)])
+        {
+            assert_eq!(parse_interval(interval).map(|d| d.as_secs()), secs, "{interval}");
+        }
+        for args in [&["--backup-every", "1h"][..], &["--backup-dir", "/b", "--backup-every", "soon"]] {
+            let err = Config::resolve(parse(args)).unwrap_err().to_string();
+            assert!(err.contains("CONCORD_BACKUP"), "{args:?}: {err}");
+        }
     }
 
     #[test]

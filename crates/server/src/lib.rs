@@ -10,6 +10,7 @@
 //!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
+//! - [`ops`]: backup and restore, `doctor`, and the recovery CLI.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod html;
 pub mod logging;
 pub mod mail;
+pub mod ops;
 pub mod secret;
 pub mod serve;
 pub mod sync;
@@ -96,15 +98,11 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
     accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());
     api::blobs::spawn_collector(&state);
+    ops::backup::spawn_scheduled(&state);
     Ok(state)
 }
 
 /// Mode 0750: the data directory holds the database and every blob, so other users get nothing.
 fn create_private_dir(path: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(path)
-        .map_err(|source| StartError::Directory { path: path.to_owned(), source })
+    ops::create_private_dir(path).map_err(|source| StartError::Directory { path: path.to_owned(), source })
 }

@@ -1,4 +1,5 @@
-//! Entry point of the `concord` binary: parse settings, open storage, serve until a signal.
+//! Entry point of the `concord` binary: parse settings, open storage, serve until a signal; or,
+//! when the first argument names an operator command (`concord backup …`), run that instead.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,10 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()).is_some_and(concord_server::ops::cli::is_command) {
+        return concord_server::ops::cli::run(args).await;
+    }
     // clap reports bad flags or environment values itself (naming them) and exits with status 2.
     let cli = Cli::parse();
     let open_files = serve::raise_open_file_limit();

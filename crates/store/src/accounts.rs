@@ -319,3 +319,32 @@ pub trait AccountStore {
     /// The workspace with this id if it belongs to `user_id`; another user's id reads as absent.
     async fn workspace_of(&self, user_id: &str, workspace_id: &str) -> StoreResult<Option<WorkspaceRecord>>;
 }
+
+/// What an operator does outside any client's request: the recovery CLI, `doctor` and backups.
+/// Apart from [`AccountStore`] because no wire surface may reach these (they bypass ownership).
+#[async_trait::async_trait]
+pub trait AdminStore {
+    /// Every user, oldest first.
+    async fn all_users(&self) -> StoreResult<Vec<UserRecord>>;
+
+    /// Replaces the password hash; returns whether the user exists. Devices stay signed in: this
+    /// is how an operator lets someone back in, not a response to a stolen password (block for that).
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<bool>;
+
+    /// Grants or withdraws admin rights; returns whether the user exists.
+    async fn set_user_admin(&self, user_id: &str, is_admin: bool) -> StoreResult<bool>;
+
+    /// Deletes the user and everything that is theirs (devices, tokens, workspaces, documents, the
+    /// operation log, blob references), in one transaction; returns whether the user existed.
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    /// Writes a consistent copy of the whole database to `path`, which must not exist or be an
+    /// empty file. Writers are not blocked while it runs.
+    async fn copy_database_to(&self, path: &std::path::Path) -> StoreResult<()>;
+
+    /// What the backend's own consistency check finds; empty when the database is whole.
+    async fn integrity_problems(&self) -> StoreResult<Vec<String>>;
+
+    /// Every blob hash that at least one scope references, ascending.
+    async fn referenced_blob_hashes(&self) -> StoreResult<Vec<String>>;
+}

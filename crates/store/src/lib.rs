@@ -15,6 +15,7 @@ mod error;
 mod oplog;
 pub mod sqlite;
 
+pub use accounts::AdminStore;
 pub use accounts::{
     AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord, WorkspaceRecord,
@@ -26,7 +27,7 @@ pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome,
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
+pub trait Store: AccountStore + AdminStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 

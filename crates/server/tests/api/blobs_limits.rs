@@ -18,12 +18,6 @@ const ANSWERED_WITHIN_BYTES: usize = 16 << 20;
 /// request; before them, one 200 MB header cost 200 MB or more.
 const MAX_HWM_GROWTH_KB: u64 = 32 * 1024;
 
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Opens a connection and sends the head of a blob upload claiming `content_length` bytes.
 async fn start_upload(app: &TestApp, d: &Device, content_length: usize) -> TcpStream {
     let mut stream = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
@@ -82,7 +76,7 @@ async fn attack(app: &TestApp, d: &Device, start: Vec<u8>, filler: u8) -> (u16, 
 async fn endless_preambles_part_headers_and_tails_are_refused_quickly_with_flat_memory() {
     let app = TestApp::spawn().await;
     let d = device(&app, "alice", "v").await;
-    let hwm_before = vm_hwm_kb(app.pid());
+    let hwm_before = app.peak_rss_kib();
     let disposition = "Content-Disposition: form-data; name=\"file\"; filename=\"a\"";
     let mut file_then_second_part = multipart_body("a", b"the file");
     file_then_second_part.truncate(file_then_second_part.len() - 4); // keep "--B", drop "--\r\n"
@@ -101,7 +95,7 @@ async fn endless_preambles_part_headers_and_tails_are_refused_quickly_with_flat_
         assert!(body["error"].as_str().unwrap().contains(message), "{what}: {body}");
         assert!(sent < ANSWERED_WITHIN_BYTES, "{what}: answered only after {sent} bytes");
     }
-    let growth = vm_hwm_kb(app.pid()).saturating_sub(hwm_before);
+    let growth = app.peak_rss_kib().saturating_sub(hwm_before);
     assert!(growth < MAX_HWM_GROWTH_KB, "peak RSS grew by {growth} KiB");
     assert_eq!(blob_files(&app), Vec::<std::path::PathBuf>::new(), "no refused upload left a file");
 

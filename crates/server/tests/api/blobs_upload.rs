@@ -146,18 +146,12 @@ async fn an_upload_cut_off_mid_stream_leaves_nothing() {
     assert_eq!(download(&app, &d, &sha256_hex(&[7u8; 200_000])).await.status(), 404);
 }
 
-fn rss_peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_1_gib_upload_keeps_server_memory_flat() {
     const SIZE: u64 = 1 << 30;
     let app = TestApp::builder().env("BLOB_MAX_BYTES", (SIZE * 2).to_string()).spawn().await;
     let d = device(&app, "alice", "v").await;
-    let before = rss_peak_kib(app.pid());
+    let before = app.peak_rss_kib();
 
     let head = part_head("big");
     let tail = format!("\r\n--{BOUNDARY}--\r\n");
@@ -181,7 +175,7 @@ async fn a_1_gib_upload_keeps_server_memory_flat() {
         "{response}"
     );
 
-    let after = rss_peak_kib(app.pid());
+    let after = app.peak_rss_kib();
     assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB for a 1 GiB upload");
     let stored = app.data_dir().join("blobs").join(&sha.as_str()[0..2]).join(&sha.as_str()[2..4]).join(sha.as_str());
     assert_eq!(std::fs::metadata(stored).unwrap().len(), SIZE);

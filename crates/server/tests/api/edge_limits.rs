@@ -104,7 +104,7 @@ async fn connections_over_the_per_address_cap_are_refused_and_idle_ones_time_out
         .env("CONCORD_FIRST_BYTE_TIMEOUT_SECS", timeout.to_string())
         .spawn()
         .await;
-    let (baseline, memory_before) = (app.open_fds(), app.rss_peak_kib());
+    let (baseline, memory_before) = (app.open_fds(), app.peak_rss_kib());
     let outcomes = idle_connections(&app, &["127.0.0.2"], 200).await;
 
     // Bound: the 20 admitted connections and nothing for the 180 refused ones.
@@ -133,7 +133,7 @@ async fn connections_over_the_per_address_cap_are_refused_and_idle_ones_time_out
     eventually(|| async { app.open_fds() <= baseline + FD_SLACK }).await;
     // An idle or refused connection costs a task and a socket buffer, kilobytes: 16 MiB is far
     // above that for 200 of them, yet would catch per-connection buffers of 64 KiB or more.
-    let grown = app.rss_peak_kib().saturating_sub(memory_before);
+    let grown = app.peak_rss_kib().saturating_sub(memory_before);
     assert!(grown <= 16 * 1024, "peak memory grew by {grown} KiB");
 }
 

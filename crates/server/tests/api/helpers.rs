@@ -181,13 +181,6 @@ impl TestApp {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("the server's /proc entry").count()
     }
 
-    /// The server's peak resident memory so far (`VmHWM`), in KiB.
-    pub fn rss_peak_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
     pub fn data_dir(&self) -> &Path {
         self.data_override.as_deref().unwrap_or(self.data.path())
     }
@@ -363,5 +356,36 @@ impl TestApp {
     /// server), so a test can be several client IPs for the rate limits.
     pub fn client_from(&self, source: std::net::Ipv4Addr) -> reqwest::Client {
         reqwest::Client::builder().timeout(DEADLINE).local_address(std::net::IpAddr::V4(source)).build().unwrap()
+    }
+}
+
+/// What one run of an operator command (`concord user …`, `concord backup …`) did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `concord <args>` to completion with an emptied environment, feeding `stdin` to it.
+pub async fn concord_cli(args: &[&str], stdin: &str) -> CliRun {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .env_clear()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start concord");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(DEADLINE * 2, child.wait_with_output()).await.expect("command finishes").unwrap();
+    CliRun {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

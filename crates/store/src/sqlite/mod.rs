@@ -19,6 +19,7 @@
 //! closed if it is not idle outside any transaction; the pool then opens a fresh one.
 
 mod accounts;
+mod admin;
 mod blobs;
 mod docs;
 mod oplog;

@@ -1,0 +1,39 @@
+//! Operating a Concord installation: online backup and restore, `doctor`, and the recovery CLI
+//! that works on a data directory while the server runs on it.
+//!
+//! - [`backup`]: archives with a consistent database copy, blobs and a checksum manifest; restore;
+//!   the scheduled backup job.
+//! - [`doctor`]: what is wrong with a data directory (integrity, schema, orphans, free space).
+//! - [`cli`]: the `concord backup|restore|doctor|user|device` commands and their exit codes.
+//!
+//! Safe beside a running server because SQLite (WAL, `busy_timeout`) lets two processes share the
+//! database, and the server re-reads accounts from it: a user blocked here is refused on the next
+//! request and their open sockets close at the server's next re-check.
+
+pub mod backup;
+pub mod cli;
+pub mod doctor;
+
+use std::path::Path;
+
+/// Creates `path` and its parents with mode 0750: the data directory holds the database and every
+/// blob, so other users get nothing.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(path)
+}
+
+/// Waits up to `grace` for a file to appear. Blob uploads commit their reference a moment before
+/// the file is renamed into place, so a reader that sees the reference first waits for the file.
+async fn wait_for_file(path: &Path, grace: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        if path.is_file() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
