@@ -17,8 +17,11 @@ use crate::yjs_client::RawClient;
 
 /// Small enough to fill in a moment, big enough for the database, its WAL and a few blobs.
 const DISK_MIB: usize = 8;
-/// Blobs that fill the disk: about seven fit.
+/// Blobs that fill the disk: about five fit beside the ballast.
 const BLOB_BYTES: usize = 1 << 20;
+/// Space held back from the start and freed with the filler, so that recovery has room for every
+/// write the test makes afterwards (the filler alone may free only a few blocks).
+const BALLAST_BYTES: usize = 2 << 20;
 
 /// A tmpfs mounted for one test; unmounted (lazily, so a server still exiting cannot block it)
 /// when dropped. Declare it before the `TestApp` so the server is dropped first.
@@ -122,6 +125,8 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
     let disk = Tmpfs::mount(DISK_MIB);
     let data = disk.path().join("data");
     let mut app = TestApp::builder().data_dir(&data).spawn().await;
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; BALLAST_BYTES]).unwrap();
     let d = device(&app, "alice", "v").await;
     let session = app.sign_in("alice@example.com").await;
     let mut acknowledged = vec!["before".to_owned()];
@@ -193,6 +198,7 @@ async fn a_full_disk_refuses_every_write_recovers_and_loses_nothing_acknowledged
 
     // Space freed: health recovers by itself and every write path works again.
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&ballast).unwrap();
     eventually(|| async { health(&app).await.0 == 200 }).await;
     assert_eq!(health(&app).await.1["database_writable"], true);
     for n in 0..3 {
