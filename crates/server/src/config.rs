@@ -153,6 +153,22 @@ pub struct Settings {
     /// new snapshot [default: 1048576]
     #[arg(long, env = "SYNC_COMPACT_BYTES")]
     pub sync_compact_bytes: Option<u32>,
+
+    // Sync limits (WebSockets and event streams).
+    /// Seconds a WebSocket client may take to receive one message (or a pong) before it is closed
+    /// as too slow (1013) [default: 60]
+    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub sync_send_timeout_secs: Option<u64>,
+
+    /// Yjs WebSocket connections one user may hold open at once; more are refused with 429
+    /// [default: 256]
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER")]
+    pub sync_max_connections_per_user: Option<u32>,
+
+    /// Operation-log event streams one user may hold open at once; more are refused with 429
+    /// [default: 64]
+    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
+    pub sync_max_streams_per_user: Option<u32>,
 }
 
 impl Settings {
@@ -189,6 +205,10 @@ impl Settings {
             log_format: self.log_format.or(lower.log_format),
             sync_max_frame_bytes: self.sync_max_frame_bytes.or(lower.sync_max_frame_bytes),
             sync_compact_bytes: self.sync_compact_bytes.or(lower.sync_compact_bytes),
+            // Sync limits.
+            sync_send_timeout_secs: self.sync_send_timeout_secs.or(lower.sync_send_timeout_secs),
+            sync_max_connections_per_user: self.sync_max_connections_per_user.or(lower.sync_max_connections_per_user),
+            sync_max_streams_per_user: self.sync_max_streams_per_user.or(lower.sync_max_streams_per_user),
         }
     }
 }
@@ -291,6 +311,13 @@ pub struct Config {
 pub struct SyncSettings {
     pub max_frame_bytes: usize,
     pub compact_bytes: usize,
+    // Sync limits.
+    /// Longest a client may take to receive one message or pong; then it is closed as too slow.
+    pub send_timeout: std::time::Duration,
+    /// Open WebSocket connections per user.
+    pub max_connections_per_user: usize,
+    /// Open event streams per user.
+    pub max_streams_per_user: usize,
 }
 
 /// Size limit and quotas for blob uploads (the Verstak server's values by default).
@@ -404,6 +431,22 @@ impl Config {
             sync: SyncSettings {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+                // Sync limits. A minute is far longer than any live client takes to take one message
+                // (or the 127-byte pong of its own ping), yet bounds what a client that never reads
+                // can make the server hold. 256 documents and 64 event streams per user are many
+                // times what a person's devices open (one stream per device and vault, a handful of
+                // documents per open window), while a single account can no longer exhaust the
+                // server's connections.
+                send_timeout: std::time::Duration::from_secs(positive(
+                    "SYNC_SEND_TIMEOUT_SECS",
+                    s.sync_send_timeout_secs.unwrap_or(60),
+                )?),
+                max_connections_per_user: positive(
+                    "SYNC_MAX_CONNECTIONS_PER_USER",
+                    s.sync_max_connections_per_user.unwrap_or(256),
+                )? as usize,
+                max_streams_per_user: positive("SYNC_MAX_STREAMS_PER_USER", s.sync_max_streams_per_user.unwrap_or(64))?
+                    as usize,
             },
         })
     }

@@ -16,6 +16,8 @@ mod tidy;
 mod yjs_client;
 mod yjs_durability;
 mod yjs_isolation;
+mod yjs_limits;
 mod yjs_revocation;
 mod yjs_robustness;
 mod yjs_sync;
+mod yjs_wire;
