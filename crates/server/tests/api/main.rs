@@ -12,6 +12,7 @@ mod oplog_client;
 mod oplog_desktop;
 mod oplog_push_pull;
 mod smtp_sink;
+mod sync_limits;
 mod tidy;
 mod yjs_client;
 mod yjs_durability;
