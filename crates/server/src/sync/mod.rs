@@ -1,6 +1,7 @@
 //! Yjs document sync over WebSocket, and the workspace endpoints that own documents.
 //!
-//! - `hub`: open documents and connections, room start/unload, token re-validation.
+//! - `hub`: open documents: room start and unload (connection caps and credential checks are
+//!   `crate::live`'s).
 //! - `room`: one task per open document: protocol (via `concord_core::yjs`), group commit,
 //!   fan-out, compaction.
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
