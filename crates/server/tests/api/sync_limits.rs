@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, eventually, json};
 use crate::oplog_client::{Device, device};
-use crate::yjs_client::{RawClient, Ws, open_ws};
+use crate::yjs_client::{RawClient, Ws, fd_count, open_ws};
 
 /// A WebSocket upgrade through plain HTTP, so a refusal's status and JSON body can be read.
 async fn upgrade(app: &TestApp, path: &str) -> reqwest::Response {
@@ -69,6 +69,13 @@ async fn per_user_caps_refuse_more_connections_with_429_and_free_places_when_the
         }
     }
     assert_eq!(open.len(), 3, "the cap holds when upgrades race");
+    // Refused upgrades hold no descriptor: twenty more leave the count where it was (the slack
+    // is the HTTP client's own pooled connections).
+    let descriptors = fd_count(app.pid());
+    for _ in 0..20 {
+        assert_eq!(open_ws(&ws("more", &alice)).await.err(), Some(429));
+    }
+    eventually(|| async { fd_count(app.pid()) <= descriptors + 2 }).await;
     refused(upgrade(&app, &format!("/sync/another?token={}", alice.token)).await, "too_many_connections").await;
     // Another user is not affected, and neither are the user's event streams.
     let mut bobs = RawClient::connect(&ws("doc0", &bob)).await;

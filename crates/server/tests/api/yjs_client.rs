@@ -357,3 +357,8 @@ pub fn vm_hwm_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// How many descriptors the server holds open (`/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{TestApp, eventually};
-use crate::yjs_client::{Provider, RawClient, RawSocket, live_counts, vm_hwm_kib, ws_frame};
+use crate::yjs_client::{Provider, RawClient, RawSocket, fd_count, live_counts, vm_hwm_kib, ws_frame};
 
 /// What the server's peak memory may grow by during an attack. Without the limits, each attack
 /// below costs well over this (the pongs of 64 MiB of pings, or tens of megabytes of stored
@@ -32,6 +32,7 @@ async fn a_client_that_pings_and_never_reads_is_closed_and_memory_stays_bounded(
     a.insert("before ").await;
     assert!(b.pump_until(|c| c.text() == "before ").await);
     let baseline = vm_hwm_kib(app.pid());
+    let descriptors = fd_count(app.pid());
 
     // On a document of its own, so nothing but pongs is ever queued for it.
     let mut flooder = RawSocket::connect(&app, &format!("/sync/pings-alone?token={token}")).await;
@@ -56,6 +57,8 @@ async fn a_client_that_pings_and_never_reads_is_closed_and_memory_stays_bounded(
     }
     // The flooder is closed (its connection no longer counts) and the others still sync.
     eventually(|| async { live_counts(&app).await == (2, 1) }).await;
+    // Its descriptor is released too (the slack is for the status requests' own connections).
+    eventually(|| async { fd_count(app.pid()) <= descriptors + 2 }).await;
     a.insert("after").await;
     assert!(b.pump_until(|c| c.text().ends_with("after")).await);
     let grown = vm_hwm_kib(app.pid()).saturating_sub(baseline);
