@@ -570,6 +570,12 @@ mod tests {
             (Settings { cors_origins: Some("localhost:5173".into()), ..Settings::default() }, "CORS_ORIGINS"),
             (Settings { smtp_from_email: Some("nobody".into()), ..Settings::default() }, "SMTP_FROM_EMAIL"),
             (Settings { blob_max_bytes: Some(0), ..Settings::default() }, "BLOB_MAX_BYTES"),
+            (Settings { sync_send_timeout_secs: Some(0), ..Settings::default() }, "SYNC_SEND_TIMEOUT_SECS"),
+            (
+                Settings { sync_max_connections_per_user: Some(0), ..Settings::default() },
+                "SYNC_MAX_CONNECTIONS_PER_USER",
+            ),
+            (Settings { sync_max_streams_per_user: Some(0), ..Settings::default() }, "SYNC_MAX_STREAMS_PER_USER"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

@@ -100,6 +100,9 @@ async fn upgrade(
         // y-websocket's memory per connection and 13 % of fan-out CPU in `memset` (bench/README.md,
         // finding 1). It is only the read chunk; frames up to `max` still assemble.
         .read_buffer_size(READ_BUFFER_BYTES)
+        // No `max_write_buffer_size`: tungstenite must hold a frame whole, and a large document's
+        // SyncStep2 can exceed any bound worth setting (over it, the send fails). The write
+        // buffer is bounded by `socket::deliver` instead: one message and one pong at most.
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| socket::serve(hub, socket, key, lease, shutdown)))
