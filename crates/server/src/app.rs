@@ -50,6 +50,8 @@ pub struct AppState {
     pub sync: Arc<crate::sync::Hub>,
     /// Cancelled when shutdown begins, so long-lived tasks (WebSockets, periodic jobs) can finish.
     pub shutdown: CancellationToken,
+    /// Open WebSockets and event streams: per-user caps and the credential watcher.
+    pub live: Arc<crate::live::Live>,
 }
 
 #[derive(Debug, Default)]

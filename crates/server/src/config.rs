@@ -206,6 +206,21 @@ pub struct Settings {
     /// Scheduled backups kept in the folder; older ones are deleted [default: 7]
     #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N")]
     pub backup_keep: Option<u32>,
+    // Sync limits (WebSockets and event streams).
+    /// Seconds a WebSocket client may take to receive one message (or a pong) before it is closed
+    /// as too slow (1013) [default: 60]
+    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS")]
+    pub sync_send_timeout_secs: Option<u64>,
+
+    /// Yjs WebSocket connections one user may hold open at once; more are refused with 429
+    /// [default: 256]
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER")]
+    pub sync_max_connections_per_user: Option<u32>,
+
+    /// Operation-log event streams one user may hold open at once; more are refused with 429
+    /// [default: 64]
+    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
+    pub sync_max_streams_per_user: Option<u32>,
 }
 
 impl Settings {
@@ -255,6 +270,10 @@ impl Settings {
             backup_dir: self.backup_dir.or(lower.backup_dir),
             backup_every: self.backup_every.or(lower.backup_every),
             backup_keep: self.backup_keep.or(lower.backup_keep),
+            // Sync limits.
+            sync_send_timeout_secs: self.sync_send_timeout_secs.or(lower.sync_send_timeout_secs),
+            sync_max_connections_per_user: self.sync_max_connections_per_user.or(lower.sync_max_connections_per_user),
+            sync_max_streams_per_user: self.sync_max_streams_per_user.or(lower.sync_max_streams_per_user),
         }
     }
 }
@@ -412,6 +431,13 @@ pub struct BackupSchedule {
 pub struct SyncSettings {
     pub max_frame_bytes: usize,
     pub compact_bytes: usize,
+    // Sync limits.
+    /// Longest a client may take to receive one message or pong; then it is closed as too slow.
+    pub send_timeout: std::time::Duration,
+    /// Open WebSocket connections per user.
+    pub max_connections_per_user: usize,
+    /// Open event streams per user.
+    pub max_streams_per_user: usize,
 }
 
 /// Size limit and quotas for blob uploads (the Verstak server's values by default).
@@ -507,6 +533,22 @@ impl Config {
             sync: SyncSettings {
                 max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
                 compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+                // Sync limits. A minute is far longer than any live client takes to take one message
+                // (or the 127-byte pong of its own ping), yet bounds what a client that never reads
+                // can make the server hold. 256 documents and 64 event streams per user are many
+                // times what a person's devices open (one stream per device and vault, a handful of
+                // documents per open window), while a single account can no longer exhaust the
+                // server's connections.
+                send_timeout: std::time::Duration::from_secs(positive(
+                    "SYNC_SEND_TIMEOUT_SECS",
+                    s.sync_send_timeout_secs.unwrap_or(60),
+                )?),
+                max_connections_per_user: positive(
+                    "SYNC_MAX_CONNECTIONS_PER_USER",
+                    s.sync_max_connections_per_user.unwrap_or(256),
+                )? as usize,
+                max_streams_per_user: positive("SYNC_MAX_STREAMS_PER_USER", s.sync_max_streams_per_user.unwrap_or(64))?
+                    as usize,
             },
             connections: ConnectionSettings {
                 first_byte_timeout: std::time::Duration::from_secs(positive(
@@ -865,6 +907,12 @@ mod tests {
             (Settings { first_byte_timeout_secs: Some(0), ..Settings::default() }, "CONCORD_FIRST_BYTE_TIMEOUT_SECS"),
             (Settings { max_devices_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_DEVICES_PER_USER"),
             (Settings { max_workspaces_per_user: Some(0), ..Settings::default() }, "CONCORD_MAX_WORKSPACES_PER_USER"),
+            (Settings { sync_send_timeout_secs: Some(0), ..Settings::default() }, "SYNC_SEND_TIMEOUT_SECS"),
+            (
+                Settings { sync_max_connections_per_user: Some(0), ..Settings::default() },
+                "SYNC_MAX_CONNECTIONS_PER_USER",
+            ),
+            (Settings { sync_max_streams_per_user: Some(0), ..Settings::default() }, "SYNC_MAX_STREAMS_PER_USER"),
         ] {
             let err = Config::resolve(settings).unwrap_err().to_string();
             assert!(err.contains(name), "{err:?} should name {name}");

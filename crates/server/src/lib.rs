@@ -11,6 +11,7 @@
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
 //! - [`ops`]: backup and restore, `doctor`, and the recovery CLI.
+//! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod html;
+pub mod live;
 pub mod logging;
 pub mod mail;
 pub mod ops;
@@ -83,7 +85,12 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let shutdown = CancellationToken::new();
     let accounts = Arc::new(accounts::Accounts::new(mailer, code_key));
     let revocations = accounts.revocations.subscribe();
-    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), revocations, shutdown.clone());
+    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone());
+    let caps = live::Caps {
+        websockets: config.sync.max_connections_per_user,
+        event_streams: config.sync.max_streams_per_user,
+    };
+    let live = live::Live::start(store.clone(), caps, revocations, shutdown.clone());
     let state = AppState {
         config: Arc::new(config),
         store,
@@ -94,6 +101,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         sync,
         started: Instant::now(),
         shutdown,
+        live,
     };
     let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
     accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());

@@ -318,6 +318,11 @@ pub trait AccountStore {
 
     /// The workspace with this id if it belongs to `user_id`; another user's id reads as absent.
     async fn workspace_of(&self, user_id: &str, workspace_id: &str) -> StoreResult<Option<WorkspaceRecord>>;
+
+    /// Which of `hashes` still authenticate: unexpired, of a device not revoked, of a user not
+    /// blocked (the rule `Auth` applies to each request). One query however many tokens, so the
+    /// server re-checks all its long-lived connections together.
+    async fn still_valid(&self, hashes: &[TokenHash], now: i64) -> StoreResult<Vec<TokenHash>>;
 }
 
 /// What an operator does outside any client's request: the recovery CLI, `doctor` and backups.

@@ -21,6 +21,52 @@ pub enum DocNameError {
     TooLong,
     #[error("document name contains control characters")]
     Control,
+    #[error("document name is not UTF-8 once percent-decoded")]
+    NotUtf8,
+}
+
+/// Which part of a URL carries a document name; each is decoded as its real clients encode it.
+///
+/// - `Path` (`/sync/<name>`, y-websocket): RFC 3986 percent-decoding; `+` is a plus. y-websocket
+///   appends the room name to the URL as it is, and the browser percent-encodes only spaces,
+///   non-ASCII and a few delimiters, so `c++notes` arrives as `c++notes`.
+/// - `Query` (`?doc=<name>`, Diaryx): form decoding (`application/x-www-form-urlencoded`), where
+///   `+` is a space. Diaryx builds the URL with `URLSearchParams`, which sends a space as `+` and
+///   a plus as `%2B`, so `c++notes` arrives as `c%2B%2Bnotes` and a bare `?doc=c++notes` means
+///   `c  notes`.
+///
+/// In both forms a `%` not followed by two hex digits stays literal (the browser leaves a `%` in a
+/// y-websocket room name unencoded), and a name whose bytes are not UTF-8 is refused rather than
+/// patched with replacement characters, so no two spellings of different bytes meet in one
+/// document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlForm {
+    Path,
+    Query,
+}
+
+/// Decodes one URL component (a path tail, a query key or value) by the rules of `form`.
+pub fn decode_url_component(raw: &str, form: UrlForm) -> Result<String, DocNameError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' => match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if form == UrlForm::Query => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| DocNameError::NotUtf8)
 }
 
 /// Where a document lives, decided by [`DocName::placement`].
@@ -43,6 +89,11 @@ impl DocName {
         } else {
             Ok(DocName(name.to_owned()))
         }
+    }
+
+    /// Decodes a name from a URL (see [`UrlForm`]), then parses it.
+    pub fn from_url(raw: &str, form: UrlForm) -> Result<DocName, DocNameError> {
+        DocName::parse(&decode_url_component(raw, form)?)
     }
 
     pub fn as_str(&self) -> &str {
@@ -98,6 +149,34 @@ mod tests {
         check("ab12", &mine, DocPlacement::Default);
         check(":x", &mine, DocPlacement::Default);
         check("workspace:", &mine, DocPlacement::Default);
+    }
+
+    fn check_url(raw: &str, form: UrlForm, expected: Result<&str, DocNameError>) {
+        assert_eq!(decode_url_component(raw, form).as_deref().map_err(Clone::clone), expected, "{raw:?} as {form:?}");
+    }
+
+    #[test]
+    fn each_url_form_decodes_as_its_clients_encode() {
+        use UrlForm::{Path, Query};
+        check_url("c++notes", Path, Ok("c++notes"));
+        check_url("c%2B%2Bnotes", Path, Ok("c++notes"));
+        check_url("c%2B%2Bnotes", Query, Ok("c++notes"));
+        check_url("c++notes", Query, Ok("c  notes"));
+        check_url("two%20words", Path, Ok("two words"));
+        check_url("two+words", Query, Ok("two words"));
+        check_url("dir/sub", Path, Ok("dir/sub"));
+        check_url("dir%2Fsub", Query, Ok("dir/sub"));
+        check_url("%C3%BC%F0%9F%93%9D", Path, Ok("ü📝"));
+        check_url("%c3%bc", Query, Ok("ü"));
+        // A `%` that starts no escape stays literal, wherever it is.
+        check_url("100%", Path, Ok("100%"));
+        check_url("100%%20done", Path, Ok("100% done"));
+        check_url("%zz%4", Query, Ok("%zz%4"));
+        check_url("%25", Query, Ok("%"));
+        // Bytes that are not UTF-8 are refused, not replaced.
+        check_url("%FF", Path, Err(DocNameError::NotUtf8));
+        check_url("a%C3", Query, Err(DocNameError::NotUtf8));
+        assert_eq!(DocName::from_url("%0A", UrlForm::Path), Err(DocNameError::Control));
     }
 
     #[test]

@@ -86,11 +86,11 @@ impl Room {
                     }
                 }
                 Incoming::Awareness(entries) => {
-                    let changes = self.awareness.apply(entries, now);
+                    let asserted = self.conns.entry(conn).or_default();
+                    let changes = self.awareness.apply(entries, asserted, now);
                     if changes.is_empty() {
                         continue;
                     }
-                    let asserted = self.conns.entry(conn).or_default();
                     asserted.extend(&changes.set);
                     for id in &changes.removed {
                         asserted.remove(id);
@@ -119,6 +119,7 @@ impl Room {
     /// Drops awareness states not renewed within [`super::AWARENESS_TIMEOUT_SECS`]; call it every
     /// few seconds.
     pub fn sweep(&mut self, now: i64) -> Effects {
+        self.awareness.forget_removed(now);
         let outdated = self.awareness.outdated(now);
         for asserted in self.conns.values_mut() {
             for id in &outdated {

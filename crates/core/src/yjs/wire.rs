@@ -83,6 +83,7 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Vec<Incoming>, ProtocolError>
     }
     let mut cursor = Cursor::new(frame);
     let mut messages = Vec::new();
+    let mut awareness_budget = MAX_AWARENESS_ENTRIES_PER_FRAME;
     while cursor.has_content() {
         let tag: u32 = cursor.read_var().map_err(|e| ProtocolError::malformed("message type", e))?;
         match tag {
@@ -100,7 +101,7 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Vec<Incoming>, ProtocolError>
             }
             MSG_AWARENESS => {
                 let payload = cursor.read_buf().map_err(|e| ProtocolError::malformed("awareness payload", e))?;
-                messages.push(Incoming::Awareness(decode_awareness(payload)?));
+                messages.push(Incoming::Awareness(decode_awareness(payload, &mut awareness_budget)?));
             }
             MSG_QUERY_AWARENESS => messages.push(Incoming::QueryAwareness),
             _ => break,
@@ -161,9 +162,21 @@ fn without_panics<T, E: std::fmt::Display>(
     }
 }
 
-fn decode_awareness(payload: &[u8]) -> Result<Vec<AwarenessEntry>, ProtocolError> {
+/// Awareness entries one frame may carry, across all its messages. A client sends its own state
+/// (one entry); a room never remembers more clients than this anyway. Decoding takes about ten
+/// times the wire size in memory (an allocation per state), so a 16 MiB frame of tiny entries
+/// would cost hundreds of megabytes before any limit of the room could apply.
+const MAX_AWARENESS_ENTRIES_PER_FRAME: usize = super::awareness::MAX_CLIENTS_PER_ROOM;
+
+fn decode_awareness(payload: &[u8], budget: &mut usize) -> Result<Vec<AwarenessEntry>, ProtocolError> {
     let mut cursor = Cursor::new(payload);
     let count: u32 = cursor.read_var().map_err(|e| ProtocolError::malformed("awareness", e))?;
+    *budget = budget.checked_sub(count as usize).ok_or_else(|| {
+        ProtocolError::malformed(
+            "awareness",
+            format!("more than {MAX_AWARENESS_ENTRIES_PER_FRAME} entries in one frame"),
+        )
+    })?;
     // Each entry takes at least three bytes, which bounds the allocation by the frame size.
     let mut entries = Vec::with_capacity((count as usize).min(payload.len() / 3));
     for _ in 0..count {
@@ -224,6 +237,28 @@ pub(crate) mod tests {
 
     fn check_malformed(frame: &[u8]) {
         assert!(matches!(decode_frame(frame), Err(ProtocolError::Malformed(_))), "expected {frame:?} to be malformed");
+    }
+
+    #[test]
+    fn a_frame_carries_a_bounded_number_of_awareness_entries() {
+        let entries: Vec<(u64, u32, Option<&str>)> =
+            (0..MAX_AWARENESS_ENTRIES_PER_FRAME as u64).map(|id| (id, 1, Some("{}"))).collect();
+        assert!(decode_frame(&awareness_frame(&entries)).is_ok(), "the limit itself is allowed");
+        let mut over = entries.clone();
+        over.push((1 << 40, 1, None));
+        check_malformed(&awareness_frame(&over));
+        // The budget spans the messages of one frame.
+        let mut two = awareness_frame(&entries[..600]);
+        two.extend(awareness_frame(&entries[600..]));
+        assert!(decode_frame(&two).is_ok());
+        two.extend(awareness_frame(&entries[..1]));
+        check_malformed(&two);
+        // A declared count alone, without the entries, is refused before anything is decoded.
+        let mut declared = vec![1];
+        let mut payload = Vec::new();
+        payload.write_var(u32::MAX);
+        declared.write_buf(&payload);
+        check_malformed(&declared);
     }
 
     #[test]

@@ -13,19 +13,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use concord_core::token::TokenHash;
 use concord_store::Scope;
 use futures_util::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::accounts::RevokedDevice;
 use crate::api::oplog::sync_scope;
 use crate::app::AppState;
-use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{Auth, token_hash};
+use crate::live::{Kind, Lease};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/sync/events", get(events))
@@ -64,22 +63,18 @@ impl ScopeEvents {
     }
 }
 
-/// How often an open stream re-checks its token: blocking and expiry have no notice feed.
-const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
-
 /// What an open stream waits on.
 struct Listener {
     heads: watch::Receiver<i64>,
-    revocations: broadcast::Receiver<RevokedDevice>,
-    recheck: tokio::time::Interval,
-    token: TokenHash,
-    device_id: String,
+    /// Ends when the stream's credentials do (see [`crate::live`]); frees its place when dropped.
+    lease: Lease,
 }
 
 /// Streams `event: head` with `{"server_sequence": N}`: first the current head, then each new
 /// one. The stream ends when the server shuts down (so open streams never hold up a graceful
-/// exit), at once when its device is revoked, and within [`RECHECK_INTERVAL`] when its user is
-/// blocked or its token stops authenticating, as the WebSockets do.
+/// exit), and when its credentials end: at once when its device is revoked, within half a second
+/// when its user is blocked or its token expires, as the WebSockets do. A user holding
+/// `SYNC_MAX_STREAMS_PER_USER` streams already gets 429 `too_many_streams`.
 async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -87,39 +82,29 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let scope = sync_scope(&principal)?;
     let token = token_hash(&parts)?;
-    let revocations = state.accounts.revocations.subscribe();
+    let lease = state.live.open(Kind::EventStream, &principal, token).map_err(|over| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!("too many open event streams for this user ({over}); close one first"),
+        )
+    })?;
     let mut heads = state.events.subscribe(&scope);
     state.events.publish(&scope, state.store.head(&scope).await?);
     heads.mark_changed();
-    let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let listener = Listener { heads, revocations, recheck, token, device_id: principal.device.id };
+    let listener = Listener { heads, lease };
     let stream = futures_util::stream::unfold(listener, move |mut listener| {
-        let state = state.clone();
+        let shutdown = state.shutdown.clone();
         async move {
-            loop {
-                tokio::select! {
-                    changed = listener.heads.changed() => {
-                        changed.ok()?;
-                        let head = *listener.heads.borrow_and_update();
-                        let event = Event::default().event("head").data(format!("{{\"server_sequence\":{head}}}"));
-                        return Some((Ok(event), listener));
-                    }
-                    notice = listener.revocations.recv() => match notice {
-                        Ok(notice) if notice.device_id == listener.device_id => return None,
-                        // Other devices' notices, or missed ones (the re-check catches those).
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = listener.recheck.tick() => {
-                        let found = state.store.authenticate(&listener.token, clock::now()).await;
-                        // A database error is not proof of revocation; the next tick asks again.
-                        if found.is_ok_and(|p| !p.is_some_and(|p| p.device.revoked_at.is_none() && !p.user.blocked)) {
-                            return None;
-                        }
-                    }
-                    () = state.shutdown.cancelled() => return None,
+            tokio::select! {
+                changed = listener.heads.changed() => {
+                    changed.ok()?;
+                    let head = *listener.heads.borrow_and_update();
+                    let event = Event::default().event("head").data(format!("{{\"server_sequence\":{head}}}"));
+                    Some((Ok(event), listener))
                 }
+                () = listener.lease.ended().cancelled() => None,
+                () = shutdown.cancelled() => None,
             }
         }
     });

@@ -1,31 +1,20 @@
-//! The registry of open documents and connections: finds or starts a document's room task,
-//! unloads idle rooms without losing a joining connection, and closes the sockets of credentials
-//! that stopped being valid: at once for device revocations (logout, device deletion, password
-//! reset) announced by the accounts module, and within half a second for anything else the
-//! database says (a blocked user, an expired session, a missed announcement).
+//! The registry of open documents: finds or starts a document's room task, and unloads idle rooms
+//! without losing a joining connection. (Which connections may stay open is `crate::live`'s.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use concord_core::token::TokenHash;
 use concord_store::Store;
-use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
 use super::room::{self, RoomEvent};
-use super::socket::{CloseReason, Closer};
 use super::writer::Writer;
-use crate::accounts::RevokedDevice;
 use crate::app::LiveStats;
-use crate::clock;
 use crate::config::SyncSettings;
 
 /// Events queued per room before connections wait; backpressure for clients that write fast.
 const ROOM_QUEUE: usize = 1024;
-/// How often open sockets' tokens are checked again; revocation closes them within this time.
-const REVALIDATE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A document's identity: its workspace (which belongs to one user) and its full name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,12 +29,6 @@ struct RoomEntry {
     tx: mpsc::Sender<RoomEvent>,
 }
 
-struct ConnEntry {
-    token: TokenHash,
-    device_id: String,
-    closer: Arc<Closer>,
-}
-
 pub struct Hub {
     pub(super) store: Arc<dyn Store>,
     pub(super) stats: Arc<LiveStats>,
@@ -53,31 +36,21 @@ pub struct Hub {
     pub(super) writer: Writer,
     /// Locked only for map operations, never across an await.
     rooms: Mutex<HashMap<DocKey, RoomEntry>>,
-    conns: Mutex<HashMap<u64, ConnEntry>>,
     /// Source of connection ids and room generations.
     next_id: AtomicU64,
 }
 
 impl Hub {
-    /// Creates the hub and starts its writer and credential watcher (which stops at `shutdown`).
-    pub fn start(
-        store: Arc<dyn Store>,
-        stats: Arc<LiveStats>,
-        settings: SyncSettings,
-        revocations: broadcast::Receiver<RevokedDevice>,
-        shutdown: CancellationToken,
-    ) -> Arc<Hub> {
-        let hub = Arc::new(Hub {
+    /// Creates the hub and starts its writer.
+    pub fn start(store: Arc<dyn Store>, stats: Arc<LiveStats>, settings: SyncSettings) -> Arc<Hub> {
+        Arc::new(Hub {
             writer: Writer::spawn(store.clone()),
             store,
             stats,
             settings,
             rooms: Mutex::default(),
-            conns: Mutex::default(),
             next_id: AtomicU64::new(1),
-        });
-        tokio::spawn(watch_credentials(Arc::downgrade(&hub), revocations, shutdown));
-        hub
+        })
     }
 
     /// The queue of the document's room, starting the room if it is not running.
@@ -125,73 +98,8 @@ impl Hub {
         }
     }
 
-    pub(super) fn register(&self, token: TokenHash, device_id: String, closer: Arc<Closer>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, ConnEntry { token, device_id, closer });
-        id
-    }
-
-    fn close_device(&self, device_id: &str) {
-        for entry in self.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            if entry.device_id == device_id {
-                entry.closer.close(CloseReason::Revoked);
-            }
-        }
-    }
-
-    pub(super) fn unregister(&self, conn: u64) {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn);
-    }
-
-    /// Closes the sockets whose token no longer authenticates, or whose device was revoked or
-    /// user blocked since they connected.
-    async fn revalidate(&self) {
-        let mut by_token: HashMap<TokenHash, Vec<Arc<Closer>>> = HashMap::new();
-        for entry in self.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            by_token.entry(entry.token).or_default().push(entry.closer.clone());
-        }
-        let now = clock::now();
-        for (token, closers) in by_token {
-            let valid = match self.store.authenticate(&token, now).await {
-                Ok(found) => found.is_some_and(|p| p.device.revoked_at.is_none() && !p.user.blocked),
-                Err(err) => {
-                    tracing::warn!(error = %err, "re-checking a WebSocket token failed");
-                    continue;
-                }
-            };
-            if !valid {
-                closers.iter().for_each(|c| c.close(CloseReason::Revoked));
-            }
-        }
-    }
-}
-
-async fn watch_credentials(
-    hub: std::sync::Weak<Hub>,
-    mut revocations: broadcast::Receiver<RevokedDevice>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(REVALIDATE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut announced = true;
-    loop {
-        let revoked = tokio::select! {
-            _ = tick.tick() => None,
-            notice = revocations.recv(), if announced => match notice {
-                Ok(notice) => Some(notice),
-                // Missed notices are caught by the next database check.
-                Err(broadcast::error::RecvError::Lagged(_)) => None,
-                Err(broadcast::error::RecvError::Closed) => {
-                    announced = false;
-                    None
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(hub) = hub.upgrade() else { return };
-        match revoked {
-            Some(notice) => hub.close_device(&notice.device_id),
-            None => hub.revalidate().await,
-        }
+    /// A fresh id for a connection.
+    pub(super) fn connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }

@@ -1,6 +1,7 @@
 //! Yjs document sync over WebSocket, and the workspace endpoints that own documents.
 //!
-//! - `hub`: open documents and connections, room start/unload, token re-validation.
+//! - `hub`: open documents: room start and unload (connection caps and credential checks are
+//!   `crate::live`'s).
 //! - `room`: one task per open document: protocol (via `concord_core::yjs`), group commit,
 //!   fan-out, compaction.
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
@@ -20,7 +21,7 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use concord_core::yjs::{DocName, DocPlacement};
+use concord_core::yjs::{DocName, DocNameError, DocPlacement, UrlForm, decode_url_component};
 use concord_store::StoreError;
 use hub::DocKey;
 pub use hub::Hub;
@@ -30,7 +31,8 @@ use crate::accounts::DEFAULT_WORKSPACE;
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Auth, query_param, token_hash};
+use crate::extract::{ApiJson, Auth, token_hash};
+use crate::live::Kind;
 
 const MAX_WORKSPACE_NAME: usize = 100;
 
@@ -45,34 +47,50 @@ pub fn routes() -> Router<AppState> {
         .route("/api/workspaces/{id}", delete(delete_workspace))
 }
 
-/// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL.
+/// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL. The name is form-decoded (see
+/// [`UrlForm`]).
 async fn sync_by_query(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let name = request.uri().query().and_then(|q| query_param(q, "doc"));
+    let raw = request.uri().query().and_then(|query| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_url_component(key, UrlForm::Query).as_deref() == Ok("doc")).then_some(value)
+        })
+    });
+    let name = raw.map(|raw| DocName::from_url(raw, UrlForm::Query));
     upgrade(state, name, request).await
 }
 
 /// `GET /sync/<name>?token=<t>`, the URL a y-websocket provider builds from `ws://host/sync` and
-/// a room name. The name is the rest of the path, percent-decoded.
-async fn sync_by_path(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
+/// a room name. The name is the rest of the path, percent-decoded with `+` kept (see [`UrlForm`]).
+async fn sync_by_path(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let raw = request.uri().path().strip_prefix("/sync/").unwrap_or_default();
+    let name = DocName::from_url(raw, UrlForm::Path);
     upgrade(state, Some(name), request).await
 }
 
 /// Checks everything before upgrading, in the order clients can act on: the document name (400),
-/// the token (401/403), the upgrade itself (400).
-async fn upgrade(state: AppState, name: Option<String>, request: Request) -> Result<Response, ApiError> {
+/// the token (401/403), the upgrade itself (400), the user's open connections (429). The lease
+/// taken here is the connection's from then on; it is freed if the upgrade never completes.
+async fn upgrade(
+    state: AppState,
+    name: Option<Result<DocName, DocNameError>>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let name = name.ok_or_else(|| ApiError::bad_request("missing_doc", "the doc parameter is required"))?;
-    let name = DocName::parse(&name).map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
+    let name = name.map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
     let (mut parts, _body) = request.into_parts();
     let Auth(principal) = Auth::from_request_parts(&mut parts, &state).await?;
     let token = token_hash(&parts)?;
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
-    let who = socket::Credentials { token, device_id: principal.device.id.clone() };
+    let lease = state.live.open(Kind::WebSocket, &principal, token).map_err(|over| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("too many open documents for this user ({over}); close one first"),
+        )
+    })?;
     let key = DocKey { workspace_id: place(&state, &principal.user.id, &name).await?, name: name.as_str().to_owned() };
     let max = state.sync.settings.max_frame_bytes;
     let hub = state.sync.clone();
@@ -82,9 +100,12 @@ async fn upgrade(state: AppState, name: Option<String>, request: Request) -> Res
         // y-websocket's memory per connection and 13 % of fan-out CPU in `memset` (bench/README.md,
         // finding 1). It is only the read chunk; frames up to `max` still assemble.
         .read_buffer_size(READ_BUFFER_BYTES)
+        // No `max_write_buffer_size`: tungstenite must hold a frame whole, and a large document's
+        // SyncStep2 can exceed any bound worth setting (over it, the send fails). The write
+        // buffer is bounded by `socket::deliver` instead: one message and one pong at most.
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::serve(hub, socket, key, who, shutdown)))
+        .on_upgrade(move |socket| socket::serve(hub, socket, key, lease, shutdown)))
 }
 
 /// The id of the workspace the document lives in (see [`DocName::placement`]).

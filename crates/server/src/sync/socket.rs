@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use concord_core::token::TokenHash;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{DocKey, Hub};
 use super::room::{Peer, RoomEvent};
+use crate::live::Lease;
 
 /// Frames queued for one client at most (bytes are bounded too, see [`Peer`]). A client this far
 /// behind is not reading, and is disconnected (1013) instead of growing the server's memory.
@@ -33,7 +34,8 @@ const JOIN_ATTEMPTS: usize = 3;
 /// Why the server ends a connection; each maps to one close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CloseReason {
-    /// The client sent bytes that are not y-protocols (1007) or a text frame (1003).
+    /// The client broke RFC 6455 (1002), sent bytes that are not y-protocols (1007) or a text
+    /// frame (1003).
     Protocol(u16),
     TooBig,
     TooSlow,
@@ -50,6 +52,7 @@ impl CloseReason {
     fn frame(self) -> CloseFrame {
         let (code, reason) = match self {
             CloseReason::Protocol(1003) => (1003, "binary y-protocols frames only"),
+            CloseReason::Protocol(1002) => (1002, "protocol error"),
             CloseReason::Protocol(code) => (code, "malformed frame"),
             CloseReason::TooBig => (1009, "frame too large"),
             CloseReason::TooSlow => (1013, "client too slow"),
@@ -65,22 +68,28 @@ impl CloseReason {
     }
 }
 
-/// Lets the room or the token watcher end a connection from outside its task.
-#[derive(Debug, Default)]
+/// Lets the room or the credential watcher end a connection from outside its task.
+#[derive(Debug)]
 pub(super) struct Closer {
     /// The first reason wins; later ones are ignored.
     reason: OnceLock<CloseReason>,
+    /// A child of the connection's lease: the credential watcher cancels it without a reason.
     cancelled: CancellationToken,
 }
 
 impl Closer {
+    fn of(lease: &Lease) -> Closer {
+        Closer { reason: OnceLock::new(), cancelled: lease.ended().child_token() }
+    }
+
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
         self.cancelled.cancel();
     }
 
     fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied()
+        let revoked = self.cancelled.is_cancelled().then_some(CloseReason::Revoked);
+        self.reason.get().copied().or(revoked)
     }
 }
 
@@ -93,25 +102,13 @@ impl Drop for Counted {
     }
 }
 
-/// Who is connected: the token to re-check and the device whose revocation ends the connection.
-pub(super) struct Credentials {
-    pub token: TokenHash,
-    pub device_id: String,
-}
-
-pub(super) async fn serve(
-    hub: Arc<Hub>,
-    socket: WebSocket,
-    key: DocKey,
-    who: Credentials,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn serve(hub: Arc<Hub>, socket: WebSocket, key: DocKey, lease: Lease, shutdown: CancellationToken) {
     hub.stats.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(hub.clone());
-    let closer = Arc::new(Closer::default());
-    let conn = hub.register(who.token, who.device_id, closer.clone());
+    let closer = Arc::new(Closer::of(&lease));
+    let conn = hub.connection_id();
     let reason = pump(&hub, socket, &key, conn, &closer, &shutdown).await;
-    hub.unregister(conn);
+    drop(lease);
     if let Some(reason) = reason {
         tracing::info!(conn, doc = %key.name, ?reason, "closed WebSocket");
     }
@@ -137,6 +134,7 @@ async fn pump(
     }
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
+    let limit = hub.settings.send_timeout;
     let reason = loop {
         tokio::select! {
             frame = outbound.recv() => {
@@ -144,11 +142,8 @@ async fn pump(
                 // or the room itself stopped.
                 let Some(frame) = frame else { break closer.reason().or(Some(CloseReason::StorageFailed)) };
                 queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                // A client that stops reading blocks this send; the room notices its full queue
-                // and cancels the closer, which ends the wait.
-                tokio::select! {
-                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { break None },
-                    () = closer.cancelled.cancelled() => break closer.reason(),
+                if let Err(end) = deliver(&mut sink, Some(Message::Binary(frame)), closer, shutdown, limit).await {
+                    break end;
                 }
             }
             incoming = stream.next() => {
@@ -160,17 +155,31 @@ async fn pump(
                         }
                     }
                     Some(Ok(Message::Text(_))) => break Some(CloseReason::Protocol(1003)),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(err)) => break too_big(&err).then_some(CloseReason::TooBig),
+                    // tungstenite has queued the pong. Sending it before reading on means a client
+                    // that pings and never reads is no longer read either: its pongs cannot pile
+                    // up in the write buffer, and it is closed once one waits past the timeout.
+                    Some(Ok(Message::Ping(_))) => {
+                        if let Err(end) = deliver(&mut sink, None, closer, shutdown, limit).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the echo of the client's close frame (1002 for an
+                        // invalid code); it must reach the client before the socket drops.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+                        break None;
+                    }
+                    None => break None,
+                    Some(Err(err)) => break read_error(&err),
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= DEAD_AFTER {
                     break Some(CloseReason::DeadPeer);
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break None;
+                if let Err(end) = deliver(&mut sink, Some(Message::Ping(Bytes::new())), closer, shutdown, limit).await {
+                    break end;
                 }
             }
             () = closer.cancelled.cancelled() => break closer.reason(),
@@ -180,11 +189,14 @@ async fn pump(
     let _ = room.send(RoomEvent::Leave { conn }).await;
     if let Some(reason) = reason {
         // Bounded: a peer that does not read must not keep this task alive.
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(reason.frame())))).await;
+        let sent = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(reason.frame())))).await;
         // Wait for the client's Close reply, as RFC 6455 asks: dropping the socket while the
         // client's data is unread makes the kernel reset the connection, and the client may
-        // then never read our close code.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+        // then never read our close code. Not for a client that did not even take the close
+        // frame: it is not reading, and reading it would queue pongs again.
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+        }
     }
     reason
 }
@@ -225,10 +237,47 @@ async fn join(hub: &Arc<Hub>, key: &DocKey, conn: u64, closer: &Arc<Closer>) -> 
     None
 }
 
-/// Whether a read failed because the frame exceeded the configured maximum (tungstenite reports
-/// it as a capacity error, wrapped by axum).
-fn too_big(err: &axum::Error) -> bool {
-    std::error::Error::source(err)
-        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// Sends `message` (or, given `None`, flushes what tungstenite queued itself: pongs), waiting at
+/// most `limit` for the client to take it. Everything queued for a socket is bounded this way: the
+/// room's queue by [`Peer`], tungstenite's write buffer by never holding more than one message
+/// and one pong, because nothing more is read or sent until they are out. The error is the close
+/// reason, or `None` if the socket is gone.
+async fn deliver(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Option<Message>,
+    closer: &Closer,
+    shutdown: &CancellationToken,
+    limit: Duration,
+) -> Result<(), Option<CloseReason>> {
+    let write = async {
+        match message {
+            Some(message) => sink.send(message).await,
+            None => sink.flush().await,
+        }
+    };
+    tokio::select! {
+        written = tokio::time::timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some(CloseReason::TooSlow)),
+        },
+        // The room saw the client's queue overflow, or its credentials ended.
+        () = closer.cancelled.cancelled() => Err(closer.reason()),
+        () = shutdown.cancelled() => Err(Some(CloseReason::ShuttingDown)),
+    }
+}
+
+/// The close reason for a failed read: 1009 for a message over the configured maximum, 1002 for
+/// a violation of RFC 6455 (an unmasked frame, reserved bits, an oversized or fragmented control
+/// frame), 1007 for a text frame that is not UTF-8; `None` when the peer simply went away.
+/// tungstenite reports these wrapped in axum's error.
+fn read_error(err: &axum::Error) -> Option<CloseReason> {
+    use tungstenite::error::ProtocolError;
+    match std::error::Error::source(err)?.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(CloseReason::TooBig),
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseReason::Protocol(1002)),
+        tungstenite::Error::Utf8(_) => Some(CloseReason::Protocol(1007)),
+        _ => None,
+    }
 }

@@ -257,3 +257,96 @@ impl Provider {
         let _ = tokio::time::timeout(DEADLINE, self.child.wait()).await;
     }
 }
+
+/// A WebSocket spoken byte by byte over TCP, for what well-behaved client libraries refuse to do:
+/// break RFC 6455, or send without ever reading.
+pub struct RawSocket {
+    pub tcp: TcpStream,
+}
+
+impl RawSocket {
+    /// Opens `path` (with its query) on the app and completes the upgrade handshake.
+    pub async fn connect(app: &TestApp, path: &str) -> RawSocket {
+        let host = app.base.trim_start_matches("http://");
+        let mut tcp = TcpStream::connect(host).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        // Read the response head byte by byte, so no frame after it is consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut byte))
+                .await
+                .expect("upgrade answered")
+                .unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        RawSocket { tcp }
+    }
+
+    /// Reads frames until a close frame arrives and returns its code (1005 for none, 1006 if
+    /// the connection ended without one). Other frames (the greeting, pings) are skipped.
+    pub async fn close_code(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                let mut header = [0u8; 2];
+                if self.tcp.read_exact(&mut header).await.is_err() {
+                    return 1006;
+                }
+                let len = match header[1] & 0x7f {
+                    126 => {
+                        let mut ext = [0u8; 2];
+                        if self.tcp.read_exact(&mut ext).await.is_err() {
+                            return 1006;
+                        }
+                        u64::from(u16::from_be_bytes(ext))
+                    }
+                    127 => {
+                        let mut ext = [0u8; 8];
+                        if self.tcp.read_exact(&mut ext).await.is_err() {
+                            return 1006;
+                        }
+                        u64::from_be_bytes(ext)
+                    }
+                    n => u64::from(n),
+                };
+                let mut payload = vec![0u8; len as usize];
+                if self.tcp.read_exact(&mut payload).await.is_err() {
+                    return 1006;
+                }
+                if header[0] & 0x0f == 0x8 {
+                    return if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, read).await.expect("the server closes the connection")
+    }
+}
+
+/// One WebSocket frame: `first` is FIN, RSV and opcode; masked (as clients must) unless `mask`
+/// is false. Payloads up to 64 KiB.
+pub fn ws_frame(first: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    let mut frame = vec![first];
+    let mask_bit = if mask { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    if mask {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}

@@ -55,10 +55,10 @@ async fn bad_frames_close_only_the_offending_connection() {
     app.wait_for_log("closing connection after a malformed frame").await;
 }
 
-/// An awareness message from client 4242 with a large state: relayed to every client of the
-/// document and never stored, so it floods readers cheaply.
+/// An awareness message from client 4242 with a large state (12 KiB, under the 16 KiB a state may
+/// have): relayed to every client of the document and never stored, so it floods readers cheaply.
 fn big_awareness(clock: u32) -> Vec<u8> {
-    let state = serde_json::json!({ "pad": "z".repeat(32 * 1024) }).to_string();
+    let state = serde_json::json!({ "pad": "z".repeat(12 * 1024) }).to_string();
     let entry = AwarenessUpdateEntry { clock, json: Arc::from(state) };
     Message::Awareness(AwarenessUpdate { clients: HashMap::from([(ClientID::new(4242), entry)]) }).encode_v1()
 }
