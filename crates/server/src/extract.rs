@@ -112,7 +112,11 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::forbidden("user blocked"));
         }
         if now - principal.device.last_seen_at >= TOUCH_INTERVAL_SECS {
-            state.store.touch_device(&principal.device.id, now).await?;
+            // Last-seen is a courtesy for the device list, not part of the request: if it cannot
+            // be written (a full disk), reads must still be served, so the failure is only logged.
+            if let Err(err) = state.store.touch_device(&principal.device.id, now).await {
+                tracing::warn!(error = %err, device = %principal.device.id, "could not record last seen");
+            }
         }
         Ok(Auth(principal))
     }
