@@ -15,6 +15,6 @@ mod room;
 mod wire;
 
 pub use awareness::AWARENESS_TIMEOUT_SECS;
-pub use name::{DocName, DocNameError, DocPlacement, UrlForm, decode_url_component};
+pub use name::{DocName, DocNameError, DocPlacement, decode_url_component};
 pub use room::{ConnId, Effects, Room};
 pub use wire::ProtocolError;

@@ -25,46 +25,34 @@ pub enum DocNameError {
     NotUtf8,
 }
 
-/// Which part of a URL carries a document name; each is decoded as its real clients encode it.
+/// Decodes one URL component holding a document name (the tail of `/sync/<name>`, or the key and
+/// value of `?doc=<name>`), by one rule for both URL forms, so a name spelled the same way opens
+/// the same document whichever form carries it: RFC 3986 percent-decoding, with `+` kept as a plus.
 ///
-/// - `Path` (`/sync/<name>`, y-websocket): RFC 3986 percent-decoding; `+` is a plus. y-websocket
-///   appends the room name to the URL as it is, and the browser percent-encodes only spaces,
-///   non-ASCII and a few delimiters, so `c++notes` arrives as `c++notes`.
-/// - `Query` (`?doc=<name>`, Diaryx): form decoding (`application/x-www-form-urlencoded`), where
-///   `+` is a space. Diaryx builds the URL with `URLSearchParams`, which sends a space as `+` and
-///   a plus as `%2B`, so `c++notes` arrives as `c%2B%2Bnotes` and a bare `?doc=c++notes` means
-///   `c  notes`.
-///
-/// In both forms a `%` not followed by two hex digits stays literal (the browser leaves a `%` in a
-/// y-websocket room name unencoded), and a name whose bytes are not UTF-8 is refused rather than
-/// patched with replacement characters, so no two spellings of different bytes meet in one
-/// document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UrlForm {
-    Path,
-    Query,
-}
-
-/// Decodes one URL component (a path tail, a query key or value) by the rules of `form`.
-pub fn decode_url_component(raw: &str, form: UrlForm) -> Result<String, DocNameError> {
+/// y-websocket appends the room name to the path as it is (the browser percent-encodes only
+/// spaces, non-ASCII and a few delimiters), and Diaryx builds `?doc=` with `encodeURIComponent`,
+/// which writes a space as `%20` and a plus as `%2B`; both round-trip under this rule. Form
+/// decoding (`+` as a space) would instead make `?doc=c++notes` open `c  notes` while
+/// `/sync/c++notes` opens `c++notes`. A `%` not followed by two hex digits stays literal (the
+/// browser leaves a `%` in a y-websocket room name unencoded), and a name whose bytes are not
+/// UTF-8 is refused rather than patched with replacement characters, so no two spellings of
+/// different bytes meet in one document.
+pub fn decode_url_component(raw: &str) -> Result<String, DocNameError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' => match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if form == UrlForm::Query => out.push(b' '),
-            byte => out.push(byte),
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
         }
-        i += 1;
     }
     String::from_utf8(out).map_err(|_| DocNameError::NotUtf8)
 }
@@ -91,9 +79,9 @@ impl DocName {
         }
     }
 
-    /// Decodes a name from a URL (see [`UrlForm`]), then parses it.
-    pub fn from_url(raw: &str, form: UrlForm) -> Result<DocName, DocNameError> {
-        DocName::parse(&decode_url_component(raw, form)?)
+    /// Decodes a name from a URL (see [`decode_url_component`]), then parses it.
+    pub fn from_url(raw: &str) -> Result<DocName, DocNameError> {
+        DocName::parse(&decode_url_component(raw)?)
     }
 
     pub fn as_str(&self) -> &str {
@@ -151,32 +139,29 @@ mod tests {
         check("workspace:", &mine, DocPlacement::Default);
     }
 
-    fn check_url(raw: &str, form: UrlForm, expected: Result<&str, DocNameError>) {
-        assert_eq!(decode_url_component(raw, form).as_deref().map_err(Clone::clone), expected, "{raw:?} as {form:?}");
+    fn check_url(raw: &str, expected: Result<&str, DocNameError>) {
+        assert_eq!(decode_url_component(raw).as_deref().map_err(Clone::clone), expected, "{raw:?}");
     }
 
     #[test]
-    fn each_url_form_decodes_as_its_clients_encode() {
-        use UrlForm::{Path, Query};
-        check_url("c++notes", Path, Ok("c++notes"));
-        check_url("c%2B%2Bnotes", Path, Ok("c++notes"));
-        check_url("c%2B%2Bnotes", Query, Ok("c++notes"));
-        check_url("c++notes", Query, Ok("c  notes"));
-        check_url("two%20words", Path, Ok("two words"));
-        check_url("two+words", Query, Ok("two words"));
-        check_url("dir/sub", Path, Ok("dir/sub"));
-        check_url("dir%2Fsub", Query, Ok("dir/sub"));
-        check_url("%C3%BC%F0%9F%93%9D", Path, Ok("ü📝"));
-        check_url("%c3%bc", Query, Ok("ü"));
+    fn both_url_forms_decode_by_one_rule() {
+        check_url("c++notes", Ok("c++notes"));
+        check_url("c%2B%2Bnotes", Ok("c++notes"));
+        check_url("two%20words", Ok("two words"));
+        check_url("two+words", Ok("two+words"));
+        check_url("dir/sub", Ok("dir/sub"));
+        check_url("dir%2Fsub", Ok("dir/sub"));
+        check_url("%C3%BC%F0%9F%93%9D", Ok("ü📝"));
+        check_url("%c3%bc", Ok("ü"));
         // A `%` that starts no escape stays literal, wherever it is.
-        check_url("100%", Path, Ok("100%"));
-        check_url("100%%20done", Path, Ok("100% done"));
-        check_url("%zz%4", Query, Ok("%zz%4"));
-        check_url("%25", Query, Ok("%"));
+        check_url("100%", Ok("100%"));
+        check_url("100%%20done", Ok("100% done"));
+        check_url("%zz%4", Ok("%zz%4"));
+        check_url("%25", Ok("%"));
         // Bytes that are not UTF-8 are refused, not replaced.
-        check_url("%FF", Path, Err(DocNameError::NotUtf8));
-        check_url("a%C3", Query, Err(DocNameError::NotUtf8));
-        assert_eq!(DocName::from_url("%0A", UrlForm::Path), Err(DocNameError::Control));
+        check_url("%FF", Err(DocNameError::NotUtf8));
+        check_url("a%C3", Err(DocNameError::NotUtf8));
+        assert_eq!(DocName::from_url("%0A"), Err(DocNameError::Control));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use concord_core::yjs::{DocName, DocNameError, DocPlacement, UrlForm, decode_url_component};
+use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
 use hub::DocKey;
 pub use hub::Hub;
@@ -47,24 +47,25 @@ pub fn routes() -> Router<AppState> {
         .route("/api/workspaces/{id}", delete(delete_workspace))
 }
 
-/// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL. The name is form-decoded (see
-/// [`UrlForm`]).
+/// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL. The name is decoded as in the path
+/// form (see [`decode_url_component`]).
 async fn sync_by_query(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().query().and_then(|query| {
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_url_component(key, UrlForm::Query).as_deref() == Ok("doc")).then_some(value)
+            (decode_url_component(key).as_deref() == Ok("doc")).then_some(value)
         })
     });
-    let name = raw.map(|raw| DocName::from_url(raw, UrlForm::Query));
+    let name = raw.map(DocName::from_url);
     upgrade(state, name, request).await
 }
 
 /// `GET /sync/<name>?token=<t>`, the URL a y-websocket provider builds from `ws://host/sync` and
-/// a room name. The name is the rest of the path, percent-decoded with `+` kept (see [`UrlForm`]).
+/// a room name. The name is the rest of the path, percent-decoded with `+` kept (see
+/// [`decode_url_component`]).
 async fn sync_by_path(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().path().strip_prefix("/sync/").unwrap_or_default();
-    let name = DocName::from_url(raw, UrlForm::Path);
+    let name = DocName::from_url(raw);
     upgrade(state, Some(name), request).await
 }
 

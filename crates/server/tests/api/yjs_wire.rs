@@ -22,13 +22,12 @@ fn as_y_websocket_path(name: &str) -> String {
     out
 }
 
-/// What Diaryx sends: `URLSearchParams`, i.e. form encoding (space as `+`, everything but
-/// `*-._` and alphanumerics percent-encoded).
-fn as_url_search_params(name: &str) -> String {
+/// What Diaryx sends: `encodeURIComponent` (everything but `A-Za-z0-9-_.!~*'()` percent-encoded,
+/// a space as `%20`).
+fn as_encode_uri_component(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
-            b' ' => "+".to_owned(),
-            b if b.is_ascii_alphanumeric() || b"*-._".contains(&b) => char::from(b).to_string(),
+            b if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) => char::from(b).to_string(),
             b => format!("%{b:02X}"),
         })
         .collect()
@@ -46,7 +45,7 @@ async fn both_url_forms_reach_the_same_document_for_every_kind_of_name() {
     let names = ["c++notes", "c  notes", "c+ notes", "100% done", "dir/sub/page", "ünïcødé 📝", "?#{}"];
     for (i, name) in names.iter().enumerate() {
         let by_path = app.ws_url(&format!("/sync/{}?token={token}", as_y_websocket_path(name)));
-        let by_query = app.ws_url(&format!("/sync?doc={}&token={token}", as_url_search_params(name)));
+        let by_query = app.ws_url(&format!("/sync?doc={}&token={token}", as_encode_uri_component(name)));
         // Alternate which form writes, so each form is both writer and reader.
         let (write_url, read_url) = if i % 2 == 0 { (&by_path, &by_query) } else { (&by_query, &by_path) };
         let mut writer = RawClient::connect(write_url).await;
@@ -57,10 +56,21 @@ async fn both_url_forms_reach_the_same_document_for_every_kind_of_name() {
         assert!(reader.pump_until(|c| !c.text().is_empty()).await, "{name:?}: reader closed");
         assert_eq!(reader.text(), marker, "{name:?} reached another document through one of the forms");
     }
-    // The encodings a hand-written URL might use mean the same in both forms where they can.
-    let mut path = RawClient::connect(&app.ws_url(&format!("/sync/c%2B%2Bnotes?token={token}"))).await;
-    assert!(path.pump_until(|c| !c.text().is_empty()).await);
-    assert_eq!(path.text(), "[c++notes]");
+    // Hand-written URLs mean the same in both forms: a plus is a plus, escaped or not, and a
+    // space is `%20` (`+` is not a space in either form).
+    let cases = [
+        ("/sync/c%2B%2Bnotes?", "[c++notes]"),
+        ("/sync?doc=c++notes&", "[c++notes]"),
+        ("/sync?doc=c%2B%2Bnotes&", "[c++notes]"),
+        ("/sync?%64oc=c++notes&", "[c++notes]"),
+        ("/sync/c%20%20notes?", "[c  notes]"),
+        ("/sync?doc=c%20%20notes&", "[c  notes]"),
+    ];
+    for (url, text) in cases {
+        let mut client = RawClient::connect(&app.ws_url(&format!("{url}token={token}"))).await;
+        assert!(client.pump_until(|c| !c.text().is_empty()).await, "{url}");
+        assert_eq!(client.text(), text, "{url}");
+    }
     // Bytes that are not UTF-8 are refused in both forms, with the same JSON error.
     for url in [format!("/sync/%FF?token={token}"), format!("/sync?doc=%FF&token={token}")] {
         let refused = app.client.get(app.url(&url)).send().await.unwrap();
