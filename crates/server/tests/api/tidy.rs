@@ -53,3 +53,32 @@ fn core_depends_on_no_runtime_database_or_web_crate() {
         );
     }
 }
+
+/// A merge that was committed with its conflict unresolved leaves markers that neither the
+/// compiler nor a Markdown renderer necessarily complains about (the README carried some once).
+#[test]
+fn no_tracked_file_holds_merge_conflict_markers() {
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("git is installed");
+    assert!(listed.status.success(), "git ls-files: {}", String::from_utf8_lossy(&listed.stderr));
+    let files: Vec<String> = listed
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert!(files.len() > 10, "found only {files:?}");
+    let marked: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            // Binary and non-UTF-8 files cannot hold a marker a person would read.
+            std::fs::read_to_string(workspace_root().join(file))
+                .is_ok_and(|text| text.lines().any(|line| line.starts_with("<<<<<<< ") || line.starts_with(">>>>>>> ")))
+        })
+        .cloned()
+        .collect();
+    assert!(marked.is_empty(), "unresolved merge conflicts in {marked:?}");
+}
