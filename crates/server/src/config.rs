@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::{Args, Parser, ValueEnum};
+
+use crate::client_addr::TrustedProxies;
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
@@ -113,8 +115,9 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_ADMIN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
     pub admin_pass: Option<Secret>,
 
-    /// Read the admin password from the first line of this file
-    #[arg(long, value_name = "FILE")]
+    /// Read the admin password from this file (a trailing newline is dropped); systemd credential
+    /// `admin_password` [default: $CREDENTIALS_DIRECTORY/admin_password if present]
+    #[arg(long, env = "CONCORD_ADMIN_PASSWORD_FILE", value_name = "FILE")]
     pub admin_pass_file: Option<PathBuf>,
 
     /// Read the admin password from the first line of standard input
@@ -221,6 +224,21 @@ pub struct Settings {
     /// [default: 64]
     #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
     pub sync_max_streams_per_user: Option<u32>,
+    // Proxy and secrets (operations).
+    /// Comma-separated networks of reverse proxies (e.g. `127.0.0.1/32,10.0.0.0/8`) whose
+    /// X-Forwarded-For, Forwarded and X-Forwarded-Proto headers are believed; unset believes none
+    #[arg(long, env = "CONCORD_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
+
+    /// Read the SMTP password from this file (a trailing newline is dropped); systemd credential
+    /// `smtp_password` [default: $CREDENTIALS_DIRECTORY/smtp_password if present]
+    #[arg(long, env = "SMTP_PASSWORD_FILE", value_name = "FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+
+    /// systemd's credentials folder (`LoadCredential=`), set by systemd, not a setting.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub credentials_directory: Option<PathBuf>,
 }
 
 impl Settings {
@@ -274,6 +292,10 @@ impl Settings {
             sync_send_timeout_secs: self.sync_send_timeout_secs.or(lower.sync_send_timeout_secs),
             sync_max_connections_per_user: self.sync_max_connections_per_user.or(lower.sync_max_connections_per_user),
             sync_max_streams_per_user: self.sync_max_streams_per_user.or(lower.sync_max_streams_per_user),
+            // Proxy and secrets:
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            smtp_password_file: self.smtp_password_file.or(lower.smtp_password_file),
+            credentials_directory: self.credentials_directory.or(lower.credentials_directory),
         }
     }
 }
@@ -350,11 +372,11 @@ pub struct SmtpConfig {
     pub from_name: String,
 }
 
-/// Where the bootstrap admin's password comes from; read once at start.
+/// Where the bootstrap admin's password comes from; read once at start (a file as the
+/// configuration is read, see [`secret_from_file`]).
 #[derive(Debug, Clone)]
 pub enum AdminPassword {
     Given(Secret),
-    File(PathBuf),
     Stdin,
 }
 
@@ -397,6 +419,8 @@ pub struct Config {
     pub caps: AccountCaps,
     /// Scheduled backups, if `--backup-dir` is set (operations).
     pub backup: Option<BackupSchedule>,
+    /// Reverse proxies whose forwarded headers are believed (see `client_addr`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -454,6 +478,8 @@ pub enum ConfigError {
     Invalid { setting: &'static str, reason: String },
     #[error("{setting} must be set: {reason}")]
     Missing { setting: &'static str, reason: String },
+    #[error("{first} and {second} are both set; set one of them")]
+    Conflict { first: &'static str, second: &'static str },
     #[error("cannot read config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -470,10 +496,21 @@ impl Config {
             Some(path) => read_file(path)?,
             None => Settings::default(),
         };
-        Config::resolve(cli.settings.or(file))
+        let systemd = Settings {
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            ..Settings::default()
+        };
+        Config::resolve(cli.settings.or(file).or(systemd))
     }
 
-    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+    pub fn resolve(mut s: Settings) -> Result<Config, ConfigError> {
+        // Secrets from files first: the mail mode depends on whether a password is set.
+        s.smtp_password = secret_setting(
+            ("SMTP_PASSWORD", s.smtp_password.take()),
+            ("SMTP_PASSWORD_FILE", s.smtp_password_file.take()),
+            s.credentials_directory.as_deref(),
+            "smtp_password",
+        )?;
         let listen = s
             .listen
             .unwrap_or_else(|| SocketAddr::new(s.host.unwrap_or(IpAddr::from([127, 0, 0, 1])), s.port.unwrap_or(3030)));
@@ -501,7 +538,14 @@ impl Config {
             return Err(invalid("PUBLIC_URL", "must start with http:// or https://"));
         }
         let public_url = s.public_url.map(|url| url.trim_end_matches('/').to_owned());
-        let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
+        let admin = admin_bootstrap(
+            s.admin_user,
+            s.admin_email,
+            s.admin_pass,
+            s.admin_pass_file,
+            s.admin_pass_stdin,
+            s.credentials_directory.as_deref(),
+        )?;
         let cleanup_interval_secs = positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.unwrap_or(3600))?;
         let body_idle_timeout = std::time::Duration::from_secs(positive(
             "CONCORD_BODY_IDLE_TIMEOUT_SECS",
@@ -568,6 +612,13 @@ impl Config {
                 )?,
             },
             backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
+            trusted_proxies: s
+                .trusted_proxies
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|reason| invalid("CONCORD_TRUSTED_PROXIES", reason))?
+                .unwrap_or_default(),
         })
     }
 
@@ -675,22 +726,19 @@ fn is_local_url(url: &str) -> bool {
 }
 
 /// Exactly one password source goes with `--admin-user`, and none without it: a password given
-/// for no user, or two passwords, is a mistake worth stopping for.
+/// for no user, or two passwords, is a mistake worth stopping for. The systemd credential
+/// `admin_password` counts only where no other source was given, as a default does.
 fn admin_bootstrap(
     user: Option<String>,
     email: Option<String>,
     pass: Option<Secret>,
     file: Option<PathBuf>,
     stdin: bool,
+    credentials: Option<&Path>,
 ) -> Result<Option<AdminBootstrap>, ConfigError> {
-    let mut sources: Vec<AdminPassword> = Vec::new();
-    sources.extend(pass.map(AdminPassword::Given));
-    sources.extend(file.map(AdminPassword::File));
-    if stdin {
-        sources.push(AdminPassword::Stdin);
-    }
+    let given = usize::from(pass.is_some()) + usize::from(file.is_some()) + usize::from(stdin);
     let Some(user) = user else {
-        if sources.is_empty() && email.is_none() {
+        if given == 0 && email.is_none() {
             return Ok(None);
         }
         return Err(invalid("--admin-user", "an admin password or email was given without --admin-user"));
@@ -704,13 +752,57 @@ fn admin_bootstrap(
         .map_err(|_| invalid("--admin-email", "not an email address"))?
         .as_str()
         .to_owned();
-    if sources.len() != 1 {
+    let password = match (given, stdin) {
+        (1, true) => Some(AdminPassword::Stdin),
+        (1, false) => {
+            secret_setting(("CONCORD_ADMIN_PASSWORD", pass), ("CONCORD_ADMIN_PASSWORD_FILE", file), None, "")?
+                .map(AdminPassword::Given)
+        }
+        (0, _) => credential(credentials, "admin_password")?.map(AdminPassword::Given),
+        _ => None,
+    };
+    let Some(password) = password else {
         return Err(invalid(
             "--admin-user",
-            "needs exactly one of --admin-pass, --admin-pass-file, --admin-pass-stdin or CONCORD_ADMIN_PASSWORD",
+            "needs exactly one of --admin-pass (CONCORD_ADMIN_PASSWORD), --admin-pass-file \
+             (CONCORD_ADMIN_PASSWORD_FILE), --admin-pass-stdin or the credential admin_password",
         ));
+    };
+    Ok(Some(AdminBootstrap { username, email, password }))
+}
+
+/// A secret given as a value, as a file (`<NAME>_FILE`), or as the systemd credential `credential`
+/// in `$CREDENTIALS_DIRECTORY`: the one way every secret setting is read. A value and a file both
+/// set is an error naming both; the credential is used only when neither is.
+fn secret_setting(
+    (value_name, value): (&'static str, Option<Secret>),
+    (file_name, file): (&'static str, Option<PathBuf>),
+    credentials: Option<&Path>,
+    credential_name: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Conflict { first: value_name, second: file_name }),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => secret_from_file(file_name, &path).map(Some),
+        (None, None) => credential(credentials, credential_name),
     }
-    Ok(Some(AdminBootstrap { username, email, password: sources.remove(0) }))
+}
+
+/// The systemd credential `name`, if the folder is set and holds it.
+fn credential(dir: Option<&Path>, name: &str) -> Result<Option<Secret>, ConfigError> {
+    let Some(path) = dir.map(|dir| dir.join(name)).filter(|path| path.exists()) else { return Ok(None) };
+    secret_from_file("CREDENTIALS_DIRECTORY", &path).map(Some)
+}
+
+/// A secret file's contents without the trailing newline editors and `echo` add (`\n` or `\r\n`).
+fn secret_from_file(setting: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if secret.is_empty() {
+        return Err(invalid(setting, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(secret.to_owned()))
 }
 
 fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {

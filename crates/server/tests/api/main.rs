@@ -23,6 +23,7 @@ mod oplog_push_pull;
 mod ops_backup;
 mod ops_cli;
 mod ops_install;
+mod proxy;
 mod smtp_sink;
 mod sync_limits;
 mod tidy;
