@@ -4,12 +4,20 @@
 //! command-line flags. clap merges the top two (a flag beats its environment variable); the file
 //! fills whatever both left unset; [`Config::resolve`] applies defaults and validates. An invalid
 //! value anywhere is a startup error naming the setting, never a silent fallback to the default.
+//!
+//! Each setting is defined once, as a field of [`Settings`]: its name (the flag, and the TOML key
+//! in snake_case), environment variable, help and literal default (`default_value`) live in its
+//! clap attribute, which `--help`, the file, the environment and the README table (checked by a
+//! test) all read. [`Cli::parse_layered`] drops the defaults clap filled in, so that the file can
+//! still set what the command line left unset; [`Settings::defaults`] is the bottom layer. Defaults
+//! computed from other settings (`<data>/concord.db`) are said in the help text and computed here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::client_addr::TrustedProxies;
 use serde::Deserialize;
@@ -29,45 +37,67 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+impl Cli {
+    /// Flags and environment, as clap parses them, without the defaults clap filled in: those are
+    /// the bottom layer ([`Settings::defaults`]), below the config file. `--help` shows them.
+    pub fn parse_layered<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut matches = Cli::command().try_get_matches_from(args)?;
+        let defaulted: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|arg| arg.get_action().takes_values())
+            .map(|arg| arg.get_id().to_string())
+            .filter(|id| matches.value_source(id) == Some(ValueSource::DefaultValue))
+            .collect();
+        for id in defaulted {
+            matches.try_clear_id(&id).map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))?;
+        }
+        Cli::from_arg_matches_mut(&mut matches)
+    }
+}
+
 /// Every setting, all optional, so that each layer can say "not set here". Value names default to
 /// the field names, which are the environment names, so clap's errors name what a deployer set.
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Data directory: holds the database and `blobs/` [default: ./data]
-    #[arg(long, env = "CONCORD_DATA", value_name = "DIR")]
+    /// Data directory: holds the database and `blobs/`; created with mode 0750
+    #[arg(long, env = "CONCORD_DATA", value_name = "DIR", default_value = "./data")]
     pub data: Option<PathBuf>,
 
     /// Address to listen on; overrides HOST and PORT [default: 127.0.0.1:3030]
     #[arg(long, env = "CONCORD_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Interface to listen on; 0.0.0.0 exposes the server on every interface [default: 127.0.0.1]
-    #[arg(long, env = "HOST")]
+    /// Interface to listen on; 0.0.0.0 exposes the server on every interface
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: Option<IpAddr>,
 
-    /// Port to listen on [default: 3030]
-    #[arg(long, env = "PORT")]
+    /// Port to listen on
+    #[arg(long, env = "PORT", default_value = "3030")]
     pub port: Option<u16>,
 
     /// SQLite database file [default: <data>/concord.db]
     #[arg(long, env = "DATABASE_PATH")]
     pub database_path: Option<PathBuf>,
 
-    /// Public URL of the web app that magic links point at [default: http://localhost:5173]
-    #[arg(long, env = "APP_BASE_URL")]
+    /// Public URL of the web app that magic links point at
+    #[arg(long, env = "APP_BASE_URL", default_value = "http://localhost:5173")]
     pub app_base_url: Option<String>,
 
-    /// Comma-separated browser origins allowed by CORS, or `*` [default: http://localhost:5173,http://localhost:1420]
-    #[arg(long, env = "CORS_ORIGINS")]
+    /// Comma-separated browser origins allowed by CORS, or `*`
+    #[arg(long, env = "CORS_ORIGINS", default_value = "http://localhost:5173,http://localhost:1420")]
     pub cors_origins: Option<String>,
 
     /// SMTP relay; setting it chooses mail mode smtp [default: smtp.resend.com, only with SMTP_USERNAME]
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
 
-    /// SMTP port [default: 465]
-    #[arg(long, env = "SMTP_PORT")]
+    /// SMTP port
+    #[arg(long, env = "SMTP_PORT", default_value = "465")]
     pub smtp_port: Option<u16>,
 
     /// SMTP user, for relays that need a login (then SMTP_PASSWORD too); without both, mail goes to
@@ -79,24 +109,24 @@ pub struct Settings {
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<Secret>,
 
-    /// SMTP transport security [default: tls on port 465, starttls otherwise]
+    /// SMTP transport security: `tls`, `starttls` or `none` [default: tls on port 465, starttls otherwise]
     #[arg(long, env = "SMTP_SECURITY", value_enum)]
     pub smtp_security: Option<SmtpSecurity>,
 
-    /// Sender address [default: noreply@diaryx.org]
-    #[arg(long, env = "SMTP_FROM_EMAIL")]
+    /// Sender address
+    #[arg(long, env = "SMTP_FROM_EMAIL", default_value = "noreply@diaryx.org")]
     pub smtp_from_email: Option<String>,
 
-    /// Sender name [default: Diaryx]
-    #[arg(long, env = "SMTP_FROM_NAME")]
+    /// Sender name
+    #[arg(long, env = "SMTP_FROM_NAME", default_value = "Diaryx")]
     pub smtp_from_name: Option<String>,
 
-    /// Lifetime of a Diaryx session token, in days [default: 30]
-    #[arg(long, env = "SESSION_EXPIRY_DAYS")]
+    /// Lifetime of a Diaryx session token, in days
+    #[arg(long, env = "SESSION_EXPIRY_DAYS", default_value = "30")]
     pub session_expiry_days: Option<u32>,
 
-    /// Lifetime of a magic link, in minutes [default: 15]
-    #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES")]
+    /// Lifetime of a magic link, in minutes
+    #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES", default_value = "15")]
     pub magic_link_expiry_minutes: Option<u32>,
 
     /// Public URL of this server, used in confirmation and password-reset mails [default: http://<listen address>]
@@ -125,37 +155,36 @@ pub struct Settings {
     #[serde(default)]
     pub admin_pass_stdin: bool,
 
-    /// Seconds between runs of the job that deletes expired tokens and sessions [default: 3600]
-    #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS")]
+    /// Seconds between runs of the job that deletes expired tokens and sessions
+    #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS", default_value = "3600")]
     pub cleanup_interval_secs: Option<u64>,
 
-    /// Seconds a request body may send nothing before the request is refused (slow-body clients) [default: 30]
-    #[arg(long, env = "CONCORD_BODY_IDLE_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// Seconds a request body may send nothing before the request is refused with 400 (slow-body clients; headers must arrive within 10 s)
+    #[arg(long, env = "CONCORD_BODY_IDLE_TIMEOUT_SECS", value_name = "SECONDS", default_value = "30")]
     pub body_idle_timeout_secs: Option<u64>,
-    /// Largest blob one upload may store, in bytes [default: 268435456 (256 MiB)]
-    #[arg(long, env = "BLOB_MAX_BYTES")]
+    /// Largest blob one upload may store, in bytes
+    #[arg(long, env = "BLOB_MAX_BYTES", default_value = "268435456")]
     pub blob_max_bytes: Option<u64>,
 
-    /// Blob bytes one (user, vault) scope may reference [default: 4294967296 (4 GiB)]
-    #[arg(long, env = "BLOB_VAULT_QUOTA_BYTES")]
+    /// Blob bytes one (user, vault) scope may reference
+    #[arg(long, env = "BLOB_VAULT_QUOTA_BYTES", default_value = "4294967296")]
     pub blob_vault_quota_bytes: Option<u64>,
 
-    /// Blob bytes all of one user's vaults may reference together [default: 8589934592 (8 GiB)]
-    #[arg(long, env = "BLOB_USER_QUOTA_BYTES")]
+    /// Blob bytes all of one user's vaults may reference together
+    #[arg(long, env = "BLOB_USER_QUOTA_BYTES", default_value = "8589934592")]
     pub blob_user_quota_bytes: Option<u64>,
 
-    /// Log format [default: text]
-    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
+    /// Log format, `text` or `json`; filter with `CONCORD_LOG` (e.g. `debug`)
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: Option<LogFormat>,
 
     /// Largest WebSocket message a Yjs client may send, in bytes; larger ones close with 1009
-    /// [default: 16777216]
-    #[arg(long, env = "SYNC_MAX_FRAME_BYTES")]
+    #[arg(long, env = "SYNC_MAX_FRAME_BYTES", default_value = "16777216")]
     pub sync_max_frame_bytes: Option<u32>,
 
     /// Bytes of Yjs updates stored after a document's snapshot before they are compacted into a
-    /// new snapshot [default: 1048576]
-    #[arg(long, env = "SYNC_COMPACT_BYTES")]
+    /// new snapshot
+    #[arg(long, env = "SYNC_COMPACT_BYTES", default_value = "1048576")]
     pub sync_compact_bytes: Option<u32>,
 
     // Edge (mail mode, connections):
@@ -167,8 +196,8 @@ pub struct Settings {
     pub mail: Option<MailMode>,
 
     /// Seconds a new connection may stay silent before it is closed (its first request must have
-    /// begun by then) [default: 10]
-    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// begun by then)
+    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS", default_value = "10")]
     pub first_byte_timeout_secs: Option<u64>,
 
     /// Open connections the server keeps at once; when full, the longest-silent one makes room,
@@ -176,12 +205,12 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Open connections one client address keeps at once (IPv6: per /64) [default: 256]
-    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    /// Open connections one client address keeps at once (IPv6: per /64)
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N", default_value = "256")]
     pub max_connections_per_ip: Option<usize>,
 
-    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap [default: true]
-    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL")]
+    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap
+    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL", default_value = "true")]
     pub per_ip_exempt_loopback: Option<bool>,
     // Accounts: the sign-in code key and the per-user caps.
     /// File holding the server secret that keys sign-in code hashes (64 hex characters); it must
@@ -190,39 +219,39 @@ pub struct Settings {
     pub secret_file: Option<PathBuf>,
 
     /// Live devices (paired clients and sign-in sessions) one user may have; at the cap a new
-    /// sign-in revokes the least recently seen session, a new pairing is refused [default: 100]
-    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N")]
+    /// sign-in revokes the least recently seen session, a new pairing gets 403 `device_limit_reached`
+    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N", default_value = "100")]
     pub max_devices_per_user: Option<u32>,
 
-    /// Workspaces one user may have, besides `default` [default: 100]
-    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N")]
+    /// Workspaces one user may have, besides `default`; beyond it 403 `workspace_limit_reached`
+    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N", default_value = "100")]
     pub max_workspaces_per_user: Option<u32>,
     // Operations (backups).
     /// Folder for scheduled backups; unset means no scheduled backups
     #[arg(long, env = "CONCORD_BACKUP_DIR", value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
 
-    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h` [default: 24h]
-    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL")]
+    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h`
+    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL", default_value = "24h")]
     pub backup_every: Option<String>,
 
-    /// Scheduled backups kept in the folder; older ones are deleted [default: 7]
-    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N")]
+    /// Scheduled backups kept in the folder; older ones are deleted
+    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N", default_value = "7")]
     pub backup_keep: Option<u32>,
     // Sync limits (WebSockets and event streams).
     /// Seconds a WebSocket client may take to receive one message (or a pong) before it is closed
-    /// as too slow (1013) [default: 60]
-    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// as too slow (1013)
+    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS", default_value = "60")]
     pub sync_send_timeout_secs: Option<u64>,
 
-    /// Yjs WebSocket connections one user may hold open at once; more are refused with 429
-    /// [default: 256]
-    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER")]
+    /// Yjs WebSocket connections one user may hold open at once; more are refused at the upgrade with
+    /// 429 `too_many_connections`
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER", default_value = "256")]
     pub sync_max_connections_per_user: Option<u32>,
 
-    /// Operation-log event streams one user may hold open at once; more are refused with 429
-    /// [default: 64]
-    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
+    /// Operation-log event streams (`/api/v1/sync/events`) one user may hold open at once; more get 429
+    /// `too_many_streams`
+    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER", default_value = "64")]
     pub sync_max_streams_per_user: Option<u32>,
     // Proxy and secrets (operations).
     /// Comma-separated networks of reverse proxies (e.g. `127.0.0.1/32,10.0.0.0/8`) whose
@@ -242,6 +271,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The built-in defaults: each setting's `default_value`, and nothing from the environment.
+    pub fn defaults() -> Settings {
+        let matches: ArgMatches = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["concord"])
+            .expect("the defaults parse: each is a valid value of its setting");
+        Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
     /// Fills every setting left unset here from `lower`.
     fn or(self, lower: Settings) -> Settings {
         Settings {
@@ -484,6 +522,9 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
 }
 
+/// Every setting with a `default_value` has a value once [`Settings::defaults`] is the bottom layer.
+const HAS_DEFAULT: &str = "a setting with a default_value is set after the defaults layer";
+
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { setting, reason: reason.into() }
 }
@@ -503,7 +544,10 @@ impl Config {
         Config::resolve(cli.settings.or(file).or(systemd))
     }
 
-    pub fn resolve(mut s: Settings) -> Result<Config, ConfigError> {
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        // Whether a backup interval or count was set, before the defaults fill them in.
+        let backup_tuned = s.backup_every.is_some() || s.backup_keep.is_some();
+        let mut s = s.or(Settings::defaults());
         // Secrets from files first: the mail mode depends on whether a password is set.
         s.smtp_password = secret_setting(
             ("SMTP_PASSWORD", s.smtp_password.take()),
@@ -511,26 +555,24 @@ impl Config {
             s.credentials_directory.as_deref(),
             "smtp_password",
         )?;
-        let listen = s
-            .listen
-            .unwrap_or_else(|| SocketAddr::new(s.host.unwrap_or(IpAddr::from([127, 0, 0, 1])), s.port.unwrap_or(3030)));
+        let listen =
+            s.listen.unwrap_or_else(|| SocketAddr::new(s.host.expect(HAS_DEFAULT), s.port.expect(HAS_DEFAULT)));
         // Before any field moves out of `s`: the mail mode reads several of them.
         let mail = mail_config(&s, listen)?;
-        let data_dir = s.data.unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = s.data.expect(HAS_DEFAULT);
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
-        let app_base_url = s.app_base_url.unwrap_or_else(|| "http://localhost:5173".into());
+        let app_base_url = s.app_base_url.expect(HAS_DEFAULT);
         if !(app_base_url.starts_with("http://") || app_base_url.starts_with("https://")) {
             return Err(invalid("APP_BASE_URL", "must start with http:// or https://"));
         }
         let app_base_url = app_base_url.trim_end_matches('/').to_owned();
 
-        let cors_origins =
-            parse_origins(&s.cors_origins.unwrap_or_else(|| "http://localhost:5173,http://localhost:1420".into()))?;
+        let cors_origins = parse_origins(&s.cors_origins.expect(HAS_DEFAULT))?;
 
-        let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.unwrap_or(30))?;
+        let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.expect(HAS_DEFAULT))?;
         let magic_link_expiry_minutes =
-            positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.unwrap_or(15))?;
+            positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.expect(HAS_DEFAULT))?;
 
         if let Some(url) = &s.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -546,16 +588,17 @@ impl Config {
             s.admin_pass_stdin,
             s.credentials_directory.as_deref(),
         )?;
-        let cleanup_interval_secs = positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.unwrap_or(3600))?;
+        let cleanup_interval_secs =
+            positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.expect(HAS_DEFAULT))?;
         let body_idle_timeout = std::time::Duration::from_secs(positive(
             "CONCORD_BODY_IDLE_TIMEOUT_SECS",
-            s.body_idle_timeout_secs.unwrap_or(30),
+            s.body_idle_timeout_secs.expect(HAS_DEFAULT),
         )?);
         let blobs = BlobLimits {
-            max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.unwrap_or(256 << 20))?,
+            max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.expect(HAS_DEFAULT))?,
             quota: concord_core::blob::BlobQuota {
-                per_vault: positive("BLOB_VAULT_QUOTA_BYTES", s.blob_vault_quota_bytes.unwrap_or(4 << 30))?,
-                per_user: positive("BLOB_USER_QUOTA_BYTES", s.blob_user_quota_bytes.unwrap_or(8 << 30))?,
+                per_vault: positive("BLOB_VAULT_QUOTA_BYTES", s.blob_vault_quota_bytes.expect(HAS_DEFAULT))?,
+                per_user: positive("BLOB_USER_QUOTA_BYTES", s.blob_user_quota_bytes.expect(HAS_DEFAULT))?,
             },
         };
 
@@ -572,11 +615,11 @@ impl Config {
             admin,
             cleanup_interval_secs,
             body_idle_timeout,
-            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            log_format: s.log_format.expect(HAS_DEFAULT),
             blobs,
             sync: SyncSettings {
-                max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
-                compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+                max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.expect(HAS_DEFAULT))? as usize,
+                compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.expect(HAS_DEFAULT))? as usize,
                 // Sync limits. A minute is far longer than any live client takes to take one message
                 // (or the 127-byte pong of its own ping), yet bounds what a client that never reads
                 // can make the server hold. 256 documents and 64 event streams per user are many
@@ -585,33 +628,40 @@ impl Config {
                 // server's connections.
                 send_timeout: std::time::Duration::from_secs(positive(
                     "SYNC_SEND_TIMEOUT_SECS",
-                    s.sync_send_timeout_secs.unwrap_or(60),
+                    s.sync_send_timeout_secs.expect(HAS_DEFAULT),
                 )?),
                 max_connections_per_user: positive(
                     "SYNC_MAX_CONNECTIONS_PER_USER",
-                    s.sync_max_connections_per_user.unwrap_or(256),
+                    s.sync_max_connections_per_user.expect(HAS_DEFAULT),
                 )? as usize,
-                max_streams_per_user: positive("SYNC_MAX_STREAMS_PER_USER", s.sync_max_streams_per_user.unwrap_or(64))?
-                    as usize,
+                max_streams_per_user: positive(
+                    "SYNC_MAX_STREAMS_PER_USER",
+                    s.sync_max_streams_per_user.expect(HAS_DEFAULT),
+                )? as usize,
             },
             connections: ConnectionSettings {
                 first_byte_timeout: std::time::Duration::from_secs(positive(
                     "CONCORD_FIRST_BYTE_TIMEOUT_SECS",
-                    s.first_byte_timeout_secs.unwrap_or(10),
+                    s.first_byte_timeout_secs.expect(HAS_DEFAULT),
                 )?),
                 max_total: s.max_connections.map(|n| positive("CONCORD_MAX_CONNECTIONS", n)).transpose()?,
-                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.unwrap_or(256))?,
-                exempt_loopback: s.per_ip_exempt_loopback.unwrap_or(true),
+                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.expect(HAS_DEFAULT))?,
+                exempt_loopback: s.per_ip_exempt_loopback.expect(HAS_DEFAULT),
             },
             secret_file: s.secret_file,
             caps: AccountCaps {
-                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.unwrap_or(100))?,
+                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.expect(HAS_DEFAULT))?,
                 workspaces_per_user: positive(
                     "CONCORD_MAX_WORKSPACES_PER_USER",
-                    s.max_workspaces_per_user.unwrap_or(100),
+                    s.max_workspaces_per_user.expect(HAS_DEFAULT),
                 )?,
             },
-            backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
+            backup: backup_schedule(
+                s.backup_dir,
+                backup_tuned,
+                s.backup_every.expect(HAS_DEFAULT),
+                s.backup_keep.expect(HAS_DEFAULT),
+            )?,
             trusted_proxies: s
                 .trusted_proxies
                 .as_deref()
@@ -647,9 +697,9 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
     let username = nonempty(&s.smtp_username);
     let password = s.smtp_password.clone().filter(|p| !p.0.is_empty());
     // The sender is checked in every mode, so switching to smtp later cannot reveal a bad one.
-    let from_email = s.smtp_from_email.clone().unwrap_or_else(|| "noreply@diaryx.org".into());
+    let from_email = s.smtp_from_email.clone().expect(HAS_DEFAULT);
     concord_core::email::Email::parse(&from_email).map_err(|_| invalid("SMTP_FROM_EMAIL", "not an email address"))?;
-    let from_name = s.smtp_from_name.clone().unwrap_or_else(|| "Diaryx".into());
+    let from_name = s.smtp_from_name.clone().expect(HAS_DEFAULT);
     if from_name.chars().any(char::is_control) {
         return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
     }
@@ -701,7 +751,7 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
             });
         }
     };
-    let port = s.smtp_port.unwrap_or(465);
+    let port = s.smtp_port.expect(HAS_DEFAULT);
     Ok(MailConfig::Smtp(SmtpConfig {
         host,
         port,
@@ -824,25 +874,22 @@ fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
     Ok(Some(origins))
 }
 
-/// The backup settings: an interval or a count without a folder is a mistake worth stopping for.
+/// The backup settings: an interval or a count set without a folder is a mistake worth stopping for.
 fn backup_schedule(
     dir: Option<PathBuf>,
-    every: Option<String>,
-    keep: Option<u32>,
+    tuned: bool,
+    every: String,
+    keep: u32,
 ) -> Result<Option<BackupSchedule>, ConfigError> {
     let Some(dir) = dir else {
-        if every.is_some() || keep.is_some() {
+        if tuned {
             return Err(invalid("CONCORD_BACKUP_DIR", "backup interval or count given without a backup folder"));
         }
         return Ok(None);
     };
-    let every = match every {
-        Some(text) => parse_interval(&text).ok_or_else(|| {
-            invalid("CONCORD_BACKUP_EVERY", format!("{text:?} is not an interval like 30m, 6h or 1d"))
-        })?,
-        None => std::time::Duration::from_secs(86_400),
-    };
-    let keep = positive("CONCORD_BACKUP_KEEP", keep.unwrap_or(7))? as usize;
+    let every = parse_interval(&every)
+        .ok_or_else(|| invalid("CONCORD_BACKUP_EVERY", format!("{every:?} is not an interval like 30m, 6h or 1d")))?;
+    let keep = positive("CONCORD_BACKUP_KEEP", keep)? as usize;
     Ok(Some(BackupSchedule { dir, every, keep }))
 }
 
@@ -954,7 +1001,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Settings {
-        Cli::try_parse_from(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
+        Cli::parse_layered(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
     }
 
     #[test]
