@@ -1101,4 +1101,57 @@ mod tests {
         assert!(smtp(&c).credentials.is_some());
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn the_file_fills_what_clap_defaulted_and_defaults_come_from_the_definitions() {
+        // Every literal default is the clap attribute's, and a file value beats it.
+        let defaults = Settings::defaults();
+        assert_eq!(
+            (defaults.port, defaults.session_expiry_days, defaults.backup_keep),
+            (Some(3030), Some(30), Some(7))
+        );
+        assert!(defaults.smtp_host.is_none() && defaults.database_path.is_none(), "computed defaults stay unset");
+        let parsed = parse(&[]);
+        assert!(
+            parsed.port.is_none() && parsed.log_format.is_none(),
+            "clap's defaults are dropped from the command line"
+        );
+        let file: Settings = toml::from_str("session_expiry_days = 7\nlog_format = \"json\"").unwrap();
+        let c = Config::resolve(parse(&[]).or(file)).unwrap();
+        assert_eq!((c.session_expiry_days, c.log_format), (7, LogFormat::Json));
+    }
+
+    #[test]
+    fn secrets_come_from_one_of_a_value_a_file_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let file = write("pw", "from file\r\n");
+        write("smtp_password", "from credential\n");
+        let password = |s: Settings| {
+            let mut s = Settings { smtp_username: Some("u".into()), smtp_host: Some("relay".into()), ..s };
+            s.credentials_directory.get_or_insert_with(|| dir.path().to_owned());
+            Config::resolve(s).map(|c| smtp(&c).credentials.clone().unwrap().1.expose().to_owned())
+        };
+        assert_eq!(
+            password(Settings { smtp_password_file: Some(file.clone()), ..Settings::default() }).unwrap(),
+            "from file"
+        );
+        assert_eq!(password(Settings::default()).unwrap(), "from credential");
+        assert_eq!(
+            password(Settings { smtp_password: Some(Secret("given".into())), ..Settings::default() }).unwrap(),
+            "given"
+        );
+        let both =
+            Settings { smtp_password: Some(Secret("x".into())), smtp_password_file: Some(file), ..Settings::default() };
+        let err = password(both).unwrap_err().to_string();
+        assert!(err.contains("SMTP_PASSWORD and SMTP_PASSWORD_FILE"), "{err}");
+        let err = Config::resolve(Settings { trusted_proxies: Some("10.0.0.0/8,nope".into()), ..Settings::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONCORD_TRUSTED_PROXIES"), "{err}");
+    }
 }
