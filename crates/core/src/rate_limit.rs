@@ -2,6 +2,11 @@
 
 use std::collections::HashMap;
 
+/// Keys one limiter holds at most. Stale keys are swept every window, so only a flood of distinct
+/// clients inside one window reaches this; each key is ~100 bytes, so 65 536 keys are ~7 MiB per
+/// limiter, and far more clients than a self-hosted server sees failing within minutes.
+pub const MAX_KEYS: usize = 65_536;
+
 /// At most `limit` hits per key in each window of `window` seconds, the window starting at a key's
 /// first hit. Fixed windows are what the Verstak server used; they are cheap (one counter per key)
 /// and their worst case (2 × limit across a boundary) is acceptable for the abuse they stop.
@@ -10,8 +15,9 @@ pub struct RateLimiter {
     limit: u32,
     window: i64,
     /// Key → (window start, hits in it). Stale entries are swept once per window so memory stays
-    /// bounded by the keys seen in the last two windows.
+    /// bounded by the keys seen in the last two windows, and never above `max_keys`.
     hits: HashMap<String, (i64, u32)>,
+    max_keys: usize,
     next_sweep: i64,
 }
 
@@ -21,7 +27,14 @@ pub struct RetryAfter(pub u64);
 
 impl RateLimiter {
     pub fn new(limit: u32, window_secs: i64) -> RateLimiter {
-        RateLimiter { limit, window: window_secs.max(1), hits: HashMap::new(), next_sweep: i64::MIN }
+        RateLimiter::with_max_keys(limit, window_secs, MAX_KEYS)
+    }
+
+    /// A limiter that holds at most `max_keys` keys. When that many are live, a new key is refused
+    /// until the oldest window ends: forgetting a live key would hand its hits back, so a full
+    /// table fails closed (only during a flood of distinct clients), and memory stays bounded.
+    pub fn with_max_keys(limit: u32, window_secs: i64, max_keys: usize) -> RateLimiter {
+        RateLimiter { limit, window: window_secs.max(1), hits: HashMap::new(), max_keys, next_sweep: i64::MIN }
     }
 
     /// Counts a hit for `key` at `now` (unix seconds) unless the key is over its limit. Refused
@@ -40,13 +53,27 @@ impl RateLimiter {
             Some(&(start, count)) if now < start + self.window && count >= self.limit => {
                 Err(RetryAfter((start + self.window - now).max(1) as u64))
             }
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None if self.hits.len() < self.max_keys => Ok(()),
+            None => {
+                // Full: sweep now rather than at the next scheduled sweep, then ask again.
+                self.next_sweep = i64::MIN;
+                self.sweep(now);
+                match self.hits.values().map(|(start, _)| start + self.window).min() {
+                    Some(end) if self.hits.len() >= self.max_keys => Err(RetryAfter((end - now).max(1) as u64)),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
     /// Counts a hit for `key` at `now` and returns the start of the window it was counted in, which
     /// [`RateLimiter::release`] needs to take it back.
     pub fn hit(&mut self, key: &str, now: i64) -> i64 {
+        if self.hits.len() >= self.max_keys && !self.hits.contains_key(key) {
+            // Only reached by a hit that did not ask first; a full table counts no new key.
+            return now;
+        }
         let window = self.window;
         let entry = self.hits.entry(key.to_owned()).or_insert((now, 0));
         if now >= entry.0 + window {
@@ -142,5 +169,31 @@ mod tests {
         }
         rl.check("late", 25).unwrap();
         assert_eq!(rl.hits.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_is_pruned_and_bounded() {
+        // Keys from ended windows go at the next sweep, however many there were.
+        let mut rl = RateLimiter::with_max_keys(5, 10, 1000);
+        for window in 0..50 {
+            for i in 0..900 {
+                rl.check(&format!("w{window}-{i}"), window * 10).unwrap();
+            }
+            assert!(rl.hits.len() <= 1000, "window {window}: {}", rl.hits.len());
+        }
+        // Within one window the table fills to its bound; then new keys wait for the oldest
+        // window to end, while known keys keep their own counts.
+        let mut rl = RateLimiter::with_max_keys(2, 60, 3);
+        rl.check("a", 0).unwrap();
+        rl.check("b", 10).unwrap();
+        rl.check("c", 20).unwrap();
+        assert_eq!(rl.check("d", 30), Err(RetryAfter(30)));
+        assert_eq!(rl.hit("d", 30), 30);
+        assert_eq!(rl.hits.len(), 3, "a hit that did not ask adds no key either");
+        assert_eq!(rl.check("a", 30), Ok(()));
+        assert_eq!(rl.check("a", 31), Err(RetryAfter(29)));
+        // Once "a"'s window has ended, a full table makes room for the new key at once.
+        assert_eq!(rl.check("d", 60), Ok(()));
+        assert!(rl.hits.contains_key("d") && !rl.hits.contains_key("a"));
     }
 }

@@ -1,11 +1,10 @@
 //! Identity services both wire surfaces share: the mailer, rate limits, password checks off the
 //! async runtime, issuing and revoking devices, the admin bootstrap and the cleanup job.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use concord_core::code::CodeKey;
@@ -17,6 +16,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::client_addr::{ClientAddr, address_key};
 use crate::config::{AdminBootstrap, AdminPassword};
 use crate::error::ApiError;
 use crate::mail::Mailer;
@@ -255,8 +255,8 @@ pub fn too_many(retry: RetryAfter) -> ApiError {
     ApiError::rate_limited(retry.0, "too many requests")
 }
 
-/// The client's IP address as rate-limit key. Behind a reverse proxy this is the proxy's address;
-/// trusting forwarded headers would let any client pick its own key.
+/// The client's address as rate-limit key: the forwarded one behind a trusted proxy (see
+/// [`crate::client_addr`]), keyed by its IPv6 /64 so one customer's block is one client.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
@@ -264,7 +264,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let ip = parts.extensions.get::<ClientAddr>().map(|c| address_key(c.ip).to_string());
         Ok(ClientIp(format!("ip:{}", ip.unwrap_or_default())))
     }
 }
@@ -441,7 +441,6 @@ pub enum BootstrapError {
 pub async fn bootstrap_admin(store: &dyn Store, admin: &AdminBootstrap, now: i64) -> Result<(), BootstrapError> {
     let raw = match &admin.password {
         AdminPassword::Given(secret) => secret.expose().to_owned(),
-        AdminPassword::File(path) => first_line(std::fs::read_to_string(path).map_err(BootstrapError::Read)?),
         AdminPassword::Stdin => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).map_err(BootstrapError::Read)?;
@@ -456,7 +455,7 @@ pub async fn bootstrap_admin(store: &dyn Store, admin: &AdminBootstrap, now: i64
     Ok(())
 }
 
-/// A password file or stdin holds the password on its first line; the line break is not part of it.
+/// Stdin holds the password on its first line; the line break is not part of it.
 fn first_line(text: String) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }

@@ -68,6 +68,7 @@ const CONTENT_SECURITY_POLICY: &str =
 
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.config.cors_origins.as_deref());
+    let trusted = state.config.trusted_proxies.clone();
     let routes = Router::new()
         .merge(api::health::routes())
         .merge(api::diaryx_auth::routes())
@@ -89,11 +90,14 @@ pub fn router(state: AppState) -> Router {
                 // steady one (a 1 GiB blob) is never cut.
                 .layer(RequestBodyTimeoutLayer::new(state.config.body_idle_timeout))
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .map_request(move |req| crate::client_addr::tag(&trusted, req))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|req: &Request<_>| {
                             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                            tracing::info_span!("request", id, method = %req.method(), uri = %redact_uri(req.uri()))
+                            let client = req.extensions().get::<crate::client_addr::ClientAddr>();
+                            let client = client.map_or_else(|| "-".to_owned(), |c| c.ip.to_string());
+                            tracing::info_span!("request", id, %client, method = %req.method(), uri = %redact_uri(req.uri()))
                         })
                         // Debug only: lets a test (or an operator) see a request arrive before it ends.
                         .on_request(|_: &Request<_>, _: &Span| tracing::debug!("started"))

@@ -4,12 +4,22 @@
 //! command-line flags. clap merges the top two (a flag beats its environment variable); the file
 //! fills whatever both left unset; [`Config::resolve`] applies defaults and validates. An invalid
 //! value anywhere is a startup error naming the setting, never a silent fallback to the default.
+//!
+//! Each setting is defined once, as a field of [`Settings`]: its name (the flag, and the TOML key
+//! in snake_case), environment variable, help and literal default (`default_value`) live in its
+//! clap attribute, which `--help`, the file, the environment and the README table (checked by a
+//! test) all read. [`Cli::parse_layered`] drops the defaults clap filled in, so that the file can
+//! still set what the command line left unset; [`Settings::defaults`] is the bottom layer. Defaults
+//! computed from other settings (`<data>/concord.db`) are said in the help text and computed here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::client_addr::TrustedProxies;
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
@@ -27,45 +37,67 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+impl Cli {
+    /// Flags and environment, as clap parses them, without the defaults clap filled in: those are
+    /// the bottom layer ([`Settings::defaults`]), below the config file. `--help` shows them.
+    pub fn parse_layered<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut matches = Cli::command().try_get_matches_from(args)?;
+        let defaulted: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter(|arg| arg.get_action().takes_values())
+            .map(|arg| arg.get_id().to_string())
+            .filter(|id| matches.value_source(id) == Some(ValueSource::DefaultValue))
+            .collect();
+        for id in defaulted {
+            matches.try_clear_id(&id).map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))?;
+        }
+        Cli::from_arg_matches_mut(&mut matches)
+    }
+}
+
 /// Every setting, all optional, so that each layer can say "not set here". Value names default to
 /// the field names, which are the environment names, so clap's errors name what a deployer set.
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Data directory: holds the database and `blobs/` [default: ./data]
-    #[arg(long, env = "CONCORD_DATA", value_name = "DIR")]
+    /// Data directory: holds the database and `blobs/`; created with mode 0750
+    #[arg(long, env = "CONCORD_DATA", value_name = "DIR", default_value = "./data")]
     pub data: Option<PathBuf>,
 
     /// Address to listen on; overrides HOST and PORT [default: 127.0.0.1:3030]
     #[arg(long, env = "CONCORD_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Interface to listen on; 0.0.0.0 exposes the server on every interface [default: 127.0.0.1]
-    #[arg(long, env = "HOST")]
+    /// Interface to listen on; 0.0.0.0 exposes the server on every interface
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: Option<IpAddr>,
 
-    /// Port to listen on [default: 3030]
-    #[arg(long, env = "PORT")]
+    /// Port to listen on
+    #[arg(long, env = "PORT", default_value = "3030")]
     pub port: Option<u16>,
 
     /// SQLite database file [default: <data>/concord.db]
     #[arg(long, env = "DATABASE_PATH")]
     pub database_path: Option<PathBuf>,
 
-    /// Public URL of the web app that magic links point at [default: http://localhost:5173]
-    #[arg(long, env = "APP_BASE_URL")]
+    /// Public URL of the web app that magic links point at
+    #[arg(long, env = "APP_BASE_URL", default_value = "http://localhost:5173")]
     pub app_base_url: Option<String>,
 
-    /// Comma-separated browser origins allowed by CORS, or `*` [default: http://localhost:5173,http://localhost:1420]
-    #[arg(long, env = "CORS_ORIGINS")]
+    /// Comma-separated browser origins allowed by CORS, or `*`
+    #[arg(long, env = "CORS_ORIGINS", default_value = "http://localhost:5173,http://localhost:1420")]
     pub cors_origins: Option<String>,
 
     /// SMTP relay; setting it chooses mail mode smtp [default: smtp.resend.com, only with SMTP_USERNAME]
     #[arg(long, env = "SMTP_HOST")]
     pub smtp_host: Option<String>,
 
-    /// SMTP port [default: 465]
-    #[arg(long, env = "SMTP_PORT")]
+    /// SMTP port
+    #[arg(long, env = "SMTP_PORT", default_value = "465")]
     pub smtp_port: Option<u16>,
 
     /// SMTP user, for relays that need a login (then SMTP_PASSWORD too); without both, mail goes to
@@ -77,24 +109,24 @@ pub struct Settings {
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<Secret>,
 
-    /// SMTP transport security [default: tls on port 465, starttls otherwise]
+    /// SMTP transport security: `tls`, `starttls` or `none` [default: tls on port 465, starttls otherwise]
     #[arg(long, env = "SMTP_SECURITY", value_enum)]
     pub smtp_security: Option<SmtpSecurity>,
 
-    /// Sender address [default: noreply@diaryx.org]
-    #[arg(long, env = "SMTP_FROM_EMAIL")]
+    /// Sender address
+    #[arg(long, env = "SMTP_FROM_EMAIL", default_value = "noreply@diaryx.org")]
     pub smtp_from_email: Option<String>,
 
-    /// Sender name [default: Diaryx]
-    #[arg(long, env = "SMTP_FROM_NAME")]
+    /// Sender name
+    #[arg(long, env = "SMTP_FROM_NAME", default_value = "Diaryx")]
     pub smtp_from_name: Option<String>,
 
-    /// Lifetime of a Diaryx session token, in days [default: 30]
-    #[arg(long, env = "SESSION_EXPIRY_DAYS")]
+    /// Lifetime of a Diaryx session token, in days
+    #[arg(long, env = "SESSION_EXPIRY_DAYS", default_value = "30")]
     pub session_expiry_days: Option<u32>,
 
-    /// Lifetime of a magic link, in minutes [default: 15]
-    #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES")]
+    /// Lifetime of a magic link, in minutes
+    #[arg(long, env = "MAGIC_LINK_EXPIRY_MINUTES", default_value = "15")]
     pub magic_link_expiry_minutes: Option<u32>,
 
     /// Public URL of this server, used in confirmation and password-reset mails [default: http://<listen address>]
@@ -113,8 +145,9 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_ADMIN_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
     pub admin_pass: Option<Secret>,
 
-    /// Read the admin password from the first line of this file
-    #[arg(long, value_name = "FILE")]
+    /// Read the admin password from this file (a trailing newline is dropped); systemd credential
+    /// `admin_password` [default: $CREDENTIALS_DIRECTORY/admin_password if present]
+    #[arg(long, env = "CONCORD_ADMIN_PASSWORD_FILE", value_name = "FILE")]
     pub admin_pass_file: Option<PathBuf>,
 
     /// Read the admin password from the first line of standard input
@@ -122,37 +155,36 @@ pub struct Settings {
     #[serde(default)]
     pub admin_pass_stdin: bool,
 
-    /// Seconds between runs of the job that deletes expired tokens and sessions [default: 3600]
-    #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS")]
+    /// Seconds between runs of the job that deletes expired tokens and sessions
+    #[arg(long, env = "CONCORD_CLEANUP_INTERVAL_SECS", value_name = "SECONDS", default_value = "3600")]
     pub cleanup_interval_secs: Option<u64>,
 
-    /// Seconds a request body may send nothing before the request is refused (slow-body clients) [default: 30]
-    #[arg(long, env = "CONCORD_BODY_IDLE_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// Seconds a request body may send nothing before the request is refused with 400 (slow-body clients; headers must arrive within 10 s)
+    #[arg(long, env = "CONCORD_BODY_IDLE_TIMEOUT_SECS", value_name = "SECONDS", default_value = "30")]
     pub body_idle_timeout_secs: Option<u64>,
-    /// Largest blob one upload may store, in bytes [default: 268435456 (256 MiB)]
-    #[arg(long, env = "BLOB_MAX_BYTES")]
+    /// Largest blob one upload may store, in bytes
+    #[arg(long, env = "BLOB_MAX_BYTES", default_value = "268435456")]
     pub blob_max_bytes: Option<u64>,
 
-    /// Blob bytes one (user, vault) scope may reference [default: 4294967296 (4 GiB)]
-    #[arg(long, env = "BLOB_VAULT_QUOTA_BYTES")]
+    /// Blob bytes one (user, vault) scope may reference
+    #[arg(long, env = "BLOB_VAULT_QUOTA_BYTES", default_value = "4294967296")]
     pub blob_vault_quota_bytes: Option<u64>,
 
-    /// Blob bytes all of one user's vaults may reference together [default: 8589934592 (8 GiB)]
-    #[arg(long, env = "BLOB_USER_QUOTA_BYTES")]
+    /// Blob bytes all of one user's vaults may reference together
+    #[arg(long, env = "BLOB_USER_QUOTA_BYTES", default_value = "8589934592")]
     pub blob_user_quota_bytes: Option<u64>,
 
-    /// Log format [default: text]
-    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum)]
+    /// Log format, `text` or `json`; filter with `CONCORD_LOG` (e.g. `debug`)
+    #[arg(long, env = "CONCORD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: Option<LogFormat>,
 
     /// Largest WebSocket message a Yjs client may send, in bytes; larger ones close with 1009
-    /// [default: 16777216]
-    #[arg(long, env = "SYNC_MAX_FRAME_BYTES")]
+    #[arg(long, env = "SYNC_MAX_FRAME_BYTES", default_value = "16777216")]
     pub sync_max_frame_bytes: Option<u32>,
 
     /// Bytes of Yjs updates stored after a document's snapshot before they are compacted into a
-    /// new snapshot [default: 1048576]
-    #[arg(long, env = "SYNC_COMPACT_BYTES")]
+    /// new snapshot
+    #[arg(long, env = "SYNC_COMPACT_BYTES", default_value = "1048576")]
     pub sync_compact_bytes: Option<u32>,
 
     // Edge (mail mode, connections):
@@ -164,8 +196,8 @@ pub struct Settings {
     pub mail: Option<MailMode>,
 
     /// Seconds a new connection may stay silent before it is closed (its first request must have
-    /// begun by then) [default: 10]
-    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// begun by then)
+    #[arg(long, env = "CONCORD_FIRST_BYTE_TIMEOUT_SECS", value_name = "SECONDS", default_value = "10")]
     pub first_byte_timeout_secs: Option<u64>,
 
     /// Open connections the server keeps at once; when full, the longest-silent one makes room,
@@ -173,12 +205,12 @@ pub struct Settings {
     #[arg(long, env = "CONCORD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Open connections one client address keeps at once (IPv6: per /64) [default: 256]
-    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    /// Open connections one client address keeps at once (IPv6: per /64)
+    #[arg(long, env = "CONCORD_MAX_CONNECTIONS_PER_IP", value_name = "N", default_value = "256")]
     pub max_connections_per_ip: Option<usize>,
 
-    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap [default: true]
-    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL")]
+    /// Exempt loopback clients (a reverse proxy on this host) from the per-address cap
+    #[arg(long, env = "CONCORD_PER_IP_EXEMPT_LOOPBACK", value_name = "BOOL", default_value = "true")]
     pub per_ip_exempt_loopback: Option<bool>,
     // Accounts: the sign-in code key and the per-user caps.
     /// File holding the server secret that keys sign-in code hashes (64 hex characters); it must
@@ -187,43 +219,67 @@ pub struct Settings {
     pub secret_file: Option<PathBuf>,
 
     /// Live devices (paired clients and sign-in sessions) one user may have; at the cap a new
-    /// sign-in revokes the least recently seen session, a new pairing is refused [default: 100]
-    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N")]
+    /// sign-in revokes the least recently seen session, a new pairing gets 403 `device_limit_reached`
+    #[arg(long, env = "CONCORD_MAX_DEVICES_PER_USER", value_name = "N", default_value = "100")]
     pub max_devices_per_user: Option<u32>,
 
-    /// Workspaces one user may have, besides `default` [default: 100]
-    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N")]
+    /// Workspaces one user may have, besides `default`; beyond it 403 `workspace_limit_reached`
+    #[arg(long, env = "CONCORD_MAX_WORKSPACES_PER_USER", value_name = "N", default_value = "100")]
     pub max_workspaces_per_user: Option<u32>,
     // Operations (backups).
     /// Folder for scheduled backups; unset means no scheduled backups
     #[arg(long, env = "CONCORD_BACKUP_DIR", value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
 
-    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h` [default: 24h]
-    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL")]
+    /// Time between scheduled backups: a number with s, m, h or d, e.g. `6h`
+    #[arg(long, env = "CONCORD_BACKUP_EVERY", value_name = "INTERVAL", default_value = "24h")]
     pub backup_every: Option<String>,
 
-    /// Scheduled backups kept in the folder; older ones are deleted [default: 7]
-    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N")]
+    /// Scheduled backups kept in the folder; older ones are deleted
+    #[arg(long, env = "CONCORD_BACKUP_KEEP", value_name = "N", default_value = "7")]
     pub backup_keep: Option<u32>,
     // Sync limits (WebSockets and event streams).
     /// Seconds a WebSocket client may take to receive one message (or a pong) before it is closed
-    /// as too slow (1013) [default: 60]
-    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS")]
+    /// as too slow (1013)
+    #[arg(long, env = "SYNC_SEND_TIMEOUT_SECS", value_name = "SECONDS", default_value = "60")]
     pub sync_send_timeout_secs: Option<u64>,
 
-    /// Yjs WebSocket connections one user may hold open at once; more are refused with 429
-    /// [default: 256]
-    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER")]
+    /// Yjs WebSocket connections one user may hold open at once; more are refused at the upgrade with
+    /// 429 `too_many_connections`
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS_PER_USER", default_value = "256")]
     pub sync_max_connections_per_user: Option<u32>,
 
-    /// Operation-log event streams one user may hold open at once; more are refused with 429
-    /// [default: 64]
-    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
+    /// Operation-log event streams (`/api/v1/sync/events`) one user may hold open at once; more get 429
+    /// `too_many_streams`
+    #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER", default_value = "64")]
     pub sync_max_streams_per_user: Option<u32>,
+    // Proxy and secrets (operations).
+    /// Comma-separated networks of reverse proxies (e.g. `127.0.0.1/32,10.0.0.0/8`) whose
+    /// X-Forwarded-For, Forwarded and X-Forwarded-Proto headers are believed; unset believes none
+    #[arg(long, env = "CONCORD_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<String>,
+
+    /// Read the SMTP password from this file (a trailing newline is dropped); systemd credential
+    /// `smtp_password` [default: $CREDENTIALS_DIRECTORY/smtp_password if present]
+    #[arg(long, env = "SMTP_PASSWORD_FILE", value_name = "FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+
+    /// systemd's credentials folder (`LoadCredential=`), set by systemd, not a setting.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub credentials_directory: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The built-in defaults: each setting's `default_value`, and nothing from the environment.
+    pub fn defaults() -> Settings {
+        let matches: ArgMatches = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["concord"])
+            .expect("the defaults parse: each is a valid value of its setting");
+        Settings::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
     /// Fills every setting left unset here from `lower`.
     fn or(self, lower: Settings) -> Settings {
         Settings {
@@ -274,6 +330,10 @@ impl Settings {
             sync_send_timeout_secs: self.sync_send_timeout_secs.or(lower.sync_send_timeout_secs),
             sync_max_connections_per_user: self.sync_max_connections_per_user.or(lower.sync_max_connections_per_user),
             sync_max_streams_per_user: self.sync_max_streams_per_user.or(lower.sync_max_streams_per_user),
+            // Proxy and secrets:
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            smtp_password_file: self.smtp_password_file.or(lower.smtp_password_file),
+            credentials_directory: self.credentials_directory.or(lower.credentials_directory),
         }
     }
 }
@@ -350,11 +410,11 @@ pub struct SmtpConfig {
     pub from_name: String,
 }
 
-/// Where the bootstrap admin's password comes from; read once at start.
+/// Where the bootstrap admin's password comes from; read once at start (a file as the
+/// configuration is read, see [`secret_from_file`]).
 #[derive(Debug, Clone)]
 pub enum AdminPassword {
     Given(Secret),
-    File(PathBuf),
     Stdin,
 }
 
@@ -397,6 +457,8 @@ pub struct Config {
     pub caps: AccountCaps,
     /// Scheduled backups, if `--backup-dir` is set (operations).
     pub backup: Option<BackupSchedule>,
+    /// Reverse proxies whose forwarded headers are believed (see `client_addr`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -454,9 +516,14 @@ pub enum ConfigError {
     Invalid { setting: &'static str, reason: String },
     #[error("{setting} must be set: {reason}")]
     Missing { setting: &'static str, reason: String },
+    #[error("{first} and {second} are both set; set one of them")]
+    Conflict { first: &'static str, second: &'static str },
     #[error("cannot read config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
+
+/// Every setting with a `default_value` has a value once [`Settings::defaults`] is the bottom layer.
+const HAS_DEFAULT: &str = "a setting with a default_value is set after the defaults layer";
 
 fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { setting, reason: reason.into() }
@@ -470,30 +537,42 @@ impl Config {
             Some(path) => read_file(path)?,
             None => Settings::default(),
         };
-        Config::resolve(cli.settings.or(file))
+        let systemd = Settings {
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            ..Settings::default()
+        };
+        Config::resolve(cli.settings.or(file).or(systemd))
     }
 
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
-        let listen = s
-            .listen
-            .unwrap_or_else(|| SocketAddr::new(s.host.unwrap_or(IpAddr::from([127, 0, 0, 1])), s.port.unwrap_or(3030)));
+        // Whether a backup interval or count was set, before the defaults fill them in.
+        let backup_tuned = s.backup_every.is_some() || s.backup_keep.is_some();
+        let mut s = s.or(Settings::defaults());
+        // Secrets from files first: the mail mode depends on whether a password is set.
+        s.smtp_password = secret_setting(
+            ("SMTP_PASSWORD", s.smtp_password.take()),
+            ("SMTP_PASSWORD_FILE", s.smtp_password_file.take()),
+            s.credentials_directory.as_deref(),
+            "smtp_password",
+        )?;
+        let listen =
+            s.listen.unwrap_or_else(|| SocketAddr::new(s.host.expect(HAS_DEFAULT), s.port.expect(HAS_DEFAULT)));
         // Before any field moves out of `s`: the mail mode reads several of them.
         let mail = mail_config(&s, listen)?;
-        let data_dir = s.data.unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = s.data.expect(HAS_DEFAULT);
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
-        let app_base_url = s.app_base_url.unwrap_or_else(|| "http://localhost:5173".into());
+        let app_base_url = s.app_base_url.expect(HAS_DEFAULT);
         if !(app_base_url.starts_with("http://") || app_base_url.starts_with("https://")) {
             return Err(invalid("APP_BASE_URL", "must start with http:// or https://"));
         }
         let app_base_url = app_base_url.trim_end_matches('/').to_owned();
 
-        let cors_origins =
-            parse_origins(&s.cors_origins.unwrap_or_else(|| "http://localhost:5173,http://localhost:1420".into()))?;
+        let cors_origins = parse_origins(&s.cors_origins.expect(HAS_DEFAULT))?;
 
-        let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.unwrap_or(30))?;
+        let session_expiry_days = positive("SESSION_EXPIRY_DAYS", s.session_expiry_days.expect(HAS_DEFAULT))?;
         let magic_link_expiry_minutes =
-            positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.unwrap_or(15))?;
+            positive("MAGIC_LINK_EXPIRY_MINUTES", s.magic_link_expiry_minutes.expect(HAS_DEFAULT))?;
 
         if let Some(url) = &s.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -501,17 +580,25 @@ impl Config {
             return Err(invalid("PUBLIC_URL", "must start with http:// or https://"));
         }
         let public_url = s.public_url.map(|url| url.trim_end_matches('/').to_owned());
-        let admin = admin_bootstrap(s.admin_user, s.admin_email, s.admin_pass, s.admin_pass_file, s.admin_pass_stdin)?;
-        let cleanup_interval_secs = positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.unwrap_or(3600))?;
+        let admin = admin_bootstrap(
+            s.admin_user,
+            s.admin_email,
+            s.admin_pass,
+            s.admin_pass_file,
+            s.admin_pass_stdin,
+            s.credentials_directory.as_deref(),
+        )?;
+        let cleanup_interval_secs =
+            positive("CONCORD_CLEANUP_INTERVAL_SECS", s.cleanup_interval_secs.expect(HAS_DEFAULT))?;
         let body_idle_timeout = std::time::Duration::from_secs(positive(
             "CONCORD_BODY_IDLE_TIMEOUT_SECS",
-            s.body_idle_timeout_secs.unwrap_or(30),
+            s.body_idle_timeout_secs.expect(HAS_DEFAULT),
         )?);
         let blobs = BlobLimits {
-            max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.unwrap_or(256 << 20))?,
+            max_bytes: positive("BLOB_MAX_BYTES", s.blob_max_bytes.expect(HAS_DEFAULT))?,
             quota: concord_core::blob::BlobQuota {
-                per_vault: positive("BLOB_VAULT_QUOTA_BYTES", s.blob_vault_quota_bytes.unwrap_or(4 << 30))?,
-                per_user: positive("BLOB_USER_QUOTA_BYTES", s.blob_user_quota_bytes.unwrap_or(8 << 30))?,
+                per_vault: positive("BLOB_VAULT_QUOTA_BYTES", s.blob_vault_quota_bytes.expect(HAS_DEFAULT))?,
+                per_user: positive("BLOB_USER_QUOTA_BYTES", s.blob_user_quota_bytes.expect(HAS_DEFAULT))?,
             },
         };
 
@@ -528,11 +615,11 @@ impl Config {
             admin,
             cleanup_interval_secs,
             body_idle_timeout,
-            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            log_format: s.log_format.expect(HAS_DEFAULT),
             blobs,
             sync: SyncSettings {
-                max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.unwrap_or(16 << 20))? as usize,
-                compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.unwrap_or(1 << 20))? as usize,
+                max_frame_bytes: positive("SYNC_MAX_FRAME_BYTES", s.sync_max_frame_bytes.expect(HAS_DEFAULT))? as usize,
+                compact_bytes: positive("SYNC_COMPACT_BYTES", s.sync_compact_bytes.expect(HAS_DEFAULT))? as usize,
                 // Sync limits. A minute is far longer than any live client takes to take one message
                 // (or the 127-byte pong of its own ping), yet bounds what a client that never reads
                 // can make the server hold. 256 documents and 64 event streams per user are many
@@ -541,33 +628,47 @@ impl Config {
                 // server's connections.
                 send_timeout: std::time::Duration::from_secs(positive(
                     "SYNC_SEND_TIMEOUT_SECS",
-                    s.sync_send_timeout_secs.unwrap_or(60),
+                    s.sync_send_timeout_secs.expect(HAS_DEFAULT),
                 )?),
                 max_connections_per_user: positive(
                     "SYNC_MAX_CONNECTIONS_PER_USER",
-                    s.sync_max_connections_per_user.unwrap_or(256),
+                    s.sync_max_connections_per_user.expect(HAS_DEFAULT),
                 )? as usize,
-                max_streams_per_user: positive("SYNC_MAX_STREAMS_PER_USER", s.sync_max_streams_per_user.unwrap_or(64))?
-                    as usize,
+                max_streams_per_user: positive(
+                    "SYNC_MAX_STREAMS_PER_USER",
+                    s.sync_max_streams_per_user.expect(HAS_DEFAULT),
+                )? as usize,
             },
             connections: ConnectionSettings {
                 first_byte_timeout: std::time::Duration::from_secs(positive(
                     "CONCORD_FIRST_BYTE_TIMEOUT_SECS",
-                    s.first_byte_timeout_secs.unwrap_or(10),
+                    s.first_byte_timeout_secs.expect(HAS_DEFAULT),
                 )?),
                 max_total: s.max_connections.map(|n| positive("CONCORD_MAX_CONNECTIONS", n)).transpose()?,
-                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.unwrap_or(256))?,
-                exempt_loopback: s.per_ip_exempt_loopback.unwrap_or(true),
+                max_per_ip: positive("CONCORD_MAX_CONNECTIONS_PER_IP", s.max_connections_per_ip.expect(HAS_DEFAULT))?,
+                exempt_loopback: s.per_ip_exempt_loopback.expect(HAS_DEFAULT),
             },
             secret_file: s.secret_file,
             caps: AccountCaps {
-                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.unwrap_or(100))?,
+                devices_per_user: positive("CONCORD_MAX_DEVICES_PER_USER", s.max_devices_per_user.expect(HAS_DEFAULT))?,
                 workspaces_per_user: positive(
                     "CONCORD_MAX_WORKSPACES_PER_USER",
-                    s.max_workspaces_per_user.unwrap_or(100),
+                    s.max_workspaces_per_user.expect(HAS_DEFAULT),
                 )?,
             },
-            backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
+            backup: backup_schedule(
+                s.backup_dir,
+                backup_tuned,
+                s.backup_every.expect(HAS_DEFAULT),
+                s.backup_keep.expect(HAS_DEFAULT),
+            )?,
+            trusted_proxies: s
+                .trusted_proxies
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|reason| invalid("CONCORD_TRUSTED_PROXIES", reason))?
+                .unwrap_or_default(),
         })
     }
 
@@ -596,9 +697,9 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
     let username = nonempty(&s.smtp_username);
     let password = s.smtp_password.clone().filter(|p| !p.0.is_empty());
     // The sender is checked in every mode, so switching to smtp later cannot reveal a bad one.
-    let from_email = s.smtp_from_email.clone().unwrap_or_else(|| "noreply@diaryx.org".into());
+    let from_email = s.smtp_from_email.clone().expect(HAS_DEFAULT);
     concord_core::email::Email::parse(&from_email).map_err(|_| invalid("SMTP_FROM_EMAIL", "not an email address"))?;
-    let from_name = s.smtp_from_name.clone().unwrap_or_else(|| "Diaryx".into());
+    let from_name = s.smtp_from_name.clone().expect(HAS_DEFAULT);
     if from_name.chars().any(char::is_control) {
         return Err(invalid("SMTP_FROM_NAME", "must not contain control characters"));
     }
@@ -650,7 +751,7 @@ fn mail_config(s: &Settings, listen: SocketAddr) -> Result<MailConfig, ConfigErr
             });
         }
     };
-    let port = s.smtp_port.unwrap_or(465);
+    let port = s.smtp_port.expect(HAS_DEFAULT);
     Ok(MailConfig::Smtp(SmtpConfig {
         host,
         port,
@@ -675,22 +776,19 @@ fn is_local_url(url: &str) -> bool {
 }
 
 /// Exactly one password source goes with `--admin-user`, and none without it: a password given
-/// for no user, or two passwords, is a mistake worth stopping for.
+/// for no user, or two passwords, is a mistake worth stopping for. The systemd credential
+/// `admin_password` counts only where no other source was given, as a default does.
 fn admin_bootstrap(
     user: Option<String>,
     email: Option<String>,
     pass: Option<Secret>,
     file: Option<PathBuf>,
     stdin: bool,
+    credentials: Option<&Path>,
 ) -> Result<Option<AdminBootstrap>, ConfigError> {
-    let mut sources: Vec<AdminPassword> = Vec::new();
-    sources.extend(pass.map(AdminPassword::Given));
-    sources.extend(file.map(AdminPassword::File));
-    if stdin {
-        sources.push(AdminPassword::Stdin);
-    }
+    let given = usize::from(pass.is_some()) + usize::from(file.is_some()) + usize::from(stdin);
     let Some(user) = user else {
-        if sources.is_empty() && email.is_none() {
+        if given == 0 && email.is_none() {
             return Ok(None);
         }
         return Err(invalid("--admin-user", "an admin password or email was given without --admin-user"));
@@ -704,13 +802,57 @@ fn admin_bootstrap(
         .map_err(|_| invalid("--admin-email", "not an email address"))?
         .as_str()
         .to_owned();
-    if sources.len() != 1 {
+    let password = match (given, stdin) {
+        (1, true) => Some(AdminPassword::Stdin),
+        (1, false) => {
+            secret_setting(("CONCORD_ADMIN_PASSWORD", pass), ("CONCORD_ADMIN_PASSWORD_FILE", file), None, "")?
+                .map(AdminPassword::Given)
+        }
+        (0, _) => credential(credentials, "admin_password")?.map(AdminPassword::Given),
+        _ => None,
+    };
+    let Some(password) = password else {
         return Err(invalid(
             "--admin-user",
-            "needs exactly one of --admin-pass, --admin-pass-file, --admin-pass-stdin or CONCORD_ADMIN_PASSWORD",
+            "needs exactly one of --admin-pass (CONCORD_ADMIN_PASSWORD), --admin-pass-file \
+             (CONCORD_ADMIN_PASSWORD_FILE), --admin-pass-stdin or the credential admin_password",
         ));
+    };
+    Ok(Some(AdminBootstrap { username, email, password }))
+}
+
+/// A secret given as a value, as a file (`<NAME>_FILE`), or as the systemd credential `credential`
+/// in `$CREDENTIALS_DIRECTORY`: the one way every secret setting is read. A value and a file both
+/// set is an error naming both; the credential is used only when neither is.
+fn secret_setting(
+    (value_name, value): (&'static str, Option<Secret>),
+    (file_name, file): (&'static str, Option<PathBuf>),
+    credentials: Option<&Path>,
+    credential_name: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Conflict { first: value_name, second: file_name }),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => secret_from_file(file_name, &path).map(Some),
+        (None, None) => credential(credentials, credential_name),
     }
-    Ok(Some(AdminBootstrap { username, email, password: sources.remove(0) }))
+}
+
+/// The systemd credential `name`, if the folder is set and holds it.
+fn credential(dir: Option<&Path>, name: &str) -> Result<Option<Secret>, ConfigError> {
+    let Some(path) = dir.map(|dir| dir.join(name)).filter(|path| path.exists()) else { return Ok(None) };
+    secret_from_file("CREDENTIALS_DIRECTORY", &path).map(Some)
+}
+
+/// A secret file's contents without the trailing newline editors and `echo` add (`\n` or `\r\n`).
+fn secret_from_file(setting: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if secret.is_empty() {
+        return Err(invalid(setting, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(secret.to_owned()))
 }
 
 fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {
@@ -732,25 +874,22 @@ fn parse_origins(list: &str) -> Result<Option<Vec<String>>, ConfigError> {
     Ok(Some(origins))
 }
 
-/// The backup settings: an interval or a count without a folder is a mistake worth stopping for.
+/// The backup settings: an interval or a count set without a folder is a mistake worth stopping for.
 fn backup_schedule(
     dir: Option<PathBuf>,
-    every: Option<String>,
-    keep: Option<u32>,
+    tuned: bool,
+    every: String,
+    keep: u32,
 ) -> Result<Option<BackupSchedule>, ConfigError> {
     let Some(dir) = dir else {
-        if every.is_some() || keep.is_some() {
+        if tuned {
             return Err(invalid("CONCORD_BACKUP_DIR", "backup interval or count given without a backup folder"));
         }
         return Ok(None);
     };
-    let every = match every {
-        Some(text) => parse_interval(&text).ok_or_else(|| {
-            invalid("CONCORD_BACKUP_EVERY", format!("{text:?} is not an interval like 30m, 6h or 1d"))
-        })?,
-        None => std::time::Duration::from_secs(86_400),
-    };
-    let keep = positive("CONCORD_BACKUP_KEEP", keep.unwrap_or(7))? as usize;
+    let every = parse_interval(&every)
+        .ok_or_else(|| invalid("CONCORD_BACKUP_EVERY", format!("{every:?} is not an interval like 30m, 6h or 1d")))?;
+    let keep = positive("CONCORD_BACKUP_KEEP", keep)? as usize;
     Ok(Some(BackupSchedule { dir, every, keep }))
 }
 
@@ -862,7 +1001,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Settings {
-        Cli::try_parse_from(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
+        Cli::parse_layered(std::iter::once("concord").chain(args.iter().copied())).expect("valid arguments").settings
     }
 
     #[test]
@@ -961,5 +1100,58 @@ mod tests {
         let c = Config::resolve(parse(&["--smtp-username", "u", "--smtp-password", "hunter2"])).unwrap();
         assert!(smtp(&c).credentials.is_some());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_file_fills_what_clap_defaulted_and_defaults_come_from_the_definitions() {
+        // Every literal default is the clap attribute's, and a file value beats it.
+        let defaults = Settings::defaults();
+        assert_eq!(
+            (defaults.port, defaults.session_expiry_days, defaults.backup_keep),
+            (Some(3030), Some(30), Some(7))
+        );
+        assert!(defaults.smtp_host.is_none() && defaults.database_path.is_none(), "computed defaults stay unset");
+        let parsed = parse(&[]);
+        assert!(
+            parsed.port.is_none() && parsed.log_format.is_none(),
+            "clap's defaults are dropped from the command line"
+        );
+        let file: Settings = toml::from_str("session_expiry_days = 7\nlog_format = \"json\"").unwrap();
+        let c = Config::resolve(parse(&[]).or(file)).unwrap();
+        assert_eq!((c.session_expiry_days, c.log_format), (7, LogFormat::Json));
+    }
+
+    #[test]
+    fn secrets_come_from_one_of_a_value_a_file_or_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let file = write("pw", "from file\r\n");
+        write("smtp_password", "from credential\n");
+        let password = |s: Settings| {
+            let mut s = Settings { smtp_username: Some("u".into()), smtp_host: Some("relay".into()), ..s };
+            s.credentials_directory.get_or_insert_with(|| dir.path().to_owned());
+            Config::resolve(s).map(|c| smtp(&c).credentials.clone().unwrap().1.expose().to_owned())
+        };
+        assert_eq!(
+            password(Settings { smtp_password_file: Some(file.clone()), ..Settings::default() }).unwrap(),
+            "from file"
+        );
+        assert_eq!(password(Settings::default()).unwrap(), "from credential");
+        assert_eq!(
+            password(Settings { smtp_password: Some(Secret("given".into())), ..Settings::default() }).unwrap(),
+            "given"
+        );
+        let both =
+            Settings { smtp_password: Some(Secret("x".into())), smtp_password_file: Some(file), ..Settings::default() };
+        let err = password(both).unwrap_err().to_string();
+        assert!(err.contains("SMTP_PASSWORD and SMTP_PASSWORD_FILE"), "{err}");
+        let err = Config::resolve(Settings { trusted_proxies: Some("10.0.0.0/8,nope".into()), ..Settings::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONCORD_TRUSTED_PROXIES"), "{err}");
     }
 }

@@ -5,7 +5,8 @@
 //! - [`api`]: one module per wire surface.
 //! - [`blobstore`]: blob bytes on disk.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
-//! - [`serve`]: the accept loop and graceful shutdown.
+//! - [`serve`]: the accept loop and graceful shutdown; [`client_addr`]: who the client is behind a
+//!   trusted reverse proxy.
 //! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup);
 //!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
@@ -20,6 +21,7 @@ pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod blobstore;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use concord_server::config::{Cli, Config, MailConfig};
 use concord_server::{app, logging, serve};
 use tokio::net::TcpListener;
@@ -16,7 +15,7 @@ async fn main() -> ExitCode {
         return concord_server::ops::cli::run(args).await;
     }
     // clap reports bad flags or environment values itself (naming them) and exits with status 2.
-    let cli = Cli::parse();
+    let cli = Cli::parse_layered(std::env::args_os()).unwrap_or_else(|err| err.exit());
     let open_files = serve::raise_open_file_limit();
     let loaded = Config::load(cli).and_then(|config| {
         let limits = serve::connection_limits(&config.connections, open_files)?;

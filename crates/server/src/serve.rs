@@ -11,11 +11,15 @@
 //! connection takes the slot of the one that has been silent longest (never one that has sent a
 //! request), so idle connections cannot lock out clients that talk; only when every open
 //! connection has spoken is the new one refused.
+//!
+//! The caps count TCP peers, never forwarded addresses: they bound this process's sockets, and a
+//! reverse proxy holds its clients' connections as one peer (keep it exempt as loopback, or raise
+//! the per-address cap). Forwarded client addresses are for rate limits and logs (`client_addr`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -33,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::client_addr::address_key;
 use crate::config::{ConfigError, ConnectionSettings};
 
 /// A client must send a request's headers within this time (the Verstak server's value). It also
@@ -297,15 +302,6 @@ impl Counts {
         oldest.cancel();
         self.evicting += 1;
         true
-    }
-}
-
-/// The unit one per-address cap applies to: an IPv4 address, or an IPv6 /64, the smallest block a
-/// single customer is usually given (a cap per IPv6 address would be no cap).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
-        v4 => v4,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct ReceivedMail {
     pub to: Vec<String>,
     pub auth_user: Option<String>,
     pub raw: String,
+    /// The AUTH password, so a test can see which secret reached the relay.
+    pub auth_password: Option<String>,
 }
 
 impl Drop for SmtpSink {
@@ -117,7 +119,7 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) {
     if !reply(&mut write, "220 sink.test ESMTP ready\r\n").await {
         return;
     }
-    let (mut from, mut to, mut auth_user) = (String::new(), Vec::new(), None);
+    let (mut from, mut to, mut auth_user, mut auth_password) = (String::new(), Vec::new(), None, None);
     let mut line = String::new();
     loop {
         line.clear();
@@ -134,7 +136,8 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) {
                 "250 OK\r\n".to_owned()
             }
             "AUTH" => {
-                auth_user = Some(authenticate(&command, &mut lines, &mut write).await);
+                let (user, password) = authenticate(&command, &mut lines, &mut write).await;
+                (auth_user, auth_password) = (Some(user), Some(password));
                 "235 2.7.0 Authentication successful\r\n".to_owned()
             }
             "MAIL" => {
@@ -150,8 +153,13 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) {
                     return;
                 }
                 let raw = read_data(&mut lines).await;
-                let mail =
-                    ReceivedMail { from: from.clone(), to: std::mem::take(&mut to), auth_user: auth_user.clone(), raw };
+                let mail = ReceivedMail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    auth_user: auth_user.clone(),
+                    raw,
+                    auth_password: auth_password.clone(),
+                };
                 inbox.mails.lock().unwrap().push(mail);
                 inbox.arrived.notify_waiters();
                 "250 OK queued\r\n".to_owned()
@@ -168,12 +176,12 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) {
     }
 }
 
-/// Handles `AUTH PLAIN [initial]` and `AUTH LOGIN`, returning the user name sent.
+/// Handles `AUTH PLAIN [initial]` and `AUTH LOGIN`, returning the user name and password sent.
 async fn authenticate(
     command: &str,
     lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     write: &mut tokio::net::tcp::OwnedWriteHalf,
-) -> String {
+) -> (String, String) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut words = command.split(' ').skip(1);
     let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
@@ -185,15 +193,16 @@ async fn authenticate(
     };
     if mechanism == "LOGIN" {
         let user = ask("VXNlcm5hbWU6").await;
-        ask("UGFzc3dvcmQ6").await;
-        return user;
+        let password = ask("UGFzc3dvcmQ6").await;
+        return (user, password);
     }
     let initial = match words.next() {
         Some(initial) => String::from_utf8(b64.decode(initial).unwrap_or_default()).unwrap_or_default(),
         None => ask("").await,
     };
     // PLAIN is "authzid NUL authcid NUL password".
-    initial.split('\0').nth(1).unwrap_or_default().to_owned()
+    let mut parts = initial.split('\0').skip(1);
+    (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned())
 }
 
 fn angle_address(command: &str) -> String {
@@ -341,6 +350,7 @@ async fn sink_receives_a_mail_sent_by_the_mailer_over_real_smtp() {
     let mail = sink.next_mail_to("alice@example.com").await;
     assert_eq!(mail.from, "noreply@concord.test");
     assert_eq!(mail.auth_user.as_deref(), Some("concord"));
+    assert_eq!(mail.auth_password.as_deref(), Some("secret"));
     assert_eq!(mail.header("Subject").as_deref(), Some("Sign in to Diaryx"));
     assert_eq!(mail.header("From").as_deref(), Some("\"Concord Test\" <noreply@concord.test>"));
     assert_eq!(mail.link(), long_link);

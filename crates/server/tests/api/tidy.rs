@@ -82,3 +82,46 @@ fn no_tracked_file_holds_merge_conflict_markers() {
         .collect();
     assert!(marked.is_empty(), "unresolved merge conflicts in {marked:?}");
 }
+
+/// The README's settings table as the settings' definitions say it: flag and value name,
+/// environment variable, default (clap's `default_value`, else the `[default: …]` the help text
+/// states for a computed one, else unset) and help. The one place a setting is described is its
+/// clap attribute in `config.rs`; this rendering keeps the README from drifting from it.
+fn settings_table() -> String {
+    use clap::CommandFactory;
+    let mut table = String::from("| Flag | Environment | Default | Meaning |\n|---|---|---|---|\n");
+    for arg in concord_server::config::Cli::command().get_arguments() {
+        let long = arg.get_long().expect("every setting has a long flag");
+        let takes_value = arg.get_action().takes_values();
+        let flag = match arg.get_value_names().filter(|_| takes_value) {
+            Some(names) => format!("`--{long} {}`", names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")),
+            None => format!("`--{long}`"),
+        };
+        let env = arg.get_env().map(|e| format!("`{}`", e.to_string_lossy())).unwrap_or_default();
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let (meaning, stated) = match help.rsplit_once(" [default: ") {
+            Some((meaning, rest)) => (meaning.to_owned(), rest.strip_suffix(']').map(str::to_owned)),
+            None => (help.clone(), None),
+        };
+        let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let default = match (takes_value && !defaults.is_empty(), stated) {
+            (true, _) => format!("`{}`", defaults.join(",")),
+            (false, Some(stated)) => stated,
+            (false, None) => "unset".to_owned(),
+        };
+        table.push_str(&format!("| {flag} | {env} | {default} | {} |\n", meaning.replace('|', "\\|")));
+    }
+    table
+}
+
+#[test]
+fn the_readme_settings_table_is_the_settings_definitions() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let start = readme.find("| Flag | Environment | Default | Meaning |").expect("README has the settings table");
+    let end = readme[start..].find("\n\n").map_or(readme.len(), |i| start + i + 1);
+    let expected = settings_table();
+    assert!(
+        readme[start..end] == expected,
+        "README's settings table differs from the settings in config.rs; replace it with:\n\n{expected}"
+    );
+}
