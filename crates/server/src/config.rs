@@ -221,6 +221,15 @@ pub struct Settings {
     /// [default: 64]
     #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
     pub sync_max_streams_per_user: Option<u32>,
+    // Metrics and maintenance.
+    /// Bearer token that lets non-loopback peers read `/metrics`; unset means loopback only
+    #[arg(long, env = "CONCORD_METRICS_TOKEN", value_name = "TOKEN")]
+    pub metrics_token: Option<Secret>,
+
+    /// Seconds between runs of the maintenance jobs (WAL checkpoint, old idempotency keys, idle
+    /// document compaction) [default: 600]
+    #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS")]
+    pub maintenance_interval_secs: Option<u64>,
 }
 
 impl Settings {
@@ -274,6 +283,9 @@ impl Settings {
             sync_send_timeout_secs: self.sync_send_timeout_secs.or(lower.sync_send_timeout_secs),
             sync_max_connections_per_user: self.sync_max_connections_per_user.or(lower.sync_max_connections_per_user),
             sync_max_streams_per_user: self.sync_max_streams_per_user.or(lower.sync_max_streams_per_user),
+            // Metrics and maintenance.
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
         }
     }
 }
@@ -397,6 +409,11 @@ pub struct Config {
     pub caps: AccountCaps,
     /// Scheduled backups, if `--backup-dir` is set (operations).
     pub backup: Option<BackupSchedule>,
+    // Metrics and maintenance.
+    /// Bearer token for `/metrics` from non-loopback peers; `None`: loopback peers only.
+    pub metrics_token: Option<Secret>,
+    /// Time between runs of the maintenance jobs (`ops::jobs`).
+    pub maintenance_interval: std::time::Duration,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -568,6 +585,12 @@ impl Config {
                 )?,
             },
             backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
+            // Metrics and maintenance.
+            metrics_token: s.metrics_token.filter(|t| !t.0.is_empty()),
+            maintenance_interval: std::time::Duration::from_secs(positive(
+                "CONCORD_MAINTENANCE_INTERVAL_SECS",
+                s.maintenance_interval_secs.unwrap_or(600),
+            )?),
         })
     }
 
