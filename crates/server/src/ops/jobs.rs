@@ -30,7 +30,14 @@ pub fn spawn_all(state: &AppState) {
         let store = s.store.clone();
         async move {
             let counts = store.cleanup_expired(clock::now()).await?;
-            tracing::info!(?counts, "cleanup removed expired tokens and sessions");
+            tracing::info!(
+                tokens = counts.tokens,
+                magic_tokens = counts.magic_tokens,
+                account_tokens = counts.account_tokens,
+                devices = counts.devices,
+                unconfirmed_users = counts.unconfirmed_users,
+                "cleanup removed expired tokens and sessions"
+            );
             Ok::<_, concord_store::StoreError>(())
         }
     });
