@@ -10,7 +10,7 @@
 //!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
-//! - [`ops`]: backup and restore, `doctor`, and the recovery CLI.
+//! - [`ops`]: backup and restore, `doctor`, the recovery CLI, and the maintenance jobs.
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
 //!
