@@ -47,9 +47,44 @@ pub fn handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            describe();
             handle
         })
         .clone()
+}
+
+/// The `# HELP` line of every series (the README's Metrics table says the same for people).
+fn describe() {
+    use metrics::{describe_counter as counter, describe_gauge as gauge, describe_histogram as histogram};
+    counter!("concord_http_requests_total", "HTTP requests by method, route template and status");
+    histogram!("concord_http_request_duration_seconds", "Time to the response head, by method and route template");
+    gauge!("concord_websockets_open", "Open Yjs WebSocket connections");
+    gauge!("concord_event_streams_open", "Open op-log event streams");
+    gauge!("concord_documents_loaded", "Yjs documents in memory");
+    counter!("concord_yjs_updates_received_total", "Yjs updates received from clients");
+    counter!("concord_yjs_updates_persisted_total", "Yjs updates stored");
+    counter!("concord_yjs_persisted_bytes_total", "Bytes of Yjs updates stored");
+    counter!("concord_yjs_messages_relayed_total", "Yjs messages sent on to the other connections of a document");
+    histogram!("concord_yjs_commit_batch_updates", "Yjs updates per group commit");
+    histogram!("concord_yjs_commit_duration_seconds", "Group commit latency");
+    counter!("concord_yjs_compactions_total", "Yjs document snapshots written");
+    counter!("concord_oplog_pushes_total", "Op-log push requests stored or replayed");
+    counter!("concord_oplog_ops_pushed_total", "Ops stored by pushes");
+    counter!("concord_oplog_pulls_total", "Op-log pull requests served");
+    counter!("concord_oplog_ops_pulled_total", "Ops returned by pulls");
+    counter!("concord_blob_received_bytes_total", "Blob bytes uploaded");
+    counter!("concord_blob_sent_bytes_total", "Blob bytes served");
+    counter!("concord_blob_reclaimed_bytes_total", "Bytes of unreferenced blobs and stale uploads removed");
+    gauge!("concord_database_size_bytes", "Database file size");
+    gauge!("concord_database_wal_size_bytes", "Write-ahead log file size");
+    counter!("concord_mail_sent_total", "Mails the SMTP relay accepted");
+    counter!("concord_mail_failed_total", "Mails that could not be sent");
+    counter!("concord_rate_limit_refusals_total", "Requests refused by a rate limit");
+    counter!("concord_maintenance_runs_total", "Maintenance job runs by job and outcome");
+    histogram!("concord_maintenance_duration_seconds", "Maintenance job run time by job");
+    gauge!("concord_backup_last_success", "1 if the last scheduled backup succeeded, 0 if it failed");
+    gauge!("concord_backup_last_success_timestamp_seconds", "Unix time of the last successful scheduled backup");
+    gauge!("concord_uptime_seconds", "Seconds since the server started");
 }
 
 pub fn routes() -> Router<AppState> {

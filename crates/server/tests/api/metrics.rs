@@ -379,3 +379,34 @@ async fn non_loopback_peers_need_the_metrics_token() {
     }
     scrape(&open).await;
 }
+
+#[tokio::test]
+async fn the_last_scheduled_backup_shows_its_outcome_and_time() {
+    let backups = tempfile::tempdir().unwrap();
+    let app = TestApp::builder()
+        .env("CONCORD_BACKUP_DIR", backups.path().to_str().unwrap())
+        .env("CONCORD_BACKUP_EVERY", "1s")
+        .spawn()
+        .await;
+    eventually(|| async { scrape(&app).await.sum("concord_backup_last_success", &[]) == 1.0 }).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let at = scrape(&app).await.sum("concord_backup_last_success_timestamp_seconds", &[]);
+    assert!((now - 60.0..=now + 1.0).contains(&at), "last backup at {at}, now {now}");
+
+    // A backup folder that cannot be created (a file is in the way): the outcome turns to 0 and no
+    // success time appears.
+    let blocked = backups.path().join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let failing = TestApp::builder()
+        .env("CONCORD_BACKUP_DIR", blocked.join("sub").to_str().unwrap())
+        .env("CONCORD_BACKUP_EVERY", "1s")
+        .spawn()
+        .await;
+    eventually(|| async {
+        let s = scrape(&failing).await;
+        s.0.keys().any(|(name, _)| name == "concord_backup_last_success")
+            && s.sum("concord_backup_last_success", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(scrape(&failing).await.sum("concord_backup_last_success_timestamp_seconds", &[]), 0.0);
+}
