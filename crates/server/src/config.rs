@@ -222,7 +222,8 @@ pub struct Settings {
     #[arg(long, env = "SYNC_MAX_STREAMS_PER_USER")]
     pub sync_max_streams_per_user: Option<u32>,
     // Metrics and maintenance.
-    /// Bearer token that lets non-loopback peers read `/metrics`; unset means loopback only
+    /// Bearer token (at least 16 characters) that lets non-loopback peers read `/metrics`; unset
+    /// means loopback only
     #[arg(long, env = "CONCORD_METRICS_TOKEN", value_name = "TOKEN")]
     pub metrics_token: Option<Secret>,
 
@@ -586,7 +587,7 @@ impl Config {
             },
             backup: backup_schedule(s.backup_dir, s.backup_every, s.backup_keep)?,
             // Metrics and maintenance.
-            metrics_token: s.metrics_token.filter(|t| !t.0.is_empty()),
+            metrics_token: metrics_token(s.metrics_token)?,
             maintenance_interval: std::time::Duration::from_secs(positive(
                 "CONCORD_MAINTENANCE_INTERVAL_SECS",
                 s.maintenance_interval_secs.unwrap_or(600),
@@ -734,6 +735,15 @@ fn admin_bootstrap(
         ));
     }
     Ok(Some(AdminBootstrap { username, email, password: sources.remove(0) }))
+}
+
+/// Metrics and maintenance: an empty token means none; a short one is refused, since it guards
+/// activity data from the whole network.
+fn metrics_token(token: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
+    match token.filter(|t| !t.0.is_empty()) {
+        Some(t) if t.0.len() < 16 => Err(invalid("CONCORD_METRICS_TOKEN", "must be at least 16 characters")),
+        token => Ok(token),
+    }
 }
 
 fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {

@@ -61,10 +61,10 @@ fn describe() {
     gauge!("concord_websockets_open", "Open Yjs WebSocket connections");
     gauge!("concord_event_streams_open", "Open op-log event streams");
     gauge!("concord_documents_loaded", "Yjs documents in memory");
-    counter!("concord_yjs_updates_received_total", "Yjs updates received from clients");
-    counter!("concord_yjs_updates_persisted_total", "Yjs updates stored");
+    counter!("concord_yjs_frames_received_total", "Yjs WebSocket frames received from clients");
+    counter!("concord_yjs_updates_persisted_total", "Yjs updates that changed a document, stored");
     counter!("concord_yjs_persisted_bytes_total", "Bytes of Yjs updates stored");
-    counter!("concord_yjs_messages_relayed_total", "Yjs messages sent on to the other connections of a document");
+    counter!("concord_yjs_frames_relayed_total", "Yjs frames sent on to the other connections of a document");
     histogram!("concord_yjs_commit_batch_updates", "Yjs updates per group commit");
     histogram!("concord_yjs_commit_duration_seconds", "Group commit latency");
     counter!("concord_yjs_compactions_total", "Yjs document snapshots written");

@@ -144,6 +144,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                 }
                 // Frames of a connection already closed for misbehaving are dropped.
                 RoomEvent::Frame { conn, data } if peers.contains_key(&conn) => {
+                    metrics::counter!("concord_yjs_frames_received_total").increment(1);
                     match doc.room.receive(conn, &data, now) {
                         Ok(effects) => batch.push((Some(conn), effects)),
                         Err(err) => {
@@ -205,7 +206,6 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
     }
     let bytes: usize = updates.iter().map(|u| u.data.len()).sum();
     let count = updates.len() as u64;
-    metrics::counter!("concord_yjs_updates_received_total").increment(count);
     match hub.writer.append(updates).await {
         Ok(seqs) => {
             doc.last_write = Instant::now();
@@ -231,7 +231,7 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
             let frame = Bytes::from(frame);
             for (_, peer) in peers.iter().filter(|(conn, _)| Some(**conn) != sender) {
                 peer.send(&frame);
-                metrics::counter!("concord_yjs_messages_relayed_total").increment(1);
+                metrics::counter!("concord_yjs_frames_relayed_total").increment(1);
             }
         }
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::json;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::encoder::Encode;
 
 use crate::helpers::{DEADLINE, TestApp, eventually, json as json_of};
 use crate::oplog_client::{device, download_verified, op, pull_all, push, upload};
@@ -207,8 +209,18 @@ async fn counters_move_with_oplog_yjs_blob_and_stream_traffic() {
     let mut writer = RawClient::connect(&url).await;
     let mut reader = RawClient::connect(&url).await;
     writer.pump_until(|c| c.text().is_empty()).await;
-    writer.insert("hello metrics").await;
+    let update = writer.insert_at(0, "hello metrics").await;
     assert!(reader.pump_until(|c| c.text() == "hello metrics").await);
+    let persisted = scrape(&app).await.sum("concord_yjs_updates_persisted_total", &[]);
+    let received = scrape(&app).await.sum("concord_yjs_frames_received_total", &[]);
+    // The same update again changes nothing, so it is received but not stored; the edit after
+    // it, once relayed, proves the server has handled both.
+    writer.send(Message::Sync(SyncMessage::Update(update)).encode_v1()).await;
+    writer.insert("!").await;
+    assert!(reader.pump_until(|c| c.text() == "hello metrics!").await);
+    let s = scrape(&app).await;
+    assert_eq!(s.sum("concord_yjs_frames_received_total", &[]) - received, 2.0);
+    assert_eq!(s.sum("concord_yjs_updates_persisted_total", &[]) - persisted, 1.0);
 
     let after = scrape(&app).await;
     let moved = |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
@@ -218,10 +230,11 @@ async fn counters_move_with_oplog_yjs_blob_and_stream_traffic() {
     assert_eq!(moved("concord_oplog_ops_pulled_total", &[]), 2.0);
     assert_eq!(moved("concord_blob_received_bytes_total", &[]), 10_000.0);
     assert_eq!(moved("concord_blob_sent_bytes_total", &[]), 10_000.0);
-    assert!(moved("concord_yjs_updates_received_total", &[]) >= 1.0);
+    // Each client's SyncStep1, and the writer's update.
+    assert!(moved("concord_yjs_frames_received_total", &[]) >= 3.0);
     assert!(moved("concord_yjs_updates_persisted_total", &[]) >= 1.0);
     assert!(moved("concord_yjs_persisted_bytes_total", &[]) > 0.0);
-    assert!(moved("concord_yjs_messages_relayed_total", &[]) >= 1.0);
+    assert!(moved("concord_yjs_frames_relayed_total", &[]) >= 1.0);
     assert!(moved("concord_yjs_commit_batch_updates_count", &[]) >= 1.0);
     assert!(moved("concord_yjs_commit_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(after.sum("concord_websockets_open", &[]), 2.0);
@@ -368,6 +381,9 @@ async fn non_loopback_peers_need_the_metrics_token() {
     }
     // Loopback needs no token, on the same server.
     scrape(&app).await;
+    // A guessable token is refused at start, naming the setting.
+    let refused = crate::helpers::concord_refuses_to_start(&[("CONCORD_METRICS_TOKEN", "short")], &[]);
+    assert!(refused.contains("CONCORD_METRICS_TOKEN"), "{refused}");
 
     // Without a token configured, outside peers get 401 whatever they send; loopback still 200.
     let open = TestApp::builder().listen("0.0.0.0:0").env("CONCORD_MAIL", "dev").spawn().await;
