@@ -3,9 +3,9 @@
 //! writer, and only then sends the batch's frames: nothing is relayed that is not on disk.
 //!
 //! The task loads the document when it starts, compacts it when the updates stored after the
-//! snapshot pass the threshold (or, whatever their size, when the maintenance job finds it idle
-//! and when its last connection leaves), and ends (unloading the document) once its last connection has
-//! left and everything is flushed.
+//! snapshot pass the threshold (and, whatever their size, when the maintenance job finds it idle
+//! or its last connection leaves), and ends (unloading the document) once its last connection
+//! has left and everything is flushed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
