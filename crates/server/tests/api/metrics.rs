@@ -300,18 +300,17 @@ async fn mail_sent_failed_and_rate_limit_refusals_are_counted() {
     assert_eq!(s.sum("concord_mail_sent_total", &[]), 0.0);
 }
 
-/// A non-loopback IPv4 address of this machine, and the dummy interface made to hold one if the
-/// machine has none (removed on drop). Connecting from it makes the server see a peer that is
-/// really not loopback, which no 127.0.0.0/8 source address can.
+/// A non-loopback IPv4 address of this machine, added to `lo` for the test if the machine has
+/// none (removed on drop). Traffic between a machine's own addresses always travels over `lo`;
+/// what the server judges is the peer address, and connecting from this one makes it see a peer
+/// that really is not loopback, which no 127.0.0.0/8 source address can.
 struct OutsideAddress {
     ip: Ipv4Addr,
-    made_interface: bool,
+    added: bool,
 }
 
-const DUMMY_INTERFACE: &str = "concord-metrics";
-
 impl OutsideAddress {
-    fn find_or_make() -> OutsideAddress {
+    fn find_or_add() -> OutsideAddress {
         let listed = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output();
         let found = listed.ok().and_then(|out| {
             String::from_utf8_lossy(&out.stdout)
@@ -321,33 +320,32 @@ impl OutsideAddress {
                 .and_then(|cidr| cidr.split('/').next()?.parse::<Ipv4Addr>().ok())
         });
         if let Some(ip) = found {
-            return OutsideAddress { ip, made_interface: false };
+            return OutsideAddress { ip, added: false };
         }
         // TEST-NET-2 (RFC 5737): never routed, so the address cannot clash with a real network.
         let ip = Ipv4Addr::new(198, 51, 100, 77);
-        let run = |args: &[&str]| {
-            let status = std::process::Command::new("ip").args(args).status().expect("run ip");
-            assert!(status.success(), "ip {args:?} failed (the test needs root or an external address)");
-        };
-        run(&["link", "add", DUMMY_INTERFACE, "type", "dummy"]);
-        let made = OutsideAddress { ip, made_interface: true };
-        run(&["addr", "add", &format!("{ip}/32"), "dev", DUMMY_INTERFACE]);
-        run(&["link", "set", DUMMY_INTERFACE, "up"]);
-        made
+        let status = std::process::Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "cannot add {ip} to lo (the test needs root or an external address)");
+        OutsideAddress { ip, added: true }
     }
 }
 
 impl Drop for OutsideAddress {
     fn drop(&mut self) {
-        if self.made_interface {
-            let _ = std::process::Command::new("ip").args(["link", "delete", DUMMY_INTERFACE]).status();
+        if self.added {
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &format!("{}/32", self.ip), "dev", "lo"])
+                .status();
         }
     }
 }
 
 #[tokio::test]
 async fn non_loopback_peers_need_the_metrics_token() {
-    let outside = OutsideAddress::find_or_make();
+    let outside = OutsideAddress::find_or_add();
     let token = "metrics-token-for-tests-0123456789";
     let app = TestApp::builder()
         .listen("0.0.0.0:0")
