@@ -13,7 +13,6 @@ use concord_core::rate_limit::{RateLimiter, RetryAfter};
 use concord_core::token::{NewToken, TokenFormat};
 use concord_store::{DeviceRecord, NewDevice, Store, StoreError, TokenKind, UserRecord};
 use tokio::sync::{Semaphore, broadcast};
-use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::client_addr::{ClientAddr, address_key};
@@ -128,7 +127,9 @@ impl Limit {
     pub fn reserve(&self, keys: &[&str], now: i64) -> Result<Reservation<'_>, RetryAfter> {
         let mut limiter = self.limiter();
         for key in keys {
-            limiter.peek(key, now)?;
+            limiter
+                .peek(key, now)
+                .inspect_err(|_| metrics::counter!("concord_rate_limit_refusals_total").increment(1))?;
         }
         let hits = keys.iter().map(|key| ((*key).to_owned(), limiter.hit(key, now))).collect();
         Ok(Reservation { limit: self, hits })
@@ -458,30 +459,6 @@ pub async fn bootstrap_admin(store: &dyn Store, admin: &AdminBootstrap, now: i64
 /// Stdin holds the password on its first line; the line break is not part of it.
 fn first_line(text: String) -> String {
     text.lines().next().unwrap_or_default().to_owned()
-}
-
-/// Deletes expired tokens, used links and dead sessions now and then every `interval`, until
-/// `shutdown` is cancelled.
-pub fn spawn_cleanup(store: std::sync::Arc<dyn Store>, interval: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            match store.cleanup_expired(crate::clock::now()).await {
-                Ok(counts) => tracing::info!(
-                    tokens = counts.tokens,
-                    magic_tokens = counts.magic_tokens,
-                    account_tokens = counts.account_tokens,
-                    devices = counts.devices,
-                    unconfirmed_users = counts.unconfirmed_users,
-                    "cleanup removed expired tokens and sessions"
-                ),
-                Err(err) => tracing::error!(error = %err, "cleanup failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSockets and event streams: per-user caps and the credential watcher.
     pub live: Arc<crate::live::Live>,
+    /// Renders the Prometheus text of `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 #[derive(Debug, Default)]
@@ -77,10 +79,13 @@ pub fn router(state: AppState) -> Router {
         .merge(api::oplog::routes())
         .merge(api::events::routes())
         .merge(api::blobs::routes())
-        .merge(crate::sync::routes());
+        .merge(crate::sync::routes())
+        .merge(crate::metrics::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the router, where the matched route template is known.
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(
             ServiceBuilder::new()

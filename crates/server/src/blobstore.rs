@@ -103,6 +103,8 @@ pub struct FinishedUpload {
 pub struct Collected {
     pub temp_files: usize,
     pub blobs: usize,
+    /// Bytes of the files removed, for the reclaimed-bytes metric.
+    pub bytes: u64,
 }
 
 impl BlobFiles {
@@ -204,17 +206,20 @@ impl BlobFiles {
         let now = SystemTime::now();
         let mut temps = tokio::fs::read_dir(&self.tmp).await?;
         while let Some(entry) = temps.next_entry().await? {
-            let modified = entry.metadata().await?.modified()?;
-            if now.duration_since(modified).unwrap_or_default() >= stale_after {
+            let metadata = entry.metadata().await?;
+            if now.duration_since(metadata.modified()?).unwrap_or_default() >= stale_after {
                 remove_if_present(&entry.path()).await?;
                 collected.temp_files += 1;
+                collected.bytes += metadata.len();
             }
         }
         for hash in self.stored_hashes().await? {
             let _exclusive = self.placement.write().await;
             if !store.blob_referenced(&hash).await.map_err(io::Error::other)? {
+                let size = tokio::fs::metadata(self.path_of(&hash)).await.map_or(0, |m| m.len());
                 remove_if_present(&self.path_of(&hash)).await?;
                 collected.blobs += 1;
+                collected.bytes += size;
             }
         }
         Ok(collected)
@@ -348,7 +353,7 @@ mod tests {
         std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
 
         let collected = files.collect_garbage(&store, Duration::from_secs(3600)).await.unwrap();
-        assert_eq!(collected, Collected { temp_files: 1, blobs: 1 });
+        assert_eq!(collected, Collected { temp_files: 1, blobs: 1, bytes: 1 + 6 });
         assert!(!stale.exists());
         assert!(fresh.temp.path().exists());
         assert!(files.path_of(&kept_hash).exists());

@@ -268,6 +268,16 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(skip)]
     pub credentials_directory: Option<PathBuf>,
+    // Metrics and maintenance.
+    /// Bearer token (at least 16 characters) that lets non-loopback peers read `/metrics`; unset
+    /// means loopback only
+    #[arg(long, env = "CONCORD_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// Seconds between runs of the maintenance jobs (WAL checkpoint, old idempotency keys, idle
+    /// document compaction)
+    #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
+    pub maintenance_interval_secs: Option<u64>,
 }
 
 impl Settings {
@@ -334,6 +344,9 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             smtp_password_file: self.smtp_password_file.or(lower.smtp_password_file),
             credentials_directory: self.credentials_directory.or(lower.credentials_directory),
+            // Metrics and maintenance.
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
         }
     }
 }
@@ -459,6 +472,11 @@ pub struct Config {
     pub backup: Option<BackupSchedule>,
     /// Reverse proxies whose forwarded headers are believed (see `client_addr`).
     pub trusted_proxies: TrustedProxies,
+    // Metrics and maintenance.
+    /// Bearer token for `/metrics` from non-loopback peers; `None`: loopback peers only.
+    pub metrics_token: Option<Secret>,
+    /// Time between runs of the maintenance jobs (`ops::jobs`).
+    pub maintenance_interval: std::time::Duration,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -669,6 +687,12 @@ impl Config {
                 .transpose()
                 .map_err(|reason| invalid("CONCORD_TRUSTED_PROXIES", reason))?
                 .unwrap_or_default(),
+            // Metrics and maintenance.
+            metrics_token: metrics_token(s.metrics_token)?,
+            maintenance_interval: std::time::Duration::from_secs(positive(
+                "CONCORD_MAINTENANCE_INTERVAL_SECS",
+                s.maintenance_interval_secs.expect(HAS_DEFAULT),
+            )?),
         })
     }
 
@@ -853,6 +877,15 @@ fn secret_from_file(setting: &'static str, path: &Path) -> Result<Secret, Config
         return Err(invalid(setting, format!("{} is empty", path.display())));
     }
     Ok(Secret(secret.to_owned()))
+}
+
+/// Metrics and maintenance: an empty token means none; a short one is refused, since it guards
+/// activity data from the whole network.
+fn metrics_token(token: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
+    match token.filter(|t| !t.0.is_empty()) {
+        Some(t) if t.0.len() < 16 => Err(invalid("CONCORD_METRICS_TOKEN", "must be at least 16 characters")),
+        token => Ok(token),
+    }
 }
 
 fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {

@@ -11,8 +11,9 @@
 //!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
-//! - [`ops`]: backup and restore, `doctor`, and the recovery CLI.
+//! - [`ops`]: backup and restore, `doctor`, the recovery CLI, and the maintenance jobs.
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
+//! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -30,6 +31,7 @@ pub mod html;
 pub mod live;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod ops;
 pub mod secret;
 pub mod serve;
@@ -104,10 +106,9 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         started: Instant::now(),
         shutdown,
         live,
+        metrics: metrics::handle(),
     };
-    let cleanup_every = std::time::Duration::from_secs(state.config.cleanup_interval_secs);
-    accounts::spawn_cleanup(state.store.clone(), cleanup_every, state.shutdown.clone());
-    api::blobs::spawn_collector(&state);
+    ops::jobs::spawn_all(&state);
     ops::backup::spawn_scheduled(&state);
     Ok(state)
 }

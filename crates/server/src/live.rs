@@ -37,6 +37,16 @@ pub struct Caps {
     pub event_streams: usize,
 }
 
+impl Kind {
+    /// The gauge of open connections of this kind.
+    fn gauge(self) -> metrics::Gauge {
+        match self {
+            Kind::WebSocket => metrics::gauge!("concord_websockets_open"),
+            Kind::EventStream => metrics::gauge!("concord_event_streams_open"),
+        }
+    }
+}
+
 impl Caps {
     fn of(&self, kind: Kind) -> usize {
         match kind {
@@ -95,6 +105,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let mut registry = self.live.lock();
         if let Some(entry) = registry.entries.remove(&self.id) {
+            entry.kind.gauge().decrement(1.0);
             let key = (entry.user_id, entry.kind);
             if let Some(count) = registry.per_user.get_mut(&key) {
                 *count -= 1;
@@ -140,6 +151,7 @@ impl Live {
             ended: ended.clone(),
         };
         registry.entries.insert(id, entry);
+        kind.gauge().increment(1.0);
         Ok(Lease { live: self.clone(), id, ended })
     }
 

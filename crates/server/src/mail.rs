@@ -89,11 +89,14 @@ impl Mailer {
             return Ok(());
         };
         let message = smtp.build(mail)?;
-        match tokio::time::timeout(SEND_TIMEOUT, smtp.transport.send(message)).await {
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, smtp.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(MailError::Send(format!("{e}"))),
             Err(_) => Err(MailError::Timeout),
-        }
+        };
+        metrics::counter!(if sent.is_ok() { "concord_mail_sent_total" } else { "concord_mail_failed_total" })
+            .increment(1);
+        sent
     }
 
     /// Sends without making the caller wait; a failure is logged, which is all that can be done

@@ -37,4 +37,8 @@ pub trait Store: AccountStore + AdminStore + OplogStore + BlobStore + DocStore +
     /// Commits a tiny write through the same path as every other write, for health checks: it
     /// fails while the disk is full and succeeds again once writes would.
     async fn probe_write(&self, now: i64) -> StoreResult<()>;
+
+    /// Copies the write-ahead log into the database and truncates it, so the log does not grow
+    /// without bound between SQLite's own partial checkpoints (SQLite `wal_checkpoint(TRUNCATE)`).
+    async fn checkpoint_wal(&self) -> StoreResult<()>;
 }

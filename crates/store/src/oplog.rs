@@ -93,4 +93,8 @@ pub trait OplogStore {
 
     /// The scope's current head (0 for a scope that never pushed).
     async fn head(&self, scope: &Scope) -> StoreResult<i64>;
+
+    /// Deletes idempotency records made before `before` (a retry that late is a new push);
+    /// returns how many went.
+    async fn purge_idempotency_keys(&self, before: i64) -> StoreResult<u64>;
 }

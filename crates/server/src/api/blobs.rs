@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -25,11 +24,6 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::extract::Auth;
 
-/// How often the collector runs, and how long a temporary upload file may sit untouched before
-/// it counts as abandoned (an upload in progress writes to its file continually).
-const COLLECT_EVERY: Duration = Duration::from_secs(3600);
-const STALE_UPLOAD: Duration = Duration::from_secs(3600);
-
 pub fn routes() -> Router<AppState> {
     // The upload reads the raw body (the JSON body limit does not apply to it) and enforces its
     // own limits while streaming.
@@ -37,25 +31,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/blobs/", post(upload))
         .route("/api/v1/blobs", post(upload))
         .route("/api/v1/blobs/{sha256}", get(download))
-}
-
-/// Starts the periodic collector of stale temporary uploads and unreferenced blob files; it
-/// stops when the server shuts down.
-pub fn spawn_collector(state: &AppState) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(COLLECT_EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = state.shutdown.cancelled() => return,
-            }
-            match state.blobs.collect_garbage(state.store.as_ref(), STALE_UPLOAD).await {
-                Ok(collected) => tracing::info!(?collected, "blob collection done"),
-                Err(err) => tracing::warn!(error = %err, "blob collection failed"),
-            }
-        }
-    });
 }
 
 fn invalid_multipart(message: &'static str) -> ApiError {
@@ -208,6 +183,7 @@ async fn upload(
             state.blobs.place(finished).await.map_err(ApiError::io)?;
         }
     }
+    metrics::counter!("concord_blob_received_bytes_total").increment(size);
     Ok(axum::Json(Uploaded { sha256: hash.to_string(), size }))
 }
 
@@ -254,6 +230,7 @@ async fn download(
     if start > 0 {
         file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
     }
+    metrics::counter!("concord_blob_sent_bytes_total").increment(len);
     let mut response = Response::new(Body::from_stream(ReaderStream::new(file.take(len))));
     *response.status_mut() = status;
     let h = response.headers_mut();

@@ -158,8 +158,10 @@ async fn push(
     let valid = oplog::validate_push(body.into()).map_err(rejection)?;
     // The authenticated device is recorded, never the body's `device_id`.
     let outcome = state.store.push(&scope, &principal.device.id, &valid, &encode_push, clock::now()).await?;
+    metrics::counter!("concord_oplog_pushes_total").increment(1);
     match outcome {
         PushOutcome::Committed(result) => {
+            metrics::counter!("concord_oplog_ops_pushed_total").increment(result.accepted.len() as u64);
             state.events.publish(&scope, result.head);
             Ok(json_bytes(encode_push(&result)))
         }
@@ -230,6 +232,8 @@ async fn pull(
         PullParams::parse(body.since_sequence.unwrap_or(0), body.page_limit.unwrap_or(0)).map_err(pull_error)?;
     let snapshot = state.store.pull(&scope, params.since, params.fetch_limit()).await?;
     let page = oplog::page(params, snapshot.head, snapshot.ops, |op| op.server_sequence).map_err(pull_error)?;
+    metrics::counter!("concord_oplog_pulls_total").increment(1);
+    metrics::counter!("concord_oplog_ops_pulled_total").increment(page.ops.len() as u64);
     Ok(axum::Json(PullResponse {
         has_more: page.has_more,
         ops: page.ops.into_iter().map(OpWire::from).collect(),

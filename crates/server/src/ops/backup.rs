@@ -485,6 +485,7 @@ pub fn spawn_scheduled(state: &AppState) {
 async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSchedule) {
     if let Err(err) = create_private_dir(&schedule.dir) {
         tracing::error!(%err, "scheduled backup failed");
+        metrics::gauge!("concord_backup_last_success").set(0.0);
         return;
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
@@ -495,8 +496,13 @@ async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSche
                 tracing::warn!(%err, dir = %schedule.dir.display(), "cannot delete old backups");
             }
             tracing::info!(file = %out.display(), blobs = summary.blobs, bytes = summary.bytes, "backup written");
+            metrics::gauge!("concord_backup_last_success").set(1.0);
+            metrics::gauge!("concord_backup_last_success_timestamp_seconds").set(crate::clock::now() as f64);
         }
-        Err(err) => tracing::error!(%err, file = %out.display(), "scheduled backup failed"),
+        Err(err) => {
+            tracing::error!(%err, file = %out.display(), "scheduled backup failed");
+            metrics::gauge!("concord_backup_last_success").set(0.0);
+        }
     }
 }
 

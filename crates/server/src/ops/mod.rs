@@ -5,6 +5,8 @@
 //!   the scheduled backup job.
 //! - [`doctor`]: what is wrong with a data directory (integrity, schema, orphans, free space).
 //! - [`cli`]: the `concord backup|restore|doctor|user|device` commands and their exit codes.
+//! - [`jobs`]: the maintenance scheduler (expired credentials, idempotency records, blob
+//!   collection, WAL checkpoints, idle-document compaction), with run metrics.
 //!
 //! Safe beside a running server because SQLite (WAL, `busy_timeout`) lets two processes share the
 //! database, and the server re-reads accounts from it: a user blocked here is refused on the next
@@ -13,6 +15,7 @@
 pub mod backup;
 pub mod cli;
 pub mod doctor;
+pub mod jobs;
 
 use std::path::Path;
 

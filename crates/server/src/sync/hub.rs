@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use concord_store::Store;
 use tokio::sync::mpsc;
@@ -96,6 +97,14 @@ impl Hub {
             // An error means the room has already stopped.
             let _ = queue.send(RoomEvent::Close).await;
         }
+    }
+
+    /// Asks every open document to compact itself if nothing was written to it for `idle_for`
+    /// (the maintenance job; closed documents compacted when they closed). Returns how many were
+    /// asked. A room whose queue is full is busy, not idle, and is skipped.
+    pub fn compact_idle(&self, idle_for: Duration) -> usize {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.values().filter(|e| e.tx.try_send(RoomEvent::CompactIfIdle { idle_for }).is_ok()).count()
     }
 
     /// A fresh id for a connection.

@@ -3,13 +3,14 @@
 //! writer, and only then sends the batch's frames: nothing is relayed that is not on disk.
 //!
 //! The task loads the document when it starts, compacts it when the updates stored after the
-//! snapshot pass the threshold, and ends (unloading the document) once its last connection has
-//! left and everything is flushed.
+//! snapshot pass the threshold (and, whatever their size, when the maintenance job finds it idle
+//! or its last connection leaves), and ends (unloading the document) once its last connection
+//! has left and everything is flushed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use concord_core::yjs::{ConnId, Effects, Room};
@@ -41,6 +42,11 @@ pub(super) enum RoomEvent {
     },
     /// The document's workspace was deleted: close every connection and stop.
     Close,
+    /// Compact now if nothing was written for `idle_for` and anything is stored after the
+    /// snapshot (the idle-compaction maintenance job).
+    CompactIfIdle {
+        idle_for: Duration,
+    },
 }
 
 /// A connection as the room sees it.
@@ -76,6 +82,8 @@ struct Loaded {
     last_seq: i64,
     /// Bytes of updates stored after the snapshot.
     pending_bytes: usize,
+    /// When an update was last stored (or the document loaded), for idle compaction.
+    last_write: Instant,
 }
 
 pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
@@ -104,7 +112,7 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
-    Ok(Loaded { room, doc_id: stored.id, last_seq: stored.last_seq, pending_bytes })
+    Ok(Loaded { room, doc_id: stored.id, last_seq: stored.last_seq, pending_bytes, last_write: Instant::now() })
 }
 
 async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver<RoomEvent>, doc: &mut Loaded) {
@@ -121,6 +129,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let mut batch = vec![(None, swept)];
         let now = clock::now();
         let mut poisoned = false;
+        let mut idle = false;
         for event in events.drain(..) {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
@@ -135,6 +144,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                 }
                 // Frames of a connection already closed for misbehaving are dropped.
                 RoomEvent::Frame { conn, data } if peers.contains_key(&conn) => {
+                    metrics::counter!("concord_yjs_frames_received_total").increment(1);
                     match doc.room.receive(conn, &data, now) {
                         Ok(effects) => batch.push((Some(conn), effects)),
                         Err(err) => {
@@ -156,6 +166,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     close_all(&peers, CloseReason::WorkspaceDeleted);
                     return;
                 }
+                RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
             }
         }
         if !persist(hub, doc, &mut batch).await {
@@ -170,10 +181,13 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             close_all(&peers, CloseReason::Reloading);
             return;
         }
-        if doc.pending_bytes > hub.settings.compact_bytes {
+        // An idle document, or one being closed, is compacted whatever its size: the next load
+        // then reads one snapshot instead of replaying every update.
+        let closing = peers.is_empty();
+        if doc.pending_bytes > hub.settings.compact_bytes || ((idle || closing) && doc.pending_bytes > 0) {
             compact(hub, doc).await;
         }
-        if peers.is_empty() && hub.unload_if_idle(key, generation, rx) {
+        if closing && hub.unload_if_idle(key, generation, rx) {
             return;
         }
     }
@@ -191,8 +205,12 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
         return true;
     }
     let bytes: usize = updates.iter().map(|u| u.data.len()).sum();
+    let count = updates.len() as u64;
     match hub.writer.append(updates).await {
         Ok(seqs) => {
+            doc.last_write = Instant::now();
+            metrics::counter!("concord_yjs_updates_persisted_total").increment(count);
+            metrics::counter!("concord_yjs_persisted_bytes_total").increment(bytes as u64);
             doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
             doc.pending_bytes += bytes;
             true
@@ -213,6 +231,7 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
             let frame = Bytes::from(frame);
             for (_, peer) in peers.iter().filter(|(conn, _)| Some(**conn) != sender) {
                 peer.send(&frame);
+                metrics::counter!("concord_yjs_frames_relayed_total").increment(1);
             }
         }
     }
@@ -221,7 +240,10 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
 async fn compact(hub: &Hub, doc: &mut Loaded) {
     let snapshot = doc.room.encode_state();
     match hub.store.compact_doc(doc.doc_id, &snapshot, doc.last_seq).await {
-        Ok(()) => doc.pending_bytes = 0,
+        Ok(()) => {
+            doc.pending_bytes = 0;
+            metrics::counter!("concord_yjs_compactions_total").increment(1);
+        }
         // The updates stay stored; the next batch tries again.
         Err(err) => tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed"),
     }

@@ -48,7 +48,11 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
     while rx.recv_many(&mut batch, MAX_BATCHES_PER_COMMIT).await > 0 {
         let counts: Vec<usize> = batch.iter().map(|r| r.updates.len()).collect();
         let all: Vec<NewDocUpdate> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.updates)).collect();
-        match store.append_doc_updates(&all).await {
+        metrics::histogram!("concord_yjs_commit_batch_updates").record(all.len() as f64);
+        let started = std::time::Instant::now();
+        let committed = store.append_doc_updates(&all).await;
+        metrics::histogram!("concord_yjs_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+        match committed {
             Ok(seqs) => {
                 let mut seqs = seqs.into_iter();
                 for (request, count) in batch.drain(..).zip(counts) {

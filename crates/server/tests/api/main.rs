@@ -17,6 +17,8 @@ mod edge_limits;
 mod foundation;
 mod helpers;
 mod mail_mode;
+mod maintenance;
+mod metrics;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_input;

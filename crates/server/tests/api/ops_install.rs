@@ -192,9 +192,14 @@ fn nginx_and_caddy_accept_the_proxy_examples() {
         .unwrap()
         .replace("/etc/letsencrypt/live/sync.example.com/fullchain.pem", d.join("cert.pem").to_str().unwrap())
         .replace("/etc/letsencrypt/live/sync.example.com/privkey.pem", d.join("key.pem").to_str().unwrap());
-    for needle in
-        ["proxy_buffering off", "proxy_set_header Upgrade", "X-Forwarded-For", "X-Forwarded-Proto", "ssl_certificate"]
-    {
+    for needle in [
+        "proxy_buffering off",
+        "proxy_set_header Upgrade",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "ssl_certificate",
+        "location = /metrics",
+    ] {
         assert!(site.contains(needle), "the nginx example sets {needle}");
     }
     std::fs::write(d.join("site.conf"), site).unwrap();
@@ -207,6 +212,8 @@ fn nginx_and_caddy_accept_the_proxy_examples() {
 
     let caddyfile = repo().join("deploy/Caddyfile");
     assert!(std::fs::read_to_string(&caddyfile).unwrap().contains("flush_interval -1"), "event streams unbuffered");
+    // Through a local proxy every client is loopback to Concord: the examples keep /metrics in.
+    assert!(std::fs::read_to_string(&caddyfile).unwrap().contains("respond /metrics 404"), "metrics not proxied");
     // Caddy keeps state under $HOME; keep it in the scratch directory.
     run(Command::new("caddy")
         .args(["validate", "--adapter", "caddyfile", "--config"])

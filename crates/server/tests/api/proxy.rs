@@ -84,3 +84,21 @@ async fn trusted_proxies_must_be_networks() {
     let err = crate::helpers::concord_refuses_to_start(&[("CONCORD_TRUSTED_PROXIES", "10.0.0.0/8,proxy.lan")], &[]);
     assert!(err.contains("CONCORD_TRUSTED_PROXIES") && err.contains("proxy.lan"), "{err}");
 }
+
+/// `/metrics` is open to loopback peers only; a trusted proxy on loopback forwarding a remote
+/// client must not make that client local.
+#[tokio::test]
+async fn metrics_from_a_client_forwarded_by_a_trusted_proxy_need_the_token() {
+    let app = TestApp::builder().arg("--trusted-proxies").arg("127.0.0.1/32").spawn().await;
+    let scrape = |headers: &'static [(&'static str, &'static str)]| {
+        let mut request = app.client.get(app.url("/metrics"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(scrape(&[]).await, 200, "the proxy host itself is local");
+    assert_eq!(scrape(&[("x-forwarded-for", "198.51.100.7")]).await, 401);
+    assert_eq!(scrape(&[("forwarded", "for=198.51.100.7")]).await, 401);
+    assert_eq!(scrape(&[("x-forwarded-for", "127.0.0.1")]).await, 200, "a local client behind the proxy");
+}

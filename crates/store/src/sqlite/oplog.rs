@@ -234,6 +234,15 @@ impl OplogStore for SqliteStore {
             sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&self.reader).await?;
         Ok(head.unwrap_or(0))
     }
+
+    async fn purge_idempotency_keys(&self, before: i64) -> StoreResult<u64> {
+        let purged = sqlx::query("DELETE FROM oplog_idempotency WHERE created_at < ?1")
+            .bind(before)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(purged)
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +356,20 @@ mod tests {
             committed(push(&store, &b, "dev_a", valid("k", vec![op("9", "x", "create", 0)])).await).accepted,
             ["9"]
         );
+    }
+
+    #[tokio::test]
+    async fn purged_idempotency_keys_are_new_pushes_and_younger_ones_still_replay() {
+        let (_dir, store) = store().await;
+        let s = scope(&store, "a@example.com", "v1").await;
+        // `push` stores at time 100.
+        committed(push(&store, &s, "dev_a", valid("old", vec![op("1", "x", "create", 0)])).await);
+        assert_eq!(store.purge_idempotency_keys(100).await.unwrap(), 0, "made at 100, not before it");
+        assert_eq!(store.purge_idempotency_keys(101).await.unwrap(), 1);
+        let retried = committed(push(&store, &s, "dev_a", valid("old", vec![op("2", "x", "update", 1)])).await);
+        assert_eq!(retried.accepted, ["2"], "a purged key no longer replays");
+        let again = push(&store, &s, "dev_a", valid("old", vec![op("3", "x", "update", 2)])).await;
+        assert!(matches!(again, PushOutcome::Replayed(_)), "the new record replays: {again:?}");
     }
 
     #[tokio::test]
