@@ -165,8 +165,7 @@ async fn blocked_users_get_403_at_once() {
     let (_, device) = app.paired_device("mallory@example.com", "vault").await;
     let session = app.sign_in("mallory@example.com").await;
     let me = json(app.get_auth("/auth/me", &session).await, 200).await;
-    let store = SqliteStore::open(&app.db_path()).await.unwrap();
-    store.set_user_blocked(me["user"]["id"].as_str().unwrap(), true).await.unwrap();
+    app.block_user(me["user"]["id"].as_str().unwrap()).await;
     for (path, token) in [("/auth/me", &session), ("/api/client/me", &device), ("/api/workspaces", &session)] {
         let blocked = json(app.get_auth(path, token).await, 403).await;
         assert_eq!(blocked, json!({ "error": "user blocked", "code": "forbidden" }), "{path}");

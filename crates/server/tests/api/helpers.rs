@@ -389,3 +389,14 @@ pub async fn concord_cli(args: &[&str], stdin: &str) -> CliRun {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+impl TestApp {
+    /// Blocks a user (id, username or address) through the recovery CLI on the live data
+    /// directory, as an operator would, rather than by writing to the database from the test.
+    /// Returns once the CLI has exited, so the block is committed.
+    pub async fn block_user(&self, user: &str) {
+        let data = self.data_dir().to_str().unwrap();
+        let run = concord_cli(&["user", "block", user, "--data", data], "").await;
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+}

@@ -369,7 +369,6 @@ async fn event_streams_end_when_their_device_is_revoked_or_their_user_blocked() 
         .as_str()
         .unwrap()
         .to_owned();
-    let store = concord_store::sqlite::SqliteStore::open(&app.db_path()).await.unwrap();
-    concord_store::AccountStore::set_user_blocked(&store, &user_id, true).await.unwrap();
+    app.block_user(&user_id).await;
     ends_within(blocked_stream, Duration::from_secs(3)).await;
 }

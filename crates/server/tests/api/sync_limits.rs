@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use concord_store::AccountStore;
-use concord_store::sqlite::SqliteStore;
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -121,9 +119,9 @@ async fn blocking_ends_every_websocket_and_stream_of_the_user_at_once() {
 
     let user_id =
         json(app.get_auth("/api/client/me", &alice.token).await, 200).await["user_id"].as_str().unwrap().to_owned();
-    let store = SqliteStore::open(&app.db_path()).await.unwrap();
+    app.block_user(&user_id).await;
+    // From the CLI's exit, which follows its commit by no more than its own shutdown.
     let started = Instant::now();
-    store.set_user_blocked(&user_id, true).await.unwrap();
     let ends = streams.into_iter().map(|mut s| async move { while let Ok(Some(_)) = s.chunk().await {} });
     let closes = sockets.iter_mut().map(|s| s.closed_code());
     let (_, codes) = tokio::join!(join_all(ends), join_all(closes));

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use concord_store::AccountStore;
-use concord_store::sqlite::SqliteStore;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, json};
@@ -61,9 +59,9 @@ async fn blocking_a_user_closes_their_sockets() {
     let token = app.sign_in("alice@example.com").await;
     let user_id = me(&app, &token).await["user"]["id"].as_str().unwrap().to_owned();
     let mut client = connect(&app, &token).await;
-    let store = SqliteStore::open(&app.db_path()).await.unwrap();
+    app.block_user(&user_id).await;
+    // From the CLI's exit, which follows its commit by no more than its own shutdown.
     let started = Instant::now();
-    store.set_user_blocked(&user_id, true).await.unwrap();
     assert_closed_soon(&mut client, started).await;
     // And the upgrade is refused from then on.
     assert_eq!(crate::yjs_client::open_ws(&app.ws_url(&format!("/sync/notes?token={token}"))).await.err(), Some(403));

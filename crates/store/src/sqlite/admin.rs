@@ -130,22 +130,4 @@ mod tests {
         opened.close().await;
         assert!(SqliteStore::open_read_only(&dir.path().join("missing.db")).await.is_err(), "never creates");
     }
-
-    #[tokio::test]
-    async fn admin_changes_report_whether_the_user_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, user) = store_with_user(dir.path()).await;
-        assert!(store.set_password(&user.id, "h2").await.unwrap());
-        assert!(store.set_user_admin(&user.id, true).await.unwrap());
-        let changed = store.user_by_id(&user.id).await.unwrap().unwrap();
-        assert_eq!((changed.password_hash.as_deref(), changed.is_admin), (Some("h2"), true));
-        for missing in [store.set_password("nobody", "h").await, store.set_user_admin("nobody", true).await] {
-            assert!(!missing.unwrap());
-        }
-        let ws = store.ensure_workspace(&user.id, "default", 1).await.unwrap();
-        assert!(store.delete_user(&user.id).await.unwrap());
-        assert!(!store.delete_user(&user.id).await.unwrap());
-        assert!(store.user_by_id(&user.id).await.unwrap().is_none());
-        assert!(store.workspace_of(&user.id, &ws.id).await.unwrap().is_none(), "workspaces go with the user");
-    }
 }

@@ -79,39 +79,3 @@ impl BlobStore for SqliteStore {
         Ok(any.is_some())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::AccountStore;
-
-    #[tokio::test]
-    async fn references_are_per_scope_and_quotas_count_vault_and_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-        let user = store.user_for_verified_email("a@example.com", 1).await.unwrap();
-        let other = store.user_for_verified_email("b@example.com", 1).await.unwrap();
-        let v1 = Scope { user_id: user.id.clone(), vault_id: "v1".into() };
-        let v2 = Scope { user_id: user.id.clone(), vault_id: "v2".into() };
-        let b = Scope { user_id: other.id.clone(), vault_id: "v1".into() };
-        let h = |c: &str| BlobHash::parse(&c.repeat(64)).unwrap();
-        let quota = BlobQuota { per_vault: 100, per_user: 150 };
-
-        assert!(!store.blob_referenced(&h("a")).await.unwrap());
-        assert_eq!(store.add_blob_ref(&v1, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::Added);
-        assert_eq!(store.add_blob_ref(&v1, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::AlreadyReferenced);
-        assert_eq!(store.add_blob_ref(&v1, &h("b"), 41, quota, 1).await.unwrap(), AddBlobRef::QuotaExceeded);
-        assert_eq!(store.add_blob_ref(&v1, &h("b"), 40, quota, 1).await.unwrap(), AddBlobRef::Added);
-        // v1 holds 100 of the user's 150.
-        assert_eq!(store.add_blob_ref(&v2, &h("c"), 51, quota, 1).await.unwrap(), AddBlobRef::QuotaExceeded);
-        assert_eq!(store.add_blob_ref(&v2, &h("c"), 50, quota, 1).await.unwrap(), AddBlobRef::Added);
-        // Another user's usage is their own.
-        assert_eq!(store.add_blob_ref(&b, &h("a"), 60, quota, 1).await.unwrap(), AddBlobRef::Added);
-
-        assert_eq!(store.blob_size(&v1, &h("a")).await.unwrap(), Some(60));
-        assert_eq!(store.blob_size(&v2, &h("a")).await.unwrap(), None);
-        assert_eq!(store.blob_size(&b, &h("b")).await.unwrap(), None);
-        assert!(store.blob_referenced(&h("c")).await.unwrap());
-        assert!(!store.blob_referenced(&h("d")).await.unwrap());
-    }
-}

@@ -1,0 +1,108 @@
+//! The store contract: one story module per area, each story pinning a behaviour of the `Store`
+//! traits, and one list that runs every story against every backend on a fresh, empty database.
+//!
+//! A story takes an `Arc<dyn Store>` and nothing else, so it can only use what the traits promise;
+//! a backend joins the contract by adding a constructor to [`backends`] and a line to the list at
+//! the end of this file. Tests of one backend's internals (migrations on planted data, pragmas, the
+//! writer connection) live with that backend, not here.
+
+mod accounts;
+mod blobs;
+mod documents;
+mod oplog;
+mod workspaces;
+
+use std::sync::Arc;
+
+use concord_store::{DeviceKind, NewDevice, NewUser, Store};
+
+/// A store on a fresh database, with whatever keeps that database alive until the story ends.
+pub struct Fresh {
+    pub store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// One constructor per backend, each returning an empty, migrated store of its own.
+mod backends {
+    use super::Fresh;
+
+    pub async fn sqlite() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let store = concord_store::sqlite::SqliteStore::open(&dir.path().join("concord.db")).await.unwrap();
+        Fresh { store: std::sync::Arc::new(store), _keep: Box::new(dir) }
+    }
+}
+
+/// A device of `user_id` with nothing but its kind.
+pub fn device(user_id: &str, kind: DeviceKind) -> NewDevice {
+    NewDevice { user_id: user_id.to_owned(), kind, name: None, vault_id: None, client_version: None, user_agent: None }
+}
+
+/// A password registration, unconfirmed until its link is opened.
+pub fn registration(username: &str, email: &str) -> NewUser {
+    NewUser { email: email.to_owned(), username: username.to_owned(), password_hash: "stranger's".to_owned() }
+}
+
+/// One `#[tokio::test]` per (backend, area, story), named `backend::area::story`. Multi-threaded,
+/// so the concurrent stories really run their writers in parallel.
+macro_rules! stories {
+    ($backend:ident; $($area:ident: [$($story:ident),* $(,)?]),* $(,)?) => {
+        mod $backend {
+            $(mod $area {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $story() {
+                    let fresh = crate::backends::$backend().await;
+                    crate::$area::$story(fresh.store.clone()).await;
+                })*
+            })*
+        }
+    };
+}
+
+/// Every story of the contract, for one backend.
+macro_rules! every_story {
+    ($backend:ident) => {
+        stories!($backend;
+            accounts: [
+                story_usernames_are_one_name_in_any_case,
+                story_sign_in_codes_work_once_and_lock_after_too_many_wrong_guesses,
+                story_account_tokens_are_single_use_and_for_their_purpose,
+                story_reset_revokes_every_device,
+                story_cleanup_removes_expired_sessions_only,
+                story_proving_an_address_discards_an_unconfirmed_registration_of_it,
+                story_a_reset_of_an_unconfirmed_account_keeps_only_the_new_password,
+                story_cleanup_frees_names_held_by_stale_unconfirmed_registrations,
+                story_devices_are_revoked_and_deleted_only_by_their_owner,
+                story_device_caps_hold_under_concurrent_inserts,
+                story_a_new_session_at_the_cap_evicts_the_oldest_session_never_a_client,
+                story_still_valid_applies_expiry_revocation_and_blocking_to_every_token_at_once,
+                story_admin_changes_report_whether_the_user_exists,
+            ],
+            workspaces: [
+                story_workspaces_are_created_once_and_deleted_with_their_documents,
+                story_a_workspace_is_visible_only_to_its_owner,
+                story_workspace_caps_spare_default_and_existing_names,
+            ],
+            documents: [
+                story_a_document_is_its_snapshot_plus_later_updates,
+                story_a_failed_batch_stores_nothing,
+            ],
+            oplog: [
+                story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,
+                story_pull_pages_through_the_log_with_the_head,
+                story_idempotency_key_replays_the_stored_response_per_scope,
+                story_purged_idempotency_keys_are_new_pushes_and_younger_ones_still_replay,
+                story_conflicts_are_advisory,
+                story_blob_references_are_checked_per_scope_inside_the_push,
+                story_concurrent_pushers_get_every_op_once_gap_free_in_commit_order,
+            ],
+            blobs: [
+                story_references_are_per_scope_and_quotas_count_vault_and_user,
+                story_concurrent_uploads_cannot_overshoot_a_quota,
+            ],
+        );
+    };
+}
+
+// The backends the contract runs against; a new backend adds its line here.
+every_story!(sqlite);
