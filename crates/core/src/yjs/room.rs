@@ -157,8 +157,13 @@ impl Room {
         let doc = &self.doc;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
+            let before = txn.state_vector();
             txn.apply_update(update).map_err(|e| ProtocolError::Poisoned(format!("update refused: {e}")))?;
-            let changed = !txn.delete_set().is_empty() || txn.before_state() != txn.after_state();
+            // Compared on the document's own state vector: an update whose predecessor is missing
+            // waits in yrs's pending set, yet moves the transaction's `after_state`, and encoding
+            // it gave an empty update per frame, stored and sent to every peer.
+            let advanced = txn.state_vector().iter().any(|(client, clock)| *clock > before.get(client));
+            let changed = !txn.delete_set().is_empty() || advanced;
             Ok(changed.then(|| txn.encode_update_v1()))
         }))
         .unwrap_or_else(|_| Err(ProtocolError::Poisoned("yrs panicked while applying an update".into())))
@@ -242,6 +247,21 @@ mod tests {
         // The same update again changes nothing, so nothing is stored or relayed.
         let again = client.transact().encode_state_as_update_v1(&StateVector::default());
         assert_eq!(room.receive(1, &update_frame(again), 0).unwrap(), Effects::default());
+    }
+
+    #[test]
+    fn an_update_whose_predecessor_is_missing_is_held_not_stored_or_relayed() {
+        // Found by the fuzz target yjs_frame (corpus entry `update-after-a-gap`).
+        let client = Doc::new();
+        let first = insert_text(&client, "a");
+        let second = insert_text(&client, "b");
+        let mut room = Room::default();
+        assert_eq!(room.receive(1, &update_frame(second), 0).unwrap(), Effects::default());
+        let effects = room.receive(1, &update_frame(first), 0).unwrap();
+        assert_eq!(effects.persist.len(), 1);
+        assert_eq!(text_of(room.doc()), "ab");
+        let reloaded = Room::load(None, effects.persist.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(text_of(reloaded.doc()), "ab", "the held update is stored once it integrates");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! Each takes plain bytes; the structured ones read them through `arbitrary::Unstructured`, so a
 //! mutation of the bytes is a mutation of the structure.
 
+use std::collections::BTreeMap;
+
 use arbitrary::{Result as ArbResult, Unstructured};
 use concord_core::blob::{ByteRange, MAX_MULTIPART_HEADERS, MAX_MULTIPART_PREAMBLE, MultipartHead, parse_range};
 use concord_core::oplog::{MAX_PUSH_OPS, PushOp, PushRequest, validate_push};
@@ -26,12 +28,15 @@ fn effects_len(effects: &Effects) -> usize {
 /// Replays what a room persisted into a fresh room: both must hold the same document, or an
 /// acknowledged update would be lost after a restart.
 fn check_persisted_reload(room: &Room, persisted: &[Vec<u8>]) {
+    assert!(!persisted.iter().any(|u| u == &[0, 0]), "an empty update was persisted");
     let reloaded = Room::load(None, persisted.iter().map(Vec::as_slice)).expect("persisted updates reload");
-    assert_eq!(
-        reloaded.doc().transact().state_vector(),
-        room.doc().transact().state_vector(),
-        "the persisted updates rebuild the document"
-    );
+    assert_eq!(clocks(&reloaded), clocks(room), "the persisted updates rebuild the document");
+}
+
+/// The document's state vector without clock-0 entries, which yrs adds for a client whose
+/// update waits for a missing predecessor and which mean "nothing of this client".
+fn clocks(room: &Room) -> BTreeMap<yrs::block::ClientID, u32> {
+    room.doc().transact().state_vector().iter().filter(|(_, clock)| **clock > 0).map(|(c, k)| (*c, *k)).collect()
 }
 
 /// Every frame the server sends is valid y-protocols: a fresh room accepts it.
