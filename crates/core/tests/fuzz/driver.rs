@@ -73,14 +73,24 @@ fn input(rng: &mut StdRng, corpus: &[Vec<u8>]) -> Vec<u8> {
     bytes
 }
 
-/// Runs `target` on one input; a panic is a finding: the input is saved and its hex printed.
+/// One input taking longer than this is a finding too: every decoder is linear or bounded in
+/// its input, and 64 KiB take milliseconds, so only a blow-up (or a machine stalled for seconds)
+/// comes near it.
+const SLOW_INPUT: Duration = Duration::from_secs(10);
+
+/// Runs `target` on one input; a panic or a slow input is a finding: the input is saved and its
+/// hex printed.
 fn run_one(name: &str, target: fn(&[u8]), bytes: &[u8]) {
-    if std::panic::catch_unwind(|| target(bytes)).is_err() {
+    let started = Instant::now();
+    let panicked = std::panic::catch_unwind(|| target(bytes)).is_err();
+    let slow = started.elapsed() > SLOW_INPUT;
+    if panicked || slow {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fuzz-failures").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{:016x}", fnv1a(bytes)));
         std::fs::write(&path, bytes).unwrap();
-        panic!("fuzz target {name} failed on {} bytes, saved to {}: {bytes:02x?}", bytes.len(), path.display());
+        let what = if panicked { "failed".to_owned() } else { format!("took over {SLOW_INPUT:?}") };
+        panic!("fuzz target {name} {what} on {} bytes, saved to {}: {bytes:02x?}", bytes.len(), path.display());
     }
 }
 
