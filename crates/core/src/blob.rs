@@ -228,7 +228,11 @@ impl MultipartHead {
         if self.stage == HeadStage::Done {
             return Ok(true);
         }
-        let cap = MAX_MULTIPART_PREAMBLE + self.delimiter.len() + MAX_MULTIPART_HEADERS + 8;
+        // Enough to see every bound decided: the longest preamble, the delimiter, the longest
+        // transport padding (bounded like a header block), CRLF, the longest header block and its
+        // blank line. A smaller buffer would stop short of the blank line or of the header bound
+        // after a long preamble and padding, and the watch would never end or refuse.
+        let cap = MAX_MULTIPART_PREAMBLE + self.delimiter.len() + MAX_MULTIPART_HEADERS + 2 + MAX_MULTIPART_HEADERS + 4;
         let take = chunk.len().min(cap.saturating_sub(self.seen.len()));
         self.seen.extend_from_slice(&chunk[..take]);
         loop {
@@ -448,6 +452,15 @@ mod tests {
         // A blank line right after the delimiter line is not the end of the headers for the
         // parser either (it reads headers from after that CRLF).
         check(format!("--b0undary\r\n\r\n{}", long(MAX_MULTIPART_HEADERS + 10)).as_bytes(), Err(HeadersTooLong));
+        // After the longest preamble and some transport padding, the header bound still holds
+        // and a head within the bounds still completes (found by the fuzz target multipart_head:
+        // the watcher's buffer ended before either, so it watched forever and bounded nothing).
+        let padded =
+            |headers: &str| format!("{}--b0undary{}\r\n{headers}", long(MAX_MULTIPART_PREAMBLE), " ".repeat(64));
+        check(padded(&format!("{}\r\n\r\n", header_of(MAX_MULTIPART_HEADERS))).as_bytes(), Ok(true));
+        check(padded(&long(MAX_MULTIPART_HEADERS + 10)).as_bytes(), Err(HeadersTooLong));
+        let endless = padded(&long(10 << 20));
+        assert_eq!(run(endless.as_bytes(), 64 * 1024), (Err(HeadersTooLong), 64 * 1024));
         // Not finished yet: more is needed, nothing is refused.
         check(b"--b0undary\r\nContent-Disposition: form", Ok(false));
         check(b"pre", Ok(false));

@@ -78,7 +78,7 @@ impl Room {
         let mut effects = Effects::default();
         for message in messages {
             match message {
-                Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv))),
+                Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv)?)),
                 Incoming::Update(update) => {
                     if let Some(applied) = self.apply(update)? {
                         effects.broadcast.push(encode_update(&applied));
@@ -133,8 +133,9 @@ impl Room {
         self.conns.len()
     }
 
-    /// The whole document as one update: the snapshot that compaction stores.
-    pub fn encode_state(&self) -> Vec<u8> {
+    /// The whole document as one update: the snapshot that compaction stores. An error poisons
+    /// the room (see [`Room::diff`]).
+    pub fn encode_state(&self) -> Result<Vec<u8>, ProtocolError> {
         self.diff(&StateVector::default())
     }
 
@@ -143,8 +144,12 @@ impl Room {
         &self.doc
     }
 
-    fn diff(&self, since: &StateVector) -> Vec<u8> {
-        self.doc.transact().encode_state_as_update_v1(since)
+    /// What the document holds beyond `since`. yrs merges its pending updates into the answer and
+    /// panics when one of them cannot be merged; such a document poisons the room like a refused
+    /// update, since the pending set came from a client.
+    fn diff(&self, since: &StateVector) -> Result<Vec<u8>, ProtocolError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.doc.transact().encode_state_as_update_v1(since)))
+            .map_err(|_| ProtocolError::Poisoned("yrs panicked while encoding a diff".into()))
     }
 
     /// Applies an update and returns what it actually changed, or `None` if the document already
@@ -157,9 +162,22 @@ impl Room {
         let doc = &self.doc;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
+            let before = txn.state_vector();
             txn.apply_update(update).map_err(|e| ProtocolError::Poisoned(format!("update refused: {e}")))?;
-            let changed = !txn.delete_set().is_empty() || txn.before_state() != txn.after_state();
-            Ok(changed.then(|| txn.encode_update_v1()))
+            // Compared on the document's own state vector: an update whose predecessor is missing
+            // waits in yrs's pending set, yet moves the transaction's `after_state`, and encoding
+            // it gave an empty update per frame, stored and sent to every peer.
+            let advanced = txn.state_vector().iter().any(|(client, clock)| *clock > before.get(client));
+            let changed = !txn.delete_set().is_empty() || advanced;
+            if !changed {
+                return Ok(None);
+            }
+            let applied = txn.encode_update_v1();
+            // yrs can integrate an update whose re-encoding it cannot decode; stored, it would
+            // make the document fail to load after every restart, so it is refused instead.
+            Update::decode_v1(&applied)
+                .map_err(|e| ProtocolError::Poisoned(format!("update re-encodes badly: {e}")))?;
+            Ok(Some(applied))
         }))
         .unwrap_or_else(|_| Err(ProtocolError::Poisoned("yrs panicked while applying an update".into())))
     }
@@ -242,6 +260,33 @@ mod tests {
         // The same update again changes nothing, so nothing is stored or relayed.
         let again = client.transact().encode_state_as_update_v1(&StateVector::default());
         assert_eq!(room.receive(1, &update_frame(again), 0).unwrap(), Effects::default());
+    }
+
+    #[test]
+    fn an_update_whose_predecessor_is_missing_is_held_not_stored_or_relayed() {
+        // Found by the fuzz target yjs_frame (corpus entry `update-after-a-gap`).
+        let client = Doc::new();
+        let first = insert_text(&client, "a");
+        let second = insert_text(&client, "b");
+        let mut room = Room::default();
+        assert_eq!(room.receive(1, &update_frame(second), 0).unwrap(), Effects::default());
+        let effects = room.receive(1, &update_frame(first), 0).unwrap();
+        assert_eq!(effects.persist.len(), 1);
+        assert_eq!(text_of(room.doc()), "ab");
+        let reloaded = Room::load(None, effects.persist.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(text_of(reloaded.doc()), "ab", "the held update is stored once it integrates");
+    }
+
+    #[test]
+    fn an_update_yrs_cannot_re_encode_poisons_the_room_and_stores_nothing() {
+        // Found by the fuzz target yjs_frame (corpus entry `update-that-re-encodes-badly`): yrs
+        // integrates this SyncStep2, but its re-encoding does not decode, so storing it would make
+        // the document fail to load.
+        let frame =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz-corpus/yjs_frame/update-that-re-encodes-badly"))
+                .unwrap();
+        let err = Room::default().receive(1, &frame, 0).unwrap_err();
+        assert!(err.poisons_room(), "{err}");
     }
 
     #[test]
@@ -328,7 +373,7 @@ mod tests {
         let mut room = Room::default();
         let client = Doc::new();
         let first = room.receive(1, &update_frame(insert_text(&client, "a")), 0).unwrap();
-        let snapshot = room.encode_state();
+        let snapshot = room.encode_state().unwrap();
         let second = room.receive(1, &update_frame(insert_text(&client, "b")), 0).unwrap();
         let loaded = Room::load(Some(&snapshot), second.persist.iter().map(Vec::as_slice)).unwrap();
         assert_eq!(text_of(loaded.doc()), "ab");

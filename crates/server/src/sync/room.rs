@@ -238,7 +238,14 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
 }
 
 async fn compact(hub: &Hub, doc: &mut Loaded) {
-    let snapshot = doc.room.encode_state();
+    let snapshot = match doc.room.encode_state() {
+        Ok(snapshot) => snapshot,
+        // The stored updates stay as they are; the next SyncStep1 poisons the room the same way.
+        Err(err) => {
+            tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed");
+            return;
+        }
+    };
     match hub.store.compact_doc(doc.doc_id, &snapshot, doc.last_seq).await {
         Ok(()) => {
             doc.pending_bytes = 0;

@@ -15,6 +15,7 @@ mod config_secrets;
 mod disk_full;
 mod edge_limits;
 mod foundation;
+mod fuzz_json;
 mod helpers;
 mod mail_mode;
 mod maintenance;

@@ -1,0 +1,120 @@
+//! Fuzzing of JSON request bodies: seeded random and malformed bodies into every route that
+//! decodes a JSON body, through the real server and its one `ApiJson` path. Properties: never a
+//! 5xx, and every 400 is the `{"error","code"}` shape.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+
+use crate::helpers::TestApp;
+
+/// Field names the request types use, so bodies reach the validators and not only "unknown field".
+const KEYS: &[&str] = &[
+    "email",
+    "password",
+    "new_password",
+    "current_password",
+    "username",
+    "login",
+    "code",
+    "token",
+    "device_id",
+    "device_name",
+    "client_version",
+    "vault_id",
+    "idempotency_key",
+    "ops",
+    "op_id",
+    "entity_type",
+    "entity_id",
+    "op_type",
+    "payload_json",
+    "client_sequence",
+    "last_seen_server_seq",
+    "created_at",
+    "since_sequence",
+    "limit",
+    "name",
+    "workspace_id",
+    "x",
+];
+
+fn value(rng: &mut StdRng, depth: u32) -> Value {
+    match rng.random_range(0..if depth > 2 { 6 } else { 8 }) {
+        0 => Value::Null,
+        1 => json!(rng.random::<bool>()),
+        2 => json!(*[i64::MIN, -1, 0, 1, 100, 101, i64::MAX].get(rng.random_range(0..7)).unwrap()),
+        3 => json!(rng.random::<f64>() * 1e20),
+        4 => json!(["", " ", "a@b.c", "\u{0}", "é\u{202e}", "file", "-1", "null"][rng.random_range(0..8)]),
+        5 => json!("x".repeat(rng.random_range(0..5000))),
+        6 => Value::Array((0..rng.random_range(0..4)).map(|_| value(rng, depth + 1)).collect()),
+        _ => object(rng, depth + 1),
+    }
+}
+
+fn object(rng: &mut StdRng, depth: u32) -> Value {
+    let mut fields = Map::new();
+    for _ in 0..rng.random_range(0..6) {
+        fields.insert(KEYS[rng.random_range(0..KEYS.len())].to_owned(), value(rng, depth));
+    }
+    Value::Object(fields)
+}
+
+/// A body: mostly a JSON object of known keys, sometimes another JSON value, malformed JSON,
+/// trailing data or bytes that are not UTF-8.
+fn body(rng: &mut StdRng) -> Vec<u8> {
+    match rng.random_range(0..10) {
+        0 => b"{\"email\":".to_vec(),
+        1 => b"{} {}".to_vec(),
+        2 => vec![0xff, 0xfe, b'{', b'}'],
+        3 => serde_json::to_vec(&value(&mut *rng, 0)).unwrap(),
+        _ => serde_json::to_vec(&object(rng, 0)).unwrap(),
+    }
+}
+
+/// 40 bodies per route are enough to reach each request type's decoder and validators with
+/// every JSON type in every known field; the in-process fuzz targets go deeper where the logic is.
+#[tokio::test]
+async fn json_bodies_never_make_the_server_fail() {
+    let app = TestApp::spawn().await;
+    let session = app.sign_in("fuzz@example.com").await;
+    let (_, device) = app.paired_device("fuzz-device@example.com", "vault").await;
+    // The routes that end sessions or devices come last, so the others are fuzzed signed in.
+    let routes: &[(&str, &str)] = &[
+        ("/auth/magic-link", ""),
+        ("/auth/verify-code", ""),
+        ("/api/v1/auth/register", ""),
+        ("/api/v1/auth/confirm", ""),
+        ("/api/v1/auth/login", ""),
+        ("/api/v1/auth/forgot", ""),
+        ("/api/v1/auth/reset", ""),
+        ("/api/client/pair", ""),
+        ("/api/auth/test", &device),
+        ("/api/v1/sync/push", &device),
+        ("/api/v1/sync/pull", &device),
+        ("/api/v1/user/devices/1/revoke", &session),
+        ("/api/client/revoke-device", &device),
+        ("/api/client/revoke-current", &device),
+        ("/auth/logout", &session),
+    ];
+    let mut rng = StdRng::seed_from_u64(0x15_0b0d);
+    for (path, token) in routes {
+        for _ in 0..40 {
+            let body = body(&mut rng);
+            let mut request = app.client.post(app.url(path)).header("content-type", "application/json");
+            if !token.is_empty() {
+                request = request.bearer_auth(token);
+            }
+            let response = request.body(body.clone()).send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            assert!(status < 500, "POST {path} {shown:?} got {status}: {text}");
+            if status == 400 {
+                let parsed: Value =
+                    serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {path} {shown:?}: {text}"));
+                assert!(parsed["error"].is_string() && parsed["code"].is_string(), "POST {path} {shown:?}: {text}");
+            }
+        }
+    }
+}
