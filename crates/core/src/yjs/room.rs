@@ -62,12 +62,17 @@ impl Room {
     /// then the current awareness states if there are any.
     pub fn connect(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
         self.conns.entry(conn).or_default();
-        let mut frames = vec![encode_sync_step1(&self.doc.transact().state_vector())];
+        let mut frames = vec![self.sync_step1()];
         let live = self.awareness.live();
         if !live.is_empty() {
             frames.push(self.awareness.encode(live.into_iter()));
         }
         frames
+    }
+
+    /// The server's SyncStep1: its state vector, asking the peer for what it lacks.
+    pub fn sync_step1(&self) -> Vec<u8> {
+        encode_sync_step1(&self.doc.transact().state_vector())
     }
 
     /// Handles one frame from `conn`. On error nothing from this frame was applied unless an

@@ -6,10 +6,12 @@
 //!   fan-out, compaction.
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
 //! - `writer`: the group-commit writer shared by all rooms.
+//! - `hocuspocus`: the Hocuspocus endpoint, many documents per socket, over the same rooms.
 //!
 //! Architecture invariant: protocol decisions live in `concord_core::yjs`; this module only
 //! moves bytes, time and storage around them.
 
+mod hocuspocus;
 mod hub;
 mod room;
 mod socket;
@@ -23,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
+pub use hocuspocus::root as hocuspocus_root;
 use hub::DocKey;
 pub use hub::Hub;
 use serde::{Deserialize, Serialize};
@@ -43,6 +46,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sync", get(sync_by_query))
         .route("/sync/{*name}", get(sync_by_path))
+        .route("/hocuspocus", get(hocuspocus::upgrade))
         .route("/api/workspaces", post(create_workspace))
         .route("/api/workspaces/{id}", delete(delete_workspace))
 }
