@@ -12,6 +12,7 @@ pub mod id;
 pub mod oplog;
 pub mod password;
 pub mod rate_limit;
+pub mod share;
 pub mod token;
 pub mod username;
 pub mod yjs;
