@@ -80,7 +80,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::events::routes())
         .merge(api::blobs::routes())
         .merge(crate::sync::routes())
-        .merge(crate::metrics::routes());
+        .merge(crate::metrics::routes())
+        .merge(api::shares::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

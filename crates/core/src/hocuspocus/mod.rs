@@ -18,7 +18,7 @@ mod sync;
 mod wire;
 
 pub use session::{MAX_PENDING_BYTES, MAX_PENDING_FRAMES, MAX_PENDING_KEYS, Session, SessionError, Step};
-pub use sync::{Scope, receive};
+pub use sync::{receive, scope};
 pub use wire::{
     FrameError, Message, PING, authenticated, close, decode, doc_name, frame, permission_denied, stateless,
 };

@@ -6,36 +6,38 @@
 //! server sends replies only after the batch's updates are committed, so zero means on disk.
 
 use super::wire::{MSG_SYNC_STATUS, SYNC_STEP_1, SYNC_STEP_2, SYNC_UPDATE};
+use crate::share::Access;
 use crate::yjs::{ConnId, Effects, ProtocolError, Room};
 
-/// What an authenticated connection may do with a document, as `Authenticated` announces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    ReadWrite,
-    ReadOnly,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::ReadWrite => "read-write",
-            Scope::ReadOnly => "readonly",
-        }
+/// The scope `Authenticated` announces for an access (upstream spells read-only `readonly`).
+pub fn scope(access: Access) -> &'static str {
+    match access {
+        Access::ReadWrite => "read-write",
+        Access::ReadOnly => "readonly",
     }
 }
 
-/// The `SyncStatus` body for an applied update.
-const APPLIED: [u8; 2] = [MSG_SYNC_STATUS as u8, 1];
+/// The `SyncStatus` body: applied, or rejected (a read-only connection's edit).
+fn status(applied: bool) -> Vec<u8> {
+    vec![MSG_SYNC_STATUS as u8, u8::from(applied)]
+}
 
 /// Feeds one y-protocols message of a Hocuspocus connection (the frame minus its key, as
 /// [`super::Message::Room`] holds it) to the room; the reply frames are y-protocols messages
 /// and Hocuspocus bodies, each to be sent behind the key.
-pub fn receive(room: &mut Room, conn: ConnId, ydoc: &[u8], now: i64) -> Result<Effects, ProtocolError> {
-    let mut effects = room.receive(conn, ydoc, now)?;
+///
+/// On a read-only connection nothing is applied; as upstream answers it, an Update is rejected
+/// and a SyncStep2 is acknowledged as applied only if it held nothing the document lacks.
+pub fn receive(room: &mut Room, conn: ConnId, ydoc: &[u8], access: Access, now: i64) -> Result<Effects, ProtocolError> {
+    let (mut effects, refused) = match access {
+        Access::ReadWrite => (room.receive(conn, ydoc, now)?, false),
+        Access::ReadOnly => room.receive_read_only(conn, ydoc, now)?,
+    };
     // Sync sub-types are single-byte varints; the decoder accepted only 0, 1 and 2.
     match ydoc {
         [0, SYNC_STEP_1_BYTE, ..] => effects.reply.insert(0, room.sync_step1()),
-        [0, SYNC_STEP_2_BYTE | SYNC_UPDATE_BYTE, ..] => effects.reply.push(APPLIED.to_vec()),
+        [0, SYNC_STEP_2_BYTE, ..] => effects.reply.push(status(!refused)),
+        [0, SYNC_UPDATE_BYTE, ..] => effects.reply.push(status(access == Access::ReadWrite)),
         _ => {}
     }
     Ok(effects)
@@ -52,8 +54,8 @@ mod tests {
 
     use super::*;
 
-    fn check(room: &mut Room, ydoc: &[u8], expected_reply: &[&[u8]], persisted: usize) {
-        let effects = receive(room, 1, ydoc, 0).unwrap();
+    fn check(room: &mut Room, access: Access, ydoc: &[u8], expected_reply: &[&[u8]], persisted: usize) {
+        let effects = receive(room, 1, ydoc, access, 0).unwrap();
         let reply: Vec<&[u8]> = effects.reply.iter().map(Vec::as_slice).collect();
         assert_eq!(reply, expected_reply, "reply to {ydoc:02x?}");
         assert_eq!(effects.persist.len(), persisted);
@@ -64,14 +66,15 @@ mod tests {
         let mut room = Room::default();
         let _ = room.connect(1);
         // The reference session (hocuspocus-protocol.md §7).
-        check(&mut room, &[0, 0, 1, 0], &[&[0, 0, 1, 0], &[0, 1, 2, 0, 0]], 0);
-        check(&mut room, &[0, 1, 2, 0, 0], &[&[8, 1]], 0);
+        let rw = Access::ReadWrite;
+        check(&mut room, rw, &[0, 0, 1, 0], &[&[0, 0, 1, 0], &[0, 1, 2, 0, 0]], 0);
+        check(&mut room, rw, &[0, 1, 2, 0, 0], &[&[8, 1]], 0);
         let hi = [0, 2, 12, 1, 1, 1, 0, 4, 1, 1, b't', 2, b'h', b'i', 0];
-        check(&mut room, &hi, &[&[8, 1]], 1);
+        check(&mut room, rw, &hi, &[&[8, 1]], 1);
         // A duplicate is acknowledged too (the provider counted it), and stored no more.
-        check(&mut room, &hi, &[&[8, 1]], 0);
+        check(&mut room, rw, &hi, &[&[8, 1]], 0);
         // Awareness and queries are y-protocols' own business.
-        let effects = receive(&mut room, 1, &[1, 6, 1, 1, 1, 2, b'{', b'}'], 0).unwrap();
+        let effects = receive(&mut room, 1, &[1, 6, 1, 1, 1, 2, b'{', b'}'], rw, 0).unwrap();
         assert_eq!(effects.reply.len(), 1, "awareness is echoed to the sender, never acked");
         let doc = Doc::new();
         let state = room.encode_state().unwrap();
@@ -89,12 +92,26 @@ mod tests {
             txn.get_or_insert_text("t").insert(&mut txn, 0, "x");
             txn.encode_update_v1()
         };
-        let _ = receive(&mut room, 1, &yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update)).encode_v1(), 0)
-            .unwrap();
-        let effects = receive(&mut room, 2, &[0, 0, 1, 0], 0).unwrap();
+        let update = yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update)).encode_v1();
+        let _ = receive(&mut room, 1, &update, Access::ReadWrite, 0).unwrap();
+        let effects = receive(&mut room, 2, &[0, 0, 1, 0], Access::ReadWrite, 0).unwrap();
         assert_eq!(effects.reply[0], room.sync_step1());
         assert_ne!(effects.reply[0], vec![0, 0, 1, 0]);
-        assert_eq!(Scope::ReadOnly.as_str(), "readonly");
+        assert_eq!(scope(Access::ReadOnly), "readonly");
+    }
+
+    #[test]
+    fn a_read_only_connection_is_told_which_edits_were_refused() {
+        let mut room = Room::default();
+        let ro = Access::ReadOnly;
+        check(&mut room, ro, &[0, 0, 1, 0], &[&[0, 0, 1, 0], &[0, 1, 2, 0, 0]], 0);
+        check(&mut room, ro, &[0, 1, 2, 0, 0], &[&[8, 1]], 0);
+        let hi = [0, 2, 12, 1, 1, 1, 0, 4, 1, 1, b't', 2, b'h', b'i', 0];
+        check(&mut room, ro, &hi, &[&[8, 0]], 0);
+        let mut step2 = hi;
+        step2[1] = 1;
+        check(&mut room, ro, &step2, &[&[8, 0]], 0);
+        assert_eq!(room.encode_state().unwrap(), vec![0, 0], "nothing was applied");
     }
 
     use yrs::updates::encoder::Encode;

@@ -163,8 +163,8 @@ fn with_string(prefix: &[u32], text: &str) -> Vec<u8> {
 }
 
 /// `Authenticated(scope)` body.
-pub fn authenticated(scope: super::Scope) -> Vec<u8> {
-    with_string(&[MSG_AUTH, AUTH_AUTHENTICATED], scope.as_str())
+pub fn authenticated(access: crate::share::Access) -> Vec<u8> {
+    with_string(&[MSG_AUTH, AUTH_AUTHENTICATED], super::scope(access))
 }
 
 /// `PermissionDenied(reason)` body.
@@ -239,10 +239,10 @@ mod tests {
     #[test]
     fn server_frames_have_the_reference_bytes() {
         assert_eq!(
-            frame("doc-a", &authenticated(super::super::Scope::ReadWrite)),
+            frame("doc-a", &authenticated(crate::share::Access::ReadWrite)),
             with_key(&[2, 2, 10, b'r', b'e', b'a', b'd', b'-', b'w', b'r', b'i', b't', b'e'])
         );
-        assert_eq!(authenticated(super::super::Scope::ReadOnly), [&[2u8, 2, 8][..], b"readonly"].concat());
+        assert_eq!(authenticated(crate::share::Access::ReadOnly), [&[2u8, 2, 8][..], b"readonly"].concat());
         assert_eq!(permission_denied("permission-denied")[..3], [2, 1, 17]);
         assert_eq!(close("provider_initiated")[..2], [7, 18]);
         assert_eq!(stateless("x"), vec![5, 1, b'x']);

@@ -13,6 +13,7 @@ use arbitrary::{Result as ArbResult, Unstructured};
 use concord_core::blob::{ByteRange, MAX_MULTIPART_HEADERS, MAX_MULTIPART_PREAMBLE, MultipartHead, parse_range};
 use concord_core::hocuspocus::{self, Session, Step};
 use concord_core::oplog::{MAX_PUSH_OPS, PushOp, PushRequest, validate_push};
+use concord_core::share::Access;
 use concord_core::yjs::{AWARENESS_TIMEOUT_SECS, DocName, Effects, Room, decode_url_component};
 use yrs::{ReadTxn, Transact};
 
@@ -134,9 +135,10 @@ fn yjs_session_inner(u: &mut Unstructured<'_>) -> ArbResult<()> {
 
 /// A Hocuspocus socket: frames (raw, or behind one of a few keys) into a [`Session`], whose
 /// authentications succeed or fail as the input says, and whose document messages go to one room
-/// through `hocuspocus::receive`. Checks: a document message re-encodes to its frame, only open
-/// keys reach the room, a Step1 is answered with the server's Step1 first, and every Step2 or
-/// Update the room took is acknowledged exactly once, last.
+/// through `hocuspocus::receive` (key "b" read-only). Checks: a document message re-encodes to its
+/// frame, only open keys reach the room, a Step1 is answered with the server's Step1 first, every
+/// Step2 or Update the room took is acknowledged exactly once, last, and a read-only key changes
+/// nothing.
 pub fn hocuspocus_session(data: &[u8]) {
     let mut state = HocusState {
         session: Session::default(),
@@ -204,9 +206,18 @@ fn hocus_step(state: &mut HocusState, step: Step<'_>, frame: &[u8], now: i64) ->
         Step::Room { key, ydoc } => {
             assert_eq!(hocuspocus::frame(key, ydoc), frame, "a document message re-encodes to its frame");
             let conn = *state.open.get(key).expect("only open keys reach the room");
-            match hocuspocus::receive(&mut state.room, conn, ydoc, now) {
+            // Key "b" is a read-only share: nothing it sends may change the document.
+            let access = if key == "b" { Access::ReadOnly } else { Access::ReadWrite };
+            let before = clocks(&state.room);
+            match hocuspocus::receive(&mut state.room, conn, ydoc, access, now) {
                 Ok(effects) => {
-                    let acks = effects.reply.iter().filter(|f| f.as_slice() == [8, 1]).count();
+                    if access == Access::ReadOnly {
+                        assert!(
+                            effects.persist.is_empty() && clocks(&state.room) == before,
+                            "a read-only edit applied"
+                        );
+                    }
+                    let acks = effects.reply.iter().filter(|f| matches!(f.as_slice(), [8, 0 | 1])).count();
                     match ydoc {
                         [0, 0, ..] => {
                             assert_eq!(effects.reply[0], state.room.sync_step1(), "the server's Step1 comes first");
@@ -214,11 +225,7 @@ fn hocus_step(state: &mut HocusState, step: Step<'_>, frame: &[u8], now: i64) ->
                         }
                         [0, 1 | 2, ..] => {
                             assert_eq!(acks, 1, "one ack per Step2 or Update");
-                            assert_eq!(
-                                effects.reply.last().map(Vec::as_slice),
-                                Some(&[8u8, 1][..]),
-                                "the ack comes last"
-                            );
+                            assert_eq!(effects.reply.last().map(|f| f[0]), Some(8), "the ack comes last");
                         }
                         _ => assert_eq!(acks, 0),
                     }

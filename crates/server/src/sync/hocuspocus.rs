@@ -24,7 +24,8 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use concord_core::hocuspocus::{self, Scope, Session, SessionError, Step};
+use concord_core::hocuspocus::{self, Session, SessionError, Step};
+use concord_core::share::Access;
 use concord_core::token::TokenHash;
 use concord_core::yjs::{ConnId, DocName};
 use futures_util::stream::{BoxStream, SelectAll, SplitSink};
@@ -34,12 +35,12 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::hub::DocKey;
+use super::opener::Opener;
 use super::room::{Protocol, RoomEvent};
 use super::socket::{self, CLOSE_GRACE, CloseReason, Closer, Counted, DEAD_AFTER, Joined, PING_INTERVAL};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::authenticate;
-use crate::live::{Kind, Lease};
+use crate::live::Lease;
 
 /// How long a socket may hold no authenticated document (from its opening, or since its last
 /// document closed) before it is closed with 4408; upstream's idle timeout. Checked at each
@@ -256,10 +257,10 @@ impl Connection {
                 return self.send(key, &hocuspocus::permission_denied(&reason)).await;
             }
         };
-        let (lease, doc_key) = lease;
+        let (lease, doc_key, access) = lease;
         let conn = self.state.sync.connection_id();
         let Some(Joined { room, outbound, queued, .. }) =
-            socket::join(&self.state.sync, &doc_key, conn, &self.closer, Protocol::Hocuspocus).await
+            socket::join(&self.state.sync, &doc_key, conn, &self.closer, Protocol::Hocuspocus, access).await
         else {
             return Err(Some(CloseReason::StorageFailed));
         };
@@ -276,7 +277,7 @@ impl Connection {
         let key: Arc<str> = Arc::from(key);
         self.outbound.push(frames(key.clone(), conn, outbound));
         self.docs.insert(key.clone(), OpenDoc { conn, room, queued, _lease: lease, _watch: watch.drop_guard() });
-        self.send(&key, &hocuspocus::authenticated(Scope::ReadWrite)).await?;
+        self.send(&key, &hocuspocus::authenticated(access)).await?;
         for frame in self.session.opened(&key) {
             Box::pin(self.receive(Bytes::from(frame))).await?;
         }
@@ -287,19 +288,18 @@ impl Connection {
 /// The checks of a y-websocket upgrade, in the same order: document name, token, the
 /// user's open connections; then where the document lives. The error is the reason told to
 /// the provider.
-async fn admit(state: &AppState, key: &str, token: &str) -> Result<(Lease, DocKey), String> {
+async fn admit(state: &AppState, key: &str, token: &str) -> Result<(Lease, DocKey, Access), String> {
     let name = DocName::parse(hocuspocus::doc_name(key)).map_err(|e| format!("invalid document name: {e}"))?;
     if token.is_empty() {
         return Err("a Concord token is required".into());
     }
     let hash = TokenHash::of(token);
-    let principal = authenticate(state, &hash).await.map_err(|e| e.message().to_owned())?;
-    let lease = state
-        .live
-        .open(Kind::WebSocket, &principal, hash)
+    let opener = Opener::resolve(state, &hash).await.map_err(|e| e.message().to_owned())?;
+    let lease = opener
+        .lease(state, hash)
         .map_err(|over| format!("too many open documents for this user ({over}); close one first"))?;
-    let workspace_id = super::place(state, &principal.user.id, &name).await.map_err(|e| e.message().to_owned())?;
-    Ok((lease, DocKey { workspace_id, name: name.as_str().to_owned() }))
+    let workspace_id = opener.place(state, &name).await.map_err(|e| e.message().to_owned())?;
+    Ok((lease, DocKey { workspace_id, name: name.as_str().to_owned() }, opener.access()))
 }
 
 fn frames(

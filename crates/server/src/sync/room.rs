@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use concord_core::hocuspocus;
+use concord_core::share::Access;
 use concord_core::yjs::{ConnId, Effects, Room};
 use concord_store::NewDocUpdate;
 use tokio::sync::mpsc;
@@ -78,6 +79,8 @@ pub(super) struct Peer {
     pub max_queued: usize,
     pub closer: Arc<Closer>,
     pub protocol: Protocol,
+    /// Whether the connection may change the document (a read-only share may not).
+    pub access: Access,
 }
 
 impl Peer {
@@ -164,9 +167,13 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                 // Frames of a connection already closed for misbehaving are dropped.
                 RoomEvent::Frame { conn, data } if peers.contains_key(&conn) => {
                     metrics::counter!("concord_yjs_frames_received_total").increment(1);
-                    let received = match peers[&conn].protocol {
-                        Protocol::YWebsocket => doc.room.receive(conn, &data, now),
-                        Protocol::Hocuspocus => hocuspocus::receive(&mut doc.room, conn, &data, now),
+                    let peer = &peers[&conn];
+                    let received = match (peer.protocol, peer.access) {
+                        (Protocol::YWebsocket, Access::ReadWrite) => doc.room.receive(conn, &data, now),
+                        (Protocol::YWebsocket, Access::ReadOnly) => {
+                            doc.room.receive_read_only(conn, &data, now).map(|(effects, _)| effects)
+                        }
+                        (Protocol::Hocuspocus, access) => hocuspocus::receive(&mut doc.room, conn, &data, access, now),
                     };
                     match received {
                         Ok(effects) => batch.push((Some(conn), effects)),

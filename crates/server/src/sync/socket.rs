@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use concord_core::share::Access;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -125,11 +126,18 @@ impl Drop for Counted {
     }
 }
 
-pub(super) async fn serve(hub: Arc<Hub>, socket: WebSocket, key: DocKey, lease: Lease, shutdown: CancellationToken) {
+pub(super) async fn serve(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    key: DocKey,
+    access: Access,
+    lease: Lease,
+    shutdown: CancellationToken,
+) {
     let _counted = Counted::new(&hub);
     let closer = Arc::new(Closer::of(&lease));
     let conn = hub.connection_id();
-    let reason = pump(&hub, socket, &key, conn, &closer, &shutdown).await;
+    let reason = pump(&hub, socket, &key, access, conn, &closer, &shutdown).await;
     drop(lease);
     if let Some(reason) = reason {
         tracing::info!(conn, doc = %key.name, ?reason, "closed WebSocket");
@@ -141,13 +149,14 @@ async fn pump(
     hub: &Arc<Hub>,
     socket: WebSocket,
     key: &DocKey,
+    access: Access,
     conn: u64,
     closer: &Arc<Closer>,
     shutdown: &CancellationToken,
 ) -> Option<CloseReason> {
     let (mut sink, mut stream) = socket.split();
     let Some(Joined { room, greeting, mut outbound, queued }) =
-        join(hub, key, conn, closer, Protocol::YWebsocket).await
+        join(hub, key, conn, closer, Protocol::YWebsocket, access).await
     else {
         let _ = sink.send(Message::Close(Some(CloseReason::StorageFailed.frame()))).await;
         return Some(CloseReason::StorageFailed);
@@ -243,6 +252,7 @@ pub(super) async fn join(
     conn: u64,
     closer: &Arc<Closer>,
     protocol: Protocol,
+    access: Access,
 ) -> Option<Joined> {
     for _ in 0..JOIN_ATTEMPTS {
         let room = hub.room(key);
@@ -254,6 +264,7 @@ pub(super) async fn join(
             max_queued: QUEUED_FRAMES_OF_MAX_SIZE * hub.settings.max_frame_bytes,
             closer: closer.clone(),
             protocol,
+            access,
         };
         if room.send(RoomEvent::Join { conn, peer }).await.is_err() {
             continue;

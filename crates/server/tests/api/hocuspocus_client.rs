@@ -176,6 +176,17 @@ impl RawHocus {
         }
     }
 
+    /// The next frame that is not awareness (which the server sends whenever presence changes,
+    /// and once after `Authenticated` when the document has any).
+    pub async fn next_sync(&mut self, key: &str) -> Result<Vec<u8>, u16> {
+        loop {
+            let frame = self.next().await?;
+            if frame.get(key.len() + 1) != Some(&1) {
+                return Ok(frame);
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn close_code(&mut self) -> u16 {
         loop {
@@ -193,12 +204,12 @@ impl RawHocus {
         self.send(frame(key, &[0, 0, 1, 0])).await;
         let authenticated = self.next().await.unwrap();
         assert_eq!(authenticated, frame(key, &[&[2u8, 2, 10][..], b"read-write"].concat()));
-        let step1 = self.next().await.unwrap();
+        let step1 = self.next_sync(key).await.unwrap();
         assert_eq!(step1[..key.len() + 3], frame(key, &[0, 0])[..], "the server's Step1 first");
-        let step2 = self.next().await.unwrap();
+        let step2 = self.next_sync(key).await.unwrap();
         assert_eq!(step2[..key.len() + 3], frame(key, &[0, 1])[..], "then its Step2");
         self.send(frame(key, &[0, 1, 2, 0, 0])).await;
-        assert_eq!(self.next().await.unwrap(), frame(key, &[8, 1]), "the client's Step2 is acknowledged");
+        assert_eq!(self.next_sync(key).await.unwrap(), frame(key, &[8, 1]), "the client's Step2 is acknowledged");
         match yrs::sync::Message::decode_v1(&step2[key.len() + 1..]).expect("a y-protocols message behind the key") {
             yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update)) => update,
             other => panic!("expected Step2, got {other:?}"),

@@ -32,6 +32,8 @@ mod ops_backup;
 mod ops_cli;
 mod ops_install;
 mod proxy;
+mod shares_access;
+mod shares_api;
 mod smtp_sink;
 mod sync_limits;
 mod tidy;
