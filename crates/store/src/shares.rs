@@ -39,7 +39,7 @@ pub trait ShareStore {
     async fn create_share(&self, share: NewShare<'_>) -> StoreResult<Option<ShareRecord>>;
 
     /// The user's shares that are not revoked (expired ones included, so the owner sees them),
-    /// oldest first.
+    /// by creation time (ties, within one second, in id order).
     async fn shares_of(&self, user_id: &str) -> StoreResult<Vec<ShareRecord>>;
 
     /// Revokes the user's share; returns whether a share of theirs that was not yet revoked was.

@@ -118,7 +118,7 @@ struct ShareList {
     shares: Vec<ShareView>,
 }
 
-/// `GET /api/shares` → the caller's shares not revoked (expired ones included), oldest first.
+/// `GET /api/shares` → the caller's shares not revoked (expired ones included), by creation time.
 async fn list(State(state): State<AppState>, Auth(principal): Auth) -> Result<axum::Json<ShareList>, ApiError> {
     let shares = state.store.shares_of(&principal.user.id).await?;
     Ok(axum::Json(ShareList { shares: shares.into_iter().map(|s| ShareView::of(s, None)).collect() }))

@@ -226,6 +226,7 @@ impl Connection {
                 let (key, token) = (key.to_owned(), token.to_owned());
                 self.authenticate(&key, &token).await
             }
+            // The session calls a key open only after `authenticate` put it in `docs`.
             Step::Room { key, ydoc } => {
                 let doc = &self.docs[key];
                 let event = RoomEvent::Frame { conn: doc.conn, data: data.slice_ref(ydoc) };
@@ -249,7 +250,7 @@ impl Connection {
     /// Opens the key's document if the token may open it, answering `Authenticated` (then
     /// replaying what the provider sent before), or `PermissionDenied` with the reason.
     async fn authenticate(&mut self, key: &str, token: &str) -> Result<(), Option<CloseReason>> {
-        let lease = match admit(&self.state, key, token).await {
+        let (lease, doc_key, access) = match admit(&self.state, key, token).await {
             Ok(admitted) => admitted,
             Err(reason) => {
                 self.session.denied(key);
@@ -257,7 +258,6 @@ impl Connection {
                 return self.send(key, &hocuspocus::permission_denied(&reason)).await;
             }
         };
-        let (lease, doc_key, access) = lease;
         let conn = self.state.sync.connection_id();
         let Some(Joined { room, outbound, queued, .. }) =
             socket::join(&self.state.sync, &doc_key, conn, &self.closer, Protocol::Hocuspocus, access).await

@@ -60,8 +60,10 @@ async fn the_reference_session_is_answered_byte_for_byte_and_updates_are_acknowl
     socket.send(frame("doc-a", &update(&client, " there"))).await;
     assert_eq!(socket.next().await.unwrap(), frame("doc-a", &[8, 1]));
 
-    // A later client of either protocol gets the whole document.
+    // A later client of either protocol gets the whole document, also under a session key
+    // (`sessionAwareness`: `name\0session` names the document `name`).
     assert_eq!(content(&app, "doc-a", &token).await, "hi there");
+    assert_eq!(content(&app, "doc-a\0session-1", &token).await, "hi there");
     let mut ywebsocket = RawClient::connect(&app.ws_url(&format!("/sync/doc-a?token={token}"))).await;
     assert!(ywebsocket.pump_until(|c| c.text() == "hi there").await);
 }
