@@ -13,6 +13,7 @@ mod blobs;
 mod docs;
 mod error;
 mod oplog;
+mod shares;
 pub mod sqlite;
 
 pub use accounts::AdminStore;
@@ -24,10 +25,13 @@ pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
+pub use shares::{NewShare, ShareRecord, ShareStore};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + AdminStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + Send + Sync + 'static
+{
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 
