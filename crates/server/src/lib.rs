@@ -15,6 +15,7 @@
 //! - [`ops`]: backup and restore, `doctor`, the recovery CLI, and the maintenance jobs.
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
+//! - [`web`]: server-rendered pages, session cookies and CSRF protection.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -28,7 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod html;
 pub mod live;
 pub mod logging;
 pub mod mail;
@@ -37,6 +37,7 @@ pub mod ops;
 pub mod secret;
 pub mod serve;
 pub mod sync;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
