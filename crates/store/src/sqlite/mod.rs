@@ -23,6 +23,7 @@ mod admin;
 mod blobs;
 mod docs;
 mod oplog;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
