@@ -91,11 +91,15 @@ impl WebClient {
 }
 
 /// Registers `email` with [`TEST_PASSWORD`] (username: the email with `@` → `.`) on a server that
-/// mails, and confirms it with the link from the mail.
+/// mails, and confirms it with the link from the mail. Each call comes from its own loopback
+/// address, so fixtures with many accounts stay under the per-client registration limit.
 pub async fn register_confirmed_by_mail(app: &TestApp, sink: &SmtpSink, email: &str) {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let source = std::net::Ipv4Addr::new(127, 0, 7, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let client = app.client_from(source);
     let username = email.replace('@', ".");
     let body = serde_json::json!({ "username": username, "email": email, "password": TEST_PASSWORD });
-    json(app.post_json("/api/v1/auth/register", &body).await, 200).await;
+    json(client.post(app.url("/api/v1/auth/register")).json(&body).send().await.unwrap(), 200).await;
     let token = sink.next_mail_to(email).await.link_token();
     let confirmed =
         json(app.post_json("/api/v1/auth/confirm", &serde_json::json!({ "token": token })).await, 200).await;
