@@ -38,6 +38,7 @@ mod web_db;
 mod web_escaping;
 mod web_people;
 mod web_secrets;
+mod web_session;
 mod yjs_client;
 mod yjs_durability;
 mod yjs_isolation;

@@ -10,6 +10,7 @@ mod accounts;
 mod blobs;
 mod documents;
 mod oplog;
+mod usage;
 mod workspaces;
 
 use std::sync::Arc;
@@ -100,6 +101,7 @@ macro_rules! every_story {
                 story_references_are_per_scope_and_quotas_count_vault_and_user,
                 story_concurrent_uploads_cannot_overshoot_a_quota,
             ],
+            usage: [story_usage_counts_a_users_vaults_workspaces_and_documents_only],
         );
     };
 }
