@@ -31,10 +31,15 @@ pub fn invalid_token() -> ApiError {
     ApiError::bad_request("invalid_token", "invalid or expired token")
 }
 
-/// Whether people may register themselves. Always today; the admin console's setting decides
-/// once it exists, and both the page and the API ask here.
-pub fn open(_state: &AppState) -> bool {
-    true
+/// Whether people may register themselves (`CONCORD_REGISTRATION`); the page and the API both
+/// ask here, so a live setting only has to change this one answer.
+pub fn open(state: &AppState) -> bool {
+    state.config.registration
+}
+
+/// The API's refusal while registration is off.
+pub fn closed() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "registration_closed", "registration is closed")
 }
 
 /// What a registration typed, before any of it is trusted.

@@ -81,7 +81,13 @@ pub async fn protect(State(state): State<AppState>, mut req: Request, next: Next
     };
     req.extensions_mut().insert(CsrfToken(token.clone()));
     let mut response = next.run(req).await;
-    if fresh {
+    // Only pages need the cookie (their forms repeat it); API clients are not sent one.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if fresh && is_page {
         let cookie = Cookie::build((COOKIE, token))
             .path("/")
             .http_only(true)

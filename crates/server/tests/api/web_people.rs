@@ -101,3 +101,22 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.wait_for_path("/login").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn with_registration_off_the_page_is_404_and_the_api_refuses() {
+    let app = crate::helpers::TestApp::builder().env("CONCORD_REGISTRATION", "false").spawn().await;
+    let web = crate::web_client::WebClient::new(&app);
+    let home = web.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(!home.body.contains("/register"), "no link to a page that is not there:\n{}", home.body);
+    assert!(!web.get("/login").await.body.contains("/register"));
+    assert_eq!(web.get("/register").await.status, 404);
+    let fields = [("username", "zed"), ("email", "zed@example.com"), ("password", PASSWORD)];
+    assert_eq!(web.post_form("/register", &fields).await.status, 404);
+    let body = json!({ "username": "zed", "email": "zed@example.com", "password": PASSWORD });
+    let refused = json_of(app.post_json("/api/v1/auth/register", &body).await, 403).await;
+    assert_eq!(refused["code"], "registration_closed");
+    // Nobody was created: the address can still sign in by link, as a new account.
+    let sign_in = json_of(app.post_json("/auth/magic-link", &json!({ "email": "zed@example.com" })).await, 200).await;
+    assert!(sign_in["dev_link"].is_string());
+}
