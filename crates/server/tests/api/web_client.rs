@@ -82,9 +82,23 @@ impl WebClient {
 
     /// Submits exactly `fields` with `origin` (or none), for tests of the CSRF check.
     pub async fn post_form_as(&self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
+        self.post_form_with(path, fields, origin, None).await
+    }
+
+    /// [`Self::post_form_as`] with an `Authorization` header too.
+    pub async fn post_form_with(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Answer {
         let mut request = self.client.post(self.url(path)).header("cookie", self.cookie_header()).form(fields);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
+        }
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
         }
         self.read(request.send().await.unwrap()).await
     }

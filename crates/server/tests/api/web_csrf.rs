@@ -158,6 +158,9 @@ async fn every_mutating_route_refuses_forged_forms_and_changes_nothing() {
             ("wrong token", web.post_form_as(route.path, &wrong, Some(&web.base)).await),
             ("foreign origin", web.post_form_as(route.path, &with_token, Some("http://evil.example")).await),
             ("no origin", web.post_form_as(route.path, &with_token, None).await),
+            // A bearer credential an attacker adds does not excuse the cookies from the check.
+            ("a token query", web.post_form_as(&format!("{}?token=x", route.path), &fields, Some(&web.base)).await),
+            ("a bearer header", web.post_form_with(route.path, &fields, Some(&web.base), Some("Bearer x")).await),
         ];
         for (what, answer) in attempts {
             assert_eq!(answer.status, 403, "{} with {what}: {}", route.path, answer.body);

@@ -28,14 +28,13 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill("#email", "dora@example.com").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("form[action='/register'] button").await;
-    browser.wait_for_path("/register").await;
-    assert!(browser.text().await.contains("Check your mail"));
+    browser.wait_for_text("Check your mail").await;
 
     let mail = sink.next_mail_to("dora@example.com").await;
     browser.goto(&mail.link()).await;
     browser.click("form[action='/confirm'] button").await;
     browser.wait_for_path("/confirm/result?status=confirmed").await;
-    assert!(browser.text().await.contains("Address confirmed"));
+    browser.wait_for_text("Address confirmed").await;
 
     browser.goto(&app.url("/login")).await;
     browser.screenshot("login").await;
@@ -43,6 +42,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill("#password", PASSWORD).await;
     browser.click("form[action='/login'] button").await;
     browser.wait_for_path("/dashboard").await;
+    browser.wait_for_text("Signed in as dora").await;
 
     // The Verstak desktop pairs, exactly as it does.
     let pairing = json!({
@@ -61,6 +61,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     assert!(socket.closed.is_none());
 
     browser.goto(&app.url("/dashboard")).await;
+    browser.wait_for_text("Dora's laptop").await;
     let card = format!("#device-{device_id}");
     let text = browser.client.find(fantoccini::Locator::Css(&card)).await.unwrap().text().await.unwrap();
     for expected in ["Dora's laptop", "desktop client", "Vault: vault-notes", "Client: verstak-desktop/v2.3.1"] {
@@ -79,7 +80,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill(&format!("#password-{device_id}"), "not my password").await;
     browser.click(&format!("{card} button")).await;
     browser.wait_for_path("/dashboard/devices/revoke").await;
-    assert!(browser.text().await.contains("wrong password"));
+    browser.wait_for_text("wrong password").await;
     json_of(app.get_auth("/api/client/me", &device_token).await, 200).await;
 
     browser.goto(&app.url("/dashboard")).await;
@@ -92,7 +93,9 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     assert!(revoked_at.elapsed() < Duration::from_secs(1), "socket closed after {:?}", revoked_at.elapsed());
     let refused = json_of(app.get_auth("/api/client/me", &device_token).await, 401).await;
     assert_eq!(refused["error"], "device revoked");
-    assert!(browser.text().await.contains("Revoked"), "the card shows the revocation");
+    browser.wait_for_text("The device is revoked").await;
+    let card_text = browser.client.find(fantoccini::Locator::Css(&card)).await.unwrap().text().await.unwrap();
+    assert!(card_text.contains("Revoked"), "the card shows the revocation:\n{card_text}");
 
     // Signing out ends the browser's session: the dashboard sends it back to sign in.
     browser.click("form[action='/logout'] button").await;
