@@ -15,6 +15,7 @@ mod error;
 mod oplog;
 mod shares;
 pub mod sqlite;
+mod usage;
 
 pub use accounts::AdminStore;
 pub use accounts::{
@@ -26,11 +27,12 @@ pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
+pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + Send + Sync + 'static
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + UsageStore + Send + Sync + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
