@@ -42,8 +42,10 @@ use crate::yjs_client::RawClient;
 
 /// The CI seed; any other is as good, this one is simply fixed.
 const SEED: u64 = 0xc4a0_5e11;
-/// One round: four kills, one pause, one full disk, in an order the seed shuffles.
-const ROUND: [Event; 6] = [Event::Kill, Event::Kill, Event::Kill, Event::Kill, Event::Pause, Event::DiskFull];
+/// One round, in an order the seed shuffles: five kills (one of a paused server, one on a full
+/// disk), two pauses, one full disk.
+const ROUND: [Event; 6] =
+    [Event::Kill, Event::Kill, Event::Kill, Event::Pause, Event::PauseThenKill, Event::DiskFullThenKill];
 /// Documents, with two editors and one observer each: enough for rooms to share group commits
 /// and for a relay to reach another client, few enough for two loaded cores.
 const DOCS: usize = 3;
@@ -69,8 +71,11 @@ enum Event {
     Kill,
     /// SIGSTOP until a client has timed out, then SIGCONT.
     Pause,
-    /// Fill the filesystem until a client is refused with 507, then free the space.
-    DiskFull,
+    /// SIGSTOP until a client has timed out, then SIGKILL and a restart.
+    PauseThenKill,
+    /// Fill the filesystem until a client is refused with 507, SIGKILL and restart on the full
+    /// disk, wait for a refusal again, then free the space.
+    DiskFullThenKill,
 }
 
 /// What the clients saw, shared with the test's controller.
@@ -503,6 +508,19 @@ async fn kill_and_check(
     gate.send_replace(Some(epoch + 1));
 }
 
+/// SIGSTOP, until a client has timed out.
+async fn pause(app: &TestApp, shared: &Shared) {
+    let before = shared.timeouts.load(Ordering::SeqCst);
+    send_signal(app.pid(), "STOP");
+    eventually(|| async { shared.timeouts.load(Ordering::SeqCst) > before }).await;
+}
+
+/// Waits for a client to be refused for want of space.
+async fn refused(shared: &Shared) {
+    let before = shared.full.load(Ordering::SeqCst);
+    eventually(|| async { shared.full.load(Ordering::SeqCst) > before }).await;
+}
+
 #[tokio::test]
 async fn under_kills_pauses_and_a_full_disk_nothing_acknowledged_or_observed_is_lost() {
     let seed = chaos_seed();
@@ -560,16 +578,19 @@ async fn under_kills_pauses_and_a_full_disk_nothing_acknowledged_or_observed_is_
             match event {
                 Event::Kill => kill_and_check(&mut app, &shared, &gate, &session, &puller_device, &when).await,
                 Event::Pause => {
-                    let before = shared.timeouts.load(Ordering::SeqCst);
-                    send_signal(app.pid(), "STOP");
-                    eventually(|| async { shared.timeouts.load(Ordering::SeqCst) > before }).await;
+                    pause(&app, &shared).await;
                     send_signal(app.pid(), "CONT");
                 }
-                Event::DiskFull => {
-                    let before = shared.full.load(Ordering::SeqCst);
+                Event::PauseThenKill => {
+                    pause(&app, &shared).await;
+                    kill_and_check(&mut app, &shared, &gate, &session, &puller_device, &when).await;
+                }
+                Event::DiskFullThenKill => {
                     let filler = disk.path().join("filler");
                     fill_to_the_brim(&filler);
-                    eventually(|| async { shared.full.load(Ordering::SeqCst) > before }).await;
+                    refused(&shared).await;
+                    kill_and_check(&mut app, &shared, &gate, &session, &puller_device, &when).await;
+                    refused(&shared).await;
                     std::fs::remove_file(&filler).unwrap();
                 }
             }
