@@ -286,9 +286,16 @@ async fn pusher(shared: Arc<Shared>, base: String, device: Device, index: usize,
     let mut n = 0;
     while !shared.stopping() {
         let ids: Vec<String> = (0..rng.random_range(1..=5)).map(|i| format!("p{index}-{n}-{i}")).collect();
+        // Mostly new files; now and then the deletion of an earlier one (a tombstone row too).
         let ops: Vec<Value> = ids
             .iter()
-            .map(|id| op(id, &format!("{id}.md"), "create", json!({"path": format!("{id}.md"), "content": id}), 0))
+            .map(|id| match n {
+                1.. if rng.random_bool(0.2) => {
+                    let path = format!("p{index}-{}-0.md", rng.random_range(0..n));
+                    op(id, &path, "delete", json!({"path": path}), 0)
+                }
+                _ => op(id, &format!("{id}.md"), "create", json!({"path": format!("{id}.md"), "content": id}), 0),
+            })
             .collect();
         let mut body = json!({"device_id": device.device_id, "ops": ops});
         if index.is_multiple_of(2) {
@@ -530,11 +537,13 @@ async fn under_kills_pauses_and_a_full_disk_nothing_acknowledged_or_observed_is_
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = Tmpfs::mount(DISK_MIB);
     let port = fixed_port(&mut rng);
-    // Maintenance every second, so WAL checkpoints and compactions also meet the kills.
+    // Maintenance every second and compaction every few kilobytes of updates, so WAL
+    // checkpoints and snapshot rewrites also meet the kills and the full disk.
     let mut app = TestApp::builder()
         .data_dir(disk.path().join("data"))
         .listen(format!("127.0.0.1:{port}"))
         .env("CONCORD_MAINTENANCE_INTERVAL_SECS", "1")
+        .env("SYNC_COMPACT_BYTES", "4096")
         .spawn()
         .await;
     let session = app.sign_in("editor@example.com").await;
