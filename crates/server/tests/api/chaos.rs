@@ -4,13 +4,15 @@
 //! The clients reconnect and retry as real ones do. Afterwards every acknowledged op, blob and
 //! session and every Yjs update any client observed is there, op sequences are gap-free, the
 //! database passes `PRAGMA integrity_check`, and after blob collection no temporary file and no
-//! unreferenced blob is left.
+//! unreferenced blob is left. It lives in the `api` test binary, not its own, because its clients
+//! are the ones the other tests already use (`TestApp`, `RawClient`, the desktop op-log client),
+//! and one binary links once.
 //!
 //! The schedule is drawn from a seed: fixed in CI, so a failure can be rerun with the same event
 //! order (thread timing still varies). `CONCORD_CHAOS_SEED` (a number, or `random`) picks
 //! another and `CONCORD_CHAOS_SECS` (default 15) starts rounds of events until that many seconds
-//! have passed, e.g. `CONCORD_CHAOS_SECS=600 CONCORD_CHAOS_SEED=random cargo test -p concord-server --test api
-//! chaos`; the seed is printed either way.
+//! have passed, e.g. `CONCORD_CHAOS_SECS=600 CONCORD_CHAOS_SEED=random cargo test -p
+//! concord-server --test api chaos -- --nocapture`; the seed is printed either way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +45,7 @@ use crate::yjs_client::RawClient;
 /// The CI seed; any other is as good, this one is simply fixed.
 const SEED: u64 = 0xc4a0_5e11;
 /// Rounds of events start until this many seconds have passed (at least one round). A round
-/// takes about 7-15 s here, so CI sees about two: ten kills, four pauses, two full disks.
+/// takes 7-25 s on this 2-core machine, depending on its load, so CI sees one or two.
 const CI_SECS: u64 = 15;
 /// One round, in an order the seed shuffles: five kills (one of a paused server, one on a full
 /// disk), two pauses, one full disk.
@@ -60,7 +62,7 @@ const PUSHERS: usize = 2;
 /// within seconds; long enough that a loaded machine rarely trips it otherwise (a spurious
 /// timeout only means one more retry).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The data directory's tmpfs: room for the run's few megabytes, filled up on purpose once.
+/// The data directory's tmpfs: room for a long run's megabytes, filled on purpose once a round.
 const DISK_MIB: usize = 64;
 /// Blob sizes: several filesystem blocks, and many uploads in a run.
 const BLOB_BYTES: std::ops::Range<usize> = 1024..48 * 1024;
@@ -194,7 +196,8 @@ async fn answered(shared: &Shared, request: impl Fn() -> reqwest::RequestBuilder
 }
 
 /// Opens a Yjs connection for `doc` (kept across reconnects, as a real editor keeps its
-/// document) and greets with SyncStep1; `None` if the server cannot be reached in time.
+/// document) and greets with SyncStep1; gives the document back if the server cannot be reached
+/// in time.
 async fn yjs_connect(shared: &Shared, url: &str, doc: Doc) -> Result<RawClient, Doc> {
     match tokio::time::timeout(CLIENT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
         Ok(Ok((ws, _))) => {
