@@ -11,6 +11,7 @@ mod accounts_verstak;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
+mod chaos;
 mod config_secrets;
 mod disk_full;
 mod edge_limits;
