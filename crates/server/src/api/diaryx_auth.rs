@@ -11,7 +11,9 @@ use concord_store::{DeviceKind, DeviceRecord, NewDevice, TokenKind, WorkspaceRec
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::accounts::{self, ClientIp, UserAgent};
+use crate::accounts::DEFAULT_WORKSPACE;
+use crate::accounts::devices;
+use crate::accounts::request::{ClientIp, UserAgent, truncate};
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
@@ -148,8 +150,8 @@ async fn sign_in(
     if user.blocked {
         return Err(ApiError::forbidden("user blocked"));
     }
-    state.store.ensure_workspace(&user.id, accounts::DEFAULT_WORKSPACE, now).await?;
-    let name = device_name.map(|n| accounts::truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
+    state.store.ensure_workspace(&user.id, DEFAULT_WORKSPACE, now).await?;
+    let name = device_name.map(|n| truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
     let device = NewDevice {
         user_id: user.id.clone(),
         kind: DeviceKind::Session,
@@ -160,8 +162,7 @@ async fn sign_in(
     };
     let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
     let (_, token) =
-        accounts::issue_device(state, device, TokenFormat::Base64Url, TokenKind::Session, Some(expires_at), now)
-            .await?;
+        devices::issue_device(state, device, TokenFormat::Base64Url, TokenKind::Session, Some(expires_at), now).await?;
     Ok(Json(json!({ "success": true, "token": token, "user": { "id": user.id, "email": user.email } })))
 }
 
@@ -191,7 +192,7 @@ async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json
 
 /// Ends this device's session: the device and its token are deleted, so it stops working at once.
 async fn logout(State(state): State<AppState>, Auth(principal): Auth) -> Result<StatusCode, ApiError> {
-    accounts::log_out(&state, &principal.user.id, &principal.device.id).await?;
+    devices::log_out(&state, &principal.user.id, &principal.device.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,7 +209,7 @@ async fn delete_device(
         return Err(ApiError::bad_request("invalid_request", "Cannot delete the current device. Log out instead."));
     }
     // Another user's device reads exactly like a missing one.
-    if !accounts::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
+    if !devices::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
         return Err(ApiError::not_found("Device not found"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -17,7 +17,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::accounts::{self, ClientIp, UserAgent, too_many};
+use crate::accounts::DEFAULT_WORKSPACE;
+use crate::accounts::credentials::{self, hash_password};
+use crate::accounts::devices;
+use crate::accounts::limits::too_many;
+use crate::accounts::request::{ClientIp, UserAgent};
 use crate::api::verstak_client::CredentialsRequest;
 use crate::app::AppState;
 use crate::clock;
@@ -116,7 +120,7 @@ async fn register(
     // which are what the limit protects.
     let now = clock::now();
     state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
-    let password_hash = accounts::hash_password(&state.accounts, password).await?;
+    let password_hash = hash_password(&state.accounts, password).await?;
     let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
     let user = match state.store.create_user(new, now).await {
         Ok(user) => user,
@@ -180,7 +184,7 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
             return Err(invalid_token());
         }
         // So the Diaryx clients of this person find their workspace too.
-        state.store.ensure_workspace(&user_id, accounts::DEFAULT_WORKSPACE, clock::now()).await?;
+        state.store.ensure_workspace(&user_id, DEFAULT_WORKSPACE, clock::now()).await?;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -204,7 +208,7 @@ async fn login(
     let login = body.login()?.to_owned();
     let now = clock::now();
     let limit = &state.accounts.limits.login;
-    let user = accounts::check_credentials(&state, limit, &ip, &login, body.password, now).await?;
+    let user = credentials::check_credentials(&state, limit, &ip, &login, body.password, now).await?;
     let device = NewDevice {
         user_id: user.id.clone(),
         kind: DeviceKind::Session,
@@ -215,7 +219,7 @@ async fn login(
     };
     let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
     let (_, token) =
-        accounts::issue_device(&state, device, TokenFormat::Hex, TokenKind::Web, Some(expires_at), now).await?;
+        devices::issue_device(&state, device, TokenFormat::Hex, TokenKind::Web, Some(expires_at), now).await?;
     Ok(Json(json!({ "token": token, "user_id": user.id })))
 }
 
@@ -299,7 +303,7 @@ async fn reset(State(state): State<AppState>, ip: ClientIp, body: JsonOrForm<Res
             .consume_account_token(&hash, AccountTokenPurpose::Reset, now)
             .await?
             .ok_or_else(invalid_token)?;
-        accounts::reset_password(&state, &user_id, password, now).await
+        devices::reset_password(&state, &user_id, password, now).await
     }
     .await;
     match result {
@@ -348,6 +352,6 @@ async fn revoke(
     if body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
+    devices::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }
