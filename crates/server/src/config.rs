@@ -278,6 +278,18 @@ pub struct Settings {
     /// document compaction)
     #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
     pub maintenance_interval_secs: Option<u64>,
+    // Admin console (live settings and the audit log).
+    /// Name of this server, shown on its pages; the admin console can override it
+    #[arg(long, env = "CONCORD_SERVER_NAME", value_name = "NAME", default_value = "Concord")]
+    pub server_name: Option<String>,
+
+    /// Whether people may register accounts with a password; the admin console can override it
+    #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
+    pub registration: Option<bool>,
+
+    /// Days the audit log keeps an entry
+    #[arg(long, env = "CONCORD_AUDIT_RETENTION_DAYS", value_name = "DAYS", default_value = "90")]
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Settings {
@@ -347,6 +359,10 @@ impl Settings {
             // Metrics and maintenance.
             metrics_token: self.metrics_token.or(lower.metrics_token),
             maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
+            // Admin console.
+            server_name: self.server_name.or(lower.server_name),
+            registration: self.registration.or(lower.registration),
+            audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
         }
     }
 }
@@ -477,6 +493,11 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// Time between runs of the maintenance jobs (`ops::jobs`).
     pub maintenance_interval: std::time::Duration,
+    // Admin console: the starting values of the live settings (see `live_settings`).
+    pub server_name: String,
+    pub registration: bool,
+    /// How long audit entries are kept.
+    pub audit_retention: std::time::Duration,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -693,6 +714,13 @@ impl Config {
                 "CONCORD_MAINTENANCE_INTERVAL_SECS",
                 s.maintenance_interval_secs.expect(HAS_DEFAULT),
             )?),
+            // Admin console.
+            server_name: server_name("CONCORD_SERVER_NAME", s.server_name.expect(HAS_DEFAULT))?,
+            registration: s.registration.expect(HAS_DEFAULT),
+            audit_retention: std::time::Duration::from_secs(
+                u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
+                    * 86_400,
+            ),
         })
     }
 
@@ -710,6 +738,16 @@ impl Config {
     pub fn secret_path(&self) -> PathBuf {
         self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
+}
+
+/// A server name: 1 to 100 characters, none of them control characters (it goes into page
+/// titles and mail). Shared with the admin console, which saves the same setting.
+pub fn server_name(setting: &'static str, name: String) -> Result<String, ConfigError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(invalid(setting, "must be 1 to 100 characters without control characters"));
+    }
+    Ok(name)
 }
 
 /// The mail mode and, for smtp, the relay. Dev mode hands sign-in links to anyone who asks, so it

@@ -15,6 +15,7 @@ use crate::accounts::DEFAULT_WORKSPACE;
 use crate::accounts::devices;
 use crate::accounts::request::{ClientIp, UserAgent, truncate};
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
@@ -89,16 +90,19 @@ async fn magic_link(
 async fn verify(
     State(state): State<AppState>,
     agent: UserAgent,
+    ip: Ip,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let query = query.unwrap_or_default();
     let token = query_param(&query, "token").unwrap_or_default();
     let now = clock::now();
-    let email =
-        state.store.consume_magic_token(&concord_core::token::TokenHash::of(&token), now).await?.ok_or_else(|| {
-            ApiError::bad_request("invalid_request", "Invalid or expired link. Please request a new one.")
-        })?;
-    sign_in(&state, &email, query_param(&query, "device_name"), agent, now).await
+    let Some(email) = state.store.consume_magic_token(&concord_core::token::TokenHash::of(&token), now).await? else {
+        state.audit.record(Entry::new(Event::SignInFailed, &ip, "invalid or expired sign-in link"));
+        return Err(ApiError::bad_request("invalid_request", "Invalid or expired link. Please request a new one."));
+    };
+    let answer = sign_in(&state, &email, query_param(&query, "device_name"), agent, now).await?;
+    state.audit.record(Entry::new(Event::SignInMagicLink, &ip, "signed in by link").actor(&email));
+    Ok(answer)
 }
 
 #[derive(Deserialize)]
@@ -114,6 +118,7 @@ struct VerifyCodeRequest {
 async fn verify_code(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     agent: UserAgent,
     ApiJson(body): ApiJson<VerifyCodeRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -130,10 +135,13 @@ async fn verify_code(
         None => false,
     };
     if !accepted {
+        state.audit.record(Entry::new(Event::SignInFailed, &audit_ip, "wrong sign-in code").subject(email.as_str()));
         return Err(ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one."));
     }
     attempt.release();
-    sign_in(&state, email.as_str(), body.device_name, agent, now).await
+    let answer = sign_in(&state, email.as_str(), body.device_name, agent, now).await?;
+    state.audit.record(Entry::new(Event::SignInCode, &audit_ip, "signed in by code").actor(email.as_str()));
+    Ok(answer)
 }
 
 /// The end of both sign-in paths: the user (created on first sign-in; an unconfirmed registration
@@ -202,6 +210,7 @@ async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result
 
 async fn delete_device(
     State(state): State<AppState>,
+    ip: Ip,
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -212,6 +221,8 @@ async fn delete_device(
     if !devices::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
         return Err(ApiError::not_found("Device not found"));
     }
+    let entry = Entry::new(Event::DeviceRevoked, &ip, "revoked by its owner").actor(&principal.user.email).subject(&id);
+    state.audit.record(entry);
     Ok(StatusCode::NO_CONTENT)
 }
 

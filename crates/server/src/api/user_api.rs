@@ -24,6 +24,7 @@ use crate::accounts::limits::too_many;
 use crate::accounts::request::{ClientIp, UserAgent};
 use crate::api::verstak_client::CredentialsRequest;
 use crate::app::AppState;
+use crate::audit::{self, Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
@@ -110,8 +111,16 @@ struct RegisterRequest {
 async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    if !state.settings.registration_open() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "registration_disabled",
+            "registration is turned off on this server",
+        ));
+    }
     let username =
         Username::parse(&body.username).map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
     let email = Email::parse(&body.email).map_err(|_| ApiError::bad_request("invalid_email", "invalid email"))?;
@@ -133,12 +142,13 @@ async fn register(
         }
         Err(err) => return Err(err.into()),
     };
+    state.audit.record(Entry::new(Event::UserCreated, &audit_ip, "registered, unconfirmed").subject(&user.email));
     let token = NewToken::generate(TokenFormat::Hex);
     state
         .store
         .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Confirm, now + CONFIRM_TTL_SECS, now)
         .await?;
-    let link = format!("{}/api/v1/auth/confirm?token={}", state.config.public_url(), token.plaintext);
+    let link = format!("{}/api/v1/auth/confirm?token={}", state.settings.public_url(), token.plaintext);
     let mailer = &state.accounts.mailer;
     // A failed send must not undo the account (a retry would then say "already registered"); it is
     // logged, and the person can ask again through forgot, which confirms the address too.
@@ -171,7 +181,7 @@ struct ConfirmRequest {
     token: String,
 }
 
-async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>) -> Response {
+async fn confirm(State(state): State<AppState>, ip: Ip, body: JsonOrForm<ConfirmRequest>) -> Response {
     let from_form = body.from_form;
     let result = async {
         let hash = TokenHash::of(body.value.token.trim());
@@ -185,6 +195,8 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
         }
         // So the Diaryx clients of this person find their workspace too.
         state.store.ensure_workspace(&user_id, DEFAULT_WORKSPACE, clock::now()).await?;
+        let email = state.store.user_by_id(&user_id).await?.map(|u| u.email).unwrap_or_default();
+        state.audit.record(Entry::new(Event::UserConfirmed, &ip, "confirmed by mail link").subject(email));
         Ok::<_, ApiError>(())
     }
     .await;
@@ -202,13 +214,16 @@ async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>
 async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     agent: UserAgent,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let login = body.login()?.to_owned();
     let now = clock::now();
     let limit = &state.accounts.limits.login;
-    let user = credentials::check_credentials(&state, limit, &ip, &login, body.password, now).await?;
+    let user = credentials::check_credentials(&state, limit, &ip, &login, body.password, now)
+        .await
+        .inspect_err(|e| audit::refused_credentials(&state.audit, Event::SignInFailed, &audit_ip, &login, e))?;
     let device = NewDevice {
         user_id: user.id.clone(),
         kind: DeviceKind::Session,
@@ -249,7 +264,7 @@ async fn forgot(
 }
 
 /// Mails a reset link if the address belongs to an account that is not blocked.
-async fn send_reset_link(
+pub async fn send_reset_link(
     state: &AppState,
     email: Email,
     now: i64,
@@ -260,7 +275,7 @@ async fn send_reset_link(
     let token = NewToken::generate(TokenFormat::Hex);
     let expires_at = now + RESET_TTL_SECS;
     state.store.insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, expires_at, now).await?;
-    let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url(), token.plaintext);
+    let link = format!("{}/api/v1/auth/reset?token={}", state.settings.public_url(), token.plaintext);
     state.accounts.mailer.send(mail::reset_mail(email, &link, &token.plaintext)).await?;
     Ok(())
 }
@@ -290,7 +305,7 @@ struct ResetRequest {
     new_password: String,
 }
 
-async fn reset(State(state): State<AppState>, ip: ClientIp, body: JsonOrForm<ResetRequest>) -> Response {
+async fn reset(State(state): State<AppState>, ip: ClientIp, audit_ip: Ip, body: JsonOrForm<ResetRequest>) -> Response {
     let from_form = body.from_form;
     let result = async {
         let now = clock::now();
@@ -303,7 +318,10 @@ async fn reset(State(state): State<AppState>, ip: ClientIp, body: JsonOrForm<Res
             .consume_account_token(&hash, AccountTokenPurpose::Reset, now)
             .await?
             .ok_or_else(invalid_token)?;
-        devices::reset_password(&state, &user_id, password, now).await
+        devices::reset_password(&state, &user_id, password, now).await?;
+        let email = state.store.user_by_id(&user_id).await?.map(|u| u.email).unwrap_or_default();
+        state.audit.record(Entry::new(Event::UserPasswordReset, &audit_ip, "reset by mail link").subject(email));
+        Ok(())
     }
     .await;
     match result {
@@ -345,6 +363,7 @@ struct PasswordRequest {
 async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     Auth(principal): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PasswordRequest>,
@@ -353,5 +372,7 @@ async fn revoke(
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
     devices::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
+    let entry = Entry::new(Event::DeviceRevoked, &audit_ip, "revoked by its owner").actor(&principal.user.email);
+    state.audit.record(entry.subject(&id));
     Ok(Json(json!({ "status": "revoked" })))
 }
