@@ -698,7 +698,7 @@ async fn recheck(state: &AppState, admin: &Admin, limit_ip: &ClientIp, password:
     devices::confirm_password(state, &admin.user, limit_ip, password, clock::now()).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct ResetRequest {
     #[serde(default)]
     pub admin_password: String,
@@ -758,7 +758,7 @@ async fn reset_password(
     ip: Ip,
     limit_ip: ClientIp,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ResetRequest>,
+    Body(body): Body<ResetRequest>,
 ) -> Result<Json<ResetView>, ApiError> {
     Ok(Json(reset(&state, &admin, (&ip, &limit_ip), &id, body).await?))
 }

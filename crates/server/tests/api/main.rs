@@ -8,6 +8,8 @@ mod accounts_security;
 mod accounts_slice;
 mod accounts_takeover;
 mod accounts_verstak;
+mod admin_api;
+mod admin_settings;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
