@@ -86,12 +86,15 @@ pub fn router(state: AppState) -> Router {
         .merge(api::blobs::routes())
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
+        .merge(crate::web::routes())
         .merge(api::admin::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the router, where the matched route template is known.
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        // Every form and cookie-carrying mutating request, on every route (see `web::csrf`).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::csrf::protect))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::rate_limits))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(

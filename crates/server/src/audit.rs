@@ -120,6 +120,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Ip {
     }
 }
 
+/// The rate-limit key of the client, for the shared account rules that take only that: the
+/// address itself for IPv4, its /64 network for IPv6 (which is what the limits count).
+impl From<&crate::accounts::request::ClientIp> for Ip {
+    fn from(key: &crate::accounts::request::ClientIp) -> Ip {
+        Ip(key.0.strip_prefix("ip:").filter(|ip| !ip.is_empty()).map(str::to_owned))
+    }
+}
+
 /// One entry to record; build with [`Entry::new`] and the `actor`/`subject` setters.
 #[derive(Debug, Clone)]
 pub struct Entry(NewAuditEntry);

@@ -15,6 +15,7 @@
 //! - [`ops`]: backup and restore, `doctor`, the recovery CLI, and the maintenance jobs.
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
+//! - [`web`]: server-rendered pages, session cookies and CSRF protection.
 //! - [`audit`]: the audit log's events and writer; [`live_settings`]: settings the admin console
 //!   changes while the server runs.
 //!
@@ -31,7 +32,6 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod html;
 pub mod live;
 pub mod live_settings;
 pub mod logging;
@@ -41,6 +41,7 @@ pub mod ops;
 pub mod secret;
 pub mod serve;
 pub mod sync;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! - [`request`]: extractors for who is asking (client address, user agent).
 //! - [`credentials`]: Argon2 off the async runtime within bounded slots, and the password check.
 //! - [`devices`]: issuing and revoking devices and sessions, password changes that sign out.
+//! - [`registration`]: registering with a password and confirming the address.
+//! - [`recovery`]: forgotten passwords (the reset mail, spending its token).
 //! - [`bootstrap`]: the `--admin-user` account at start.
 //!
 //! The cleanup of expired credentials is a job of `ops/jobs.rs`, over the store.
@@ -12,6 +14,8 @@ pub mod bootstrap;
 pub mod credentials;
 pub mod devices;
 pub mod limits;
+pub mod recovery;
+pub mod registration;
 pub mod request;
 
 use std::sync::{Arc, Mutex};

@@ -36,6 +36,7 @@ use crate::config::{MailConfig, SmtpSecurity};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, bearer_token, body_error, parse_json};
 use crate::live_settings::{GeneralChange, PasswordChange, SmtpChange};
+use crate::web::session::SessionCookie;
 use crate::{clock, mail};
 
 /// Rows per page unless asked otherwise, and the most one page may hold.
@@ -69,6 +70,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/api/smtp/test", post(test_smtp))
 }
 
+/// The admin console's session: sent only to `/admin` paths, apart from people's `user_session`,
+/// so signing in to the console is a deliberate step and a person's session never opens it.
+pub const ADMIN_SESSION: SessionCookie = SessionCookie { name: "admin_session", path: "/admin" };
+
 /// A signed-in admin. See the module docs for what is accepted.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -86,11 +91,15 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
-        if bearer_token(parts).is_none() {
-            return Err(ApiError::unauthorized("admin sign-in required"));
+        if bearer_token(parts).is_some() {
+            let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+            return admit(principal.user);
         }
-        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-        admit(principal.user)
+        // The console's cookie; `web::csrf::protect` has already refused a forged mutating request.
+        match ADMIN_SESSION.principal(state, &parts.headers).await? {
+            Some(principal) => admit(principal.user),
+            None => Err(ApiError::unauthorized("admin sign-in required")),
+        }
     }
 }
 
@@ -743,7 +752,7 @@ pub async fn reset(
         }
         ResetMode::Mail => {
             let email = Email::parse(&user.email).map_err(|_| bad_email())?;
-            crate::api::user_api::send_reset_link(state, email, clock::now())
+            crate::accounts::recovery::send_reset_link(state, email, clock::now())
                 .await
                 .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "smtp_failed", format!("sending failed: {e}")))?;
             state.audit.record(entry("reset link mailed by an admin"));
