@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use concord_store::Store;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -153,7 +153,7 @@ async fn not_found(uri: Uri) -> axum::response::Response {
     if uri.path().starts_with("/api/") {
         ApiError::not_found("not found").into_response()
     } else {
-        (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><h1>Not found</h1>")).into_response()
+        crate::web::page::not_found()
     }
 }
 

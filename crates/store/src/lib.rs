@@ -15,6 +15,7 @@ mod docs;
 mod error;
 mod oplog;
 pub mod sqlite;
+mod usage;
 
 pub use accounts::AdminStore;
 pub use accounts::{
@@ -29,11 +30,12 @@ pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
+pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ConsoleStore + Send + Sync + 'static
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + UsageStore + ConsoleStore + Send + Sync + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;

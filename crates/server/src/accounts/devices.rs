@@ -4,7 +4,7 @@
 
 use concord_core::password::Password;
 use concord_core::token::{NewToken, TokenFormat};
-use concord_store::{DeviceRecord, NewDevice, TokenKind, UserRecord};
+use concord_store::{DeviceKind, DeviceRecord, NewDevice, TokenKind, UserRecord};
 
 use super::credentials::{checked_password, hash_password};
 use super::limits::account_key;
@@ -77,9 +77,8 @@ pub async fn revoke_with_password(
     Ok(())
 }
 
-/// Re-checks a signed-in user's own password before a destructive step (revoking a device, an
-/// admin's deletions): 403 `wrong password` otherwise. Wrong passwords count as failed logins
-/// of the account from this client.
+/// Re-checks the signed-in user's password before something they cannot undo (403 `wrong
+/// password`). Wrong passwords count as failed logins of the account from this client.
 pub async fn confirm_password(
     state: &AppState,
     user: &UserRecord,
@@ -93,6 +92,35 @@ pub async fn confirm_password(
         return Err(ApiError::forbidden("wrong password"));
     }
     Ok(())
+}
+
+/// Changes the password of a signed-in user who knows the current one. Like a reset, it signs
+/// out every device: whoever learned the old password loses what it opened.
+pub async fn change_password(
+    state: &AppState,
+    user: &UserRecord,
+    ip: &ClientIp,
+    current: String,
+    new: String,
+    now: i64,
+) -> Result<(), ApiError> {
+    // The new password's policy first: a typo in it should not cost a password check.
+    let new = Password::parse(new).map_err(super::registration::password_error)?;
+    confirm_password(state, user, ip, current, now).await?;
+    reset_password(state, &user.id, new, now).await
+}
+
+/// Revokes every sign-in session of the user (browsers, Diaryx apps, user API logins), this one
+/// included; paired desktop clients stay paired. Each revocation is announced.
+pub async fn sign_out_everywhere(state: &AppState, user_id: &str, now: i64) -> Result<usize, ApiError> {
+    let sessions = state.store.devices_of(user_id).await?;
+    let mut revoked = 0;
+    for device in sessions.iter().filter(|d| d.kind == DeviceKind::Session && d.revoked_at.is_none()) {
+        if revoke_device(state, user_id, &device.id, now).await? {
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
 }
 
 /// Announces every live device of the user on the revocation feed, so their open WebSockets

@@ -5,6 +5,7 @@
 //! - [`credentials`]: Argon2 off the async runtime within bounded slots, and the password check.
 //! - [`devices`]: issuing and revoking devices and sessions, password changes that sign out.
 //! - [`registration`]: registering with a password and confirming the address.
+//! - [`sign_in`]: signing in by mailed link or code, or by password; opening a session.
 //! - [`recovery`]: forgotten passwords (the reset mail, spending its token).
 //! - [`bootstrap`]: the `--admin-user` account at start.
 //!
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod recovery;
 pub mod registration;
 pub mod request;
+pub mod sign_in;
 
 use std::sync::{Arc, Mutex};
 

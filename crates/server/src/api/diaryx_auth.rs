@@ -4,22 +4,19 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use concord_core::code::{MAX_WRONG_ATTEMPTS, SignInCode};
-use concord_core::email::Email;
-use concord_core::token::{NewToken, TokenFormat};
-use concord_store::{DeviceKind, DeviceRecord, NewDevice, TokenKind, WorkspaceRecord};
+use concord_core::token::TokenFormat;
+use concord_store::{DeviceRecord, TokenKind, WorkspaceRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::accounts::DEFAULT_WORKSPACE;
 use crate::accounts::devices;
 use crate::accounts::request::{ClientIp, UserAgent, truncate};
+use crate::accounts::sign_in::{self, SessionFor};
 use crate::app::AppState;
 use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
-use crate::mail;
 
 /// Device names are shown in lists; longer input is cut, not refused (the original stored any).
 const DEVICE_NAME_MAX: usize = 128;
@@ -37,14 +34,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/workspaces/{id}", get(workspace))
 }
 
-fn invalid_email() -> ApiError {
-    ApiError::bad_request("invalid_request", "Invalid email address")
-}
-
-fn too_many(retry: concord_core::rate_limit::RetryAfter) -> ApiError {
-    ApiError::rate_limited(retry.0, "Too many requests. Please try again later.")
-}
-
 #[derive(Deserialize)]
 struct MagicLinkRequest {
     #[serde(default)]
@@ -56,35 +45,16 @@ async fn magic_link(
     ip: ClientIp,
     ApiJson(body): ApiJson<MagicLinkRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let email = Email::parse(&body.email).map_err(|_| invalid_email())?;
-    let now = clock::now();
-    let limits = &state.accounts.limits;
-    limits.magic_link_ip.check(&[&ip.0], now).map_err(too_many)?;
-    limits.magic_link_email.check(&[email.as_str()], now).map_err(too_many)?;
-
-    let token = NewToken::generate(TokenFormat::Base64Url);
-    let code = SignInCode::generate();
-    let minutes = u64::from(state.config.magic_link_expiry_minutes);
-    let expires_at = now + 60 * minutes as i64;
-    let code_hash = code.hash_for(&email, &state.accounts.code_key);
-    state.store.insert_magic_token(&token.hash, &code_hash, email.as_str(), expires_at, now).await?;
-    let link = format!("{}/auth/verify?token={}", state.config.app_base_url, token.plaintext);
-
-    if state.accounts.mailer.is_dev() {
-        tracing::info!(email = %email, link = %link, code = code.as_str(), "dev mode: sign-in link not mailed");
-        return Ok(Json(json!({
+    let sent = sign_in::send_link(&state, &ip, &body.email, clock::now()).await?;
+    Ok(Json(match sent.dev {
+        Some((link, code)) => json!({
             "success": true,
             "message": "Email not configured. Use the dev link below.",
             "dev_link": link,
-            "dev_code": code.as_str(),
-        })));
-    }
-    // Awaited (with the mailer's timeout) because the client must learn that no mail is coming.
-    if let Err(err) = state.accounts.mailer.send(mail::sign_in_mail(email, &link, code.as_str(), minutes)).await {
-        tracing::error!(error = %err, "sending the sign-in mail failed");
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Failed to send email"));
-    }
-    Ok(Json(json!({ "success": true, "message": "Check your email for a sign-in link." })))
+            "dev_code": code,
+        }),
+        None => json!({ "success": true, "message": "Check your email for a sign-in link." }),
+    }))
 }
 
 async fn verify(
@@ -96,11 +66,10 @@ async fn verify(
     let query = query.unwrap_or_default();
     let token = query_param(&query, "token").unwrap_or_default();
     let now = clock::now();
-    let Some(email) = state.store.consume_magic_token(&concord_core::token::TokenHash::of(&token), now).await? else {
-        state.audit.record(Entry::new(Event::SignInFailed, &ip, "invalid or expired sign-in link"));
-        return Err(ApiError::bad_request("invalid_request", "Invalid or expired link. Please request a new one."));
-    };
-    let answer = sign_in(&state, &email, query_param(&query, "device_name"), agent, now).await?;
+    let email = sign_in::spend_link(&state, &token, now)
+        .await
+        .inspect_err(|_| state.audit.record(Entry::new(Event::SignInFailed, &ip, "invalid or expired sign-in link")))?;
+    let answer = session(&state, &email, query_param(&query, "device_name"), agent, now).await?;
     state.audit.record(Entry::new(Event::SignInMagicLink, &ip, "signed in by link").actor(&email));
     Ok(answer)
 }
@@ -118,59 +87,26 @@ struct VerifyCodeRequest {
 async fn verify_code(
     State(state): State<AppState>,
     ip: ClientIp,
-    audit_ip: Ip,
     agent: UserAgent,
     ApiJson(body): ApiJson<VerifyCodeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let email = Email::parse(&body.email).map_err(|_| invalid_email())?;
     let now = clock::now();
-    // Counted before the store is asked and taken back on success, so a burst of parallel guesses
-    // gets no more answers than the limit.
-    let attempt = state.accounts.limits.verify_code.reserve(&[&ip.0], now).map_err(too_many)?;
-    let accepted = match SignInCode::parse(&body.code) {
-        Some(code) => {
-            let hash = code.hash_for(&email, &state.accounts.code_key);
-            state.store.consume_sign_in_code(email.as_str(), &hash, MAX_WRONG_ATTEMPTS, now).await?
-        }
-        None => false,
-    };
-    if !accepted {
-        state.audit.record(Entry::new(Event::SignInFailed, &audit_ip, "wrong sign-in code").subject(email.as_str()));
-        return Err(ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one."));
-    }
-    attempt.release();
-    let answer = sign_in(&state, email.as_str(), body.device_name, agent, now).await?;
-    state.audit.record(Entry::new(Event::SignInCode, &audit_ip, "signed in by code").actor(email.as_str()));
-    Ok(answer)
+    let email = sign_in::spend_code(&state, &ip, &body.email, &body.code, now).await?;
+    session(&state, email.as_str(), body.device_name, agent, now).await
 }
 
-/// The end of both sign-in paths: the user (created on first sign-in; an unconfirmed registration
-/// of the address is discarded, see [`concord_store::AccountStore::user_for_verified_email`]),
-/// their `default` workspace, and a new device with a session token.
-async fn sign_in(
+/// The end of both sign-in paths: the user and a new device with a Diaryx session token.
+async fn session(
     state: &AppState,
     email: &str,
     device_name: Option<String>,
     agent: UserAgent,
     now: i64,
 ) -> Result<Json<Value>, ApiError> {
-    let user = state.store.user_for_verified_email(email, now).await?;
-    if user.blocked {
-        return Err(ApiError::forbidden("user blocked"));
-    }
-    state.store.ensure_workspace(&user.id, DEFAULT_WORKSPACE, now).await?;
+    let user = sign_in::verified_user(state, email, now).await?;
     let name = device_name.map(|n| truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
-    let device = NewDevice {
-        user_id: user.id.clone(),
-        kind: DeviceKind::Session,
-        name,
-        vault_id: None,
-        client_version: None,
-        user_agent: agent.0,
-    };
-    let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
-    let (_, token) =
-        devices::issue_device(state, device, TokenFormat::Base64Url, TokenKind::Session, Some(expires_at), now).await?;
+    let session = SessionFor { name, agent, format: TokenFormat::Base64Url, kind: TokenKind::Session, user: &user };
+    let (token, _) = sign_in::open_session(state, session, now).await?;
     Ok(Json(json!({ "success": true, "token": token, "user": { "id": user.id, "email": user.email } })))
 }
 

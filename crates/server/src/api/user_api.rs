@@ -9,17 +9,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use concord_core::token::TokenFormat;
-use concord_store::{DeviceKind, NewDevice, TokenKind};
+use concord_store::TokenKind;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::accounts::registration::{self, Registration};
 use crate::accounts::request::{ClientIp, UserAgent};
-use crate::accounts::{credentials, devices, recovery};
+use crate::accounts::sign_in::{self, SessionFor};
+use crate::accounts::{devices, recovery};
 use crate::api::verstak_client::CredentialsRequest;
 use crate::app::AppState;
-use crate::audit::{self, Entry, Event, Ip};
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
@@ -129,27 +130,15 @@ async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrFor
 async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
-    audit_ip: Ip,
     agent: UserAgent,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let login = body.login()?.to_owned();
     let now = clock::now();
-    let limit = &state.accounts.limits.login;
-    let user = credentials::check_credentials(&state, limit, &ip, &login, body.password, now)
-        .await
-        .inspect_err(|e| audit::refused_credentials(&state.audit, Event::SignInFailed, &audit_ip, &login, e))?;
-    let device = NewDevice {
-        user_id: user.id.clone(),
-        kind: DeviceKind::Session,
-        name: Some("web".to_owned()),
-        vault_id: None,
-        client_version: None,
-        user_agent: agent.0,
-    };
-    let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
-    let (_, token) =
-        devices::issue_device(&state, device, TokenFormat::Hex, TokenKind::Web, Some(expires_at), now).await?;
+    let user = sign_in::password_user(&state, &ip, &login, body.password, now).await?;
+    let name = Some("web".to_owned());
+    let session = SessionFor { name, agent, format: TokenFormat::Hex, kind: TokenKind::Web, user: &user };
+    let (token, _) = sign_in::open_session(&state, session, now).await?;
     Ok(Json(json!({ "token": token, "user_id": user.id })))
 }
 

@@ -43,6 +43,11 @@ impl CsrfToken {
     pub fn value(&self) -> &str {
         &self.0
     }
+
+    /// For pages without forms rendered where no request's token is at hand (404, refusals).
+    pub fn none() -> CsrfToken {
+        CsrfToken(String::new())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
@@ -189,8 +194,7 @@ fn refusal(req: &Request, reason: &'static str) -> Response {
     let message =
         "This request did not come from this site's own page, so it was refused. Reload the page and try again.";
     if form_kind(req.headers()).is_some() && !req.uri().path().starts_with("/api/") {
-        // No token for the refusal page's frame: it has no forms.
-        return page::message(StatusCode::FORBIDDEN, &CsrfToken(String::new()), "Request refused", message);
+        return page::message(StatusCode::FORBIDDEN, &CsrfToken::none(), "Request refused", message);
     }
     let mut response = ApiError::forbidden(format!("cross-site request refused ({reason})")).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -63,3 +63,10 @@ pub struct MessagePage {
 pub fn message(status: StatusCode, csrf: &CsrfToken, title: &str, message: &str) -> Response {
     Page(status, MessagePage { layout: Layout::new(title, csrf, false), message: message.to_owned() }).into_response()
 }
+
+/// The page of a path that does not exist (or, like `/register` with registration off, is
+/// not there for this server). It has no forms, so it needs no CSRF token.
+pub fn not_found() -> Response {
+    let csrf = CsrfToken::none();
+    message(StatusCode::NOT_FOUND, &csrf, "Not found", "There is no page at this address.")
+}

@@ -24,6 +24,7 @@ mod blobs;
 mod console;
 mod docs;
 mod oplog;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
