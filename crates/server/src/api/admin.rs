@@ -20,8 +20,8 @@ use concord_core::password::Password;
 use concord_core::token::{NewToken, TokenFormat};
 use concord_core::username::Username;
 use concord_store::{
-    AuditEntry, AuditQuery, DeviceKind, DeviceListing, DeviceQuery, DeviceState, NewUser, Page, Paging, StoreError,
-    UserFilter, UserQuery, UserRecord, UserSort, UserSummary,
+    AuditEntry, AuditQuery, DeviceKind, DeviceListing, DeviceQuery, DeviceState, NewUser, Page, Paging, Principal,
+    StoreError, UserFilter, UserQuery, UserRecord, UserSort, UserSummary,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -78,11 +78,13 @@ pub const ADMIN_SESSION: SessionCookie = SessionCookie { name: "admin_session", 
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub user: UserRecord,
+    /// The session or device the admin signed in with (the console's sign-out ends it).
+    pub device_id: String,
 }
 
 impl Admin {
     /// How the audit log names the admin.
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         self.user.username.clone().unwrap_or_else(|| self.user.email.clone())
     }
 }
@@ -93,22 +95,22 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
         if bearer_token(parts).is_some() {
             let Auth(principal) = Auth::from_request_parts(parts, state).await?;
-            return admit(principal.user);
+            return admit(principal);
         }
         // The console's cookie; `web::csrf::protect` has already refused a forged mutating request.
         match ADMIN_SESSION.principal(state, &parts.headers).await? {
-            Some(principal) => admit(principal.user),
+            Some(principal) => admit(principal),
             None => Err(ApiError::unauthorized("admin sign-in required")),
         }
     }
 }
 
 /// The admin rule, whichever credential named the user.
-pub fn admit(user: UserRecord) -> Result<Admin, ApiError> {
-    if !user.is_admin {
+pub fn admit(principal: Principal) -> Result<Admin, ApiError> {
+    if !principal.user.is_admin {
         return Err(ApiError::forbidden("admin only"));
     }
-    Ok(Admin { user })
+    Ok(Admin { user: principal.user, device_id: principal.device.id })
 }
 
 /// A JSON body that may be left out: an empty body reads as `T::default()`, anything else must
@@ -237,7 +239,7 @@ pub struct PageView<T> {
 }
 
 impl<T> PageView<T> {
-    fn of<S>(page: Page<S>, paging: Paging, view: impl Fn(S) -> T) -> PageView<T> {
+    pub fn of<S>(page: Page<S>, paging: Paging, view: impl Fn(S) -> T) -> PageView<T> {
         PageView {
             items: page.items.into_iter().map(view).collect(),
             total: page.total,
@@ -888,6 +890,21 @@ pub struct VaultView {
     pub devices: i64,
 }
 
+impl VaultView {
+    pub fn of(v: concord_store::VaultStats) -> VaultView {
+        VaultView {
+            user_id: v.user_id,
+            email: v.email,
+            vault_id: v.vault_id,
+            operations: v.operations,
+            head: v.head,
+            blobs: v.blobs,
+            blob_bytes: v.blob_bytes,
+            devices: v.devices,
+        }
+    }
+}
+
 async fn vaults(
     State(state): State<AppState>,
     _: Admin,
@@ -895,16 +912,7 @@ async fn vaults(
 ) -> Result<Json<PageView<VaultView>>, ApiError> {
     let paging = paging(query)?;
     let page = state.store.list_vaults(paging).await?;
-    Ok(Json(PageView::of(page, paging, |v| VaultView {
-        user_id: v.user_id,
-        email: v.email,
-        vault_id: v.vault_id,
-        operations: v.operations,
-        head: v.head,
-        blobs: v.blobs,
-        blob_bytes: v.blob_bytes,
-        devices: v.devices,
-    })))
+    Ok(Json(PageView::of(page, paging, VaultView::of)))
 }
 
 pub async fn remove_vault(
@@ -950,6 +958,20 @@ pub struct WorkspaceView {
     pub created_at: String,
 }
 
+impl WorkspaceView {
+    pub fn of(w: concord_store::WorkspaceStats) -> WorkspaceView {
+        WorkspaceView {
+            id: w.workspace.id,
+            user_id: w.workspace.user_id,
+            email: w.email,
+            name: w.workspace.name,
+            documents: w.documents,
+            bytes: w.bytes,
+            created_at: clock::rfc3339(w.workspace.created_at),
+        }
+    }
+}
+
 async fn workspaces(
     State(state): State<AppState>,
     _: Admin,
@@ -957,15 +979,7 @@ async fn workspaces(
 ) -> Result<Json<PageView<WorkspaceView>>, ApiError> {
     let paging = paging(query)?;
     let page = state.store.list_workspaces(paging).await?;
-    Ok(Json(PageView::of(page, paging, |w| WorkspaceView {
-        id: w.workspace.id,
-        user_id: w.workspace.user_id,
-        email: w.email,
-        name: w.workspace.name,
-        documents: w.documents,
-        bytes: w.bytes,
-        created_at: clock::rfc3339(w.workspace.created_at),
-    })))
+    Ok(Json(PageView::of(page, paging, WorkspaceView::of)))
 }
 
 pub async fn remove_workspace(
