@@ -9,6 +9,7 @@ mod accounts_slice;
 mod accounts_takeover;
 mod accounts_verstak;
 mod admin_api;
+mod admin_browser;
 mod admin_console;
 mod admin_settings;
 mod blobs_limits;
