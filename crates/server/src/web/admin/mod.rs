@@ -721,8 +721,8 @@ async fn save_settings(
         v => Some(Some(v.to_owned())),
     };
     let registration = match form.registration.as_str() {
-        "on" if !current.registration || !current.registration_saved => Some(Some(true)),
-        "off" if current.registration || !current.registration_saved => Some(Some(false)),
+        "on" if !current.registration => Some(Some(true)),
+        "off" if current.registration => Some(Some(false)),
         "startup" => Some(None),
         _ => None,
     };
