@@ -113,7 +113,7 @@ const ROUTES: &[Route] = &[
     },
     Route {
         path: "/admin/smtp",
-        fields: &[("host", "127.0.0.1"), ("port", "2525"), ("security", "none"), ("from_email", "a@example.com")],
+        fields: &[("host", "127.0.0.1"), ("port", "2526"), ("security", "none"), ("from_email", "a@example.com")],
     },
     Route { path: "/admin/smtp/clear", fields: &[] },
     Route { path: "/admin/storage/cleanup", fields: &[] },
@@ -135,7 +135,9 @@ async fn state_of(app: &TestApp) -> Vec<String> {
 async fn every_console_form_refuses_forgeries_and_changes_nothing() {
     let app = with_admin(TestApp::builder()).spawn().await;
     let admin = admin_token(&app).await;
-    let (device, device_token) = app.paired_device("victim@example.com", "vault-1").await;
+    let (_, device_token) = app.paired_device("victim@example.com", "vault-1").await;
+    // Revoked by its own form; the vault-1 client is revoked by deleting its vault.
+    let (device, _) = app.paired_device("victim@example.com", "vault-2").await;
     let me = json(app.get_auth("/api/client/me", &device_token).await, 200).await;
     let user = me["user_id"].as_str().unwrap().to_owned();
     let session = app.sign_in("victim@example.com").await;
