@@ -278,14 +278,15 @@ pub struct Settings {
     /// document compaction)
     #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
     pub maintenance_interval_secs: Option<u64>,
+    // Web pages.
+    /// Whether people may register themselves (`/register` and `POST /api/v1/auth/register`);
+    /// with false, `/register` is 404 and the API answers 403 `registration_closed`
+    #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
+    pub registration: Option<bool>,
     // Admin console (live settings and the audit log).
     /// Name of this server, shown on its pages; the admin console can override it
     #[arg(long, env = "CONCORD_SERVER_NAME", value_name = "NAME", default_value = "Concord")]
     pub server_name: Option<String>,
-
-    /// Whether people may register accounts with a password; the admin console can override it
-    #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
-    pub registration: Option<bool>,
 
     /// Days the audit log keeps an entry
     #[arg(long, env = "CONCORD_AUDIT_RETENTION_DAYS", value_name = "DAYS", default_value = "90")]
@@ -359,9 +360,10 @@ impl Settings {
             // Metrics and maintenance.
             metrics_token: self.metrics_token.or(lower.metrics_token),
             maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
+            // Web pages.
+            registration: self.registration.or(lower.registration),
             // Admin console.
             server_name: self.server_name.or(lower.server_name),
-            registration: self.registration.or(lower.registration),
             audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
         }
     }
@@ -493,9 +495,11 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// Time between runs of the maintenance jobs (`ops::jobs`).
     pub maintenance_interval: std::time::Duration,
-    // Admin console: the starting values of the live settings (see `live_settings`).
-    pub server_name: String,
+    // Web pages.
+    /// Whether people may register themselves (`accounts::registration::open`).
     pub registration: bool,
+    // Admin console: starting values of the live settings (see `live_settings`; registration too).
+    pub server_name: String,
     /// How long audit entries are kept.
     pub audit_retention: std::time::Duration,
 }
@@ -714,9 +718,10 @@ impl Config {
                 "CONCORD_MAINTENANCE_INTERVAL_SECS",
                 s.maintenance_interval_secs.expect(HAS_DEFAULT),
             )?),
+            // Web pages.
+            registration: s.registration.expect(HAS_DEFAULT),
             // Admin console.
             server_name: server_name("CONCORD_SERVER_NAME", s.server_name.expect(HAS_DEFAULT))?,
-            registration: s.registration.expect(HAS_DEFAULT),
             audit_retention: std::time::Duration::from_secs(
                 u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
                     * 86_400,

@@ -38,6 +38,11 @@ pub fn open(state: &AppState) -> bool {
     state.settings.registration_open()
 }
 
+/// The API's refusal while registration is off.
+pub fn closed() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "registration_closed", "registration is closed")
+}
+
 /// What a registration typed, before any of it is trusted.
 pub struct Registration {
     pub username: String,

@@ -131,6 +131,22 @@ pub async fn verified_user(state: &AppState, email: &str, now: i64) -> Result<Us
     Ok(user)
 }
 
+/// Logins are addresses or usernames; longer input is refused before anything is looked up.
+const LOGIN_MAX: usize = 320;
+
+/// The trimmed login of a password sign-in, or the 400 for missing or over-long input (the
+/// Verstak wording, shared by the connection test, the user API's login and the sign-in page).
+pub fn checked_login<'a>(login: &'a str, password: &str) -> Result<&'a str, ApiError> {
+    let login = login.trim();
+    if login.is_empty() || password.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "username and password required"));
+    }
+    if login.len() > LOGIN_MAX {
+        return Err(ApiError::bad_request("invalid_request", "username is too long"));
+    }
+    Ok(login)
+}
+
 /// The password sign-in: the credential check of `login` (see [`check_credentials`]).
 pub async fn password_user(
     state: &AppState,

@@ -91,7 +91,7 @@ async fn register(
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<Value>, ApiError> {
     if !registration::open(&state) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "registration_disabled", "registration is closed"));
+        return Err(registration::closed());
     }
     let input = Registration { username: body.username, email: body.email, password: body.password };
     let registered = registration::register(&state, &ip, input).await?;

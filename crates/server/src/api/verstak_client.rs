@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::accounts::request::{ClientIp, UserAgent};
-use crate::accounts::{credentials, devices};
+use crate::accounts::{credentials, devices, sign_in};
 use crate::app::AppState;
 use crate::audit::{self, Entry, Event, Ip};
 use crate::clock;
@@ -109,12 +109,7 @@ pub(crate) struct CredentialsRequest {
 impl CredentialsRequest {
     /// The trimmed login, or the 400 both routes answer for missing or over-long input.
     pub(crate) fn login(&self) -> Result<&str, ApiError> {
-        let login = self.username.trim();
-        if login.is_empty() || self.password.is_empty() {
-            return Err(ApiError::bad_request("invalid_request", "username and password required"));
-        }
-        limit_len("username", login, 320)?;
-        Ok(login)
+        sign_in::checked_login(&self.username, &self.password)
     }
 }
 

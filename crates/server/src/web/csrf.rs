@@ -8,10 +8,11 @@
 //! on the first response to a browser that lacks one and is stable after that, so a page in one
 //! tab never invalidates another tab's form.
 //!
-//! [`protect`] runs for every route (see `app.rs`), so no handler can forget it. It checks unsafe
-//! methods unless the request carries a bearer credential (an `Authorization` header or a
-//! `token` query parameter, which a browser never adds by itself), and then only forms and
-//! requests carrying cookies: JSON API clients without cookies have no ambient authority to abuse.
+//! [`protect`] runs for every route (see `app.rs`), so no handler can forget it. It checks every
+//! unsafe request that carries cookies, and every form unless it carries a bearer credential (an
+//! `Authorization` header or a `token` query parameter) and no cookie: API clients without
+//! cookies have no ambient authority to abuse, and a cookie is never trusted because a bearer
+//! token came along.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
@@ -81,7 +82,13 @@ pub async fn protect(State(state): State<AppState>, mut req: Request, next: Next
     };
     req.extensions_mut().insert(CsrfToken(token.clone()));
     let mut response = next.run(req).await;
-    if fresh {
+    // Only pages need the cookie (their forms repeat it); API clients are not sent one.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if fresh && is_page {
         let cookie = Cookie::build((COOKIE, token))
             .path("/")
             .http_only(true)
@@ -93,15 +100,19 @@ pub async fn protect(State(state): State<AppState>, mut req: Request, next: Next
     response
 }
 
-/// Unsafe methods without a bearer credential that are forms or carry cookies.
+/// Unsafe methods that carry cookies (whatever else they carry: a page reads the cookie, not a
+/// bearer token an attacker may add), and forms without a bearer credential.
 fn needs_check(req: &Request) -> bool {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
         return false;
     }
     let headers = req.headers();
+    if headers.contains_key(header::COOKIE) {
+        return true;
+    }
     let bearer = headers.contains_key(header::AUTHORIZATION)
         || req.uri().query().is_some_and(|q| crate::extract::query_param(q, "token").is_some());
-    !bearer && (form_kind(headers).is_some() || headers.contains_key(header::COOKIE))
+    !bearer && form_kind(headers).is_some()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

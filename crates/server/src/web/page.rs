@@ -2,7 +2,7 @@
 //! (title, server name, navigation) comes from one [`Layout`].
 
 use askama::Template;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -45,7 +45,8 @@ impl<T: Template> Page<T> {
 impl<T: Template> IntoResponse for Page<T> {
     fn into_response(self) -> Response {
         match self.1.render() {
-            Ok(html) => (self.0, Html(html)).into_response(),
+            // Pages hold a person's data and the CSRF token: no cache keeps them.
+            Ok(html) => (self.0, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
             Err(err) => ApiError::internal(err).into_response(),
         }
     }

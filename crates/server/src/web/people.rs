@@ -61,7 +61,7 @@ struct HomePage {
 
 async fn home(State(state): State<AppState>, csrf: CsrfToken, headers: HeaderMap) -> Result<Response, ApiError> {
     let signed_in = USER_SESSION.principal(&state, &headers).await?.is_some();
-    let layout = Layout::new(page::DEFAULT_SERVER_NAME, &csrf, signed_in);
+    let layout = Layout::new("Welcome", &csrf, signed_in);
     Ok(Page::ok(HomePage { layout, registration_open: registration::open(&state) }).into_response())
 }
 
@@ -121,9 +121,7 @@ async fn login(
     let login = form.login.trim().to_owned();
     let now = clock::now();
     let result = async {
-        if login.is_empty() || form.password.is_empty() || login.len() > 320 {
-            return Err(ApiError::bad_request("invalid_request", "username or email and password required"));
-        }
+        sign_in::checked_login(&login, &form.password)?;
         let user = sign_in::password_user(&state, &ip, &login, form.password, now).await?;
         signed_in(&state, &user, agent, now).await
     }

@@ -77,9 +77,6 @@ async fn the_admin_blocks_a_person_switches_smtp_and_closes_registration_in_a_br
     assert!(browser.text().await.contains("Settings saved"));
     assert_eq!(app.get("/register").await.status(), 404);
     let register = json!({ "username": "late", "email": "late@example.com", "password": "long enough password" });
-    assert_eq!(
-        json(app.post_json("/api/v1/auth/register", &register).await, 403).await["code"],
-        "registration_disabled"
-    );
+    assert_eq!(json(app.post_json("/api/v1/auth/register", &register).await, 403).await["code"], "registration_closed");
     browser.close().await;
 }

@@ -85,7 +85,7 @@ async fn smtp_registration_and_links_change_at_once_and_survive_a_restart() {
     assert_eq!(settings["public_url"], "https://sync.example.com");
     let register = json!({ "username": "newbie", "email": "newbie@example.com", "password": "long enough password" });
     let refused = json(app.post_json("/api/v1/auth/register", &register).await, 403).await;
-    assert_eq!(refused["code"], "registration_disabled");
+    assert_eq!(refused["code"], "registration_closed");
     let created = json!({ "email": "dana@example.com", "username": "dana", "password": "dana's password" });
     assert_eq!(call(&app, "POST", "/admin/api/users/create", Some(&admin), Some(created)).await.0, 201);
     json(app.post_json("/api/v1/auth/forgot", &json!({ "email": "dana@example.com" })).await, 200).await;

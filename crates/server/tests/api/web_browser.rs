@@ -112,6 +112,25 @@ impl Browser {
         }
     }
 
+    /// Waits until the page shows `needle`: for a form that posts back to its own address, where
+    /// the path says nothing about whether the answer has arrived.
+    pub async fn wait_for_text(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            // While a page is being replaced, its body can be missing for a moment.
+            let body = self.client.find(Locator::Css("body")).await;
+            let text = match body {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{needle:?} never shown; the page says:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The page's HTML as the browser holds it.
     pub async fn source(&self) -> String {
         self.client.source().await.unwrap()

@@ -82,20 +82,38 @@ impl WebClient {
 
     /// Submits exactly `fields` with `origin` (or none), for tests of the CSRF check.
     pub async fn post_form_as(&self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
+        self.post_form_with(path, fields, origin, None).await
+    }
+
+    /// [`Self::post_form_as`] with an `Authorization` header too.
+    pub async fn post_form_with(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Answer {
         let mut request = self.client.post(self.url(path)).header("cookie", self.cookie_header()).form(fields);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
+        }
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
         }
         self.read(request.send().await.unwrap()).await
     }
 }
 
 /// Registers `email` with [`TEST_PASSWORD`] (username: the email with `@` → `.`) on a server that
-/// mails, and confirms it with the link from the mail.
+/// mails, and confirms it with the link from the mail. Each call comes from its own loopback
+/// address, so fixtures with many accounts stay under the per-client registration limit.
 pub async fn register_confirmed_by_mail(app: &TestApp, sink: &SmtpSink, email: &str) {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let source = std::net::Ipv4Addr::new(127, 0, 7, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let client = app.client_from(source);
     let username = email.replace('@', ".");
     let body = serde_json::json!({ "username": username, "email": email, "password": TEST_PASSWORD });
-    json(app.post_json("/api/v1/auth/register", &body).await, 200).await;
+    json(client.post(app.url("/api/v1/auth/register")).json(&body).send().await.unwrap(), 200).await;
     let token = sink.next_mail_to(email).await.link_token();
     let confirmed =
         json(app.post_json("/api/v1/auth/confirm", &serde_json::json!({ "token": token })).await, 200).await;

@@ -28,14 +28,13 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill("#email", "dora@example.com").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("form[action='/register'] button").await;
-    browser.wait_for_path("/register").await;
-    assert!(browser.text().await.contains("Check your mail"));
+    browser.wait_for_text("Check your mail").await;
 
     let mail = sink.next_mail_to("dora@example.com").await;
     browser.goto(&mail.link()).await;
     browser.click("form[action='/confirm'] button").await;
     browser.wait_for_path("/confirm/result?status=confirmed").await;
-    assert!(browser.text().await.contains("Address confirmed"));
+    browser.wait_for_text("Address confirmed").await;
 
     browser.goto(&app.url("/login")).await;
     browser.screenshot("login").await;
@@ -43,6 +42,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill("#password", PASSWORD).await;
     browser.click("form[action='/login'] button").await;
     browser.wait_for_path("/dashboard").await;
+    browser.wait_for_text("Signed in as dora").await;
 
     // The Verstak desktop pairs, exactly as it does.
     let pairing = json!({
@@ -61,6 +61,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     assert!(socket.closed.is_none());
 
     browser.goto(&app.url("/dashboard")).await;
+    browser.wait_for_text("Dora's laptop").await;
     let card = format!("#device-{device_id}");
     let text = browser.client.find(fantoccini::Locator::Css(&card)).await.unwrap().text().await.unwrap();
     for expected in ["Dora's laptop", "desktop client", "Vault: vault-notes", "Client: verstak-desktop/v2.3.1"] {
@@ -79,7 +80,7 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.fill(&format!("#password-{device_id}"), "not my password").await;
     browser.click(&format!("{card} button")).await;
     browser.wait_for_path("/dashboard/devices/revoke").await;
-    assert!(browser.text().await.contains("wrong password"));
+    browser.wait_for_text("wrong password").await;
     json_of(app.get_auth("/api/client/me", &device_token).await, 200).await;
 
     browser.goto(&app.url("/dashboard")).await;
@@ -92,7 +93,9 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     assert!(revoked_at.elapsed() < Duration::from_secs(1), "socket closed after {:?}", revoked_at.elapsed());
     let refused = json_of(app.get_auth("/api/client/me", &device_token).await, 401).await;
     assert_eq!(refused["error"], "device revoked");
-    assert!(browser.text().await.contains("Revoked"), "the card shows the revocation");
+    browser.wait_for_text("The device is revoked").await;
+    let card_text = browser.client.find(fantoccini::Locator::Css(&card)).await.unwrap().text().await.unwrap();
+    assert!(card_text.contains("Revoked"), "the card shows the revocation:\n{card_text}");
 
     // Signing out ends the browser's session: the dashboard sends it back to sign in.
     browser.click("form[action='/logout'] button").await;
@@ -100,4 +103,23 @@ async fn a_person_registers_confirms_signs_in_and_revokes_a_paired_desktop() {
     browser.goto(&app.url("/dashboard")).await;
     browser.wait_for_path("/login").await;
     browser.close().await;
+}
+
+#[tokio::test]
+async fn with_registration_off_the_page_is_404_and_the_api_refuses() {
+    let app = crate::helpers::TestApp::builder().env("CONCORD_REGISTRATION", "false").spawn().await;
+    let web = crate::web_client::WebClient::new(&app);
+    let home = web.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(!home.body.contains("/register"), "no link to a page that is not there:\n{}", home.body);
+    assert!(!web.get("/login").await.body.contains("/register"));
+    assert_eq!(web.get("/register").await.status, 404);
+    let fields = [("username", "zed"), ("email", "zed@example.com"), ("password", PASSWORD)];
+    assert_eq!(web.post_form("/register", &fields).await.status, 404);
+    let body = json!({ "username": "zed", "email": "zed@example.com", "password": PASSWORD });
+    let refused = json_of(app.post_json("/api/v1/auth/register", &body).await, 403).await;
+    assert_eq!(refused["code"], "registration_closed");
+    // Nobody was created: the address can still sign in by link, as a new account.
+    let sign_in = json_of(app.post_json("/auth/magic-link", &json!({ "email": "zed@example.com" })).await, 200).await;
+    assert!(sign_in["dev_link"].is_string());
 }

@@ -11,6 +11,7 @@ mod admin;
 mod blobs;
 mod documents;
 mod oplog;
+mod usage;
 mod workspaces;
 
 use std::sync::Arc;
@@ -101,6 +102,7 @@ macro_rules! every_story {
                 story_references_are_per_scope_and_quotas_count_vault_and_user,
                 story_concurrent_uploads_cannot_overshoot_a_quota,
             ],
+            usage: [story_usage_counts_a_users_vaults_workspaces_and_documents_only],
             admin: [
                 story_stats_count_each_thing_once,
                 story_user_listings_filter_sort_and_page_without_overlap,
