@@ -30,7 +30,7 @@ macro_rules! select_user_where {
     };
 }
 
-fn user_from(row: &SqliteRow) -> UserRecord {
+pub(super) fn user_from(row: &SqliteRow) -> UserRecord {
     UserRecord {
         id: row.get("id"),
         email: row.get("email"),
@@ -43,7 +43,7 @@ fn user_from(row: &SqliteRow) -> UserRecord {
     }
 }
 
-fn device_from(row: &SqliteRow) -> DeviceRecord {
+pub(super) fn device_from(row: &SqliteRow) -> DeviceRecord {
     DeviceRecord {
         id: row.get("d_id"),
         user_id: row.get("user_id"),
@@ -57,7 +57,7 @@ fn device_from(row: &SqliteRow) -> DeviceRecord {
     }
 }
 
-fn workspace_from(row: &SqliteRow) -> WorkspaceRecord {
+pub(super) fn workspace_from(row: &SqliteRow) -> WorkspaceRecord {
     WorkspaceRecord {
         id: row.get("id"),
         user_id: row.get("user_id"),
