@@ -81,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::blobs::routes())
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
-        .merge(api::shares::routes());
+        .merge(api::shares::routes())
+        .merge(api::docs::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

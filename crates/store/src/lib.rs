@@ -22,7 +22,7 @@ pub use accounts::{
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
-pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
+pub use docs::{DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};

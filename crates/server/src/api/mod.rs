@@ -2,6 +2,7 @@
 
 pub mod blobs;
 pub mod diaryx_auth;
+pub mod docs;
 pub mod events;
 pub mod health;
 pub mod oplog;

@@ -17,7 +17,7 @@ use concord_core::hocuspocus;
 use concord_core::share::Access;
 use concord_core::yjs::{ConnId, Effects, Room};
 use concord_store::NewDocUpdate;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{DocKey, Hub};
 use super::socket::{CloseReason, Closer};
@@ -48,13 +48,40 @@ pub(super) enum RoomEvent {
         conn: ConnId,
         body: Bytes,
     },
-    /// The document's workspace was deleted: close every connection and stop.
-    Close,
+    /// An update from the document HTTP API, as a connection's would be applied; answered once
+    /// its batch has committed (and its frames are queued for every connection), or failed.
+    Apply {
+        update: Bytes,
+        done: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
+    /// The document (or its workspace) was deleted: close every connection and stop.
+    Close(CloseReason),
     /// Compact now if nothing was written for `idle_for` and anything is stored after the
     /// snapshot (the idle-compaction maintenance job).
     CompactIfIdle {
         idle_for: Duration,
     },
+}
+
+/// What an [`RoomEvent::Apply`] did, once committed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Applied {
+    /// False when the document already held the update (or yrs holds it for a missing
+    /// predecessor): nothing was stored or relayed.
+    pub changed: bool,
+    /// The seq of the document's newest stored update.
+    pub seq: i64,
+}
+
+/// Why an [`RoomEvent::Apply`] changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    #[error("{0}")]
+    Invalid(concord_core::yjs::ProtocolError),
+    #[error("the document could not be stored")]
+    Storage,
+    #[error("the document could not be opened")]
+    Unavailable,
 }
 
 /// The wire protocol a connection speaks, which decides how its frames are read.
@@ -152,6 +179,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let now = clock::now();
         let mut poisoned = false;
         let mut idle = false;
+        let mut acks = Vec::new();
         for event in events.drain(..) {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
@@ -194,8 +222,18 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     peers.remove(&conn);
                     batch.push((Some(conn), doc.room.disconnect(conn, now)));
                 }
-                RoomEvent::Close => {
-                    close_all(&peers, CloseReason::WorkspaceDeleted);
+                RoomEvent::Apply { update, done } => match doc.room.apply_update(&update) {
+                    Ok(effects) => {
+                        acks.push((done, !effects.persist.is_empty()));
+                        batch.push((None, effects));
+                    }
+                    Err(err) => {
+                        poisoned = err.poisons_room();
+                        let _ = done.send(Err(ApplyError::Invalid(err)));
+                    }
+                },
+                RoomEvent::Close(reason) => {
+                    close_all(&peers, reason);
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
@@ -203,10 +241,16 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         }
         if !persist(hub, doc, &mut batch).await {
             close_all(&peers, CloseReason::StorageFailed);
+            for (done, _) in acks {
+                let _ = done.send(Err(ApplyError::Storage));
+            }
             return;
         }
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
+        for (done, changed) in acks {
+            let _ = done.send(Ok(Applied { changed, seq: doc.last_seq }));
+        }
         if poisoned {
             // The updates applied before the poisoning frame were whole and are now stored; the
             // document in memory may not be. Everyone reconnects to a copy loaded from storage.
@@ -229,10 +273,11 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
 /// Appends every update of the batch in one group commit. Returns false if the store refused,
 /// in which case nothing of the batch may be sent.
 async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
+    let at = clock::now();
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
         .flat_map(|(_, effects)| std::mem::take(&mut effects.persist))
-        .map(|data| NewDocUpdate { doc_id: doc.doc_id, data })
+        .map(|data| NewDocUpdate { doc_id: doc.doc_id, data, at })
         .collect();
     if updates.is_empty() {
         return true;

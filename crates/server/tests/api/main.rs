@@ -13,6 +13,7 @@ mod blobs_range;
 mod blobs_upload;
 mod config_secrets;
 mod disk_full;
+mod docs_http;
 mod edge_limits;
 mod foundation;
 mod fuzz_json;

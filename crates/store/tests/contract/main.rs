@@ -87,6 +87,7 @@ macro_rules! every_story {
             documents: [
                 story_a_document_is_its_snapshot_plus_later_updates,
                 story_a_failed_batch_stores_nothing,
+                story_documents_are_listed_found_and_deleted_by_name,
             ],
             oplog: [
                 story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,
