@@ -82,7 +82,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
         .merge(api::shares::routes())
-        .merge(api::docs::routes());
+        .merge(api::docs::routes())
+        .merge(api::history::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,6 +12,7 @@ mod accounts;
 mod blobs;
 mod docs;
 mod error;
+mod history;
 mod oplog;
 mod shares;
 pub mod sqlite;
@@ -24,13 +25,14 @@ pub use accounts::{
 pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
+pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + Send + Sync + 'static
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + HistoryStore + Send + Sync + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;

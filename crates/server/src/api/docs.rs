@@ -23,7 +23,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::token_hash;
 use crate::sync::opener::Opener;
-use crate::sync::{ApplyError, CloseReason, DocKey};
+use crate::sync::{ApplyError, Change, CloseReason, DocKey};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -33,7 +33,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The request's credential, resolved as the sockets resolve theirs.
-struct DocAuth(Opener);
+pub(super) struct DocAuth(pub Opener);
 
 impl FromRequestParts<AppState> for DocAuth {
     type Rejection = ApiError;
@@ -47,7 +47,12 @@ impl FromRequestParts<AppState> for DocAuth {
 /// is placed by the sockets' rule (so it is the document a socket opens by that name), and a
 /// workspace that is not the caller's, or a name placed elsewhere, is 404 as a missing document
 /// (a share for another document is the sockets' 403).
-async fn locate(state: &AppState, opener: &Opener, workspace_id: &str, name: &str) -> Result<DocKey, ApiError> {
+pub(super) async fn locate(
+    state: &AppState,
+    opener: &Opener,
+    workspace_id: &str,
+    name: &str,
+) -> Result<DocKey, ApiError> {
     let name = DocName::parse(name).map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
     let placed = opener.place(state, &name).await?;
     if placed != workspace_id {
@@ -116,11 +121,26 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     .find_map(|engine| engine.decode(text).ok())
 }
 
-/// The stored document, loaded into a room of its own (never the live one, which keeps serving).
-async fn stored(state: &AppState, key: &DocKey) -> Result<Room, ApiError> {
+/// The stored document's id, and the document loaded into a room of its own (never the live one,
+/// which keeps serving).
+pub(super) async fn stored(state: &AppState, key: &DocKey) -> Result<(i64, Room), ApiError> {
     let doc = state.store.find_doc(&key.workspace_id, &key.name).await?;
     let doc = doc.ok_or_else(|| ApiError::not_found("Document not found"))?;
-    Room::load(doc.snapshot.as_deref(), doc.updates.iter().map(Vec::as_slice)).map_err(ApiError::internal)
+    let room =
+        Room::load(doc.snapshot.as_deref(), doc.updates.iter().map(Vec::as_slice)).map_err(ApiError::internal)?;
+    Ok((doc.id, room))
+}
+
+/// 403 `read_only` unless the opener may change documents.
+pub(super) fn writable(opener: &Opener) -> Result<(), ApiError> {
+    if opener.access() == Access::ReadOnly {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "this share may read the document, not change it",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /api/workspaces/{id}/docs/{name}?sv=<base64url>` → `application/octet-stream`: one Yjs
@@ -140,7 +160,7 @@ async fn read(
             .ok_or_else(|| ApiError::bad_request("invalid_sv", "sv must be a state vector in base64url"))?,
     };
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    let room = stored(&state, &key).await?;
+    let (_, room) = stored(&state, &key).await?;
     let update = room.diff_since(&sv).map_err(|e| ApiError::bad_request("invalid_sv", e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response())
 }
@@ -153,7 +173,7 @@ async fn read_json(
     Path((workspace_id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    let room = stored(&state, &key).await?;
+    let (_, room) = stored(&state, &key).await?;
     Ok(axum::Json(room.to_json()).into_response())
 }
 
@@ -176,21 +196,21 @@ async fn write(
     Path((workspace_id, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if opener.access() == Access::ReadOnly {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "read_only",
-            "this share may read the document, not change it",
-        ));
-    }
+    writable(&opener)?;
     let key = locate(&state, &opener, &workspace_id, &name).await?;
     let update = read_body(body, state.config.sync.max_frame_bytes).await?;
-    match state.sync.apply(&key, update).await {
+    apply(&state, &key, Change::Update(update)).await
+}
+
+/// Applies the change through the document's room and answers `{"changed","seq"}`.
+pub(super) async fn apply(state: &AppState, key: &DocKey, change: Change) -> Result<Response, ApiError> {
+    match state.sync.apply(key, change).await {
         Ok(applied) => Ok(axum::Json(WriteView { changed: applied.changed, seq: applied.seq }).into_response()),
         Err(ApplyError::Invalid(err)) => Err(ApiError::bad_request("invalid_update", err.to_string())),
         Err(err @ (ApplyError::Storage | ApplyError::Unavailable)) => {
             Err(ApiError::unavailable(1, "storage_unavailable", err.to_string()))
         }
+        Err(ApplyError::Corrupt(err)) => Err(ApiError::internal(err)),
     }
 }
 

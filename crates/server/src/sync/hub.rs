@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use concord_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use super::room::{self, Applied, ApplyError, RoomEvent};
+use super::room::{self, Applied, ApplyError, Change, RoomEvent};
 use super::socket::CloseReason;
 use super::writer::Writer;
 use crate::app::LiveStats;
@@ -92,13 +91,13 @@ impl Hub {
         }
     }
 
-    /// Applies an update from the document HTTP API through the document's room (starting it if
-    /// needed), as a connection's update: stored in the room's group commit and relayed to its
-    /// connections before this returns.
-    pub(crate) async fn apply(self: &Arc<Self>, key: &DocKey, update: Bytes) -> Result<Applied, ApplyError> {
+    /// Applies a change from the HTTP API (an update, or a restore) through the document's room
+    /// (starting it if needed), as a connection's update: stored in the room's group commit and
+    /// relayed to its connections before this returns.
+    pub(crate) async fn apply(self: &Arc<Self>, key: &DocKey, change: Change) -> Result<Applied, ApplyError> {
         for _ in 0..APPLY_ATTEMPTS {
             let (done, answer) = oneshot::channel();
-            if self.room(key).send(RoomEvent::Apply { update: update.clone(), done }).await.is_err() {
+            if self.room(key).send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
                 continue;
             }
             // A room that unloads (or fails to load) before taking the event drops it unanswered,

@@ -31,7 +31,7 @@ pub use hocuspocus::root as hocuspocus_root;
 pub(crate) use hub::DocKey;
 pub use hub::Hub;
 use opener::Opener;
-pub(crate) use room::ApplyError;
+pub(crate) use room::{ApplyError, Change};
 use serde::{Deserialize, Serialize};
 pub(crate) use socket::CloseReason;
 

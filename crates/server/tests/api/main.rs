@@ -18,6 +18,7 @@ mod edge_limits;
 mod foundation;
 mod fuzz_json;
 mod helpers;
+mod history_restore;
 mod hocuspocus_client;
 mod hocuspocus_durability;
 mod hocuspocus_sync;

@@ -22,6 +22,7 @@ mod accounts;
 mod admin;
 mod blobs;
 mod docs;
+mod history;
 mod oplog;
 mod shares;
 

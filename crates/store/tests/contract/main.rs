@@ -9,6 +9,7 @@
 mod accounts;
 mod blobs;
 mod documents;
+mod history;
 mod oplog;
 mod shares;
 mod workspaces;
@@ -88,6 +89,9 @@ macro_rules! every_story {
                 story_a_document_is_its_snapshot_plus_later_updates,
                 story_a_failed_batch_stores_nothing,
                 story_documents_are_listed_found_and_deleted_by_name,
+            ],
+            history: [
+                story_versions_are_listed_read_back_and_kept_within_retention,
             ],
             oplog: [
                 story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,
