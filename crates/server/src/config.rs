@@ -278,6 +278,11 @@ pub struct Settings {
     /// document compaction)
     #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
     pub maintenance_interval_secs: Option<u64>,
+    // Web pages.
+    /// Whether people may register themselves (`/register` and `POST /api/v1/auth/register`);
+    /// with false, `/register` is 404 and the API answers 403 `registration_closed`
+    #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
+    pub registration: Option<bool>,
     // Document history.
     /// Seconds of editing between automatic versions of a document (one is also taken when it
     /// compacts, if it changed since the last)
@@ -361,6 +366,8 @@ impl Settings {
             // Metrics and maintenance.
             metrics_token: self.metrics_token.or(lower.metrics_token),
             maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
+            // Web pages.
+            registration: self.registration.or(lower.registration),
             // Document history.
             history_interval_secs: self.history_interval_secs.or(lower.history_interval_secs),
             history_keep: self.history_keep.or(lower.history_keep),
@@ -495,6 +502,9 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// Time between runs of the maintenance jobs (`ops::jobs`).
     pub maintenance_interval: std::time::Duration,
+    // Web pages.
+    /// Whether people may register themselves (`accounts::registration::open`).
+    pub registration: bool,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -728,6 +738,8 @@ impl Config {
                 "CONCORD_MAINTENANCE_INTERVAL_SECS",
                 s.maintenance_interval_secs.expect(HAS_DEFAULT),
             )?),
+            // Web pages.
+            registration: s.registration.expect(HAS_DEFAULT),
         })
     }
 

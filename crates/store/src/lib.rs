@@ -16,6 +16,7 @@ mod history;
 mod oplog;
 mod shares;
 pub mod sqlite;
+mod usage;
 
 pub use accounts::AdminStore;
 pub use accounts::{
@@ -28,11 +29,22 @@ pub use error::{StoreError, StoreResult};
 pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
+pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + HistoryStore + Send + Sync + 'static
+    AccountStore
+    + AdminStore
+    + OplogStore
+    + BlobStore
+    + DocStore
+    + ShareStore
+    + UsageStore
+    + HistoryStore
+    + Send
+    + Sync
+    + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -25,6 +25,7 @@ mod docs;
 mod history;
 mod oplog;
 mod shares;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;

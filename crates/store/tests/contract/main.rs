@@ -12,6 +12,7 @@ mod documents;
 mod history;
 mod oplog;
 mod shares;
+mod usage;
 mod workspaces;
 
 use std::sync::Arc;
@@ -110,6 +111,7 @@ macro_rules! every_story {
                 story_a_share_opens_while_live_and_only_its_owner_manages_it,
                 story_a_share_ends_with_its_workspace_and_with_its_owners_block,
             ],
+            usage: [story_usage_counts_a_users_vaults_workspaces_and_documents_only],
         );
     };
 }
