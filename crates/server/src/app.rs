@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
         .merge(api::shares::routes())
+        .merge(api::docs::routes())
+        .merge(api::history::routes())
         .merge(crate::web::routes())
         .merge(api::admin::routes());
     routes

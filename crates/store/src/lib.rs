@@ -13,6 +13,7 @@ mod admin;
 mod blobs;
 mod docs;
 mod error;
+mod history;
 mod oplog;
 mod shares;
 pub mod sqlite;
@@ -28,8 +29,9 @@ pub use admin::{
     UserFilter, UserQuery, UserSort, UserSummary, VaultStats, WorkspaceStats,
 };
 pub use blobs::{AddBlobRef, BlobStore};
-pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
+pub use docs::{DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
 pub use error::{StoreError, StoreResult};
+pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
 pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
@@ -45,6 +47,7 @@ pub trait Store:
     + ShareStore
     + UsageStore
     + ConsoleStore
+    + HistoryStore
     + Send
     + Sync
     + 'static
