@@ -207,3 +207,36 @@ async fn observe(
     }
     Ok((doc, client.content(), latencies))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(latencies_us: &[u32], q: f64, expected_ms: f64) {
+        let mut latencies = latencies_us.to_vec();
+        latencies.sort_unstable();
+        let run = Fanout {
+            docs: 1,
+            observers: 1,
+            offered_per_s: 1.0,
+            expected: 0,
+            delivered: 0,
+            latencies,
+            converged: true,
+            server_cpu_s: None,
+        };
+        let got = run.percentile_ms(q);
+        assert!(got == expected_ms || (got.is_nan() && expected_ms.is_nan()), "p{q} of {latencies_us:?}: {got}");
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let hundred: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
+        check(&hundred, 0.50, 50.0);
+        check(&hundred, 0.99, 99.0);
+        check(&hundred, 1.0, 100.0);
+        check(&[7000], 0.99, 7.0);
+        check(&[3000, 1000, 2000], 0.5, 2.0);
+        check(&[], 0.99, f64::NAN);
+    }
+}
