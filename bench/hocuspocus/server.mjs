@@ -2,7 +2,7 @@
 // persists, as Concord does. Default settings, as a user would deploy it: the whole document is
 // stored 2 s after a change (`debounce`, at most every 10 s), in SQLite through better-sqlite3.
 //
-// Usage: HOST=127.0.0.1 PORT=1234 DATABASE=/path/db.sqlite node hocuspocus_server.mjs
+// Usage: HOST=127.0.0.1 PORT=1234 DATABASE=/path/db.sqlite node bench/hocuspocus/server.mjs
 import { Server } from '@hocuspocus/server'
 import { SQLite } from '@hocuspocus/extension-sqlite'
 
