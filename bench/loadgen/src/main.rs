@@ -83,7 +83,9 @@ async fn main() -> Result<()> {
         None => None,
     };
     let target = Target { url: args.url.clone(), protocol: args.protocol, token };
-    let prefix = &args.prefix;
+    // In-memory servers keep documents between runs: every run gets names of its own.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let prefix = &format!("{}-{nonce}", args.prefix);
     let result = match args.scenario {
         Scenario::Idle { conns, one_doc } => idle(&target, args.pid, prefix, conns, one_doc).await?,
         Scenario::Propagation { observers, rate, seconds } => {
