@@ -29,6 +29,7 @@ mod hocuspocus_wire;
 mod mail_mode;
 mod maintenance;
 mod metrics;
+mod openapi_drift;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_input;
