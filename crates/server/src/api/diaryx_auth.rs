@@ -57,7 +57,7 @@ async fn magic_link(
     }))
 }
 
-#[utoipa::path(get, path = "/auth/verify", tag = "diaryx auth", params(("token" = Option<String>, Query, description = "the magic-link token")), responses((status = 200, description = "session token", body = Object), crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/auth/verify", tag = "diaryx auth", params(("token" = Option<String>, Query, description = "the magic-link token")), responses((status = 200, description = "session token", body = Object), (status = 400, description = "invalid or expired link", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn verify(
     State(state): State<AppState>,
     agent: UserAgent,
