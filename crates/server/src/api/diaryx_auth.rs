@@ -149,7 +149,7 @@ async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result
     Ok(Json(live_devices(&state, &principal.user.id).await?))
 }
 
-#[utoipa::path(delete, path = "/auth/devices/{id}", tag = "diaryx auth", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 204, description = "done"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
+#[utoipa::path(delete, path = "/auth/devices/{id}", tag = "diaryx auth", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 204, description = "done"), (status = 400, description = "the caller's own device (log out instead)", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn delete_device(
     State(state): State<AppState>,
     ip: Ip,
