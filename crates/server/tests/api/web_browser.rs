@@ -137,19 +137,8 @@ impl Browser {
     }
 
     /// The visible text of the page.
-    /// A navigation between finding `body` and reading it leaves a stale element: the new page's
-    /// `body` is read instead, a bounded number of times.
     pub async fn text(&self) -> String {
-        for _ in 0..20 {
-            let body = self.client.find(Locator::Css("body")).await.unwrap();
-            match body.text().await {
-                Ok(text) => return text,
-                Err(fantoccini::error::CmdError::Standard(e))
-                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
-                Err(e) => panic!("reading the page failed: {e}"),
-            }
-        }
-        panic!("the page kept changing while it was read")
+        self.client.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
     }
 
     /// Saves a PNG of the window as `target/screenshots/<name>.png` and returns its path.
