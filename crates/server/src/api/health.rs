@@ -75,7 +75,13 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
             (false, 0)
         }
     };
-    let blob_storage_writable = probe_writable(&state.config.blob_dir()).await;
+    let blob_storage_writable = match state.blobs.probe_writable().await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "health: blob storage not writable");
+            false
+        }
+    };
     let database_writable = match state.store.probe_write(clock::now()).await {
         Ok(()) => true,
         Err(err) => {
@@ -96,18 +102,6 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
         server_time: clock::rfc3339(clock::now()),
     };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
-}
-
-/// Writes and removes a small file: the only honest test of "writable" (permissions, read-only
-/// mounts and full disks all show up here).
-async fn probe_writable(dir: &std::path::Path) -> bool {
-    let probe = dir.join(format!(".health-{}", uuid::Uuid::new_v4()));
-    let written = tokio::fs::write(&probe, b"ok").await;
-    let _ = tokio::fs::remove_file(&probe).await;
-    if let Err(err) = &written {
-        tracing::warn!(error = %err, dir = %dir.display(), "health: blob storage not writable");
-    }
-    written.is_ok()
 }
 
 #[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]

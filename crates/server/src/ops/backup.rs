@@ -5,7 +5,9 @@
 //! server keeps writing. The blobs to archive are the ones *that copy* references, so the archive
 //! never names a blob it lacks. Blob files are immutable (content-addressed), so reading them
 //! after the copy is safe; a blob whose reference is committed a moment before its file is renamed
-//! into place (see `blobstore.rs`) is waited for briefly.
+//! into place (see `blobstore/`) is waited for briefly. Scheduled backups are for the
+//! filesystem blob store only (the configuration refuses them with S3, whose bucket has its own
+//! versioning and replication).
 //!
 //! Archive layout: `concord.db`, `blobs/<aa>/<bb>/<sha256>`, then `manifest.json` last (its
 //! checksums are known only once everything before it is written).
