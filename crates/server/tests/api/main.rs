@@ -41,6 +41,8 @@ mod ops_backup;
 mod ops_cli;
 mod ops_install;
 mod proxy;
+mod s3_blobs;
+mod s3_moto;
 mod shares_access;
 mod shares_api;
 mod smtp_sink;
