@@ -13,6 +13,8 @@ mod blobs;
 mod docs;
 mod error;
 mod oplog;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use accounts::AdminStore;
@@ -21,8 +23,8 @@ pub use accounts::{
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord, WorkspaceRecord,
 };
 pub use blobs::{AddBlobRef, BlobStore};
-pub use docs::{DocSize, DocStore, NewDocUpdate, StoredDoc};
-pub use error::{StoreError, StoreResult};
+pub use docs::{DocId, DocSize, DocStore, NewDocUpdate, StoredDoc};
+pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 
 /// Everything Concord persists. Backends implement every sub-trait.

@@ -179,7 +179,7 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(err: StoreError) -> CliError {
         match err {
-            StoreError::Conflict(what) => CliError::Conflict(format!("already taken ({what})")),
+            StoreError::Conflict(what) => CliError::Conflict(format!("already taken ({})", what.as_str())),
             other => CliError::Failed(other.to_string()),
         }
     }

@@ -77,7 +77,7 @@ impl Peer {
 /// The loaded document and where its stored state stands.
 struct Loaded {
     room: Room,
-    doc_id: i64,
+    doc_id: concord_store::DocId,
     /// Seq of the newest stored update; compaction covers everything up to it.
     last_seq: i64,
     /// Bytes of updates stored after the snapshot.
@@ -199,7 +199,7 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
         .flat_map(|(_, effects)| std::mem::take(&mut effects.persist))
-        .map(|data| NewDocUpdate { doc_id: doc.doc_id, data })
+        .map(|data| NewDocUpdate { doc_id: doc.doc_id.clone(), data })
         .collect();
     if updates.is_empty() {
         return true;
@@ -242,17 +242,18 @@ async fn compact(hub: &Hub, doc: &mut Loaded) {
         Ok(snapshot) => snapshot,
         // The stored updates stay as they are; the next SyncStep1 poisons the room the same way.
         Err(err) => {
-            tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed");
+            tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed");
             return;
         }
     };
-    match hub.store.compact_doc(doc.doc_id, &snapshot, doc.last_seq).await {
-        Ok(()) => {
+    match hub.store.compact_doc(&doc.doc_id, &snapshot, doc.last_seq).await {
+        // Not applied means a later compaction already covers it; either way nothing is pending.
+        Ok(_) => {
             doc.pending_bytes = 0;
             metrics::counter!("concord_yjs_compactions_total").increment(1);
         }
         // The updates stay stored; the next batch tries again.
-        Err(err) => tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed"),
+        Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed"),
     }
 }
 

@@ -75,7 +75,7 @@ async fn compaction_bounds_the_stored_size_and_keeps_the_content() {
     app.terminate().await;
     let store = SqliteStore::open(&app.db_path()).await.unwrap();
     let stored = store.load_doc(&workspace, "big", 0).await.unwrap();
-    let DocSize { snapshot_bytes, update_bytes, .. } = store.doc_size(stored.id).await.unwrap();
+    let DocSize { snapshot_bytes, update_bytes, .. } = store.doc_size(&stored.id).await.unwrap();
     assert!(stored.snapshot.is_some(), "never compacted");
     assert!(update_bytes <= THRESHOLD, "{update_bytes} bytes of updates after the snapshot");
     // The snapshot is the document, not its history: close to the text's own size.

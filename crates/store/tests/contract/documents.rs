@@ -1,17 +1,18 @@
-//! Document stories: a Yjs document is its snapshot plus the updates appended after it; batches
-//! are all or nothing; compaction drops exactly the updates its snapshot covers.
+//! Document stories: a Yjs document is its snapshot plus the updates appended after it; seqs are
+//! per document, gap-free and in commit order under concurrent appenders; batches are all or
+//! nothing; compaction drops exactly the updates its snapshot covers, and a stale one does nothing.
 
 use std::sync::Arc;
 
-use concord_store::{DocSize, NewDocUpdate, Store, WorkspaceRecord};
+use concord_store::{DocId, DocSize, NewDocUpdate, Store, WorkspaceRecord};
 
 async fn workspace(store: &dyn Store, email: &str) -> WorkspaceRecord {
     let user = store.user_for_verified_email(email, 1).await.unwrap();
     store.ensure_workspace(&user.id, "default", 1).await.unwrap()
 }
 
-fn updates(doc_id: i64, payloads: &[&[u8]]) -> Vec<NewDocUpdate> {
-    payloads.iter().map(|p| NewDocUpdate { doc_id, data: p.to_vec() }).collect()
+fn updates(doc_id: &DocId, payloads: &[&[u8]]) -> Vec<NewDocUpdate> {
+    payloads.iter().map(|p| NewDocUpdate { doc_id: doc_id.clone(), data: p.to_vec() }).collect()
 }
 
 pub async fn story_a_document_is_its_snapshot_plus_later_updates(store: Arc<dyn Store>) {
@@ -23,45 +24,104 @@ pub async fn story_a_document_is_its_snapshot_plus_later_updates(store: Arc<dyn 
     let other = store.load_doc(&ws.id, "other", 2).await.unwrap();
     assert_ne!(other.id, doc.id);
 
-    let mut batch = updates(doc.id, &[b"u1", b"u2"]);
-    batch.extend(updates(other.id, &[b"o1"]));
-    let seqs = store.append_doc_updates(&batch).await.unwrap();
-    assert_eq!(seqs.len(), 3, "one seq per update, in order");
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // Seqs are per document: each counts 1, 2, … whatever the batch mixes.
+    let mut batch = updates(&doc.id, &[b"u1"]);
+    batch.extend(updates(&other.id, &[b"o1"]));
+    batch.extend(updates(&doc.id, &[b"u2"]));
+    assert_eq!(store.append_doc_updates(&batch).await.unwrap(), vec![1, 1, 2]);
     let loaded = store.load_doc(&ws.id, "notes", 3).await.unwrap();
     assert_eq!(loaded.updates, vec![b"u1".to_vec(), b"u2".to_vec()]);
-    assert_eq!(loaded.last_seq, seqs[1]);
+    assert_eq!(loaded.last_seq, 2);
     assert_eq!(store.load_doc(&ws.id, "other", 3).await.unwrap().updates, vec![b"o1".to_vec()]);
 
-    store.compact_doc(doc.id, b"snap", seqs[0]).await.unwrap();
-    let seq3 = store.append_doc_updates(&updates(doc.id, &[b"u3"])).await.unwrap()[0];
+    assert!(store.compact_doc(&doc.id, b"snap", 1).await.unwrap());
+    assert_eq!(store.append_doc_updates(&updates(&doc.id, &[b"u3"])).await.unwrap(), vec![3]);
     let loaded = store.load_doc(&ws.id, "notes", 4).await.unwrap();
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"snap"[..]));
     assert_eq!(loaded.updates, vec![b"u2".to_vec(), b"u3".to_vec()]);
-    assert_eq!(loaded.last_seq, seq3);
-    let size = store.doc_size(doc.id).await.unwrap();
+    assert_eq!(loaded.last_seq, 3);
+    let size = store.doc_size(&doc.id).await.unwrap();
     assert_eq!(size, DocSize { snapshot_bytes: 4, update_bytes: 4, update_count: 2 });
 
-    // Compacting everything leaves only the snapshot, and seqs keep increasing afterwards.
-    store.compact_doc(doc.id, b"snap2", seq3).await.unwrap();
-    assert_eq!(store.doc_size(doc.id).await.unwrap().update_count, 0);
-    let seq4 = store.append_doc_updates(&updates(doc.id, &[b"u4"])).await.unwrap()[0];
-    assert!(seq4 > seq3);
+    // Compacting everything leaves only the snapshot, and seqs go on from the head afterwards.
+    assert!(store.compact_doc(&doc.id, b"snap2", 3).await.unwrap());
+    assert_eq!(store.doc_size(&doc.id).await.unwrap().update_count, 0);
+    assert_eq!(store.append_doc_updates(&updates(&doc.id, &[b"u4"])).await.unwrap(), vec![4]);
     let loaded = store.load_doc(&ws.id, "notes", 5).await.unwrap();
-    assert_eq!((loaded.snapshot.as_deref(), loaded.updates), (Some(&b"snap2"[..]), vec![b"u4".to_vec()]));
+    assert_eq!(
+        (loaded.snapshot.as_deref(), loaded.updates, loaded.last_seq),
+        (Some(&b"snap2"[..]), vec![b"u4".to_vec()], 4)
+    );
     // Compacting one document leaves the other alone.
-    assert_eq!(store.doc_size(other.id).await.unwrap().update_count, 1);
+    assert_eq!(store.doc_size(&other.id).await.unwrap().update_count, 1);
+}
+
+pub async fn story_a_stale_or_overreaching_compaction_changes_nothing(store: Arc<dyn Store>) {
+    let ws = workspace(&*store, "a@example.com").await;
+    let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
+    store.append_doc_updates(&updates(&doc.id, &[b"u1", b"u2", b"u3"])).await.unwrap();
+    // (snapshot, through, applied): beyond the head would claim seqs never stored; at or below
+    // the stored snapshot's seq is a compaction that lost to a later one (another node's).
+    let steps: [(&[u8], i64, bool); 5] =
+        [(b"x", 4, false), (b"s2", 2, true), (b"old", 1, false), (b"old", 2, false), (b"s3", 3, true)];
+    for (snapshot, through, applied) in steps {
+        assert_eq!(store.compact_doc(&doc.id, snapshot, through).await.unwrap(), applied, "through {through}");
+    }
+    let loaded = store.load_doc(&ws.id, "notes", 2).await.unwrap();
+    assert_eq!((loaded.snapshot.as_deref(), loaded.updates.len(), loaded.last_seq), (Some(&b"s3"[..]), 0, 3));
+}
+
+pub async fn story_concurrent_appenders_get_gap_free_seqs_in_commit_order(store: Arc<dyn Store>) {
+    // 4 writers × 20 batches of 2 is enough to interleave on every backend (each batch is its own
+    // transaction) while staying well under a second on a loaded machine.
+    const WRITERS: u8 = 4;
+    const BATCHES: u8 = 20;
+    let ws = workspace(&*store, "a@example.com").await;
+    let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, id) = (store.clone(), doc.id.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for b in 0..BATCHES {
+                    let batch = updates(&id, &[&[w, b, 0], &[w, b, 1]]);
+                    let seqs = store.append_doc_updates(&batch).await.unwrap();
+                    assert_eq!(seqs[1], seqs[0] + 1, "one batch numbers its updates together");
+                    seen.push((seqs, (w, b)));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut by_seq = Vec::new();
+    for task in tasks {
+        for (seqs, (w, b)) in task.await.unwrap() {
+            by_seq.push((seqs[0], vec![w, b, 0]));
+            by_seq.push((seqs[1], vec![w, b, 1]));
+        }
+    }
+    by_seq.sort();
+    let total = i64::from(WRITERS) * i64::from(BATCHES) * 2;
+    assert_eq!(by_seq.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>(), "gap-free");
+    // What a load returns is the updates in seq order, and each writer's own appear in its order.
+    let loaded = store.load_doc(&ws.id, "notes", 2).await.unwrap();
+    assert_eq!(loaded.updates, by_seq.into_iter().map(|(_, data)| data).collect::<Vec<_>>());
+    assert_eq!(loaded.last_seq, total);
 }
 
 pub async fn story_a_failed_batch_stores_nothing(store: Arc<dyn Store>) {
     let ws = workspace(&*store, "a@example.com").await;
     let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
-    // The second update names a document that does not exist.
-    let mut batch = updates(doc.id, &[b"u1"]);
-    batch.extend(updates(doc.id + 1000, &[b"x"]));
+    // The second update names a document whose workspace has been deleted.
+    let user = store.user_for_verified_email("a@example.com", 1).await.unwrap();
+    let doomed_ws = store.create_workspace(&user.id, "doomed", 1).await.unwrap();
+    let doomed = store.load_doc(&doomed_ws.id, "gone", 1).await.unwrap();
+    assert!(store.delete_workspace(&user.id, &doomed_ws.id).await.unwrap());
+    let mut batch = updates(&doc.id, &[b"u1"]);
+    batch.extend(updates(&doomed.id, &[b"x"]));
     assert!(store.append_doc_updates(&batch).await.is_err());
     assert!(store.load_doc(&ws.id, "notes", 2).await.unwrap().updates.is_empty());
-    // The store stays usable for the next batch.
+    // The store stays usable for the next batch, and the failed one consumed no seq.
     store.ping().await.unwrap();
-    assert_eq!(store.append_doc_updates(&updates(doc.id, &[b"u2"])).await.unwrap().len(), 1);
+    assert_eq!(store.append_doc_updates(&updates(&doc.id, &[b"u2"])).await.unwrap(), vec![1]);
 }

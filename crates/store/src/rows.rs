@@ -1,0 +1,112 @@
+//! Rows to records, once for every backend: each mapping is generic over the driver's row type,
+//! so the SQLite and PostgreSQL backends select the same column names and share one reading.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{DeviceKind, DeviceRecord, StoredOp, TokenKind, UserRecord, WorkspaceRecord};
+
+/// The column types Concord's records use, decodable by the backend of `R`.
+pub(crate) trait StoreRow: Row
+where
+    for<'a> &'a str: ColumnIndex<Self>,
+{
+    fn text(&self, column: &str) -> String;
+    fn opt_text(&self, column: &str) -> Option<String>;
+    fn int(&self, column: &str) -> i64;
+    fn opt_int(&self, column: &str) -> Option<i64>;
+    fn flag(&self, column: &str) -> bool;
+}
+
+impl<R: Row> StoreRow for R
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> String {
+        self.get(column)
+    }
+    fn opt_text(&self, column: &str) -> Option<String> {
+        self.get(column)
+    }
+    fn int(&self, column: &str) -> i64 {
+        self.get(column)
+    }
+    fn opt_int(&self, column: &str) -> Option<i64> {
+        self.get(column)
+    }
+    fn flag(&self, column: &str) -> bool {
+        self.get(column)
+    }
+}
+
+/// From the columns of `user_columns!` (see the backends' account modules).
+pub(crate) fn user_from<R: StoreRow>(row: &R) -> UserRecord
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    UserRecord {
+        id: row.text("id"),
+        email: row.text("email"),
+        username: row.opt_text("username"),
+        password_hash: row.opt_text("password_hash"),
+        confirmed: row.flag("confirmed"),
+        blocked: row.flag("blocked"),
+        is_admin: row.flag("is_admin"),
+        created_at: row.int("created_at"),
+    }
+}
+
+/// From the columns of `device_columns!`.
+pub(crate) fn device_from<R: StoreRow>(row: &R) -> DeviceRecord
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    DeviceRecord {
+        id: row.text("d_id"),
+        user_id: row.text("user_id"),
+        kind: DeviceKind::parse(&row.text("kind")),
+        name: row.opt_text("name"),
+        vault_id: row.opt_text("vault_id"),
+        client_version: row.opt_text("client_version"),
+        created_at: row.int("d_created_at"),
+        last_seen_at: row.int("last_seen_at"),
+        revoked_at: row.opt_int("revoked_at"),
+    }
+}
+
+pub(crate) fn token_kind_from<R: StoreRow>(row: &R) -> TokenKind
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    TokenKind::parse(&row.text("token_kind"))
+}
+
+pub(crate) fn workspace_from<R: StoreRow>(row: &R) -> WorkspaceRecord
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    WorkspaceRecord {
+        id: row.text("id"),
+        user_id: row.text("user_id"),
+        name: row.text("name"),
+        created_at: row.int("created_at"),
+    }
+}
+
+pub(crate) fn stored_op_from<R: StoreRow>(row: &R) -> StoredOp
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    StoredOp {
+        op_id: row.text("op_id"),
+        server_sequence: row.int("server_sequence"),
+        device_id: row.text("device_id"),
+        entity_type: row.text("entity_type"),
+        entity_id: row.text("entity_id"),
+        op_type: row.text("op_type"),
+        payload_json: row.text("payload_json"),
+        created_at: row.text("created_at"),
+    }
+}
