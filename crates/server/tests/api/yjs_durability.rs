@@ -19,7 +19,12 @@ fn tokens(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn every_update_an_observer_received_survives_kill_9() {
-    let mut app = TestApp::spawn().await;
+    observed_updates_survive_kill_9(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn observed_updates_survive_kill_9(app: TestApp) {
+    let mut app = app;
     let token = app.sign_in("alice@example.com").await;
     let url = app.ws_url(&format!("/sync/durable?token={token}"));
     let mut writers = Vec::new();
