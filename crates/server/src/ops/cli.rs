@@ -288,18 +288,23 @@ async fn execute(cli: OpsCli) -> Result<ExitCode, CliError> {
 async fn on_postgres(url: &str, command: Command) -> Result<ExitCode, CliError> {
     let refuse =
         |what: &str, instead: &str| CliError::Usage(format!("{what} is SQLite-only; with DATABASE_URL {instead}"));
-    let store = match command {
+    let result = match command {
         Command::Backup { .. } => return Err(refuse("backup", "use pg_dump and copy <data>/blobs")),
         Command::Restore { .. } => return Err(refuse("restore", "use pg_restore and copy <data>/blobs back")),
         Command::Doctor => return Err(refuse("doctor", "use pg_amcheck")),
-        Command::User(_) | Command::Device(_) => PgStore::connect(url).await?,
+        Command::User(command) => {
+            let store = PgStore::connect(url).await?;
+            let result = user_command(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Device(command) => {
+            let store = PgStore::connect(url).await?;
+            let result = device_command(&store, command).await;
+            store.close().await;
+            result
+        }
     };
-    let result = match command {
-        Command::User(command) => user_command(&store, command).await,
-        Command::Device(command) => device_command(&store, command).await,
-        Command::Backup { .. } | Command::Restore { .. } | Command::Doctor => Ok(()),
-    };
-    store.close().await;
     result.map(|()| ExitCode::SUCCESS)
 }
 

@@ -71,6 +71,36 @@ pub async fn story_a_stale_or_overreaching_compaction_changes_nothing(store: Arc
     assert_eq!((loaded.snapshot.as_deref(), loaded.updates.len(), loaded.last_seq), (Some(&b"s3"[..]), 0, 3));
 }
 
+pub async fn story_racing_compactions_keep_the_latest_snapshot(store: Arc<dyn Store>) {
+    // Two compactions of one document race (as two nodes would), 10 rounds of each order: the
+    // later snapshot always wins, whichever commits first, and nothing it lacks is deleted.
+    let ws = workspace(&*store, "a@example.com").await;
+    for round in 0..10i64 {
+        let doc = store.load_doc(&ws.id, &format!("notes{round}"), 1).await.unwrap();
+        store.append_doc_updates(&updates(&doc.id, &[b"u1", b"u2", b"u3"])).await.unwrap();
+        let race = |through: i64, snapshot: &'static [u8]| {
+            let (store, id) = (store.clone(), doc.id.clone());
+            tokio::spawn(async move { store.compact_doc(&id, snapshot, through).await.unwrap() })
+        };
+        // Spawned in alternating order, so either may reach the store first.
+        let (older, newer) = if round % 2 == 0 {
+            let older = race(1, b"s1");
+            (older, race(2, b"s2"))
+        } else {
+            let newer = race(2, b"s2");
+            (race(1, b"s1"), newer)
+        };
+        let (older_applied, newer_applied) = (older.await.unwrap(), newer.await.unwrap());
+        assert!(newer_applied, "the later compaction is never refused");
+        let loaded = store.load_doc(&ws.id, &format!("notes{round}"), 2).await.unwrap();
+        assert_eq!(
+            (loaded.snapshot.as_deref(), loaded.updates),
+            (Some(&b"s2"[..]), vec![b"u3".to_vec()]),
+            "round {round}, older applied: {older_applied}"
+        );
+    }
+}
+
 pub async fn story_concurrent_appenders_get_gap_free_seqs_in_commit_order(store: Arc<dyn Store>) {
     // 4 writers × 20 batches of 2 is enough to interleave on every backend (each batch is its own
     // transaction) while staying well under a second on a loaded machine.

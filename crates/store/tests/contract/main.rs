@@ -96,6 +96,7 @@ macro_rules! every_story {
             documents: [
                 story_a_document_is_its_snapshot_plus_later_updates,
                 story_a_stale_or_overreaching_compaction_changes_nothing,
+                story_racing_compactions_keep_the_latest_snapshot,
                 story_concurrent_appenders_get_gap_free_seqs_in_commit_order,
                 story_a_failed_batch_stores_nothing,
             ],
