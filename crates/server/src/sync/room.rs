@@ -78,12 +78,16 @@ impl Peer {
 struct Loaded {
     room: Room,
     doc_id: concord_store::DocId,
-    /// Seq of the newest stored update; compaction covers everything up to it.
+    /// Seq of the newest stored update this room holds with every one before it; compaction
+    /// covers everything up to it. Document seqs are gap-free per document (`DocStore`), so a
+    /// batch numbered past `last_seq + 1` means another node appended in between (storage: pg).
     last_seq: i64,
     /// Bytes of updates stored after the snapshot.
     pending_bytes: usize,
     /// When an update was last stored (or the document loaded), for idle compaction.
     last_write: Instant,
+    /// Another node appended to this document since it loaded (see `last_seq`): no compaction.
+    behind: bool,
 }
 
 pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
@@ -112,7 +116,14 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
-    Ok(Loaded { room, doc_id: stored.id, last_seq: stored.last_seq, pending_bytes, last_write: Instant::now() })
+    Ok(Loaded {
+        room,
+        doc_id: stored.id,
+        last_seq: stored.last_seq,
+        pending_bytes,
+        last_write: Instant::now(),
+        behind: false,
+    })
 }
 
 async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver<RoomEvent>, doc: &mut Loaded) {
@@ -211,7 +222,14 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
             doc.last_write = Instant::now();
             metrics::counter!("concord_yjs_updates_persisted_total").increment(count);
             metrics::counter!("concord_yjs_persisted_bytes_total").increment(bytes as u64);
-            doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
+            // Past a gap the room lacks another node's update: `last_seq` stays where this room
+            // holds everything (a snapshot through a later seq would delete what it lacks), and
+            // the room stops compacting, which could cover no more, until it reloads from storage.
+            if seqs.first() == Some(&(doc.last_seq + 1)) {
+                doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
+            } else {
+                doc.behind = true;
+            }
             doc.pending_bytes += bytes;
             true
         }
@@ -238,6 +256,9 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
 }
 
 async fn compact(hub: &Hub, doc: &mut Loaded) {
+    if doc.behind {
+        return;
+    }
     let snapshot = match doc.room.encode_state() {
         Ok(snapshot) => snapshot,
         // The stored updates stay as they are; the next SyncStep1 poisons the room the same way.
