@@ -7,10 +7,12 @@
 pub mod blob;
 pub mod code;
 pub mod email;
+pub mod hocuspocus;
 pub mod id;
 pub mod oplog;
 pub mod password;
 pub mod rate_limit;
+pub mod share;
 pub mod token;
 pub mod username;
 pub mod yjs;

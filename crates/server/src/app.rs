@@ -80,10 +80,13 @@ pub fn router(state: AppState) -> Router {
         .merge(api::events::routes())
         .merge(api::blobs::routes())
         .merge(crate::sync::routes())
-        .merge(crate::metrics::routes());
+        .merge(crate::metrics::routes())
+        .merge(api::shares::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Hocuspocus providers pointed at the base URL upgrade `/`; the page on `/` is untouched.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::sync::hocuspocus_root))
         // Inside the router, where the matched route template is known.
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

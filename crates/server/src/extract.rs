@@ -101,25 +101,30 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_hash(parts)?;
-        let now = clock::now();
-        let principal =
-            state.store.authenticate(&token, now).await?.ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-        if principal.device.revoked_at.is_some() {
-            return Err(ApiError::unauthorized("device revoked"));
-        }
-        if principal.user.blocked {
-            return Err(ApiError::forbidden("user blocked"));
-        }
-        if now - principal.device.last_seen_at >= TOUCH_INTERVAL_SECS {
-            // Last-seen is a courtesy for the device list, not part of the request: if it cannot
-            // be written (a full disk), reads must still be served, so the failure is only logged.
-            if let Err(err) = state.store.touch_device(&principal.device.id, now).await {
-                tracing::warn!(error = %err, device = %principal.device.id, "could not record last seen");
-            }
-        }
-        Ok(Auth(principal))
+        authenticate(state, &token_hash(parts)?).await.map(Auth)
     }
+}
+
+/// The principal a bearer token stands for, with the checks of [`Auth`]; for tokens that arrive
+/// outside a request's headers (a Hocuspocus provider's `Auth` message).
+pub async fn authenticate(state: &AppState, token: &TokenHash) -> Result<Principal, ApiError> {
+    let now = clock::now();
+    let principal =
+        state.store.authenticate(token, now).await?.ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    if principal.device.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("device revoked"));
+    }
+    if principal.user.blocked {
+        return Err(ApiError::forbidden("user blocked"));
+    }
+    if now - principal.device.last_seen_at >= TOUCH_INTERVAL_SECS {
+        // Last-seen is a courtesy for the device list, not part of the request: if it cannot
+        // be written (a full disk), reads must still be served, so the failure is only logged.
+        if let Err(err) = state.store.touch_device(&principal.device.id, now).await {
+            tracing::warn!(error = %err, device = %principal.device.id, "could not record last seen");
+        }
+    }
+    Ok(principal)
 }
 
 #[cfg(test)]

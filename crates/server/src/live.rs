@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use concord_core::token::TokenHash;
-use concord_store::{Principal, Store};
+use concord_store::{Principal, ShareRecord, Store};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -63,9 +63,19 @@ pub struct OverCap {
     pub limit: usize,
 }
 
+/// What a connection's token authenticates, and so what ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    /// A device of the user: revoked through the accounts feed, checked with `still_valid`.
+    Device(String),
+    /// A share (its id): revoked through [`Live::end_share`], checked with `live_share_tokens`.
+    Share(String),
+}
+
 struct Entry {
+    /// The user the connection counts against: the device's, or the share's owner.
     user_id: String,
-    device_id: String,
+    holder: Holder,
     token: TokenHash,
     kind: Kind,
     ended: CancellationToken,
@@ -133,9 +143,25 @@ impl Live {
     /// Registers a connection of `principal` authenticated by `token`, unless the user already
     /// holds as many of this kind as the cap allows.
     pub fn open(self: &Arc<Self>, kind: Kind, principal: &Principal, token: TokenHash) -> Result<Lease, OverCap> {
+        self.insert(kind, &principal.user.id, Holder::Device(principal.device.id.clone()), token)
+    }
+
+    /// Registers a connection opened with a share's token. It counts against the owner's cap,
+    /// so handing out a link cannot open more connections than the owner may.
+    pub fn open_share(self: &Arc<Self>, kind: Kind, share: &ShareRecord, token: TokenHash) -> Result<Lease, OverCap> {
+        self.insert(kind, &share.user_id, Holder::Share(share.id.clone()), token)
+    }
+
+    /// Ends every connection opened with the share, at once (it was revoked).
+    pub fn end_share(&self, share_id: &str) {
+        let holder = Holder::Share(share_id.to_owned());
+        self.lock().entries.values().filter(|e| e.holder == holder).for_each(|e| e.ended.cancel());
+    }
+
+    fn insert(self: &Arc<Self>, kind: Kind, user_id: &str, holder: Holder, token: TokenHash) -> Result<Lease, OverCap> {
         let limit = self.caps.of(kind);
         let mut registry = self.lock();
-        let count = registry.per_user.entry((principal.user.id.clone(), kind)).or_default();
+        let count = registry.per_user.entry((user_id.to_owned(), kind)).or_default();
         if *count >= limit {
             return Err(OverCap { limit });
         }
@@ -143,13 +169,7 @@ impl Live {
         registry.next_id += 1;
         let id = registry.next_id;
         let ended = CancellationToken::new();
-        let entry = Entry {
-            user_id: principal.user.id.clone(),
-            device_id: principal.device.id.clone(),
-            token,
-            kind,
-            ended: ended.clone(),
-        };
+        let entry = Entry { user_id: user_id.to_owned(), holder, token, kind, ended: ended.clone() };
         registry.entries.insert(id, entry);
         kind.gauge().increment(1.0);
         Ok(Lease { live: self.clone(), id, ended })
@@ -160,21 +180,32 @@ impl Live {
     }
 
     fn end_device(&self, device_id: &str) {
-        self.lock().entries.values().filter(|e| e.device_id == device_id).for_each(|e| e.ended.cancel());
+        let holder = Holder::Device(device_id.to_owned());
+        self.lock().entries.values().filter(|e| e.holder == holder).for_each(|e| e.ended.cancel());
     }
 
     /// Ends the connections whose token no longer authenticates a live device of an unblocked
-    /// user: one query for every distinct token open.
+    /// user, or a live share: one query for every distinct device token open, one for shares.
     async fn recheck(&self) {
-        let tokens: Vec<TokenHash> = {
+        let (devices, shares): (Vec<TokenHash>, Vec<TokenHash>) = {
             let registry = self.lock();
-            let distinct: HashSet<TokenHash> = registry.entries.values().map(|e| e.token).collect();
-            distinct.into_iter().collect()
+            let distinct: HashSet<(TokenHash, bool)> =
+                registry.entries.values().map(|e| (e.token, matches!(e.holder, Holder::Share(_)))).collect();
+            let (shares, devices): (Vec<_>, Vec<_>) = distinct.into_iter().partition(|(_, share)| *share);
+            (devices.into_iter().map(|(t, _)| t).collect(), shares.into_iter().map(|(t, _)| t).collect())
         };
-        if tokens.is_empty() {
+        if devices.is_empty() && shares.is_empty() {
             return;
         }
-        let valid: HashSet<TokenHash> = match self.store.still_valid(&tokens, clock::now()).await {
+        let now = clock::now();
+        let checked = async {
+            let mut valid = if devices.is_empty() { Vec::new() } else { self.store.still_valid(&devices, now).await? };
+            if !shares.is_empty() {
+                valid.extend(self.store.live_share_tokens(&shares, now).await?);
+            }
+            Ok::<_, concord_store::StoreError>(valid)
+        };
+        let valid: HashSet<TokenHash> = match checked.await {
             Ok(valid) => valid.into_iter().collect(),
             // A database error is not proof of revocation; the next interval asks again.
             Err(err) => {

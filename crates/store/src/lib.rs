@@ -15,6 +15,7 @@ mod error;
 mod oplog;
 pub mod postgres;
 mod rows;
+mod shares;
 pub mod sqlite;
 
 pub use accounts::AdminStore;
@@ -26,10 +27,13 @@ pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocId, DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
+pub use shares::{NewShare, ShareRecord, ShareStore};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
-pub trait Store: AccountStore + AdminStore + OplogStore + BlobStore + DocStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + Send + Sync + 'static
+{
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -1,9 +1,12 @@
 //! Rows to records, once for every backend: each mapping is generic over the driver's row type,
 //! so the SQLite and PostgreSQL backends select the same column names and share one reading.
 
+use concord_core::share::Access;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{DeviceKind, DeviceRecord, StoredOp, TokenKind, UserRecord, WorkspaceRecord};
+use crate::{
+    DeviceKind, DeviceRecord, ShareRecord, StoreError, StoreResult, StoredOp, TokenKind, UserRecord, WorkspaceRecord,
+};
 
 /// The column types Concord's records use, decodable by the backend of `R`.
 pub(crate) trait StoreRow: Row
@@ -109,4 +112,21 @@ where
         payload_json: row.text("payload_json"),
         created_at: row.text("created_at"),
     }
+}
+
+pub(crate) fn share_from<R: StoreRow>(row: &R) -> StoreResult<ShareRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(ShareRecord {
+        id: row.text("id"),
+        user_id: row.text("user_id"),
+        workspace_id: row.text("workspace_id"),
+        doc_name: row.opt_text("doc_name"),
+        // The column's CHECK allows only the two spellings.
+        access: Access::parse(&row.text("access")).map_err(|e| StoreError::from(sqlx::Error::Decode(Box::new(e))))?,
+        created_at: row.int("created_at"),
+        expires_at: row.opt_int("expires_at"),
+        revoked_at: row.opt_int("revoked_at"),
+    })
 }

@@ -16,6 +16,7 @@ fn target() -> fn(&[u8]) {
         match name.as_str() {
             "yjs_frame" => targets::yjs_frame,
             "yjs_session" => targets::yjs_session,
+            "hocuspocus_session" => targets::hocuspocus_session,
             "range_raw" => targets::range_raw,
             "range_oracle" => targets::range_oracle,
             "multipart_head" => targets::multipart_head,

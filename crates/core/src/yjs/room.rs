@@ -62,7 +62,7 @@ impl Room {
     /// then the current awareness states if there are any.
     pub fn connect(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
         self.conns.entry(conn).or_default();
-        let mut frames = vec![encode_sync_step1(&self.doc.transact().state_vector())];
+        let mut frames = vec![self.sync_step1()];
         let live = self.awareness.live();
         if !live.is_empty() {
             frames.push(self.awareness.encode(live.into_iter()));
@@ -70,15 +70,48 @@ impl Room {
         frames
     }
 
+    /// The server's SyncStep1: its state vector, asking the peer for what it lacks.
+    pub fn sync_step1(&self) -> Vec<u8> {
+        encode_sync_step1(&self.doc.transact().state_vector())
+    }
+
     /// Handles one frame from `conn`. On error nothing from this frame was applied unless an
     /// update inside it was accepted by the decoder but refused by yrs while integrating; the
     /// caller closes the connection either way.
     pub fn receive(&mut self, conn: ConnId, frame: &[u8], now: i64) -> Result<Effects, ProtocolError> {
+        self.receive_as(conn, frame, now, true).map(|(effects, _)| effects)
+    }
+
+    /// Handles one frame from a connection that may read but not write (a read-only share):
+    /// sync steps are answered and awareness is taken as from anyone, but its updates are never
+    /// applied, stored or relayed. Also returns whether a dropped update held content the
+    /// document lacks (deletions are not compared), which a Hocuspocus server reports.
+    pub fn receive_read_only(
+        &mut self,
+        conn: ConnId,
+        frame: &[u8],
+        now: i64,
+    ) -> Result<(Effects, bool), ProtocolError> {
+        self.receive_as(conn, frame, now, false)
+    }
+
+    fn receive_as(
+        &mut self,
+        conn: ConnId,
+        frame: &[u8],
+        now: i64,
+        writable: bool,
+    ) -> Result<(Effects, bool), ProtocolError> {
         let messages = decode_frame(frame)?;
         let mut effects = Effects::default();
+        let mut refused = false;
         for message in messages {
             match message {
                 Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv)?)),
+                Incoming::Update(update) if !writable => {
+                    let known = self.doc.transact().state_vector();
+                    refused |= update.state_vector().iter().any(|(client, clock)| *clock > known.get(client));
+                }
                 Incoming::Update(update) => {
                     if let Some(applied) = self.apply(update)? {
                         effects.broadcast.push(encode_update(&applied));
@@ -107,7 +140,7 @@ impl Room {
                 }
             }
         }
-        Ok(effects)
+        Ok((effects, refused))
     }
 
     /// Forgets a connection and removes the awareness states it asserted.
@@ -287,6 +320,25 @@ mod tests {
                 .unwrap();
         let err = Room::default().receive(1, &frame, 0).unwrap_err();
         assert!(err.poisons_room(), "{err}");
+    }
+
+    #[test]
+    fn a_read_only_connection_reads_and_shows_presence_but_never_writes() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let writer = Doc::new();
+        let _ = room.receive(1, &update_frame(insert_text(&writer, "abc")), 0).unwrap();
+        let reader = Doc::new();
+        let (effects, refused) = room.receive_read_only(2, &step1(&reader), 0).unwrap();
+        assert_eq!((effects.reply.len(), refused), (1, false), "the reader gets the document");
+        let (effects, refused) = room.receive_read_only(2, &update_frame(insert_text(&reader, "x")), 0).unwrap();
+        assert_eq!((effects, refused), (Effects::default(), true), "an update is neither applied, stored nor relayed");
+        assert_eq!(text_of(room.doc()), "abc");
+        let known = writer.transact().encode_state_as_update_v1(&StateVector::default());
+        let (_, refused) = room.receive_read_only(2, &update_frame(known), 0).unwrap();
+        assert!(!refused, "nothing the document lacks");
+        let (effects, _) = room.receive_read_only(2, &awareness_frame(&[(7, 1, Some("{}"))]), 0).unwrap();
+        assert_eq!(effects.broadcast.len(), 1, "awareness is relayed");
     }
 
     #[test]

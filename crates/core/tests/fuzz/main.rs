@@ -17,6 +17,11 @@ fn fuzz_yjs_session() {
 }
 
 #[test]
+fn fuzz_hocuspocus_session() {
+    fuzz("hocuspocus_session", targets::hocuspocus_session);
+}
+
+#[test]
 fn fuzz_range_raw() {
     fuzz("range_raw", targets::range_raw);
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use arbitrary::{Result as ArbResult, Unstructured};
 use concord_core::blob::{ByteRange, MAX_MULTIPART_HEADERS, MAX_MULTIPART_PREAMBLE, MultipartHead, parse_range};
+use concord_core::hocuspocus::{self, Session, Step};
 use concord_core::oplog::{MAX_PUSH_OPS, PushOp, PushRequest, validate_push};
+use concord_core::share::Access;
 use concord_core::yjs::{AWARENESS_TIMEOUT_SECS, DocName, Effects, Room, decode_url_component};
 use yrs::{ReadTxn, Transact};
 
@@ -129,6 +131,112 @@ fn yjs_session_inner(u: &mut Unstructured<'_>) -> ArbResult<()> {
     // `yjs_session/reload-diverges`); one frame at a time, `yjs_frame` checks the equality.
     load_persisted(&persisted);
     Ok(())
+}
+
+/// A Hocuspocus socket: frames (raw, or behind one of a few keys) into a [`Session`], whose
+/// authentications succeed or fail as the input says, and whose document messages go to one room
+/// through `hocuspocus::receive` (key "b" read-only). Checks: a document message re-encodes to its
+/// frame, only open keys reach the room, a Step1 is answered with the server's Step1 first, every
+/// Step2 or Update the room took is acknowledged exactly once, last, and a read-only key changes
+/// nothing.
+pub fn hocuspocus_session(data: &[u8]) {
+    let mut state = HocusState {
+        session: Session::default(),
+        room: Room::default(),
+        persisted: Vec::new(),
+        open: BTreeMap::new(),
+        next_conn: 1,
+    };
+    let mut now = 0i64;
+    // Records of `control · length · body`, so corpus entries are written by hand: the control
+    // byte's low two bits pick the key (none, "a", "b", "a\0session"), bit 2 says whether an
+    // Auth in this record succeeds, the rest is seconds to advance.
+    let mut rest = data;
+    while let [control, len, tail @ ..] = rest {
+        let body = &tail[..usize::from(*len).min(tail.len())];
+        rest = &tail[body.len()..];
+        now += i64::from(control >> 3);
+        let frame = match control & 3 {
+            0 => body.to_vec(),
+            k => hocuspocus::frame(["a", "b", "a\0session"][usize::from(k) - 1], body),
+        };
+        let Ok(step) = state.session.receive(&frame) else { return };
+        if let Step::Authenticate { key, .. } = step {
+            let key = key.to_owned();
+            if control & 4 == 0 {
+                state.session.denied(&key);
+                continue;
+            }
+            state.open.insert(key.clone(), state.next_conn);
+            state.next_conn += 1;
+            for queued in state.session.opened(&key) {
+                let Ok(step) = state.session.receive(&queued) else { return };
+                assert!(!matches!(step, Step::Authenticate { .. }), "an Auth was queued");
+                if !hocus_step(&mut state, step, &queued, now) {
+                    return;
+                }
+            }
+        } else if !hocus_step(&mut state, step, &frame, now) {
+            return;
+        }
+    }
+    load_persisted(&state.persisted);
+}
+
+struct HocusState {
+    session: Session,
+    room: Room,
+    persisted: Vec<Vec<u8>>,
+    open: BTreeMap<String, u64>,
+    next_conn: u64,
+}
+
+/// Handles one step; false when the server would close the socket.
+fn hocus_step(state: &mut HocusState, step: Step<'_>, frame: &[u8], now: i64) -> bool {
+    match step {
+        Step::Nothing | Step::Authenticate { .. } => true,
+        Step::Stateless { key, .. } => {
+            assert!(state.open.contains_key(key), "stateless for a key that is not open");
+            true
+        }
+        Step::Close { key } => {
+            assert!(state.open.remove(key).is_some(), "close of a key that is not open");
+            true
+        }
+        Step::Room { key, ydoc } => {
+            assert_eq!(hocuspocus::frame(key, ydoc), frame, "a document message re-encodes to its frame");
+            let conn = *state.open.get(key).expect("only open keys reach the room");
+            // Key "b" is a read-only share: nothing it sends may change the document.
+            let access = if key == "b" { Access::ReadOnly } else { Access::ReadWrite };
+            let before = clocks(&state.room);
+            match hocuspocus::receive(&mut state.room, conn, ydoc, access, now) {
+                Ok(effects) => {
+                    if access == Access::ReadOnly {
+                        assert!(
+                            effects.persist.is_empty() && clocks(&state.room) == before,
+                            "a read-only edit applied"
+                        );
+                    }
+                    let acks = effects.reply.iter().filter(|f| matches!(f.as_slice(), [8, 0 | 1])).count();
+                    match ydoc {
+                        [0, 0, ..] => {
+                            assert_eq!(effects.reply[0], state.room.sync_step1(), "the server's Step1 comes first");
+                            assert_eq!(acks, 0);
+                        }
+                        [0, 1 | 2, ..] => {
+                            assert_eq!(acks, 1, "one ack per Step2 or Update");
+                            assert_eq!(effects.reply.last().map(|f| f[0]), Some(8), "the ack comes last");
+                        }
+                        _ => assert_eq!(acks, 0),
+                    }
+                    state.persisted.extend(effects.persist);
+                    true
+                }
+                // The server closes the socket (and reloads a poisoned room from storage).
+                Err(_) => false,
+            }
+        }
+    }
 }
 
 /// The Range header, as raw text against a few sizes: the answer is always within the blob.

@@ -5,5 +5,6 @@ pub mod diaryx_auth;
 pub mod events;
 pub mod health;
 pub mod oplog;
+pub mod shares;
 pub mod user_api;
 pub mod verstak_client;

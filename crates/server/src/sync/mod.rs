@@ -6,11 +6,14 @@
 //!   fan-out, compaction.
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
 //! - `writer`: the group-commit writer shared by all rooms.
+//! - `hocuspocus`: the Hocuspocus endpoint, many documents per socket, over the same rooms.
 //!
 //! Architecture invariant: protocol decisions live in `concord_core::yjs`; this module only
 //! moves bytes, time and storage around them.
 
+mod hocuspocus;
 mod hub;
+mod opener;
 mod room;
 mod socket;
 mod writer;
@@ -23,8 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
+pub use hocuspocus::root as hocuspocus_root;
 use hub::DocKey;
 pub use hub::Hub;
+use opener::Opener;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::DEFAULT_WORKSPACE;
@@ -32,7 +37,6 @@ use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, token_hash};
-use crate::live::Kind;
 
 const MAX_WORKSPACE_NAME: usize = 100;
 
@@ -43,6 +47,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sync", get(sync_by_query))
         .route("/sync/{*name}", get(sync_by_path))
+        .route("/hocuspocus", get(hocuspocus::upgrade))
         .route("/api/workspaces", post(create_workspace))
         .route("/api/workspaces/{id}", delete(delete_workspace))
 }
@@ -80,19 +85,20 @@ async fn upgrade(
     let name = name.ok_or_else(|| ApiError::bad_request("missing_doc", "the doc parameter is required"))?;
     let name = name.map_err(|e| ApiError::bad_request("invalid_doc", e.to_string()))?;
     let (mut parts, _body) = request.into_parts();
-    let Auth(principal) = Auth::from_request_parts(&mut parts, &state).await?;
     let token = token_hash(&parts)?;
+    let opener = Opener::resolve(&state, &token).await?;
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
-    let lease = state.live.open(Kind::WebSocket, &principal, token).map_err(|over| {
+    let lease = opener.lease(&state, token).map_err(|over| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_connections",
             format!("too many open documents for this user ({over}); close one first"),
         )
     })?;
-    let key = DocKey { workspace_id: place(&state, &principal.user.id, &name).await?, name: name.as_str().to_owned() };
+    let key = DocKey { workspace_id: opener.place(&state, &name).await?, name: name.as_str().to_owned() };
+    let access = opener.access();
     let max = state.sync.settings.max_frame_bytes;
     let hub = state.sync.clone();
     let shutdown = state.shutdown.clone();
@@ -106,7 +112,7 @@ async fn upgrade(
         // buffer is bounded by `socket::deliver` instead: one message and one pong at most.
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::serve(hub, socket, key, lease, shutdown)))
+        .on_upgrade(move |socket| socket::serve(hub, socket, key, access, lease, shutdown)))
 }
 
 /// The id of the workspace the document lives in (see [`DocName::placement`]).

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use concord_core::hocuspocus;
+use concord_core::share::Access;
 use concord_core::yjs::{ConnId, Effects, Room};
 use concord_store::NewDocUpdate;
 use tokio::sync::mpsc;
@@ -40,6 +42,12 @@ pub(super) enum RoomEvent {
     Leave {
         conn: ConnId,
     },
+    /// A Hocuspocus stateless message (its body, without key), for the document's other
+    /// Hocuspocus connections.
+    Stateless {
+        conn: ConnId,
+        body: Bytes,
+    },
     /// The document's workspace was deleted: close every connection and stop.
     Close,
     /// Compact now if nothing was written for `idle_for` and anything is stored after the
@@ -47,6 +55,16 @@ pub(super) enum RoomEvent {
     CompactIfIdle {
         idle_for: Duration,
     },
+}
+
+/// The wire protocol a connection speaks, which decides how its frames are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// y-protocols frames as they are (y-websocket, Diaryx, pycrdt).
+    YWebsocket,
+    /// y-protocols messages from Hocuspocus frames (key stripped by the socket, which also
+    /// prefixes it to what it sends): acknowledged, and answered with the server's SyncStep1.
+    Hocuspocus,
 }
 
 /// A connection as the room sees it.
@@ -60,6 +78,9 @@ pub(super) struct Peer {
     /// large document's first SyncStep2 never counts as slowness.
     pub max_queued: usize,
     pub closer: Arc<Closer>,
+    pub protocol: Protocol,
+    /// Whether the connection may change the document (a read-only share may not).
+    pub access: Access,
 }
 
 impl Peer {
@@ -138,6 +159,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             _ = sweep.tick() => swept = doc.room.sweep(clock::now()),
         }
         let mut batch = vec![(None, swept)];
+        let mut stateless = Vec::new();
         let now = clock::now();
         let mut poisoned = false;
         let mut idle = false;
@@ -156,7 +178,15 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                 // Frames of a connection already closed for misbehaving are dropped.
                 RoomEvent::Frame { conn, data } if peers.contains_key(&conn) => {
                     metrics::counter!("concord_yjs_frames_received_total").increment(1);
-                    match doc.room.receive(conn, &data, now) {
+                    let peer = &peers[&conn];
+                    let received = match (peer.protocol, peer.access) {
+                        (Protocol::YWebsocket, Access::ReadWrite) => doc.room.receive(conn, &data, now),
+                        (Protocol::YWebsocket, Access::ReadOnly) => {
+                            doc.room.receive_read_only(conn, &data, now).map(|(effects, _)| effects)
+                        }
+                        (Protocol::Hocuspocus, access) => hocuspocus::receive(&mut doc.room, conn, &data, access, now),
+                    };
+                    match received {
                         Ok(effects) => batch.push((Some(conn), effects)),
                         Err(err) => {
                             tracing::warn!(conn, doc = %key.name, error = %err, "closing connection after a malformed frame");
@@ -169,6 +199,8 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     }
                 }
                 RoomEvent::Frame { .. } => {}
+                RoomEvent::Stateless { conn, body } if peers.contains_key(&conn) => stateless.push((conn, body)),
+                RoomEvent::Stateless { .. } => {}
                 RoomEvent::Leave { conn } => {
                     peers.remove(&conn);
                     batch.push((Some(conn), doc.room.disconnect(conn, now)));
@@ -185,6 +217,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             return;
         }
         dispatch(&peers, batch);
+        relay_stateless(&peers, stateless);
         if poisoned {
             // The updates applied before the poisoning frame were whole and are now stored; the
             // document in memory may not be. Everyone reconnects to a copy loaded from storage.
@@ -251,6 +284,18 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
                 peer.send(&frame);
                 metrics::counter!("concord_yjs_frames_relayed_total").increment(1);
             }
+        }
+    }
+}
+
+/// Stateless messages go to the other Hocuspocus connections only: y-websocket clients know no
+/// such message.
+fn relay_stateless(peers: &HashMap<ConnId, Peer>, messages: Vec<(ConnId, Bytes)>) {
+    for (sender, body) in messages {
+        let receivers = peers.iter().filter(|(conn, peer)| **conn != sender && peer.protocol == Protocol::Hocuspocus);
+        for (_, peer) in receivers {
+            peer.send(&body);
+            metrics::counter!("concord_yjs_frames_relayed_total").increment(1);
         }
     }
 }

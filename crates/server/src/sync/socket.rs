@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use concord_core::share::Access;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{DocKey, Hub};
-use super::room::{Peer, RoomEvent};
+use super::room::{Peer, Protocol, RoomEvent};
 use crate::live::Lease;
 
 /// Frames queued for one client at most (bytes are bounded too, see [`Peer`]). A client this far
@@ -22,12 +23,12 @@ use crate::live::Lease;
 const OUTBOUND_QUEUE: usize = 1024;
 /// Bytes queued for one client at most, in multiples of the largest message a client may send.
 const QUEUED_FRAMES_OF_MAX_SIZE: usize = 4;
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Silence after which a peer is dead: three missed pongs. With the ping interval this closes a
 /// dead connection within 60 s.
-const DEAD_AFTER: Duration = Duration::from_secs(45);
+pub(super) const DEAD_AFTER: Duration = Duration::from_secs(45);
 /// How long closing may wait for a client, per step.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Joining retries if the room unloads at the very moment of joining.
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -46,10 +47,14 @@ pub(super) enum CloseReason {
     Reloading,
     DeadPeer,
     ShuttingDown,
+    /// A Hocuspocus socket queued too much before authenticating (Hocuspocus's own 4205).
+    PendingQueueFull,
+    /// A Hocuspocus socket held no authenticated document for too long (Hocuspocus's 4408).
+    Unauthenticated,
 }
 
 impl CloseReason {
-    fn frame(self) -> CloseFrame {
+    pub(super) fn frame(self) -> CloseFrame {
         let (code, reason) = match self {
             CloseReason::Protocol(1003) => (1003, "binary y-protocols frames only"),
             CloseReason::Protocol(1002) => (1002, "protocol error"),
@@ -63,6 +68,8 @@ impl CloseReason {
             CloseReason::Reloading => (1012, "document reloading"),
             CloseReason::DeadPeer => (1001, "ping timeout"),
             CloseReason::ShuttingDown => (1001, "server shutting down"),
+            CloseReason::PendingQueueFull => (4205, "Reset Connection"),
+            CloseReason::Unauthenticated => (4408, "Connection Timeout"),
         };
         CloseFrame { code, reason: reason.into() }
     }
@@ -79,7 +86,13 @@ pub(super) struct Closer {
 
 impl Closer {
     fn of(lease: &Lease) -> Closer {
-        Closer { reason: OnceLock::new(), cancelled: lease.ended().child_token() }
+        Closer::new(lease.ended().child_token())
+    }
+
+    /// A closer cancelled through `cancelled` (a Hocuspocus socket, whose documents each hold
+    /// their own lease, cancels it when any of them ends).
+    pub(super) fn new(cancelled: CancellationToken) -> Closer {
+        Closer { reason: OnceLock::new(), cancelled }
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -87,14 +100,25 @@ impl Closer {
         self.cancelled.cancel();
     }
 
-    fn reason(&self) -> Option<CloseReason> {
+    pub(super) async fn cancelled(&self) {
+        self.cancelled.cancelled().await
+    }
+
+    pub(super) fn reason(&self) -> Option<CloseReason> {
         let revoked = self.cancelled.is_cancelled().then_some(CloseReason::Revoked);
         self.reason.get().copied().or(revoked)
     }
 }
 
 /// Keeps `/api/status` true however the connection ends.
-struct Counted(Arc<Hub>);
+pub(super) struct Counted(Arc<Hub>);
+
+impl Counted {
+    pub(super) fn new(hub: &Arc<Hub>) -> Counted {
+        hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Counted(hub.clone())
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -102,12 +126,18 @@ impl Drop for Counted {
     }
 }
 
-pub(super) async fn serve(hub: Arc<Hub>, socket: WebSocket, key: DocKey, lease: Lease, shutdown: CancellationToken) {
-    hub.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let _counted = Counted(hub.clone());
+pub(super) async fn serve(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    key: DocKey,
+    access: Access,
+    lease: Lease,
+    shutdown: CancellationToken,
+) {
+    let _counted = Counted::new(&hub);
     let closer = Arc::new(Closer::of(&lease));
     let conn = hub.connection_id();
-    let reason = pump(&hub, socket, &key, conn, &closer, &shutdown).await;
+    let reason = pump(&hub, socket, &key, access, conn, &closer, &shutdown).await;
     drop(lease);
     if let Some(reason) = reason {
         tracing::info!(conn, doc = %key.name, ?reason, "closed WebSocket");
@@ -119,12 +149,15 @@ async fn pump(
     hub: &Arc<Hub>,
     socket: WebSocket,
     key: &DocKey,
+    access: Access,
     conn: u64,
     closer: &Arc<Closer>,
     shutdown: &CancellationToken,
 ) -> Option<CloseReason> {
     let (mut sink, mut stream) = socket.split();
-    let Some(Joined { room, greeting, mut outbound, queued }) = join(hub, key, conn, closer).await else {
+    let Some(Joined { room, greeting, mut outbound, queued }) =
+        join(hub, key, conn, closer, Protocol::YWebsocket, access).await
+    else {
         let _ = sink.send(Message::Close(Some(CloseReason::StorageFailed.frame()))).await;
         return Some(CloseReason::StorageFailed);
     };
@@ -182,7 +215,7 @@ async fn pump(
                     break end;
                 }
             }
-            () = closer.cancelled.cancelled() => break closer.reason(),
+            () = closer.cancelled() => break closer.reason(),
             () = shutdown.cancelled() => break Some(CloseReason::ShuttingDown),
         }
     };
@@ -202,18 +235,25 @@ async fn pump(
 }
 
 /// A connection's place in its room.
-struct Joined {
-    room: mpsc::Sender<RoomEvent>,
+pub(super) struct Joined {
+    pub room: mpsc::Sender<RoomEvent>,
     /// The room's first frame for this connection (its SyncStep1).
-    greeting: Bytes,
-    outbound: mpsc::Receiver<Bytes>,
+    pub greeting: Bytes,
+    pub outbound: mpsc::Receiver<Bytes>,
     /// Bytes waiting in `outbound`; this task subtracts each frame it takes.
-    queued: Arc<AtomicUsize>,
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// Joins the document's room and waits for its greeting, so frames sent from now on reach a room
 /// that knows this connection.
-async fn join(hub: &Arc<Hub>, key: &DocKey, conn: u64, closer: &Arc<Closer>) -> Option<Joined> {
+pub(super) async fn join(
+    hub: &Arc<Hub>,
+    key: &DocKey,
+    conn: u64,
+    closer: &Arc<Closer>,
+    protocol: Protocol,
+    access: Access,
+) -> Option<Joined> {
     for _ in 0..JOIN_ATTEMPTS {
         let room = hub.room(key);
         let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
@@ -223,6 +263,8 @@ async fn join(hub: &Arc<Hub>, key: &DocKey, conn: u64, closer: &Arc<Closer>) -> 
             queued: queued.clone(),
             max_queued: QUEUED_FRAMES_OF_MAX_SIZE * hub.settings.max_frame_bytes,
             closer: closer.clone(),
+            protocol,
+            access,
         };
         if room.send(RoomEvent::Join { conn, peer }).await.is_err() {
             continue;
@@ -242,7 +284,7 @@ async fn join(hub: &Arc<Hub>, key: &DocKey, conn: u64, closer: &Arc<Closer>) -> 
 /// room's queue by [`Peer`], tungstenite's write buffer by never holding more than one message
 /// and one pong, because nothing more is read or sent until they are out. The error is the close
 /// reason, or `None` if the socket is gone.
-async fn deliver(
+pub(super) async fn deliver(
     sink: &mut SplitSink<WebSocket, Message>,
     message: Option<Message>,
     closer: &Closer,
@@ -262,7 +304,7 @@ async fn deliver(
             Err(_) => Err(Some(CloseReason::TooSlow)),
         },
         // The room saw the client's queue overflow, or its credentials ended.
-        () = closer.cancelled.cancelled() => Err(closer.reason()),
+        () = closer.cancelled() => Err(closer.reason()),
         () = shutdown.cancelled() => Err(Some(CloseReason::ShuttingDown)),
     }
 }
@@ -271,7 +313,7 @@ async fn deliver(
 /// a violation of RFC 6455 (an unmasked frame, reserved bits, an oversized or fragmented control
 /// frame), 1007 for a text frame that is not UTF-8; `None` when the peer simply went away.
 /// tungstenite reports these wrapped in axum's error.
-fn read_error(err: &axum::Error) -> Option<CloseReason> {
+pub(super) fn read_error(err: &axum::Error) -> Option<CloseReason> {
     use tungstenite::error::ProtocolError;
     match std::error::Error::source(err)?.downcast_ref::<tungstenite::Error>()? {
         tungstenite::Error::Capacity(_) => Some(CloseReason::TooBig),

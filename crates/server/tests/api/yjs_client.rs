@@ -148,16 +148,17 @@ impl RawClient {
     }
 }
 
-fn interop_dir() -> PathBuf {
+pub fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
 /// Installs the Node clients (pinned by package-lock.json) once per test run.
-fn npm_installed() {
+pub fn npm_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let dir = interop_dir();
-        if dir.join("node_modules/y-websocket/package.json").exists() && dir.join("node_modules/yjs").exists() {
+        let installed = ["y-websocket/package.json", "yjs", "@hocuspocus/provider/package.json"];
+        if installed.iter().all(|p| dir.join("node_modules").join(p).exists()) {
             return;
         }
         let status = std::process::Command::new("npm")

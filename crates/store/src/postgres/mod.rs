@@ -21,6 +21,7 @@ mod admin;
 mod blobs;
 mod docs;
 mod oplog;
+mod shares;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -515,19 +515,13 @@ impl AccountStore for SqliteStore {
     }
 
     async fn still_valid(&self, hashes: &[TokenHash], now: i64) -> StoreResult<Vec<TokenHash>> {
-        // The hashes travel as one JSON array of hex strings: sqlx 0.9 takes only static SQL, so
-        // a list cannot become `IN (?, ?, …)`. `unhex` turns them back into the stored blobs,
-        // and each is then found through the primary key.
-        let list: Vec<String> = hashes
-            .iter()
-            .map(|h| format!("\"{}\"", h.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()))
-            .collect();
+        // `unhex` turns the list back into the stored blobs, each then found through the key.
         let rows = sqlx::query(
             "SELECT t.hash FROM tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
              WHERE t.hash IN (SELECT unhex(value) FROM json_each(?1))
                AND (t.expires_at IS NULL OR t.expires_at > ?2) AND d.revoked_at IS NULL AND u.blocked = 0",
         )
-        .bind(format!("[{}]", list.join(",")))
+        .bind(super::hash_list(hashes))
         .bind(now)
         .fetch_all(&self.reader)
         .await?;

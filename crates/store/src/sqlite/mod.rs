@@ -23,6 +23,7 @@ mod admin;
 mod blobs;
 mod docs;
 mod oplog;
+mod shares;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -137,4 +138,14 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Token hashes as one JSON array of hex strings, for `json_each`: sqlx 0.9 takes only static SQL,
+/// so a list cannot become `IN (?, ?, …)`.
+fn hash_list(hashes: &[concord_core::token::TokenHash]) -> String {
+    let quoted: Vec<String> = hashes
+        .iter()
+        .map(|h| format!("\"{}\"", h.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        .collect();
+    format!("[{}]", quoted.join(","))
 }

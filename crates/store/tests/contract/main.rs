@@ -10,6 +10,7 @@ mod accounts;
 mod blobs;
 mod documents;
 mod oplog;
+mod shares;
 mod workspaces;
 
 #[path = "../support/postgres_cluster.rs"]
@@ -112,6 +113,10 @@ macro_rules! every_story {
             blobs: [
                 story_references_are_per_scope_and_quotas_count_vault_and_user,
                 story_concurrent_uploads_cannot_overshoot_a_quota,
+            ],
+            shares: [
+                story_a_share_opens_while_live_and_only_its_owner_manages_it,
+                story_a_share_ends_with_its_workspace_and_with_its_owners_block,
             ],
         );
     };
