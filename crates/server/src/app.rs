@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use concord_store::Store;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -81,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::blobs::routes())
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
-        .merge(api::shares::routes());
+        .merge(api::shares::routes())
+        .merge(crate::web::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -89,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::sync::hocuspocus_root))
         // Inside the router, where the matched route template is known.
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        // Every form and cookie-carrying mutating request, on every route (see `web::csrf`).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::csrf::protect))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(
             ServiceBuilder::new()
@@ -146,7 +149,7 @@ async fn not_found(uri: Uri) -> axum::response::Response {
     if uri.path().starts_with("/api/") {
         ApiError::not_found("not found").into_response()
     } else {
-        (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><h1>Not found</h1>")).into_response()
+        crate::web::page::not_found()
     }
 }
 

@@ -283,6 +283,11 @@ pub struct Settings {
     /// the SQLite file; for several nodes on one database [default: SQLite at DATABASE_PATH]
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
+    // Web pages.
+    /// Whether people may register themselves (`/register` and `POST /api/v1/auth/register`);
+    /// with false, `/register` is 404 and the API answers 403 `registration_closed`
+    #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
+    pub registration: Option<bool>,
 }
 
 impl Settings {
@@ -354,6 +359,8 @@ impl Settings {
             maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
             // Storage backend.
             database_url: self.database_url.or(lower.database_url),
+            // Web pages.
+            registration: self.registration.or(lower.registration),
         }
     }
 }
@@ -487,6 +494,9 @@ pub struct Config {
     // Storage backend (pg).
     /// PostgreSQL instead of the SQLite file at `database_path`, if set.
     pub database_url: Option<Secret>,
+    // Web pages.
+    /// Whether people may register themselves (`accounts::registration::open`).
+    pub registration: bool,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -707,6 +717,8 @@ impl Config {
             )?),
             // Storage backend.
             database_url: database_url(s.database_url, database_path_set, backup_dir_set)?,
+            // Web pages.
+            registration: s.registration.expect(HAS_DEFAULT),
         })
     }
 

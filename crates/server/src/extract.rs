@@ -105,7 +105,8 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// The principal a bearer token stands for, with the checks of [`Auth`]; for tokens that arrive
+/// The one rule of every credential, bearer or cookie: the token names a live device of an
+/// unblocked user. Refreshes the device's last-seen time now and then. Also for tokens that arrive
 /// outside a request's headers (a Hocuspocus provider's `Auth` message).
 pub async fn authenticate(state: &AppState, token: &TokenHash) -> Result<Principal, ApiError> {
     let now = clock::now();

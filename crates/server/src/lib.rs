@@ -7,13 +7,15 @@
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown; [`client_addr`]: who the client is behind a
 //!   trusted reverse proxy.
-//! - [`accounts`]: identity services shared by the surfaces (limits, passwords, devices, cleanup);
+//! - [`accounts`]: identity services shared by the surfaces (limits, request extractors,
+//!   credentials, devices, the admin bootstrap);
 //!   [`secret`]: the key of sign-in code hashes.
 //! - [`mail`]: outgoing mail (SMTP through lettre, or dev mode).
 //! - [`sync`]: Yjs document sync over WebSocket.
 //! - [`ops`]: backup and restore, `doctor`, the recovery CLI, and the maintenance jobs.
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
+//! - [`web`]: server-rendered pages, session cookies and CSRF protection.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -27,7 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod html;
 pub mod live;
 pub mod logging;
 pub mod mail;
@@ -36,6 +37,7 @@ pub mod ops;
 pub mod secret;
 pub mod serve;
 pub mod sync;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +61,7 @@ pub enum StartError {
     #[error("invalid SMTP settings: {0}")]
     Mail(#[from] mail::MailError),
     #[error("admin bootstrap failed: {0}")]
-    Admin(#[from] accounts::BootstrapError),
+    Admin(#[from] accounts::bootstrap::BootstrapError),
     #[error("{0}")]
     Secret(#[from] secret::SecretError),
     #[error("cannot record the per-user caps: {0}")]
@@ -75,7 +77,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     }
     let store = open_store(&config).await?;
     if let Some(admin) = &config.admin {
-        accounts::bootstrap_admin(&*store, admin, clock::now()).await?;
+        accounts::bootstrap::bootstrap_admin(&*store, admin, clock::now()).await?;
     }
     let caps = config.caps;
     store.set_caps(caps.devices_per_user, caps.workspaces_per_user).await.map_err(StartError::Caps)?;

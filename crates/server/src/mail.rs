@@ -16,7 +16,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailConfig, SmtpConfig, SmtpSecurity};
-use crate::html;
+use askama::Template;
 
 /// Long enough for a distant relay, short enough that a client waiting on the answer gets one.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,6 +148,34 @@ impl Smtp {
     }
 }
 
+/// The HTML parts of the mails, escaped by askama like every page.
+#[derive(Template)]
+#[template(path = "mail/sign_in.html")]
+struct SignInHtml<'a> {
+    link: &'a str,
+    code: &'a str,
+    expiry_minutes: u64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/confirm.html")]
+struct ConfirmHtml<'a> {
+    link: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/reset.html")]
+struct ResetHtml<'a> {
+    link: &'a str,
+    token: &'a str,
+}
+
+/// Rendering these templates cannot fail (no fallible code in them); an empty HTML part
+/// would still leave the text part.
+fn render(template: impl Template) -> String {
+    template.render().unwrap_or_default()
+}
+
 /// The sign-in mail: a link for the device that reads it, and a code for any other device.
 pub fn sign_in_mail(to: Email, link: &str, code: &str, expiry_minutes: u64) -> OutgoingMail {
     let text = format!(
@@ -156,16 +184,7 @@ pub fn sign_in_mail(to: Email, link: &str, code: &str, expiry_minutes: u64) -> O
          The link and the code expire in {expiry_minutes} minutes and work once.\n\n\
          If you didn't ask to sign in, you can ignore this email."
     );
-    let html = format!(
-        "<p>Sign in to Diaryx by opening this link:</p>\
-         <p><a href=\"{link}\">Sign in</a></p>\
-         <p>Or enter this code on the device you are signing in on:</p>\
-         <p style=\"font-size:24px;letter-spacing:4px\"><strong>{code}</strong></p>\
-         <p>The link and the code expire in {expiry_minutes} minutes and work once.</p>\
-         <p>If you didn't ask to sign in, you can ignore this email.</p>",
-        link = html::escape(link),
-        code = html::escape(code),
-    );
+    let html = render(SignInHtml { link, code, expiry_minutes });
     OutgoingMail { to, subject: "Sign in to Diaryx".to_owned(), text, html }
 }
 
@@ -175,12 +194,7 @@ pub fn confirm_mail(to: Email, link: &str) -> OutgoingMail {
         "Confirm your email address by opening this link:\n\n{link}\n\n\
          The link expires in 48 hours. If you didn't create an account, you can ignore this email."
     );
-    let html = format!(
-        "<p>Confirm your email address by opening this link:</p>\
-         <p><a href=\"{link}\">Confirm my address</a></p>\
-         <p>The link expires in 48 hours. If you didn't create an account, you can ignore this email.</p>",
-        link = html::escape(link),
-    );
+    let html = render(ConfirmHtml { link });
     OutgoingMail { to, subject: "Confirm your email address".to_owned(), text, html }
 }
 
@@ -192,15 +206,7 @@ pub fn reset_mail(to: Email, link: &str, token: &str) -> OutgoingMail {
          The link expires in 1 hour and works once. Resetting signs out all your other sessions and devices. \
          If you didn't ask, you can ignore this email; your password stays as it is."
     );
-    let html = format!(
-        "<p>Someone asked to reset the password of your account. To choose a new one, open:</p>\
-         <p><a href=\"{link}\">Reset my password</a></p>\
-         <p>Reset token: <code>{token}</code></p>\
-         <p>The link expires in 1 hour and works once. Resetting signs out all your other sessions and devices. \
-         If you didn't ask, you can ignore this email; your password stays as it is.</p>",
-        link = html::escape(link),
-        token = html::escape(token),
-    );
+    let html = render(ResetHtml { link, token });
     OutgoingMail { to, subject: "Reset your password".to_owned(), text, html }
 }
 
@@ -244,6 +250,6 @@ mod tests {
         assert!(from.ends_with(" <noreply@example.com>"), "the name stays inside one From header: {from}");
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("text/plain") && raw.contains("text/html"));
-        assert!(raw.contains("&quot;&lt;b&gt;&amp;c"), "the link is escaped in HTML");
+        assert!(raw.contains("&#34;&#60;b&#62;&#38;c"), "the link is escaped in HTML");
     }
 }

@@ -86,6 +86,8 @@ fn describe() {
     gauge!("concord_backup_last_success", "1 if the last scheduled backup succeeded, 0 if it failed");
     gauge!("concord_backup_last_success_timestamp_seconds", "Unix time of the last successful scheduled backup");
     gauge!("concord_uptime_seconds", "Seconds since the server started");
+    // Soak (issue 14): tasks that outlive their work are a leak RSS shows only much later.
+    gauge!("concord_tokio_tasks_alive", "Tasks alive in the server's async runtime");
 }
 
 pub fn routes() -> Router<AppState> {
@@ -129,6 +131,8 @@ fn read_gauges(state: &AppState) {
     metrics::gauge!("concord_database_wal_size_bytes").set(file_size(&wal_path(db)) as f64);
     metrics::gauge!("concord_documents_loaded").set(state.stats.rooms.load(Ordering::Relaxed) as f64);
     metrics::gauge!("concord_uptime_seconds").set(state.started.elapsed().as_secs_f64());
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    metrics::gauge!("concord_tokio_tasks_alive").set(tasks as f64);
 }
 
 fn file_size(path: &Path) -> u64 {

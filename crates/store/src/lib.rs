@@ -17,6 +17,7 @@ pub mod postgres;
 mod rows;
 mod shares;
 pub mod sqlite;
+mod usage;
 
 pub use accounts::AdminStore;
 pub use accounts::{
@@ -28,11 +29,12 @@ pub use docs::{DocId, DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
+pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + Send + Sync + 'static
+    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + UsageStore + Send + Sync + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;

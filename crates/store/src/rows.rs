@@ -5,7 +5,8 @@ use concord_core::share::Access;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    DeviceKind, DeviceRecord, ShareRecord, StoreError, StoreResult, StoredOp, TokenKind, UserRecord, WorkspaceRecord,
+    DeviceKind, DeviceRecord, DocumentUsage, ShareRecord, StoreError, StoreResult, StoredOp, TokenKind, UserRecord,
+    VaultUsage, WorkspaceRecord, WorkspaceUsage,
 };
 
 /// The column types Concord's records use, decodable by the backend of `R`.
@@ -129,4 +130,37 @@ where
         expires_at: row.opt_int("expires_at"),
         revoked_at: row.opt_int("revoked_at"),
     })
+}
+
+// The usage page's rows (see `sqlite/usage.rs`).
+
+pub(crate) fn vault_usage_from<R: StoreRow>(row: &R) -> VaultUsage
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    VaultUsage {
+        vault_id: row.text("vault_id"),
+        ops: row.int("ops"),
+        head: row.int("head"),
+        blob_bytes: row.int("blob_bytes"),
+    }
+}
+
+pub(crate) fn workspace_usage_from<R: StoreRow>(row: &R) -> WorkspaceUsage
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    WorkspaceUsage {
+        id: row.text("id"),
+        name: row.text("name"),
+        documents: row.int("documents"),
+        bytes: row.int("bytes"),
+    }
+}
+
+pub(crate) fn document_usage_from<R: StoreRow>(row: &R) -> DocumentUsage
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    DocumentUsage { workspace_id: row.text("workspace_id"), name: row.text("name"), bytes: row.int("bytes") }
 }

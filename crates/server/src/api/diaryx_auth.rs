@@ -4,19 +4,18 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use concord_core::code::{MAX_WRONG_ATTEMPTS, SignInCode};
-use concord_core::email::Email;
-use concord_core::token::{NewToken, TokenFormat};
-use concord_store::{DeviceKind, DeviceRecord, NewDevice, TokenKind, WorkspaceRecord};
+use concord_core::token::TokenFormat;
+use concord_store::{DeviceRecord, TokenKind, WorkspaceRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::accounts::{self, ClientIp, UserAgent};
+use crate::accounts::devices;
+use crate::accounts::request::{ClientIp, UserAgent, truncate};
+use crate::accounts::sign_in::{self, SessionFor};
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
-use crate::mail;
 
 /// Device names are shown in lists; longer input is cut, not refused (the original stored any).
 const DEVICE_NAME_MAX: usize = 128;
@@ -34,14 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/workspaces/{id}", get(workspace))
 }
 
-fn invalid_email() -> ApiError {
-    ApiError::bad_request("invalid_request", "Invalid email address")
-}
-
-fn too_many(retry: concord_core::rate_limit::RetryAfter) -> ApiError {
-    ApiError::rate_limited(retry.0, "Too many requests. Please try again later.")
-}
-
 #[derive(Deserialize)]
 struct MagicLinkRequest {
     #[serde(default)]
@@ -53,35 +44,16 @@ async fn magic_link(
     ip: ClientIp,
     ApiJson(body): ApiJson<MagicLinkRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let email = Email::parse(&body.email).map_err(|_| invalid_email())?;
-    let now = clock::now();
-    let limits = &state.accounts.limits;
-    limits.magic_link_ip.check(&[&ip.0], now).map_err(too_many)?;
-    limits.magic_link_email.check(&[email.as_str()], now).map_err(too_many)?;
-
-    let token = NewToken::generate(TokenFormat::Base64Url);
-    let code = SignInCode::generate();
-    let minutes = u64::from(state.config.magic_link_expiry_minutes);
-    let expires_at = now + 60 * minutes as i64;
-    let code_hash = code.hash_for(&email, &state.accounts.code_key);
-    state.store.insert_magic_token(&token.hash, &code_hash, email.as_str(), expires_at, now).await?;
-    let link = format!("{}/auth/verify?token={}", state.config.app_base_url, token.plaintext);
-
-    if state.accounts.mailer.is_dev() {
-        tracing::info!(email = %email, link = %link, code = code.as_str(), "dev mode: sign-in link not mailed");
-        return Ok(Json(json!({
+    let sent = sign_in::send_link(&state, &ip, &body.email, clock::now()).await?;
+    Ok(Json(match sent.dev {
+        Some((link, code)) => json!({
             "success": true,
             "message": "Email not configured. Use the dev link below.",
             "dev_link": link,
-            "dev_code": code.as_str(),
-        })));
-    }
-    // Awaited (with the mailer's timeout) because the client must learn that no mail is coming.
-    if let Err(err) = state.accounts.mailer.send(mail::sign_in_mail(email, &link, code.as_str(), minutes)).await {
-        tracing::error!(error = %err, "sending the sign-in mail failed");
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Failed to send email"));
-    }
-    Ok(Json(json!({ "success": true, "message": "Check your email for a sign-in link." })))
+            "dev_code": code,
+        }),
+        None => json!({ "success": true, "message": "Check your email for a sign-in link." }),
+    }))
 }
 
 async fn verify(
@@ -92,11 +64,8 @@ async fn verify(
     let query = query.unwrap_or_default();
     let token = query_param(&query, "token").unwrap_or_default();
     let now = clock::now();
-    let email =
-        state.store.consume_magic_token(&concord_core::token::TokenHash::of(&token), now).await?.ok_or_else(|| {
-            ApiError::bad_request("invalid_request", "Invalid or expired link. Please request a new one.")
-        })?;
-    sign_in(&state, &email, query_param(&query, "device_name"), agent, now).await
+    let email = sign_in::spend_link(&state, &token, now).await?;
+    session(&state, &email, query_param(&query, "device_name"), agent, now).await
 }
 
 #[derive(Deserialize)]
@@ -115,53 +84,23 @@ async fn verify_code(
     agent: UserAgent,
     ApiJson(body): ApiJson<VerifyCodeRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let email = Email::parse(&body.email).map_err(|_| invalid_email())?;
     let now = clock::now();
-    // Counted before the store is asked and taken back on success, so a burst of parallel guesses
-    // gets no more answers than the limit.
-    let attempt = state.accounts.limits.verify_code.reserve(&[&ip.0], now).map_err(too_many)?;
-    let accepted = match SignInCode::parse(&body.code) {
-        Some(code) => {
-            let hash = code.hash_for(&email, &state.accounts.code_key);
-            state.store.consume_sign_in_code(email.as_str(), &hash, MAX_WRONG_ATTEMPTS, now).await?
-        }
-        None => false,
-    };
-    if !accepted {
-        return Err(ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one."));
-    }
-    attempt.release();
-    sign_in(&state, email.as_str(), body.device_name, agent, now).await
+    let email = sign_in::spend_code(&state, &ip, &body.email, &body.code, now).await?;
+    session(&state, email.as_str(), body.device_name, agent, now).await
 }
 
-/// The end of both sign-in paths: the user (created on first sign-in; an unconfirmed registration
-/// of the address is discarded, see [`concord_store::AccountStore::user_for_verified_email`]),
-/// their `default` workspace, and a new device with a session token.
-async fn sign_in(
+/// The end of both sign-in paths: the user and a new device with a Diaryx session token.
+async fn session(
     state: &AppState,
     email: &str,
     device_name: Option<String>,
     agent: UserAgent,
     now: i64,
 ) -> Result<Json<Value>, ApiError> {
-    let user = state.store.user_for_verified_email(email, now).await?;
-    if user.blocked {
-        return Err(ApiError::forbidden("user blocked"));
-    }
-    state.store.ensure_workspace(&user.id, accounts::DEFAULT_WORKSPACE, now).await?;
-    let name = device_name.map(|n| accounts::truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
-    let device = NewDevice {
-        user_id: user.id.clone(),
-        kind: DeviceKind::Session,
-        name,
-        vault_id: None,
-        client_version: None,
-        user_agent: agent.0,
-    };
-    let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
-    let (_, token) =
-        accounts::issue_device(state, device, TokenFormat::Base64Url, TokenKind::Session, Some(expires_at), now)
-            .await?;
+    let user = sign_in::verified_user(state, email, now).await?;
+    let name = device_name.map(|n| truncate(n.trim(), DEVICE_NAME_MAX)).filter(|n| !n.is_empty());
+    let session = SessionFor { name, agent, format: TokenFormat::Base64Url, kind: TokenKind::Session, user: &user };
+    let (token, _) = sign_in::open_session(state, session, now).await?;
     Ok(Json(json!({ "success": true, "token": token, "user": { "id": user.id, "email": user.email } })))
 }
 
@@ -191,7 +130,7 @@ async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json
 
 /// Ends this device's session: the device and its token are deleted, so it stops working at once.
 async fn logout(State(state): State<AppState>, Auth(principal): Auth) -> Result<StatusCode, ApiError> {
-    accounts::log_out(&state, &principal.user.id, &principal.device.id).await?;
+    devices::log_out(&state, &principal.user.id, &principal.device.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,7 +147,7 @@ async fn delete_device(
         return Err(ApiError::bad_request("invalid_request", "Cannot delete the current device. Log out instead."));
     }
     // Another user's device reads exactly like a missing one.
-    if !accounts::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
+    if !devices::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
         return Err(ApiError::not_found("Device not found"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -13,7 +13,6 @@ use crate::clock;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { "Concord sync server" }))
         .route("/health", get(|| async { "OK" }))
         .route("/livez", get(livez))
         .route("/readyz", get(readiness))

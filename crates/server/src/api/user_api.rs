@@ -4,29 +4,27 @@
 //! them on their own and cross-site request forgery has nothing to ride on.
 
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use concord_core::email::Email;
-use concord_core::password::{Password, PasswordError};
-use concord_core::token::{NewToken, TokenFormat, TokenHash};
-use concord_core::username::Username;
-use concord_store::{AccountTokenPurpose, DeviceKind, NewDevice, NewUser, StoreError, TokenKind};
+use concord_core::token::TokenFormat;
+use concord_store::TokenKind;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::accounts::{self, ClientIp, UserAgent, too_many};
+use crate::accounts::registration::{self, Registration};
+use crate::accounts::request::{ClientIp, UserAgent};
+use crate::accounts::sign_in::{self, SessionFor};
+use crate::accounts::{devices, recovery};
 use crate::api::verstak_client::CredentialsRequest;
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
-use crate::{html, mail};
-
-const CONFIRM_TTL_SECS: i64 = 48 * 3600;
-const RESET_TTL_SECS: i64 = 3600;
+use crate::web::csrf::CsrfToken;
+use crate::web::{page, people};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,8 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/user/devices/{id}/revoke", post(revoke))
 }
 
-/// A body that is JSON (API clients) or a form (the confirm and reset pages). Answers go back in
-/// the same kind: JSON for JSON, a page for a form.
+/// A body that is JSON (API clients) or a form (pages that post here). Answers go back in the
+/// same kind: JSON for JSON, a page for a form. Forms pass the CSRF check of `web::csrf`.
 struct JsonOrForm<T> {
     value: T,
     from_form: bool,
@@ -67,30 +65,13 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for JsonOrForm<T
 }
 
 /// Answers a JSON or form request: `json` as is, or a page saying `message`.
-fn answer(from_form: bool, title: &str, message: &str, json: Value) -> Response {
-    if from_form {
-        html::page(title, &format!("<p>{}</p>", html::escape(message))).into_response()
-    } else {
-        Json(json).into_response()
-    }
+fn answer(from_form: bool, csrf: &CsrfToken, title: &str, message: &str, json: Value) -> Response {
+    if from_form { page::message(StatusCode::OK, csrf, title, message) } else { Json(json).into_response() }
 }
 
 /// An error for a JSON or form request: the JSON error, or a page with its message and status.
-fn form_error(from_form: bool, err: ApiError) -> Response {
-    if !from_form {
-        return err.into_response();
-    }
-    let mut page = html::page("That did not work", &format!("<p>{}</p>", html::escape(err.message()))).into_response();
-    *page.status_mut() = err.status();
-    page
-}
-
-fn password_error(err: PasswordError) -> ApiError {
-    ApiError::bad_request(err.code(), err.to_string())
-}
-
-fn invalid_token() -> ApiError {
-    ApiError::bad_request("invalid_token", "invalid or expired token")
+fn form_error(from_form: bool, csrf: &CsrfToken, err: ApiError) -> Response {
+    if from_form { page::message(err.status(), csrf, "That did not work", err.message()) } else { err.into_response() }
 }
 
 #[derive(Deserialize)]
@@ -108,57 +89,22 @@ async fn register(
     ip: ClientIp,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let username =
-        Username::parse(&body.username).map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
-    let email = Email::parse(&body.email).map_err(|_| ApiError::bad_request("invalid_email", "invalid email"))?;
-    let password = Password::parse(body.password).map_err(password_error)?;
-    // Counted after validation, so typos do not use up the limit; before hashing and storing,
-    // which are what the limit protects.
-    let now = clock::now();
-    state.accounts.limits.register.check(&[&ip.0], now).map_err(too_many)?;
-    let password_hash = accounts::hash_password(&state.accounts, password).await?;
-    let new = NewUser { email: email.as_str().to_owned(), username: username.as_str().to_owned(), password_hash };
-    let user = match state.store.create_user(new, now).await {
-        Ok(user) => user,
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "already_exists",
-                "username or email already registered",
-            ));
-        }
-        Err(err) => return Err(err.into()),
-    };
-    let token = NewToken::generate(TokenFormat::Hex);
-    state
-        .store
-        .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Confirm, now + CONFIRM_TTL_SECS, now)
-        .await?;
-    let link = format!("{}/api/v1/auth/confirm?token={}", state.config.public_url(), token.plaintext);
-    let mailer = &state.accounts.mailer;
-    // A failed send must not undo the account (a retry would then say "already registered"); it is
-    // logged, and the person can ask again through forgot, which confirms the address too.
-    mailer.send_in_background(mail::confirm_mail(email, &link));
-    if mailer.is_dev() {
-        return Ok(Json(json!({ "status": "confirmation_sent", "dev_link": link })));
+    if !registration::open(&state) {
+        return Err(registration::closed());
     }
-    Ok(Json(json!({ "status": "confirmation_sent" })))
+    let input = Registration { username: body.username, email: body.email, password: body.password };
+    let registered = registration::register(&state, &ip, input).await?;
+    Ok(Json(match registered.dev_link {
+        Some(link) => json!({ "status": "confirmation_sent", "dev_link": link }),
+        None => json!({ "status": "confirmation_sent" }),
+    }))
 }
 
 /// The link in the mail opens this page, whose button posts the token back. Confirming on GET
 /// would let mail scanners that prefetch links confirm addresses nobody read.
-async fn confirm_page(RawQuery(query): RawQuery) -> Response {
+async fn confirm_page(csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
-    html::page(
-        "Confirm your email address",
-        &format!(
-            "<form method=\"post\" action=\"/api/v1/auth/confirm\">\
-             <input type=\"hidden\" name=\"token\" value=\"{}\">\
-             <button type=\"submit\">Confirm my address</button></form>",
-            html::escape(&token)
-        ),
-    )
-    .into_response()
+    people::confirm_page(&csrf, token)
 }
 
 #[derive(Deserialize)]
@@ -167,31 +113,16 @@ struct ConfirmRequest {
     token: String,
 }
 
-async fn confirm(State(state): State<AppState>, body: JsonOrForm<ConfirmRequest>) -> Response {
-    let from_form = body.from_form;
-    let result = async {
-        let hash = TokenHash::of(body.value.token.trim());
-        let user_id = state
-            .store
-            .consume_account_token(&hash, AccountTokenPurpose::Confirm, clock::now())
-            .await?
-            .ok_or_else(invalid_token)?;
-        if !state.store.confirm_user(&user_id).await? {
-            return Err(invalid_token());
-        }
-        // So the Diaryx clients of this person find their workspace too.
-        state.store.ensure_workspace(&user_id, accounts::DEFAULT_WORKSPACE, clock::now()).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    match result {
+async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrForm<ConfirmRequest>) -> Response {
+    match registration::confirm(&state, &body.value.token).await {
         Ok(()) => answer(
-            from_form,
+            body.from_form,
+            &csrf,
             "Address confirmed",
             "Your address is confirmed. You can now sign in and pair devices.",
             json!({ "status": "confirmed" }),
         ),
-        Err(err) => form_error(from_form, err),
+        Err(err) => form_error(body.from_form, &csrf, err),
     }
 }
 
@@ -203,19 +134,10 @@ async fn login(
 ) -> Result<Json<Value>, ApiError> {
     let login = body.login()?.to_owned();
     let now = clock::now();
-    let limit = &state.accounts.limits.login;
-    let user = accounts::check_credentials(&state, limit, &ip, &login, body.password, now).await?;
-    let device = NewDevice {
-        user_id: user.id.clone(),
-        kind: DeviceKind::Session,
-        name: Some("web".to_owned()),
-        vault_id: None,
-        client_version: None,
-        user_agent: agent.0,
-    };
-    let expires_at = now + i64::from(state.config.session_expiry_days) * 86_400;
-    let (_, token) =
-        accounts::issue_device(&state, device, TokenFormat::Hex, TokenKind::Web, Some(expires_at), now).await?;
+    let user = sign_in::password_user(&state, &ip, &login, body.password, now).await?;
+    let name = Some("web".to_owned());
+    let session = SessionFor { name, agent, format: TokenFormat::Hex, kind: TokenKind::Web, user: &user };
+    let (token, _) = sign_in::open_session(&state, session, now).await?;
     Ok(Json(json!({ "token": token, "user_id": user.id })))
 }
 
@@ -225,57 +147,20 @@ struct ForgotRequest {
     email: String,
 }
 
-/// Answers the same whether or not the address has an account: the lookup, the token and the
-/// mail all happen after the answer, so not even its timing tells.
+/// Answers the same whether or not the address has an account (see [`recovery::forgot`]).
 async fn forgot(
     State(state): State<AppState>,
     ip: ClientIp,
     ApiJson(body): ApiJson<ForgotRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let email = Email::parse(&body.email).map_err(|_| ApiError::bad_request("invalid_email", "invalid email"))?;
-    let now = clock::now();
-    let account = format!("email:{email}");
-    state.accounts.limits.forgot.check(&[&ip.0, &account], now).map_err(too_many)?;
-    tokio::spawn(async move {
-        if let Err(err) = send_reset_link(&state, email, now).await {
-            tracing::error!(error = %err, "sending a password reset link failed");
-        }
-    });
+    recovery::forgot(&state, &ip, &body.email)?;
     Ok(Json(json!({ "status": "if email exists, reset link sent" })))
 }
 
-/// Mails a reset link if the address belongs to an account that is not blocked.
-async fn send_reset_link(
-    state: &AppState,
-    email: Email,
-    now: i64,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Some(user) = state.store.user_by_email(email.as_str()).await?.filter(|u| !u.blocked) else {
-        return Ok(());
-    };
-    let token = NewToken::generate(TokenFormat::Hex);
-    let expires_at = now + RESET_TTL_SECS;
-    state.store.insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, expires_at, now).await?;
-    let link = format!("{}/api/v1/auth/reset?token={}", state.config.public_url(), token.plaintext);
-    state.accounts.mailer.send(mail::reset_mail(email, &link, &token.plaintext)).await?;
-    Ok(())
-}
-
-async fn reset_page(RawQuery(query): RawQuery) -> Response {
+/// Links in mails sent before the reset page moved to `/reset` still open it.
+async fn reset_page(csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
-    html::page(
-        "Choose a new password",
-        &format!(
-            "<form method=\"post\" action=\"/api/v1/auth/reset\">\
-             <input type=\"hidden\" name=\"token\" value=\"{}\">\
-             <label>New password (8 to 256 bytes) <input type=\"password\" name=\"new_password\" \
-             minlength=\"8\" maxlength=\"256\" autocomplete=\"new-password\" required></label>\
-             <button type=\"submit\">Set password</button></form>\
-             <p>Setting a new password signs out all your sessions and devices.</p>",
-            html::escape(&token)
-        ),
-    )
-    .into_response()
+    people::reset_page(StatusCode::OK, &csrf, token, None)
 }
 
 #[derive(Deserialize)]
@@ -286,30 +171,21 @@ struct ResetRequest {
     new_password: String,
 }
 
-async fn reset(State(state): State<AppState>, ip: ClientIp, body: JsonOrForm<ResetRequest>) -> Response {
-    let from_form = body.from_form;
-    let result = async {
-        let now = clock::now();
-        state.accounts.limits.reset.check(&[&ip.0], now).map_err(too_many)?;
-        // The policy is checked before the token is spent, so a refused password keeps the link usable.
-        let password = Password::parse(body.value.new_password).map_err(password_error)?;
-        let hash = TokenHash::of(body.value.token.trim());
-        let user_id = state
-            .store
-            .consume_account_token(&hash, AccountTokenPurpose::Reset, now)
-            .await?
-            .ok_or_else(invalid_token)?;
-        accounts::reset_password(&state, &user_id, password, now).await
-    }
-    .await;
-    match result {
+async fn reset(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    csrf: CsrfToken,
+    body: JsonOrForm<ResetRequest>,
+) -> Response {
+    match recovery::reset(&state, &ip, &body.value.token, body.value.new_password).await {
         Ok(()) => answer(
-            from_form,
+            body.from_form,
+            &csrf,
             "Password changed",
             "Your password is changed and all your devices are signed out.",
             json!({ "status": "password reset" }),
         ),
-        Err(err) => form_error(from_form, err),
+        Err(err) => form_error(body.from_form, &csrf, err),
     }
 }
 
@@ -348,6 +224,6 @@ async fn revoke(
     if body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
+    devices::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }

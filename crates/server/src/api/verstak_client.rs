@@ -8,7 +8,8 @@ use concord_store::{DeviceKind, NewDevice, TokenKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::accounts::{self, ClientIp, UserAgent};
+use crate::accounts::request::{ClientIp, UserAgent};
+use crate::accounts::{credentials, devices, sign_in};
 use crate::app::AppState;
 use crate::clock;
 use crate::error::ApiError;
@@ -70,7 +71,8 @@ async fn pair(
         return Err(ApiError::bad_request("invalid_request", "vault_id must not start with legacy:"));
     }
     let now = clock::now();
-    let user = accounts::check_credentials(&state, &state.accounts.limits.pair, &ip, login, body.password, now).await?;
+    let user =
+        credentials::check_credentials(&state, &state.accounts.limits.pair, &ip, login, body.password, now).await?;
     let device = NewDevice {
         user_id: user.id.clone(),
         kind: DeviceKind::Client,
@@ -79,8 +81,7 @@ async fn pair(
         client_version: Some(client_version.to_owned()).filter(|v| !v.is_empty()),
         user_agent: agent.0,
     };
-    let (device, token) =
-        accounts::issue_device(&state, device, TokenFormat::Hex, TokenKind::Device, None, now).await?;
+    let (device, token) = devices::issue_device(&state, device, TokenFormat::Hex, TokenKind::Device, None, now).await?;
     tracing::info!(user_id = %user.id, device_id = %device.id, "device paired");
     Ok(Json(json!({
         "device_id": device.id,
@@ -103,12 +104,7 @@ pub(crate) struct CredentialsRequest {
 impl CredentialsRequest {
     /// The trimmed login, or the 400 both routes answer for missing or over-long input.
     pub(crate) fn login(&self) -> Result<&str, ApiError> {
-        let login = self.username.trim();
-        if login.is_empty() || self.password.is_empty() {
-            return Err(ApiError::bad_request("invalid_request", "username and password required"));
-        }
-        limit_len("username", login, 320)?;
-        Ok(login)
+        sign_in::checked_login(&self.username, &self.password)
     }
 }
 
@@ -119,7 +115,7 @@ async fn auth_test(
 ) -> Result<Json<Value>, ApiError> {
     let login = body.login()?.to_owned();
     let limit = &state.accounts.limits.auth_test;
-    accounts::check_credentials(&state, limit, &ip, &login, body.password, clock::now()).await?;
+    credentials::check_credentials(&state, limit, &ip, &login, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
@@ -140,7 +136,7 @@ async fn me(Auth(principal): Auth) -> Json<Value> {
 }
 
 async fn revoke_current(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
-    accounts::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
+    devices::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }
 
@@ -162,6 +158,6 @@ async fn revoke_device(
     if device_id.is_empty() || body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "device_id and password required"));
     }
-    accounts::revoke_with_password(&state, &principal.user, &ip, device_id, body.password, clock::now()).await?;
+    devices::revoke_with_password(&state, &principal.user, &ip, device_id, body.password, clock::now()).await?;
     Ok(Json(json!({ "status": "revoked" })))
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::helpers::{TEST_PASSWORD, TestApp, json};
 use crate::smtp_sink::SmtpSink;
+use crate::web_client::WebClient;
 
 fn pair_body(login: &str, password: &str, vault_id: &str) -> serde_json::Value {
     json!({
@@ -42,15 +43,15 @@ pub(crate) async fn register_flow(sink: &SmtpSink, app: TestApp) {
     let link = mail.link();
     assert!(link.starts_with(&format!("{}/api/v1/auth/confirm?token=", app.base)), "{link}");
     // Opening the link shows a page that posts the token back; opening alone confirms nothing.
-    let page = app.client.get(&link).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let page = page.text().await.unwrap();
-    assert!(page.contains("method=\"post\"") && page.contains(&mail.link_token()), "{page}");
+    let web = WebClient::new(&app);
+    let page = web.get(&link).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("method=\"post\"") && page.body.contains(&mail.link_token()), "{}", page.body);
     json(app.post_json("/api/client/pair", &pair_body("carol", password, "v1")).await, 403).await;
-    let confirm = [("token", mail.link_token())];
-    let confirmed = app.client.post(app.url("/api/v1/auth/confirm")).form(&confirm).send().await.unwrap();
-    assert_eq!(confirmed.status(), 200);
-    assert!(confirmed.text().await.unwrap().contains("Address confirmed"));
+    // The API takes the form too (with the page's CSRF token).
+    let confirmed = web.post_form("/api/v1/auth/confirm", &[("token", &mail.link_token())]).await;
+    assert_eq!(confirmed.status, 200);
+    assert!(confirmed.body.contains("Address confirmed"));
     let again = app.post_json("/api/v1/auth/confirm", &json!({ "token": mail.link_token() })).await;
     assert_eq!(json(again, 400).await["code"], "invalid_token");
 
@@ -239,16 +240,16 @@ async fn one_person_signs_in_both_ways() {
     json(app.post_json("/api/v1/auth/forgot", &json!({ "email": "gina@example.com" })).await, 200).await;
     let reset = sink.next_mail_to("gina@example.com").await.link_token();
     // This time through the page the mail links to, which posts a form.
-    let page = app.client.get(app.url(&format!("/api/v1/auth/reset?token={reset}"))).send().await.unwrap();
-    assert!(page.text().await.unwrap().contains("name=\"new_password\""));
-    let short = [("token", reset.as_str()), ("new_password", "short")];
-    let refused = app.client.post(app.url("/api/v1/auth/reset")).form(&short).send().await.unwrap();
-    assert_eq!(refused.status(), 400);
-    assert!(refused.text().await.unwrap().contains("at least 8 bytes"));
+    let web = WebClient::new(&app);
+    let page = web.get(&format!("/api/v1/auth/reset?token={reset}")).await;
+    assert!(page.body.contains("name=\"new_password\""));
+    let refused = web.post_form("/api/v1/auth/reset", &[("token", &reset), ("new_password", "short")]).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("at least 8 bytes"));
     let form = [("token", reset.as_str()), ("new_password", "gina's new password")];
-    let done = app.client.post(app.url("/api/v1/auth/reset")).form(&form).send().await.unwrap();
-    assert_eq!(done.status(), 200);
-    assert!(done.text().await.unwrap().contains("Password changed"));
+    let done = web.post_form("/api/v1/auth/reset", &form).await;
+    assert_eq!(done.status, 200);
+    assert!(done.body.contains("Password changed"));
     let paired =
         json(app.post_json("/api/client/pair", &pair_body("gina@example.com", "gina's new password", "v")).await, 200)
             .await;

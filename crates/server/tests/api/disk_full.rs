@@ -25,12 +25,12 @@ const BALLAST_BYTES: usize = 2 << 20;
 
 /// A tmpfs mounted for one test; unmounted (lazily, so a server still exiting cannot block it)
 /// when dropped. Declare it before the `TestApp` so the server is dropped first.
-struct Tmpfs {
+pub struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(mib: usize) -> Tmpfs {
+    pub fn mount(mib: usize) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
@@ -41,7 +41,7 @@ impl Tmpfs {
         Tmpfs { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -54,7 +54,7 @@ impl Drop for Tmpfs {
 
 /// Writes zeros to `path` until the filesystem refuses, asserting that it refused for lack of
 /// space: afterwards not one more block is free.
-fn fill_to_the_brim(path: &Path) {
+pub fn fill_to_the_brim(path: &Path) {
     let mut file = std::fs::File::create(path).unwrap();
     let chunk = vec![0u8; 4096];
     let err = loop {

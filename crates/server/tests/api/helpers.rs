@@ -269,8 +269,13 @@ pub fn concord_refuses_to_start(envs: &[(&str, &str)], args: &[&str]) -> String 
 
 /// Sends SIGTERM through the `kill` command, since the crate forbids `unsafe` (and so `libc::kill`).
 pub fn send_sigterm(pid: u32) {
-    let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    assert!(status.success(), "kill -TERM {pid}");
+    send_signal(pid, "TERM");
+}
+
+/// Sends the signal named `signal` (`TERM`, `STOP`, `CONT`, ...) through the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`]. Readiness is always

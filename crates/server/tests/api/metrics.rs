@@ -424,3 +424,23 @@ async fn the_last_scheduled_backup_shows_its_outcome_and_time() {
     .await;
     assert_eq!(scrape(&failing).await.sum("concord_backup_last_success_timestamp_seconds", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn the_task_gauge_follows_open_connections_and_returns_when_they_close() {
+    let app = TestApp::spawn().await;
+    let session = app.sign_in("tasks@example.com").await;
+    let tasks = |s: &Scrape| s.sum("concord_tokio_tasks_alive", &[]);
+    let idle = tasks(&scrape(&app).await);
+    assert!(idle >= 1.0, "the maintenance jobs are tasks");
+    // Each WebSocket is at least its connection's task (plus its pump); ten make a clear step.
+    let url = app.ws_url(&format!("/sync/tasks?token={session}"));
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut client = RawClient::connect(&url).await;
+        client.pump_until(|c| c.text().is_empty()).await;
+        clients.push(client);
+    }
+    assert!(tasks(&scrape(&app).await) >= idle + 10.0);
+    drop(clients);
+    eventually(|| async { tasks(&scrape(&app).await) <= idle }).await;
+}

@@ -16,7 +16,7 @@ fn repo() -> PathBuf {
 /// Makes `command` available, installing `package` with apt-get once if it is missing (a fresh
 /// CI machine has neither shellcheck nor, in slim images, systemd). `probe` is the argument that
 /// makes the command print its version and succeed.
-fn tool(command: &str, probe: &str, package: &str) {
+pub fn tool(command: &str, probe: &str, package: &str) {
     static APT: Mutex<()> = Mutex::new(());
     let _serial = APT.lock().unwrap();
     let present = || Command::new(command).arg(probe).output().is_ok_and(|o| o.status.success());

@@ -22,6 +22,7 @@ mod blobs;
 mod docs;
 mod oplog;
 mod shares;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -24,6 +24,7 @@ mod blobs;
 mod docs;
 mod oplog;
 mod shares;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -11,6 +11,7 @@ mod blobs;
 mod documents;
 mod oplog;
 mod shares;
+mod usage;
 mod workspaces;
 
 #[path = "../support/postgres_cluster.rs"]
@@ -118,6 +119,7 @@ macro_rules! every_story {
                 story_a_share_opens_while_live_and_only_its_owner_manages_it,
                 story_a_share_ends_with_its_workspace_and_with_its_owners_block,
             ],
+            usage: [story_usage_counts_a_users_vaults_workspaces_and_documents_only],
         );
     };
 }
