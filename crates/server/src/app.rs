@@ -54,6 +54,11 @@ pub struct AppState {
     pub live: Arc<crate::live::Live>,
     /// Renders the Prometheus text of `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    // Admin console.
+    /// Server name, public URL, registration and SMTP as currently in force.
+    pub settings: Arc<crate::live_settings::LiveSettings>,
+    /// Where audit entries are recorded.
+    pub audit: crate::audit::Audit,
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +87,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
         .merge(api::shares::routes())
-        .merge(crate::web::routes());
+        .merge(crate::web::routes())
+        .merge(api::admin::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -92,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::metrics::track))
         // Every form and cookie-carrying mutating request, on every route (see `web::csrf`).
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::csrf::protect))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::rate_limits))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(
             ServiceBuilder::new()

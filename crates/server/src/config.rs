@@ -288,6 +288,14 @@ pub struct Settings {
     /// with false, `/register` is 404 and the API answers 403 `registration_closed`
     #[arg(long, env = "CONCORD_REGISTRATION", value_name = "BOOL", default_value = "true")]
     pub registration: Option<bool>,
+    // Admin console (live settings and the audit log).
+    /// Name of this server, shown on its pages; the admin console can override it
+    #[arg(long, env = "CONCORD_SERVER_NAME", value_name = "NAME", default_value = "Concord")]
+    pub server_name: Option<String>,
+
+    /// Days the audit log keeps an entry
+    #[arg(long, env = "CONCORD_AUDIT_RETENTION_DAYS", value_name = "DAYS", default_value = "90")]
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Settings {
@@ -361,6 +369,9 @@ impl Settings {
             database_url: self.database_url.or(lower.database_url),
             // Web pages.
             registration: self.registration.or(lower.registration),
+            // Admin console.
+            server_name: self.server_name.or(lower.server_name),
+            audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
         }
     }
 }
@@ -497,6 +508,10 @@ pub struct Config {
     // Web pages.
     /// Whether people may register themselves (`accounts::registration::open`).
     pub registration: bool,
+    // Admin console: starting values of the live settings (see `live_settings`; registration too).
+    pub server_name: String,
+    /// How long audit entries are kept.
+    pub audit_retention: std::time::Duration,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -719,6 +734,12 @@ impl Config {
             database_url: database_url(s.database_url, database_path_set, backup_dir_set)?,
             // Web pages.
             registration: s.registration.expect(HAS_DEFAULT),
+            // Admin console.
+            server_name: server_name("CONCORD_SERVER_NAME", s.server_name.expect(HAS_DEFAULT))?,
+            audit_retention: std::time::Duration::from_secs(
+                u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
+                    * 86_400,
+            ),
         })
     }
 
@@ -736,6 +757,16 @@ impl Config {
     pub fn secret_path(&self) -> PathBuf {
         self.secret_file.clone().unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
+}
+
+/// A server name: 1 to 100 characters, none of them control characters (it goes into page
+/// titles and mail). Shared with the admin console, which saves the same setting.
+pub fn server_name(setting: &'static str, name: String) -> Result<String, ConfigError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(invalid(setting, "must be 1 to 100 characters without control characters"));
+    }
+    Ok(name)
 }
 
 /// The mail mode and, for smtp, the relay. Dev mode hands sign-in links to anyone who asks, so it

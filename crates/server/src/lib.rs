@@ -16,6 +16,8 @@
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
 //! - [`web`]: server-rendered pages, session cookies and CSRF protection.
+//! - [`audit`]: the audit log's events and writer; [`live_settings`]: settings the admin console
+//!   changes while the server runs.
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -23,6 +25,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod blobstore;
 pub mod client_addr;
 pub mod clock;
@@ -30,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod live_settings;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
@@ -66,6 +70,8 @@ pub enum StartError {
     Secret(#[from] secret::SecretError),
     #[error("cannot record the per-user caps: {0}")]
     Caps(StoreError),
+    #[error("cannot read the settings saved in the admin console: {0}")]
+    LiveSettings(StoreError),
 }
 
 /// Prepares the data directory and opens the store: everything before the first request.
@@ -88,6 +94,10 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let stats = Arc::new(LiveStats::default());
     let shutdown = CancellationToken::new();
     let accounts = Arc::new(accounts::Accounts::new(mailer, code_key));
+    let settings = live_settings::LiveSettings::load(store.clone(), &config, accounts.mailer.clone())
+        .await
+        .map_err(StartError::LiveSettings)?;
+    let audit = audit::Audit::start(store.clone());
     let revocations = accounts.revocations.subscribe();
     let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone());
     let caps = live::Caps {
@@ -107,6 +117,8 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         shutdown,
         live,
         metrics: metrics::handle(),
+        settings,
+        audit,
     };
     ops::jobs::spawn_all(&state);
     ops::backup::spawn_scheduled(&state);

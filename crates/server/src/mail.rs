@@ -8,6 +8,8 @@
 //! relay; mails whose failure must not change the answer (forgot, register) go out in the background.
 //! Links carry configured base URLs, so every value put into an HTML part is escaped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use concord_core::email::Email;
@@ -44,11 +46,15 @@ pub struct OutgoingMail {
     pub html: String,
 }
 
-/// Sends mail, or in dev mode logs it. Cheap to clone (the SMTP pool is shared).
+/// Sends mail, or in dev mode logs it. Cheap to clone: clones share the transport, so replacing
+/// it ([`Mailer::replace`], when an admin saves new SMTP settings) takes effect for every holder
+/// at once; a send already under way finishes on the transport it started with.
 #[derive(Clone)]
 pub struct Mailer {
-    /// `None` in dev mode.
-    smtp: Option<Smtp>,
+    /// `None` in dev mode. Locked only to clone or swap the transport, never across a send.
+    smtp: Arc<RwLock<Option<Smtp>>>,
+    /// Whether the last send failed, for the admin dashboard's warnings.
+    failing: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -59,32 +65,51 @@ struct Smtp {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let from = self.smtp.as_ref().map(|smtp| &smtp.from);
+        let from = self.current().map(|smtp| smtp.from);
         f.debug_struct("Mailer").field("from", &from).field("dev_mode", &self.is_dev()).finish()
     }
 }
 
 impl Mailer {
     pub fn new(config: &MailConfig) -> Result<Mailer, MailError> {
-        match config {
-            MailConfig::Dev => Ok(Mailer::dev()),
-            MailConfig::Smtp(settings) => Ok(Mailer { smtp: Some(Smtp::new(settings)?) }),
-        }
+        let mailer = Mailer::dev();
+        mailer.replace(config)?;
+        Ok(mailer)
     }
 
     /// A mailer that sends nothing (see [`MailConfig::Dev`]).
     pub fn dev() -> Mailer {
-        Mailer { smtp: None }
+        Mailer { smtp: Arc::default(), failing: Arc::default() }
+    }
+
+    /// Switches every clone of this mailer to `config`; on an error nothing changes.
+    pub fn replace(&self, config: &MailConfig) -> Result<(), MailError> {
+        let smtp = match config {
+            MailConfig::Dev => None,
+            MailConfig::Smtp(settings) => Some(Smtp::new(settings)?),
+        };
+        *self.smtp.write().unwrap_or_else(std::sync::PoisonError::into_inner) = smtp;
+        self.failing.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Smtp> {
+        self.smtp.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn is_dev(&self) -> bool {
-        self.smtp.is_none()
+        self.current().is_none()
+    }
+
+    /// Whether the most recent send failed (reset by a success or a new transport).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Sends and waits for the relay's answer (at most [`SEND_TIMEOUT`]). In dev mode the mail is
     /// logged instead and this succeeds.
     pub async fn send(&self, mail: OutgoingMail) -> Result<(), MailError> {
-        let Some(smtp) = &self.smtp else {
+        let Some(smtp) = self.current() else {
             tracing::info!(to = %mail.to, subject = %mail.subject, body = %mail.text, "dev mode: mail not sent");
             return Ok(());
         };
@@ -96,6 +121,7 @@ impl Mailer {
         };
         metrics::counter!(if sent.is_ok() { "concord_mail_sent_total" } else { "concord_mail_failed_total" })
             .increment(1);
+        self.failing.store(sent.is_err(), Ordering::Relaxed);
         sent
     }
 
@@ -170,6 +196,12 @@ struct ResetHtml<'a> {
     token: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "mail/test.html")]
+struct TestHtml<'a> {
+    server_name: &'a str,
+}
+
 /// Rendering these templates cannot fail (no fallible code in them); an empty HTML part
 /// would still leave the text part.
 fn render(template: impl Template) -> String {
@@ -210,6 +242,13 @@ pub fn reset_mail(to: Email, link: &str, token: &str) -> OutgoingMail {
     OutgoingMail { to, subject: "Reset your password".to_owned(), text, html }
 }
 
+/// The admin console's "send a test mail".
+pub fn test_mail(to: Email, server_name: &str) -> OutgoingMail {
+    let text = format!("This is a test mail from {server_name}. Its SMTP settings work.");
+    let html = render(TestHtml { server_name });
+    OutgoingMail { to, subject: format!("Test mail from {server_name}"), text, html }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +273,20 @@ mod tests {
         let MailConfig::Smtp(smtp) = settings(None) else { unreachable!() };
         let bad = MailConfig::Smtp(SmtpConfig { from_email: "not an address".to_owned(), ..smtp });
         assert!(matches!(Mailer::new(&bad), Err(MailError::InvalidFrom(_))));
+    }
+
+    #[tokio::test]
+    async fn replacing_the_transport_reaches_every_clone() {
+        let mailer = Mailer::dev();
+        let clone = mailer.clone();
+        mailer.replace(&settings(None)).unwrap();
+        assert!(!clone.is_dev());
+        let MailConfig::Smtp(smtp) = settings(None) else { unreachable!() };
+        let bad = MailConfig::Smtp(SmtpConfig { from_email: "bad".to_owned(), ..smtp });
+        assert!(mailer.replace(&bad).is_err());
+        assert!(!clone.is_dev(), "a refused configuration changes nothing");
+        clone.replace(&MailConfig::Dev).unwrap();
+        assert!(mailer.is_dev());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! seconds passed in by the caller, so every rule about expiry is decided by the caller's clock.
 
 mod accounts;
+mod admin;
 mod blobs;
 mod docs;
 mod error;
@@ -24,6 +25,10 @@ pub use accounts::{
     AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
     REVOKED_TOKEN_RETENTION_SECS, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord, WorkspaceRecord,
 };
+pub use admin::{
+    AuditEntry, AuditQuery, ConsoleStore, DeviceListing, DeviceQuery, DeviceState, NewAuditEntry, Page, Paging, Stats,
+    UserFilter, UserQuery, UserSort, UserSummary, VaultStats, WorkspaceStats,
+};
 pub use blobs::{AddBlobRef, BlobStore};
 pub use docs::{DocId, DocSize, DocStore, NewDocUpdate, StoredDoc};
 pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
@@ -34,7 +39,17 @@ pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + AdminStore + OplogStore + BlobStore + DocStore + ShareStore + UsageStore + Send + Sync + 'static
+    AccountStore
+    + AdminStore
+    + OplogStore
+    + BlobStore
+    + DocStore
+    + ShareStore
+    + UsageStore
+    + ConsoleStore
+    + Send
+    + Sync
+    + 'static
 {
     /// A round trip to the database, for health checks.
     async fn ping(&self) -> StoreResult<()>;

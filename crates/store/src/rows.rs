@@ -5,8 +5,9 @@ use concord_core::share::Access;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    DeviceKind, DeviceRecord, DocumentUsage, ShareRecord, StoreError, StoreResult, StoredOp, TokenKind, UserRecord,
-    VaultUsage, WorkspaceRecord, WorkspaceUsage,
+    AuditEntry, DeviceKind, DeviceListing, DeviceRecord, DocumentUsage, NewAuditEntry, ShareRecord, StoreError,
+    StoreResult, StoredOp, TokenKind, UserRecord, UserSummary, VaultStats, VaultUsage, WorkspaceRecord, WorkspaceStats,
+    WorkspaceUsage,
 };
 
 /// The column types Concord's records use, decodable by the backend of `R`.
@@ -163,4 +164,65 @@ where
     for<'a> &'a str: ColumnIndex<R>,
 {
     DocumentUsage { workspace_id: row.text("workspace_id"), name: row.text("name"), bytes: row.int("bytes") }
+}
+
+// The admin console's rows (see `sqlite/console.rs`).
+
+pub(crate) fn audit_from<R: StoreRow>(row: &R) -> AuditEntry
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    AuditEntry {
+        id: row.int("id"),
+        entry: NewAuditEntry {
+            at: row.int("at"),
+            event: row.text("event"),
+            actor: row.opt_text("actor"),
+            subject: row.opt_text("subject"),
+            detail: row.text("detail"),
+            ip: row.opt_text("ip"),
+        },
+    }
+}
+
+pub(crate) fn user_summary_from<R: StoreRow>(row: &R) -> UserSummary
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    UserSummary { user: user_from(row), devices: row.int("live_devices"), last_seen_at: row.opt_int("last_seen") }
+}
+
+pub(crate) fn device_listing_from<R: StoreRow>(row: &R) -> DeviceListing
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    DeviceListing { device: device_from(row), email: row.text("email") }
+}
+
+pub(crate) fn vault_stats_from<R: StoreRow>(row: &R) -> VaultStats
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    VaultStats {
+        user_id: row.text("user_id"),
+        email: row.text("email"),
+        vault_id: row.text("vault_id"),
+        operations: row.int("operations"),
+        head: row.int("head"),
+        blobs: row.int("blobs"),
+        blob_bytes: row.int("blob_bytes"),
+        devices: row.int("devices"),
+    }
+}
+
+pub(crate) fn workspace_stats_from<R: StoreRow>(row: &R) -> WorkspaceStats
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    WorkspaceStats {
+        workspace: workspace_from(row),
+        email: row.text("email"),
+        documents: row.int("documents"),
+        bytes: row.int("bytes"),
+    }
 }

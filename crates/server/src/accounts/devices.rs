@@ -122,3 +122,63 @@ pub async fn sign_out_everywhere(state: &AppState, user_id: &str, now: i64) -> R
     }
     Ok(revoked)
 }
+
+/// Announces every live device of the user on the revocation feed, so their open WebSockets
+/// and event streams close at once (blocking and deleting a user, which revoke no device
+/// themselves). A feed that lags drops notices; the periodic re-check in `live.rs` then
+/// catches them within its interval.
+async fn end_connections_of(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    for device in state.store.devices_of(user_id).await? {
+        if device.revoked_at.is_none() {
+            state.accounts.announce(user_id, &device.id);
+        }
+    }
+    Ok(())
+}
+
+/// Blocks or unblocks a user; blocking ends their open connections at once.
+pub async fn set_blocked(state: &AppState, user_id: &str, blocked: bool) -> Result<(), ApiError> {
+    state.store.set_user_blocked(user_id, blocked).await?;
+    if blocked {
+        end_connections_of(state, user_id).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a user with everything they own (see [`concord_store::AdminStore::delete_user`]) and
+/// ends their open connections; false if there was no such user.
+pub async fn delete_user(state: &AppState, user_id: &str) -> Result<bool, ApiError> {
+    let devices = state.store.devices_of(user_id).await?;
+    let deleted = state.store.delete_user(user_id).await?;
+    if deleted {
+        for device in devices {
+            state.accounts.announce(user_id, &device.id);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Revokes any user's device (the admin console) and announces it; false if there is none.
+pub async fn revoke_any(state: &AppState, device_id: &str, now: i64) -> Result<bool, ApiError> {
+    match state.store.device_by_id(device_id).await? {
+        Some(device) => revoke_device(state, &device.user_id, device_id, now).await,
+        None => Ok(false),
+    }
+}
+
+/// Deletes any user's device with its tokens (the admin console) and announces it.
+pub async fn delete_any(state: &AppState, device_id: &str) -> Result<bool, ApiError> {
+    let Some(device) = state.store.device_by_id(device_id).await? else { return Ok(false) };
+    let deleted = state.store.delete_device(&device.user_id, device_id).await?;
+    if deleted {
+        state.accounts.announce(&device.user_id, device_id);
+    }
+    Ok(deleted)
+}
+
+/// Announces devices revoked elsewhere (a deleted vault's clients).
+pub fn announce_revoked(state: &AppState, user_id: &str, device_ids: &[String]) {
+    for device_id in device_ids {
+        state.accounts.announce(user_id, device_id);
+    }
+}

@@ -11,6 +11,7 @@ use super::limits::too_many;
 use super::registration::{invalid_token, password_error};
 use super::request::ClientIp;
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::mail;
@@ -35,8 +36,9 @@ pub fn forgot(state: &AppState, ip: &ClientIp, email: &str) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Mails a reset link if the address belongs to an account that is not blocked.
-async fn send_reset_link(
+/// Mails a reset link if the address belongs to an account that is not blocked (forgot, and the
+/// admin console's "send a reset mail").
+pub async fn send_reset_link(
     state: &AppState,
     email: Email,
     now: i64,
@@ -47,7 +49,7 @@ async fn send_reset_link(
     let token = NewToken::generate(TokenFormat::Hex);
     let expires_at = now + RESET_TTL_SECS;
     state.store.insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Reset, expires_at, now).await?;
-    let link = format!("{}/reset?token={}", state.config.public_url(), token.plaintext);
+    let link = format!("{}/reset?token={}", state.settings.public_url(), token.plaintext);
     state.accounts.mailer.send(mail::reset_mail(email, &link, &token.plaintext)).await?;
     Ok(())
 }
@@ -61,5 +63,8 @@ pub async fn reset(state: &AppState, ip: &ClientIp, token: &str, new_password: S
     let hash = TokenHash::of(token.trim());
     let user_id =
         state.store.consume_account_token(&hash, AccountTokenPurpose::Reset, now).await?.ok_or_else(invalid_token)?;
-    reset_password(state, &user_id, password, now).await
+    reset_password(state, &user_id, password, now).await?;
+    let email = state.store.user_by_id(&user_id).await?.map(|u| u.email).unwrap_or_default();
+    state.audit.record(Entry::new(Event::UserPasswordReset, &Ip::from(ip), "reset by mail link").subject(email));
+    Ok(())
 }

@@ -14,6 +14,7 @@ use super::credentials::hash_password;
 use super::limits::too_many;
 use super::request::ClientIp;
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::mail;
@@ -31,10 +32,10 @@ pub fn invalid_token() -> ApiError {
     ApiError::bad_request("invalid_token", "invalid or expired token")
 }
 
-/// Whether people may register themselves (`CONCORD_REGISTRATION`); the page and the API both
-/// ask here, so a live setting only has to change this one answer.
+/// Whether people may register themselves: the live setting (`--registration`, or the admin
+/// console's value); both the page and the API ask here.
 pub fn open(state: &AppState) -> bool {
-    state.config.registration
+    state.settings.registration_open()
 }
 
 /// The API's refusal while registration is off.
@@ -76,12 +77,13 @@ pub async fn register(state: &AppState, ip: &ClientIp, input: Registration) -> R
         }
         Err(err) => return Err(err.into()),
     };
+    state.audit.record(Entry::new(Event::UserCreated, &Ip::from(ip), "registered, unconfirmed").subject(&user.email));
     let token = NewToken::generate(TokenFormat::Hex);
     state
         .store
         .insert_account_token(&token.hash, &user.id, AccountTokenPurpose::Confirm, now + CONFIRM_TTL_SECS, now)
         .await?;
-    let link = format!("{}/api/v1/auth/confirm?token={}", state.config.public_url(), token.plaintext);
+    let link = format!("{}/api/v1/auth/confirm?token={}", state.settings.public_url(), token.plaintext);
     let mailer = &state.accounts.mailer;
     mailer.send_in_background(mail::confirm_mail(email, &link));
     Ok(Registered { dev_link: mailer.is_dev().then_some(link) })
@@ -100,5 +102,8 @@ pub async fn confirm(state: &AppState, token: &str) -> Result<(), ApiError> {
         return Err(invalid_token());
     }
     state.store.ensure_workspace(&user_id, DEFAULT_WORKSPACE, clock::now()).await?;
+    // Confirming takes no client address (the link is the proof), so the entry has none.
+    let email = state.store.user_by_id(&user_id).await?.map(|u| u.email).unwrap_or_default();
+    state.audit.record(Entry::new(Event::UserConfirmed, &Ip::default(), "confirmed by mail link").subject(email));
     Ok(())
 }

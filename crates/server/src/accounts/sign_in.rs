@@ -14,6 +14,7 @@ use super::credentials::check_credentials;
 use super::devices::issue_device;
 use super::request::{ClientIp, UserAgent};
 use crate::app::AppState;
+use crate::audit::{self, Entry, Event, Ip};
 use crate::error::ApiError;
 use crate::mail;
 
@@ -82,9 +83,13 @@ pub async fn spend_code(state: &AppState, ip: &ClientIp, email: &str, code: &str
         None => false,
     };
     if !accepted {
+        state
+            .audit
+            .record(Entry::new(Event::SignInFailed, &Ip::from(ip), "wrong sign-in code").subject(email.as_str()));
         return Err(ApiError::bad_request("invalid_request", "Invalid or expired code. Please request a new one."));
     }
     attempt.release();
+    state.audit.record(Entry::new(Event::SignInCode, &Ip::from(ip), "signed in by code").actor(email.as_str()));
     Ok(email)
 }
 
@@ -150,5 +155,7 @@ pub async fn password_user(
     password: String,
     now: i64,
 ) -> Result<UserRecord, ApiError> {
-    check_credentials(state, &state.accounts.limits.login, ip, login, password, now).await
+    check_credentials(state, &state.accounts.limits.login, ip, login, password, now)
+        .await
+        .inspect_err(|e| audit::refused_credentials(&state.audit, Event::SignInFailed, &Ip::from(ip), login, e))
 }

@@ -13,6 +13,7 @@ use crate::accounts::devices;
 use crate::accounts::request::{ClientIp, UserAgent, truncate};
 use crate::accounts::sign_in::{self, SessionFor};
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
@@ -59,13 +60,18 @@ async fn magic_link(
 async fn verify(
     State(state): State<AppState>,
     agent: UserAgent,
+    ip: Ip,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let query = query.unwrap_or_default();
     let token = query_param(&query, "token").unwrap_or_default();
     let now = clock::now();
-    let email = sign_in::spend_link(&state, &token, now).await?;
-    session(&state, &email, query_param(&query, "device_name"), agent, now).await
+    let email = sign_in::spend_link(&state, &token, now)
+        .await
+        .inspect_err(|_| state.audit.record(Entry::new(Event::SignInFailed, &ip, "invalid or expired sign-in link")))?;
+    let answer = session(&state, &email, query_param(&query, "device_name"), agent, now).await?;
+    state.audit.record(Entry::new(Event::SignInMagicLink, &ip, "signed in by link").actor(&email));
+    Ok(answer)
 }
 
 #[derive(Deserialize)]
@@ -140,6 +146,7 @@ async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result
 
 async fn delete_device(
     State(state): State<AppState>,
+    ip: Ip,
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -150,6 +157,8 @@ async fn delete_device(
     if !devices::revoke_device(&state, &principal.user.id, &id, clock::now()).await? {
         return Err(ApiError::not_found("Device not found"));
     }
+    let entry = Entry::new(Event::DeviceRevoked, &ip, "revoked by its owner").actor(&principal.user.email).subject(&id);
+    state.audit.record(entry);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Set by CI or packagers at build time; "dev" for local builds.
-const BUILD_COMMIT: &str = match option_env!("CONCORD_BUILD_COMMIT") {
+pub const BUILD_COMMIT: &str = match option_env!("CONCORD_BUILD_COMMIT") {
     Some(commit) => commit,
     None => "dev",
 };

@@ -1,5 +1,6 @@
 //! HTTP surfaces, one module per wire surface; each exposes `routes()` merged by [`crate::app::router`].
 
+pub mod admin;
 pub mod blobs;
 pub mod diaryx_auth;
 pub mod events;

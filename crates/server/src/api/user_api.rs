@@ -20,6 +20,7 @@ use crate::accounts::sign_in::{self, SessionFor};
 use crate::accounts::{devices, recovery};
 use crate::api::verstak_client::CredentialsRequest;
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
@@ -217,6 +218,7 @@ struct PasswordRequest {
 async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     Auth(principal): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PasswordRequest>,
@@ -225,5 +227,7 @@ async fn revoke(
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
     devices::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
+    let entry = Entry::new(Event::DeviceRevoked, &audit_ip, "revoked by its owner").actor(&principal.user.email);
+    state.audit.record(entry.subject(&id));
     Ok(Json(json!({ "status": "revoked" })))
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::accounts::request::{ClientIp, UserAgent};
 use crate::accounts::{credentials, devices, sign_in};
 use crate::app::AppState;
+use crate::audit::{self, Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth};
@@ -49,6 +50,7 @@ fn limit_len(field: &'static str, value: &str, max: usize) -> Result<(), ApiErro
 async fn pair(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     agent: UserAgent,
     ApiJson(body): ApiJson<PairRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -71,8 +73,9 @@ async fn pair(
         return Err(ApiError::bad_request("invalid_request", "vault_id must not start with legacy:"));
     }
     let now = clock::now();
-    let user =
-        credentials::check_credentials(&state, &state.accounts.limits.pair, &ip, login, body.password, now).await?;
+    let user = credentials::check_credentials(&state, &state.accounts.limits.pair, &ip, login, body.password, now)
+        .await
+        .inspect_err(|e| audit::refused_credentials(&state.audit, Event::DeviceAuthFailed, &audit_ip, login, e))?;
     let device = NewDevice {
         user_id: user.id.clone(),
         kind: DeviceKind::Client,
@@ -83,6 +86,8 @@ async fn pair(
     };
     let (device, token) = devices::issue_device(&state, device, TokenFormat::Hex, TokenKind::Device, None, now).await?;
     tracing::info!(user_id = %user.id, device_id = %device.id, "device paired");
+    let detail = format!("vault {vault_id}, client {client_version}");
+    state.audit.record(Entry::new(Event::DevicePaired, &audit_ip, detail).actor(&user.email).subject(&device.id));
     Ok(Json(json!({
         "device_id": device.id,
         "device_token": token,
@@ -111,11 +116,14 @@ impl CredentialsRequest {
 async fn auth_test(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     ApiJson(body): ApiJson<CredentialsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let login = body.login()?.to_owned();
     let limit = &state.accounts.limits.auth_test;
-    credentials::check_credentials(&state, limit, &ip, &login, body.password, clock::now()).await?;
+    credentials::check_credentials(&state, limit, &ip, &login, body.password, clock::now())
+        .await
+        .inspect_err(|e| audit::refused_credentials(&state.audit, Event::DeviceAuthFailed, &audit_ip, &login, e))?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
@@ -135,8 +143,10 @@ async fn me(Auth(principal): Auth) -> Json<Value> {
     }))
 }
 
-async fn revoke_current(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
+async fn revoke_current(State(state): State<AppState>, ip: Ip, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
     devices::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
+    let entry = Entry::new(Event::DeviceRevoked, &ip, "revoked itself").actor(&principal.user.email);
+    state.audit.record(entry.subject(&principal.device.id));
     Ok(Json(json!({ "status": "revoked" })))
 }
 
@@ -151,6 +161,7 @@ struct RevokeDeviceRequest {
 async fn revoke_device(
     State(state): State<AppState>,
     ip: ClientIp,
+    audit_ip: Ip,
     Auth(principal): Auth,
     ApiJson(body): ApiJson<RevokeDeviceRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -159,5 +170,7 @@ async fn revoke_device(
         return Err(ApiError::bad_request("invalid_request", "device_id and password required"));
     }
     devices::revoke_with_password(&state, &principal.user, &ip, device_id, body.password, clock::now()).await?;
+    let entry = Entry::new(Event::DeviceRevoked, &audit_ip, "revoked by its owner").actor(&principal.user.email);
+    state.audit.record(entry.subject(device_id));
     Ok(Json(json!({ "status": "revoked" })))
 }

@@ -51,6 +51,8 @@ pub enum BackupError {
     MissingBlob(String),
     #[error("blob file {0} does not match its hash: the stored copy is damaged")]
     DamagedBlob(String),
+    #[error("no backup folder is configured (--backup-dir)")]
+    NotScheduled,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -477,16 +479,17 @@ pub fn spawn_scheduled(state: &AppState) {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(schedule.every) => {}
             }
-            run_scheduled(store.as_ref(), &blob_dir, &schedule).await;
+            // A failure is logged by the run; the next interval tries again.
+            run_scheduled(store.as_ref(), &blob_dir, &schedule).await.ok();
         }
     });
 }
 
-async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSchedule) {
+async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSchedule) -> Result<(), BackupError> {
     if let Err(err) = create_private_dir(&schedule.dir) {
         tracing::error!(%err, "scheduled backup failed");
         metrics::gauge!("concord_backup_last_success").set(0.0);
-        return;
+        return Err(BackupError::Io { path: schedule.dir.clone(), source: err });
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let out = schedule.dir.join(format!("{SCHEDULED_PREFIX}{stamp}{SCHEDULED_SUFFIX}"));
@@ -498,12 +501,35 @@ async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSche
             tracing::info!(file = %out.display(), blobs = summary.blobs, bytes = summary.bytes, "backup written");
             metrics::gauge!("concord_backup_last_success").set(1.0);
             metrics::gauge!("concord_backup_last_success_timestamp_seconds").set(crate::clock::now() as f64);
+            Ok(())
         }
         Err(err) => {
             tracing::error!(%err, file = %out.display(), "scheduled backup failed");
             metrics::gauge!("concord_backup_last_success").set(0.0);
+            Err(err)
         }
     }
+}
+
+/// The newest scheduled archive in `--backup-dir` (its name and size), for the admin dashboard;
+/// `None` without a backup folder or before the first backup.
+pub fn last_scheduled(state: &AppState) -> Option<(String, u64)> {
+    let dir = &state.config.backup.as_ref()?.dir;
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_scheduled_name(n))
+        .max()?;
+    let size = std::fs::metadata(dir.join(&newest)).map(|m| m.len()).unwrap_or(0);
+    Some((newest, size))
+}
+
+/// Writes one scheduled archive now (the admin console's "back up now"), pruning as the schedule
+/// does; the name of the archive, or why there is none.
+pub async fn backup_now(state: &AppState) -> Result<String, BackupError> {
+    let schedule = state.config.backup.clone().ok_or(BackupError::NotScheduled)?;
+    run_scheduled(state.store.as_ref(), &state.config.blob_dir(), &schedule).await?;
+    last_scheduled(state).map(|(name, _)| name).ok_or(BackupError::NotScheduled)
 }
 
 /// Deletes all but the newest `keep` scheduled archives in `dir`; other files are left alone.

@@ -2,9 +2,9 @@
 //! until shutdown, and each run is counted by outcome and timed, so an operator sees in
 //! `/metrics` that the jobs run and whether they fail.
 //!
-//! Jobs: expired tokens and sessions, idempotency records older than a day, stale temporary
-//! uploads and unreferenced blobs, WAL checkpoints, and compaction of idle documents. (Scheduled
-//! backups keep their own schedule in [`super::backup`].)
+//! Jobs: expired tokens and sessions, audit entries past their retention, idempotency records
+//! older than a day, stale temporary uploads and unreferenced blobs, WAL checkpoints, and
+//! compaction of idle documents. (Scheduled backups keep their own schedule in [`super::backup`].)
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ const IDEMPOTENCY_RETENTION_SECS: i64 = 24 * 3600;
 /// How often the blob collector runs, and how long a temporary upload file may sit untouched
 /// before it counts as abandoned (an upload in progress writes to its file continually).
 const COLLECT_EVERY: Duration = Duration::from_secs(3600);
-const STALE_UPLOAD: Duration = Duration::from_secs(3600);
+pub const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
 /// Starts every maintenance job; they stop when the server shuts down.
 pub fn spawn_all(state: &AppState) {
@@ -38,6 +38,24 @@ pub fn spawn_all(state: &AppState) {
                 unconfirmed_users = counts.unconfirmed_users,
                 "cleanup removed expired tokens and sessions"
             );
+            Ok::<_, concord_store::StoreError>(())
+        }
+    });
+    // The audit log keeps its entries for the retention (`CONCORD_AUDIT_RETENTION_DAYS`); each
+    // purge that removed any is itself an entry.
+    let s = state.clone();
+    every("audit_retention", maintenance, &state.shutdown, move || {
+        let (store, audit, retention) = (s.store.clone(), s.audit.clone(), s.config.audit_retention);
+        async move {
+            let purged = store.purge_audit(clock::now() - retention.as_secs() as i64).await?;
+            if purged > 0 {
+                let detail = format!("{purged} audit entries older than {} days deleted", retention.as_secs() / 86_400);
+                audit.record(crate::audit::Entry::new(
+                    crate::audit::Event::RetentionCleanup,
+                    &Default::default(),
+                    detail,
+                ));
+            }
             Ok::<_, concord_store::StoreError>(())
         }
     });

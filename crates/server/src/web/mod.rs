@@ -9,11 +9,13 @@
 //!   Concord devices, stored as token hashes like every other credential.
 //! - [`csrf`]: the token and Origin check applied to every form and cookie-authenticated call.
 //! - [`people`]: people's pages (sign-in, registration, recovery, the dashboard).
+//! - [`admin`]: the admin console under `/admin`, over the operations of `api::admin`.
 //!
 //! Architecture invariant: pages work without JavaScript and carry no inline script or style, so
 //! the strict Content-Security-Policy of `app.rs` applies to them unchanged. Templates escape
 //! every value by default (askama, `.html` files); nothing is marked safe.
 
+pub mod admin;
 pub mod assets;
 pub mod csrf;
 pub mod page;
@@ -26,5 +28,5 @@ use crate::app::AppState;
 
 /// Every page route of this module.
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(assets::routes()).merge(people::routes())
+    Router::new().merge(assets::routes()).merge(people::routes()).merge(admin::routes())
 }

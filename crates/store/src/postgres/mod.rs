@@ -19,6 +19,7 @@
 mod accounts;
 mod admin;
 mod blobs;
+mod console;
 mod docs;
 mod oplog;
 mod shares;

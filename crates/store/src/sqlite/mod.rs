@@ -21,6 +21,7 @@
 mod accounts;
 mod admin;
 mod blobs;
+mod console;
 mod docs;
 mod oplog;
 mod shares;

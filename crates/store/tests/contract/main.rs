@@ -7,6 +7,7 @@
 //! writer connection) live with that backend, not here.
 
 mod accounts;
+mod admin;
 mod blobs;
 mod documents;
 mod oplog;
@@ -120,6 +121,16 @@ macro_rules! every_story {
                 story_a_share_ends_with_its_workspace_and_with_its_owners_block,
             ],
             usage: [story_usage_counts_a_users_vaults_workspaces_and_documents_only],
+            admin: [
+                story_stats_count_each_thing_once,
+                story_user_listings_filter_sort_and_page_without_overlap,
+                story_editing_a_user_refuses_names_another_user_has,
+                story_device_listings_filter_by_user_kind_and_state,
+                story_deleting_a_user_or_a_vault_unreferences_its_blobs,
+                story_workspace_listings_count_documents_and_bytes,
+                story_the_audit_log_filters_pages_and_ages_out,
+                story_live_settings_are_saved_and_cleared_together,
+            ],
         );
     };
 }
