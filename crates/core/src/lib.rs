@@ -7,6 +7,7 @@
 pub mod blob;
 pub mod code;
 pub mod email;
+pub mod history;
 pub mod hocuspocus;
 pub mod id;
 pub mod oplog;

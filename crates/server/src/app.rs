@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use concord_store::Store;
@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sync::routes())
         .merge(crate::metrics::routes())
         .merge(api::shares::routes())
+        .merge(api::docs::routes())
+        .merge(api::history::routes())
         .merge(crate::web::routes())
         .merge(api::admin::routes());
     routes
@@ -152,11 +154,11 @@ fn cors_layer(origins: Option<&[String]>) -> CorsLayer {
 }
 
 /// JSON under `/api/` (clients parse it), a small page elsewhere (people read it).
-async fn not_found(uri: Uri) -> axum::response::Response {
+async fn not_found(State(state): State<AppState>, uri: Uri) -> axum::response::Response {
     if uri.path().starts_with("/api/") {
         ApiError::not_found("not found").into_response()
     } else {
-        crate::web::page::not_found()
+        crate::web::page::not_found(&state)
     }
 }
 

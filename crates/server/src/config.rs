@@ -296,6 +296,20 @@ pub struct Settings {
     /// Days the audit log keeps an entry
     #[arg(long, env = "CONCORD_AUDIT_RETENTION_DAYS", value_name = "DAYS", default_value = "90")]
     pub audit_retention_days: Option<u32>,
+    // Document history.
+    /// Seconds of editing between automatic versions of a document (one is also taken when it
+    /// compacts, if it changed since the last)
+    #[arg(long, env = "HISTORY_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
+    pub history_interval_secs: Option<u64>,
+
+    /// Versions kept per document (automatic and labelled alike); older ones are deleted as new ones
+    /// are taken
+    #[arg(long, env = "HISTORY_KEEP", default_value = "50")]
+    pub history_keep: Option<u32>,
+
+    /// Days a version is kept at most, however few a document has
+    #[arg(long, env = "HISTORY_MAX_AGE_DAYS", value_name = "DAYS", default_value = "30")]
+    pub history_max_age_days: Option<u32>,
 }
 
 impl Settings {
@@ -372,6 +386,10 @@ impl Settings {
             // Admin console.
             server_name: self.server_name.or(lower.server_name),
             audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
+            // Document history.
+            history_interval_secs: self.history_interval_secs.or(lower.history_interval_secs),
+            history_keep: self.history_keep.or(lower.history_keep),
+            history_max_age_days: self.history_max_age_days.or(lower.history_max_age_days),
         }
     }
 }
@@ -553,6 +571,11 @@ pub struct SyncSettings {
     pub max_connections_per_user: usize,
     /// Open event streams per user.
     pub max_streams_per_user: usize,
+    // Document history.
+    /// Seconds of editing between automatic versions.
+    pub history_interval_secs: i64,
+    /// Which versions are kept.
+    pub history_retention: concord_core::history::Retention,
 }
 
 /// Size limit and quotas for blob uploads (the Verstak server's values by default).
@@ -693,6 +716,18 @@ impl Config {
                     "SYNC_MAX_STREAMS_PER_USER",
                     s.sync_max_streams_per_user.expect(HAS_DEFAULT),
                 )? as usize,
+                // Document history. Ten minutes of editing per version and 50 versions per document
+                // cover a working day of steady editing, and with 30 days bound what a document's
+                // history can hold to 50 copies of it.
+                history_interval_secs: positive("HISTORY_INTERVAL_SECS", s.history_interval_secs.expect(HAS_DEFAULT))?
+                    as i64,
+                history_retention: concord_core::history::Retention {
+                    keep: positive("HISTORY_KEEP", s.history_keep.expect(HAS_DEFAULT))? as usize,
+                    max_age_secs: i64::from(positive(
+                        "HISTORY_MAX_AGE_DAYS",
+                        s.history_max_age_days.expect(HAS_DEFAULT),
+                    )?) * 86_400,
+                },
             },
             connections: ConnectionSettings {
                 first_byte_timeout: std::time::Duration::from_secs(positive(

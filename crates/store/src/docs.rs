@@ -43,6 +43,18 @@ pub struct StoredDoc {
 pub struct NewDocUpdate {
     pub doc_id: DocId,
     pub data: Vec<u8>,
+    /// When it was received (unix seconds): the document's last change from then on.
+    pub at: i64,
+}
+
+/// A document as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocSummary {
+    pub name: String,
+    /// Stored bytes: the snapshot plus the updates after it.
+    pub bytes: i64,
+    /// When it was created or last had an update appended (unix seconds).
+    pub updated_at: i64,
 }
 
 /// Stored size of a document, for compaction decisions and operators.
@@ -70,6 +82,15 @@ pub trait DocStore {
     async fn compact_doc(&self, doc_id: &DocId, snapshot: &[u8], through_seq: i64) -> StoreResult<bool>;
 
     async fn doc_size(&self, doc_id: &DocId) -> StoreResult<DocSize>;
+
+    /// The workspace's documents, by name. The caller has checked the workspace is the user's.
+    async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>>;
+
+    /// The stored state of the document `name` of the workspace, if it exists (never creates it).
+    async fn find_doc(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredDoc>>;
+
+    /// Deletes the document with its updates. Returns whether it existed.
+    async fn delete_doc(&self, workspace_id: &str, name: &str) -> StoreResult<bool>;
 
     /// Creates a workspace; a name the user already uses is a [`crate::StoreError::Conflict`].
     async fn create_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord>;

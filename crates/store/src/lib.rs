@@ -13,6 +13,7 @@ mod admin;
 mod blobs;
 mod docs;
 mod error;
+mod history;
 mod oplog;
 pub mod postgres;
 mod rows;
@@ -30,8 +31,9 @@ pub use admin::{
     UserFilter, UserQuery, UserSort, UserSummary, VaultStats, WorkspaceStats,
 };
 pub use blobs::{AddBlobRef, BlobStore};
-pub use docs::{DocId, DocSize, DocStore, NewDocUpdate, StoredDoc};
+pub use docs::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
 pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
+pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
 pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
@@ -47,6 +49,7 @@ pub trait Store:
     + ShareStore
     + UsageStore
     + ConsoleStore
+    + HistoryStore
     + Send
     + Sync
     + 'static

@@ -77,7 +77,7 @@ async fn the_document_migration_keeps_every_document_and_numbers_its_updates_fro
     }
     // Numbering goes on from each document's head, and compaction works on the migrated rows.
     let compacted = store.load_doc("w1", "compacted", 10).await.unwrap();
-    let next = concord_store::NewDocUpdate { doc_id: compacted.id.clone(), data: vec![5] };
+    let next = concord_store::NewDocUpdate { doc_id: compacted.id.clone(), data: vec![5], at: 1 };
     assert_eq!(store.append_doc_updates(&[next]).await.unwrap(), vec![3]);
     assert!(store.compact_doc(&compacted.id, b"all", 3).await.unwrap());
     let doc = store.load_doc("w1", "compacted", 11).await.unwrap();

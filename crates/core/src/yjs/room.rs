@@ -6,11 +6,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use yrs::types::{AsPrelim, ToJson};
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Any, ArrayRef, Doc, GetString, In, MapRef, Out, ReadTxn, StateVector, TextRef, Transact, Update};
 
 use super::awareness::AwarenessTable;
-use super::wire::{Incoming, ProtocolError, decode_frame, encode_sync_step1, encode_sync_step2, encode_update};
+use super::wire::{
+    Incoming, ProtocolError, decode_frame, decode_state_vector, decode_update, encode_sync_step1, encode_sync_step2,
+    encode_update,
+};
 
 /// The server's name for one WebSocket connection; unique within a process.
 pub type ConnId = u64;
@@ -172,6 +176,48 @@ impl Room {
         self.diff(&StateVector::default())
     }
 
+    /// Applies a bare update (lib0 v1) that came without a connection (the document HTTP API):
+    /// checked and applied as an update inside a frame is, and relayed to every connection. An
+    /// update the document already holds, or whose predecessors it lacks (yrs keeps it pending),
+    /// changes nothing and persists nothing. Errors as [`Room::receive`]'s.
+    pub fn apply_update(&mut self, update: &[u8]) -> Result<Effects, ProtocolError> {
+        let mut effects = Effects::default();
+        if let Some(applied) = self.apply(decode_update(update)?)? {
+            effects.broadcast.push(encode_update(&applied));
+            effects.persist.push(applied);
+        }
+        Ok(effects)
+    }
+
+    /// What the document holds beyond the encoded state vector `sv` (lib0 v1; empty for the
+    /// whole document), as one update.
+    pub fn diff_since(&self, sv: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        if sv.is_empty() {
+            return self.encode_state();
+        }
+        self.diff(&decode_state_vector(sv)?)
+    }
+
+    /// The document's top-level types as a JSON-like value, one key per root name. A root that no
+    /// client has given a type here is read by its content, as yrs infers it: entries make a
+    /// map, characters a text, other items an array.
+    pub fn to_json(&self) -> Any {
+        let txn = self.doc.transact();
+        let roots = txn.root_refs().map(|(name, value)| {
+            let json = match &value {
+                Out::UndefinedRef(branch) => match value.as_prelim(&txn) {
+                    In::Map(_) => MapRef::from(*branch).to_json(&txn),
+                    In::Text(_) | In::XmlText(_) => Any::from(TextRef::from(*branch).get_string(&txn)),
+                    In::Array(_) | In::XmlElement(_) => ArrayRef::from(*branch).to_json(&txn),
+                    _ => Any::Undefined,
+                },
+                other => other.to_json(&txn),
+            };
+            (name.to_owned(), json)
+        });
+        Any::from(roots.collect::<HashMap<String, Any>>())
+    }
+
     /// The document, for readers such as tests and exports.
     pub fn doc(&self) -> &Doc {
         &self.doc
@@ -233,7 +279,7 @@ mod tests {
     use yrs::sync::{Message, SyncMessage};
     use yrs::types::ToJson;
     use yrs::updates::encoder::Encode;
-    use yrs::{GetString, Map, Text, WriteTxn};
+    use yrs::{Array, GetString, Map, Text, WriteTxn};
 
     use super::*;
     use crate::yjs::wire::tests::awareness_frame;
@@ -418,6 +464,63 @@ mod tests {
         assert!(room.sweep(129).broadcast.is_empty());
         assert_eq!(room.sweep(130).broadcast.len(), 1);
         assert!(room.disconnect(1, 131).broadcast.is_empty(), "already expired");
+    }
+
+    #[test]
+    fn a_bare_update_is_applied_relayed_and_stored_once_and_garbage_changes_nothing() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let client = Doc::new();
+        let update = insert_text(&client, "hi");
+        let effects = room.apply_update(&update).unwrap();
+        assert_eq!((effects.reply.len(), effects.broadcast.len(), effects.persist.len()), (0, 1, 1));
+        assert_eq!(text_of(room.doc()), "hi");
+        assert_eq!(room.apply_update(&update).unwrap(), Effects::default(), "a known update changes nothing");
+        for garbage in [&b""[..], b"\xff\xff\xff\xff\x0f", b"\x01\x01\x01"] {
+            assert!(room.apply_update(garbage).is_err(), "{garbage:?}");
+            assert_eq!(text_of(room.doc()), "hi");
+        }
+    }
+
+    #[test]
+    fn diff_since_a_state_vector_holds_only_what_it_lacks() {
+        let apply = |doc: &Doc, update: &[u8]| doc.transact_mut().apply_update(Update::decode_v1(update).unwrap());
+        let mut room = Room::default();
+        let client = Doc::new();
+        let first = insert_text(&client, "ab");
+        let _ = room.apply_update(&first).unwrap();
+        let sv = client.transact().state_vector().encode_v1();
+        let other = Doc::new();
+        let _ = room.apply_update(&insert_text(&other, "cd")).unwrap();
+        let whole = Doc::new();
+        apply(&whole, &room.diff_since(&[]).unwrap()).unwrap();
+        assert_eq!(text_of(&whole).len(), 4, "an empty state vector gets the whole document");
+        // The diff since `first` lacks `first`: alone it holds only the other client's text.
+        let since = Doc::new();
+        apply(&since, &room.diff_since(&sv).unwrap()).unwrap();
+        assert_eq!(text_of(&since), "cd");
+        assert!(room.diff_since(b"\xff\xff").is_err(), "a state vector that does not decode");
+    }
+
+    #[test]
+    fn to_json_renders_every_root_whether_or_not_its_type_is_known() {
+        let client = Doc::new();
+        let mut update = insert_text(&client, "hello");
+        let room = Room::load(Some(&update), []).unwrap();
+        assert_eq!(serde_json::to_string(&room.to_json()).unwrap(), r#"{"t":"hello"}"#);
+        {
+            let mut txn = client.transact_mut();
+            let map = txn.get_or_insert_map("m");
+            map.insert(&mut txn, "k", 1.0);
+            let array = txn.get_or_insert_array("a");
+            array.push_back(&mut txn, "x");
+        }
+        update = client.transact().encode_state_as_update_v1(&StateVector::default());
+        let json = Room::load(Some(&update), []).unwrap().to_json();
+        let Any::Map(roots) = json else { panic!("roots are a map: {json:?}") };
+        assert_eq!(roots["t"], Any::from("hello"));
+        assert_eq!(serde_json::to_string(&roots["m"]).unwrap(), r#"{"k":1}"#);
+        assert_eq!(serde_json::to_string(&roots["a"]).unwrap(), r#"["x"]"#);
     }
 
     #[test]

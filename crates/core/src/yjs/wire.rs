@@ -118,7 +118,7 @@ fn check_client_id(id: u64) -> Result<u64, ProtocolError> {
     Ok(id)
 }
 
-fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
+pub(crate) fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
     // Validate the client ids first (layout: count, then (client, clock) pairs).
     let mut cursor = Cursor::new(payload);
     let count: u32 = cursor.read_var().map_err(|e| ProtocolError::malformed("state vector", e))?;
@@ -133,7 +133,7 @@ fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
 /// Each client section of an update holds at least three varints (block count, client, clock).
 const MIN_CLIENT_SECTION_BYTES: usize = 3;
 
-fn decode_update(payload: &[u8]) -> Result<Update, ProtocolError> {
+pub(crate) fn decode_update(payload: &[u8]) -> Result<Update, ProtocolError> {
     // yrs reserves a hash table sized by the update's leading client count before reading any
     // entry, so a five-byte frame declaring four billion clients would make it allocate and zero
     // gigabytes. A count the payload cannot hold is refused before yrs sees it, which bounds the

@@ -66,13 +66,17 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for JsonOrForm<T
 }
 
 /// Answers a JSON or form request: `json` as is, or a page saying `message`.
-fn answer(from_form: bool, csrf: &CsrfToken, title: &str, message: &str, json: Value) -> Response {
-    if from_form { page::message(StatusCode::OK, csrf, title, message) } else { Json(json).into_response() }
+fn answer(state: &AppState, from_form: bool, csrf: &CsrfToken, title: &str, message: &str, json: Value) -> Response {
+    if from_form { page::message(state, StatusCode::OK, csrf, title, message) } else { Json(json).into_response() }
 }
 
 /// An error for a JSON or form request: the JSON error, or a page with its message and status.
-fn form_error(from_form: bool, csrf: &CsrfToken, err: ApiError) -> Response {
-    if from_form { page::message(err.status(), csrf, "That did not work", err.message()) } else { err.into_response() }
+fn form_error(state: &AppState, from_form: bool, csrf: &CsrfToken, err: ApiError) -> Response {
+    if from_form {
+        page::message(state, err.status(), csrf, "That did not work", err.message())
+    } else {
+        err.into_response()
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,9 +107,9 @@ async fn register(
 
 /// The link in the mail opens this page, whose button posts the token back. Confirming on GET
 /// would let mail scanners that prefetch links confirm addresses nobody read.
-async fn confirm_page(csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
+async fn confirm_page(State(state): State<AppState>, csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
-    people::confirm_page(&csrf, token)
+    people::confirm_page(&state, &csrf, token)
 }
 
 #[derive(Deserialize)]
@@ -117,13 +121,14 @@ struct ConfirmRequest {
 async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrForm<ConfirmRequest>) -> Response {
     match registration::confirm(&state, &body.value.token).await {
         Ok(()) => answer(
+            &state,
             body.from_form,
             &csrf,
             "Address confirmed",
             "Your address is confirmed. You can now sign in and pair devices.",
             json!({ "status": "confirmed" }),
         ),
-        Err(err) => form_error(body.from_form, &csrf, err),
+        Err(err) => form_error(&state, body.from_form, &csrf, err),
     }
 }
 
@@ -159,9 +164,9 @@ async fn forgot(
 }
 
 /// Links in mails sent before the reset page moved to `/reset` still open it.
-async fn reset_page(csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
+async fn reset_page(State(state): State<AppState>, csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
-    people::reset_page(StatusCode::OK, &csrf, token, None)
+    people::reset_page(&state, StatusCode::OK, &csrf, token, None)
 }
 
 #[derive(Deserialize)]
@@ -180,13 +185,14 @@ async fn reset(
 ) -> Response {
     match recovery::reset(&state, &ip, &body.value.token, body.value.new_password).await {
         Ok(()) => answer(
+            &state,
             body.from_form,
             &csrf,
             "Password changed",
             "Your password is changed and all your devices are signed out.",
             json!({ "status": "password reset" }),
         ),
-        Err(err) => form_error(body.from_form, &csrf, err),
+        Err(err) => form_error(&state, body.from_form, &csrf, err),
     }
 }
 

@@ -7,15 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use concord_store::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::room::{self, RoomEvent};
+use super::room::{self, Applied, ApplyError, Change, RoomEvent};
+use super::socket::CloseReason;
 use super::writer::Writer;
 use crate::app::LiveStats;
 use crate::config::SyncSettings;
 
 /// Events queued per room before connections wait; backpressure for clients that write fast.
 const ROOM_QUEUE: usize = 1024;
+/// Rooms asked in turn to apply one HTTP update: one may be unloading as the update arrives, and
+/// the next is fresh, so a third attempt only fails if the document cannot be loaded at all.
+const APPLY_ATTEMPTS: usize = 3;
 
 /// A document's identity: its workspace (which belongs to one user) and its full name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,6 +91,36 @@ impl Hub {
         }
     }
 
+    /// Applies a change from the HTTP API (an update, or a restore) through the document's room
+    /// (starting it if needed), as a connection's update: stored in the room's group commit and
+    /// relayed to its connections before this returns.
+    pub(crate) async fn apply(self: &Arc<Self>, key: &DocKey, change: Change) -> Result<Applied, ApplyError> {
+        for _ in 0..APPLY_ATTEMPTS {
+            let (done, answer) = oneshot::channel();
+            if self.room(key).send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
+                continue;
+            }
+            // A room that unloads (or fails to load) before taking the event drops it unanswered,
+            // having applied nothing: ask a fresh room.
+            if let Ok(answer) = answer.await {
+                return answer;
+            }
+        }
+        Err(ApplyError::Unavailable)
+    }
+
+    /// Closes the open document (its connections hear `reason`), if it is open.
+    pub(crate) async fn close_doc(&self, key: &DocKey, reason: CloseReason) {
+        let queue = {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms.get(key).map(|e| e.tx.clone())
+        };
+        if let Some(queue) = queue {
+            // An error means the room has already stopped.
+            let _ = queue.send(RoomEvent::Close(reason)).await;
+        }
+    }
+
     /// Closes every open document of a deleted workspace.
     pub async fn close_workspace(&self, workspace_id: &str) {
         let queues: Vec<mpsc::Sender<RoomEvent>> = {
@@ -95,7 +129,7 @@ impl Hub {
         };
         for queue in queues {
             // An error means the room has already stopped.
-            let _ = queue.send(RoomEvent::Close).await;
+            let _ = queue.send(RoomEvent::Close(CloseReason::WorkspaceDeleted)).await;
         }
     }
 

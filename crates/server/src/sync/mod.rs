@@ -7,13 +7,14 @@
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
 //! - `writer`: the group-commit writer shared by all rooms.
 //! - `hocuspocus`: the Hocuspocus endpoint, many documents per socket, over the same rooms.
+//! - `opener`: who opens a document (a device or a share), for both protocols and `api::docs`.
 //!
 //! Architecture invariant: protocol decisions live in `concord_core::yjs`; this module only
 //! moves bytes, time and storage around them.
 
 mod hocuspocus;
 mod hub;
-mod opener;
+pub(crate) mod opener;
 mod room;
 mod socket;
 mod writer;
@@ -27,10 +28,12 @@ use axum::routing::{delete, get, post};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
 pub use hocuspocus::root as hocuspocus_root;
-use hub::DocKey;
+pub(crate) use hub::DocKey;
 pub use hub::Hub;
 use opener::Opener;
+pub(crate) use room::{ApplyError, Change};
 use serde::{Deserialize, Serialize};
+pub(crate) use socket::CloseReason;
 
 use crate::accounts::DEFAULT_WORKSPACE;
 use crate::app::AppState;

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::extract::authenticate;
 use crate::live::{Kind, Lease, OverCap};
 
-pub(super) enum Opener {
+pub(crate) enum Opener {
     User(Principal),
     Share(ShareRecord),
 }

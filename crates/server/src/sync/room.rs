@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use concord_core::hocuspocus;
 use concord_core::share::Access;
 use concord_core::yjs::{ConnId, Effects, Room};
+use concord_core::{history, hocuspocus};
 use concord_store::NewDocUpdate;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{DocKey, Hub};
 use super::socket::{CloseReason, Closer};
@@ -48,13 +48,52 @@ pub(super) enum RoomEvent {
         conn: ConnId,
         body: Bytes,
     },
-    /// The document's workspace was deleted: close every connection and stop.
-    Close,
+    /// An update from the document HTTP API, as a connection's would be applied; answered once
+    /// its batch has committed (and its frames are queued for every connection), or failed.
+    Apply {
+        change: Change,
+        done: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
+    /// The document (or its workspace) was deleted: close every connection and stop.
+    Close(CloseReason),
     /// Compact now if nothing was written for `idle_for` and anything is stored after the
     /// snapshot (the idle-compaction maintenance job).
     CompactIfIdle {
         idle_for: Duration,
     },
+}
+
+/// A change to a document that comes from no connection. Cheap to clone (reference counted).
+#[derive(Clone)]
+pub(crate) enum Change {
+    /// A Yjs update (lib0 v1), as a connection would send it.
+    Update(Bytes),
+    /// Make the document equal to this state (a version's): the room computes the update from
+    /// its current document, so edits that arrived meanwhile are reverted too.
+    Restore(Bytes),
+}
+
+/// What an [`RoomEvent::Apply`] did, once committed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Applied {
+    /// False when the document already held the update (or yrs holds it for a missing
+    /// predecessor): nothing was stored or relayed.
+    pub changed: bool,
+    /// The seq of the document's newest stored update.
+    pub seq: i64,
+}
+
+/// Why an [`RoomEvent::Apply`] changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    #[error("{0}")]
+    Invalid(concord_core::yjs::ProtocolError),
+    #[error("the document could not be stored")]
+    Storage,
+    #[error("the document could not be opened")]
+    Unavailable,
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// The wire protocol a connection speaks, which decides how its frames are read.
@@ -109,6 +148,11 @@ struct Loaded {
     last_write: Instant,
     /// Another node appended to this document since it loaded (see `last_seq`): no compaction.
     behind: bool,
+    /// When the newest version was taken (unix seconds), if there is one.
+    last_version_at: Option<i64>,
+    /// Whether anything was stored since that version (at load: whether updates follow the
+    /// snapshot, which is as close as storage tells).
+    changed_since_version: bool,
 }
 
 pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
@@ -137,6 +181,7 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
+    let last_version_at = hub.store.versions_of(&stored.id).await?.first().map(|v| v.created_at);
     Ok(Loaded {
         room,
         doc_id: stored.id,
@@ -144,6 +189,8 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
         pending_bytes,
         last_write: Instant::now(),
         behind: false,
+        last_version_at,
+        changed_since_version: !stored.updates.is_empty(),
     })
 }
 
@@ -163,6 +210,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let now = clock::now();
         let mut poisoned = false;
         let mut idle = false;
+        let mut acks = Vec::new();
         for event in events.drain(..) {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
@@ -205,8 +253,18 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     peers.remove(&conn);
                     batch.push((Some(conn), doc.room.disconnect(conn, now)));
                 }
-                RoomEvent::Close => {
-                    close_all(&peers, CloseReason::WorkspaceDeleted);
+                RoomEvent::Apply { change, done } => match apply(&mut doc.room, change) {
+                    Ok(effects) => {
+                        acks.push((done, !effects.persist.is_empty()));
+                        batch.push((None, effects));
+                    }
+                    Err(err) => {
+                        poisoned = matches!(&err, ApplyError::Invalid(err) if err.poisons_room());
+                        let _ = done.send(Err(err));
+                    }
+                },
+                RoomEvent::Close(reason) => {
+                    close_all(&peers, reason);
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
@@ -214,10 +272,17 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         }
         if !persist(hub, doc, &mut batch).await {
             close_all(&peers, CloseReason::StorageFailed);
+            for (done, _) in acks {
+                let _ = done.send(Err(ApplyError::Storage));
+            }
             return;
         }
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
+        for (done, changed) in acks {
+            let _ = done.send(Ok(Applied { changed, seq: doc.last_seq }));
+        }
+        take_version(hub, doc, false, None).await;
         if poisoned {
             // The updates applied before the poisoning frame were whole and are now stored; the
             // document in memory may not be. Everyone reconnects to a copy loaded from storage.
@@ -237,13 +302,56 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
     }
 }
 
+/// What a change from no connection does to the room.
+fn apply(room: &mut Room, change: Change) -> Result<Effects, ApplyError> {
+    match change {
+        Change::Update(update) => room.apply_update(&update).map_err(ApplyError::Invalid),
+        Change::Restore(version) => {
+            let current = room.encode_state().map_err(ApplyError::Invalid)?;
+            let update = history::restore_update(&current, &version).map_err(|e| ApplyError::Corrupt(e.to_string()))?;
+            room.apply_update(&update).map_err(ApplyError::Invalid)
+        }
+    }
+}
+
+/// Takes an automatic version if one is due (see [`history::version_due`]); `state` is the
+/// document's whole state when the caller has it already (compaction). A failure is logged and
+/// tried again at the next batch: history never holds up sync.
+async fn take_version(hub: &Hub, doc: &mut Loaded, compacting: bool, state: Option<&[u8]>) {
+    let now = clock::now();
+    let interval = hub.settings.history_interval_secs;
+    if !history::version_due(doc.last_version_at, doc.changed_since_version, compacting, now, interval) {
+        return;
+    }
+    let encoded;
+    let state = match state {
+        Some(state) => state,
+        None => match doc.room.encode_state() {
+            Ok(state) => {
+                encoded = state;
+                &encoded
+            }
+            Err(_) => return,
+        },
+    };
+    match hub.store.add_version(&doc.doc_id, state, None, now, hub.settings.history_retention).await {
+        Ok(_) => {
+            doc.last_version_at = Some(now);
+            doc.changed_since_version = false;
+            metrics::counter!("concord_history_versions_total").increment(1);
+        }
+        Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "taking a version failed"),
+    }
+}
+
 /// Appends every update of the batch in one group commit. Returns false if the store refused,
 /// in which case nothing of the batch may be sent.
 async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
+    let at = clock::now();
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
         .flat_map(|(_, effects)| std::mem::take(&mut effects.persist))
-        .map(|data| NewDocUpdate { doc_id: doc.doc_id.clone(), data })
+        .map(|data| NewDocUpdate { doc_id: doc.doc_id.clone(), data, at })
         .collect();
     if updates.is_empty() {
         return true;
@@ -264,6 +372,7 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
                 doc.behind = true;
             }
             doc.pending_bytes += bytes;
+            doc.changed_since_version = true;
             true
         }
         Err(_) => false,
@@ -317,6 +426,7 @@ async fn compact(hub: &Hub, doc: &mut Loaded) {
         Ok(_) => {
             doc.pending_bytes = 0;
             metrics::counter!("concord_yjs_compactions_total").increment(1);
+            take_version(hub, doc, true, Some(&snapshot)).await;
         }
         // The updates stay stored; the next batch tries again.
         Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed"),

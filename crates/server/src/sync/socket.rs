@@ -34,7 +34,7 @@ const JOIN_ATTEMPTS: usize = 3;
 
 /// Why the server ends a connection; each maps to one close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CloseReason {
+pub(crate) enum CloseReason {
     /// The client broke RFC 6455 (1002), sent bytes that are not y-protocols (1007) or a text
     /// frame (1003).
     Protocol(u16),
@@ -42,6 +42,8 @@ pub(super) enum CloseReason {
     TooSlow,
     Revoked,
     WorkspaceDeleted,
+    /// Deleted through the document HTTP API.
+    DocumentDeleted,
     StorageFailed,
     /// The document is being reloaded from storage; clients should reconnect.
     Reloading,
@@ -63,6 +65,7 @@ impl CloseReason {
             CloseReason::TooSlow => (1013, "client too slow"),
             CloseReason::Revoked => (1008, "credentials no longer valid"),
             CloseReason::WorkspaceDeleted => (1000, "workspace deleted"),
+            CloseReason::DocumentDeleted => (1000, "document deleted"),
             CloseReason::StorageFailed => (1011, "storage failure"),
             // 1012, "service restart": the registered code that tells a client to reconnect.
             CloseReason::Reloading => (1012, "document reloading"),

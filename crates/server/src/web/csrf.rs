@@ -73,7 +73,7 @@ pub async fn protect(State(state): State<AppState>, mut req: Request, next: Next
         req = checked;
         if let Err(reason) = result {
             tracing::info!(reason, "cross-site request refused");
-            return refusal(&req, reason);
+            return refusal(&state, &req, reason);
         }
     }
     let (token, fresh) = match cookie {
@@ -93,7 +93,7 @@ pub async fn protect(State(state): State<AppState>, mut req: Request, next: Next
             .path("/")
             .http_only(true)
             .same_site(SameSite::Strict)
-            .secure(secure(&state.config))
+            .secure(secure(&state))
             .max_age(cookie::time::Duration::seconds(MAX_AGE_SECS));
         response.headers_mut().append(header::SET_COOKIE, header_value(&cookie.build()));
     }
@@ -201,11 +201,11 @@ fn authority(url: &str) -> Option<&str> {
 }
 
 /// 403: a page for forms (a person submitted it), the JSON error otherwise.
-fn refusal(req: &Request, reason: &'static str) -> Response {
+fn refusal(state: &AppState, req: &Request, reason: &'static str) -> Response {
     let message =
         "This request did not come from this site's own page, so it was refused. Reload the page and try again.";
     if form_kind(req.headers()).is_some() && !req.uri().path().starts_with("/api/") {
-        return page::message(StatusCode::FORBIDDEN, &CsrfToken::none(), "Request refused", message);
+        return page::message(state, StatusCode::FORBIDDEN, &CsrfToken::none(), "Request refused", message);
     }
     let mut response = ApiError::forbidden(format!("cross-site request refused ({reason})")).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

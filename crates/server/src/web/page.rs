@@ -5,11 +5,9 @@ use askama::Template;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::app::AppState;
 use crate::error::ApiError;
 use crate::web::csrf::CsrfToken;
-
-/// The name pages show for this server until the operator names it.
-pub const DEFAULT_SERVER_NAME: &str = "Concord";
 
 /// What the frame of every page shows: `templates/base.html` reads it as `layout`.
 pub struct Layout {
@@ -22,10 +20,11 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(title: impl Into<String>, csrf: &CsrfToken, signed_in: bool) -> Layout {
+    /// The server name is the live setting, so a name saved in the console shows at once.
+    pub fn new(state: &AppState, title: impl Into<String>, csrf: &CsrfToken, signed_in: bool) -> Layout {
         Layout {
             title: title.into(),
-            server_name: DEFAULT_SERVER_NAME.to_owned(),
+            server_name: state.settings.server_name(),
             csrf: csrf.value().to_owned(),
             signed_in,
         }
@@ -61,13 +60,14 @@ pub struct MessagePage {
 }
 
 /// A message page with `status`; `title` heads it, `message` explains.
-pub fn message(status: StatusCode, csrf: &CsrfToken, title: &str, message: &str) -> Response {
-    Page(status, MessagePage { layout: Layout::new(title, csrf, false), message: message.to_owned() }).into_response()
+pub fn message(state: &AppState, status: StatusCode, csrf: &CsrfToken, title: &str, message: &str) -> Response {
+    let layout = Layout::new(state, title, csrf, false);
+    Page(status, MessagePage { layout, message: message.to_owned() }).into_response()
 }
 
 /// The page of a path that does not exist (or, like `/register` with registration off, is
 /// not there for this server). It has no forms, so it needs no CSRF token.
-pub fn not_found() -> Response {
+pub fn not_found(state: &AppState) -> Response {
     let csrf = CsrfToken::none();
-    message(StatusCode::NOT_FOUND, &csrf, "Not found", "There is no page at this address.")
+    message(state, StatusCode::NOT_FOUND, &csrf, "Not found", "There is no page at this address.")
 }

@@ -61,7 +61,7 @@ struct HomePage {
 
 async fn home(State(state): State<AppState>, csrf: CsrfToken, headers: HeaderMap) -> Result<Response, ApiError> {
     let signed_in = USER_SESSION.principal(&state, &headers).await?.is_some();
-    let layout = Layout::new("Welcome", &csrf, signed_in);
+    let layout = Layout::new(&state, "Welcome", &csrf, signed_in);
     Ok(Page::ok(HomePage { layout, registration_open: registration::open(&state) }).into_response())
 }
 
@@ -83,7 +83,7 @@ fn login_page(
     login: String,
     error: Option<String>,
 ) -> Response {
-    let layout = Layout::new("Sign in", csrf, false);
+    let layout = Layout::new(state, "Sign in", csrf, false);
     Page(status, LoginPage { layout, login, error, registration_open: registration::open(state) }).into_response()
 }
 
@@ -99,7 +99,7 @@ async fn signed_in(state: &AppState, user: &UserRecord, agent: UserAgent, now: i
     let name = Some("Browser".to_owned());
     let session = SessionFor { name, agent, format: TokenFormat::Hex, kind: TokenKind::Web, user };
     let (token, expires_at) = sign_in::open_session(state, session, now).await?;
-    let cookie = USER_SESSION.set(&state.config, &token, expires_at - now);
+    let cookie = USER_SESSION.set(state, &token, expires_at - now);
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response())
 }
 
@@ -139,13 +139,14 @@ struct CodePage {
 }
 
 fn code_page(
+    state: &AppState,
     status: StatusCode,
     csrf: &CsrfToken,
     email: String,
     dev_code: Option<String>,
     error: Option<String>,
 ) -> Response {
-    Page(status, CodePage { layout: Layout::new("Check your mail", csrf, false), email, dev_code, error })
+    Page(status, CodePage { layout: Layout::new(state, "Check your mail", csrf, false), email, dev_code, error })
         .into_response()
 }
 
@@ -164,7 +165,7 @@ async fn login_link(
 ) -> Response {
     let email = form.email.trim().to_owned();
     match sign_in::send_link(&state, &ip, &email, clock::now()).await {
-        Ok(sent) => code_page(StatusCode::OK, &csrf, email, sent.dev.map(|(_, code)| code), None),
+        Ok(sent) => code_page(&state, StatusCode::OK, &csrf, email, sent.dev.map(|(_, code)| code), None),
         Err(err) => refused(err, |status, msg| login_page(&state, status, &csrf, String::new(), Some(msg))),
     }
 }
@@ -191,7 +192,8 @@ async fn login_code(
         signed_in(&state, &user, agent, now).await
     }
     .await;
-    result.unwrap_or_else(|err| refused(err, |status, msg| code_page(status, &csrf, form.email, None, Some(msg))))
+    result
+        .unwrap_or_else(|err| refused(err, |status, msg| code_page(&state, status, &csrf, form.email, None, Some(msg))))
 }
 
 /// Ends this browser's session (its device and token are deleted) and forgets the cookie.
@@ -199,7 +201,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     if let Some(principal) = USER_SESSION.principal(&state, &headers).await? {
         devices::log_out(&state, &principal.user.id, &principal.device.id).await?;
     }
-    Ok(([(header::SET_COOKIE, USER_SESSION.clear(&state.config))], Redirect::to("/")).into_response())
+    Ok(([(header::SET_COOKIE, USER_SESSION.clear(&state))], Redirect::to("/")).into_response())
 }
 
 // Registration.
@@ -223,9 +225,9 @@ struct RegisteredPage {
 async fn register_form(State(state): State<AppState>, csrf: CsrfToken) -> Response {
     if !registration::open(&state) {
         // 404 when registration is off, as if the page did not exist.
-        return page::not_found();
+        return page::not_found(&state);
     }
-    let layout = Layout::new("Create an account", &csrf, false);
+    let layout = Layout::new(&state, "Create an account", &csrf, false);
     Page::ok(RegisterPage { layout, username: String::new(), email: String::new(), error: None }).into_response()
 }
 
@@ -246,17 +248,17 @@ async fn register(
     Form(form): Form<RegisterForm>,
 ) -> Response {
     if !registration::open(&state) {
-        return page::not_found();
+        return page::not_found(&state);
     }
     let (username, email) = (form.username.clone(), form.email.clone());
     let input = Registration { username: form.username, email: form.email, password: form.password };
     match registration::register(&state, &ip, input).await {
         Ok(done) => {
-            let layout = Layout::new("Confirm your address", &csrf, false);
+            let layout = Layout::new(&state, "Confirm your address", &csrf, false);
             Page::ok(RegisteredPage { layout, dev_link: done.dev_link }).into_response()
         }
         Err(err) => refused(err, |status, msg| {
-            let layout = Layout::new("Create an account", &csrf, false);
+            let layout = Layout::new(&state, "Create an account", &csrf, false);
             Page(status, RegisterPage { layout, username, email, error: Some(msg) }).into_response()
         }),
     }
@@ -271,20 +273,22 @@ struct ForgotPage {
     error: Option<String>,
 }
 
-async fn forgot_form(csrf: CsrfToken) -> Response {
-    Page::ok(ForgotPage { layout: Layout::new("Forgot your password?", &csrf, false), error: None }).into_response()
+async fn forgot_form(State(state): State<AppState>, csrf: CsrfToken) -> Response {
+    Page::ok(ForgotPage { layout: Layout::new(&state, "Forgot your password?", &csrf, false), error: None })
+        .into_response()
 }
 
 async fn forgot(State(state): State<AppState>, ip: ClientIp, csrf: CsrfToken, Form(form): Form<EmailForm>) -> Response {
     match recovery::forgot(&state, &ip, &form.email) {
         Ok(()) => page::message(
+            &state,
             StatusCode::OK,
             &csrf,
             "Check your mail",
             "If this address has an account, a link to choose a new password is on its way. It works for an hour.",
         ),
         Err(err) => refused(err, |status, msg| {
-            let layout = Layout::new("Forgot your password?", &csrf, false);
+            let layout = Layout::new(&state, "Forgot your password?", &csrf, false);
             Page(status, ForgotPage { layout, error: Some(msg) }).into_response()
         }),
     }
@@ -298,8 +302,9 @@ struct ConfirmPage {
 }
 
 /// The page of the confirmation link: a button that posts the token (see `api::user_api`).
-pub fn confirm_page(csrf: &CsrfToken, token: String) -> Response {
-    Page::ok(ConfirmPage { layout: Layout::new("Confirm your email address", csrf, false), token }).into_response()
+pub fn confirm_page(state: &AppState, csrf: &CsrfToken, token: String) -> Response {
+    Page::ok(ConfirmPage { layout: Layout::new(state, "Confirm your email address", csrf, false), token })
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -324,9 +329,10 @@ struct ResultQuery {
 }
 
 /// The outcome of a confirmation; the query names one of two fixed messages, never any text.
-async fn confirm_result(csrf: CsrfToken, Query(query): Query<ResultQuery>) -> Response {
+async fn confirm_result(State(state): State<AppState>, csrf: CsrfToken, Query(query): Query<ResultQuery>) -> Response {
     if query.status == "confirmed" {
         page::message(
+            &state,
             StatusCode::OK,
             &csrf,
             "Address confirmed",
@@ -334,6 +340,7 @@ async fn confirm_result(csrf: CsrfToken, Query(query): Query<ResultQuery>) -> Re
         )
     } else {
         page::message(
+            &state,
             StatusCode::BAD_REQUEST,
             &csrf,
             "Link not valid",
@@ -351,12 +358,19 @@ struct ResetPage {
 }
 
 /// The form of a reset link; `error` says why the last attempt was refused.
-pub fn reset_page(status: StatusCode, csrf: &CsrfToken, token: String, error: Option<String>) -> Response {
-    Page(status, ResetPage { layout: Layout::new("Choose a new password", csrf, false), token, error }).into_response()
+pub fn reset_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    token: String,
+    error: Option<String>,
+) -> Response {
+    Page(status, ResetPage { layout: Layout::new(state, "Choose a new password", csrf, false), token, error })
+        .into_response()
 }
 
-async fn reset_form(csrf: CsrfToken, Query(form): Query<TokenForm>) -> Response {
-    reset_page(StatusCode::OK, &csrf, form.token, None)
+async fn reset_form(State(state): State<AppState>, csrf: CsrfToken, Query(form): Query<TokenForm>) -> Response {
+    reset_page(&state, StatusCode::OK, &csrf, form.token, None)
 }
 
 #[derive(Deserialize)]
@@ -370,13 +384,14 @@ struct ResetForm {
 async fn reset(State(state): State<AppState>, ip: ClientIp, csrf: CsrfToken, Form(form): Form<ResetForm>) -> Response {
     match recovery::reset(&state, &ip, &form.token, form.new_password).await {
         Ok(()) => page::message(
+            &state,
             StatusCode::OK,
             &csrf,
             "Password changed",
             "Your password is changed and all your devices are signed out. Sign in with the new password.",
         ),
         Err(err) if err.status().is_client_error() => {
-            reset_page(err.status(), &csrf, form.token, Some(err.message().to_owned()))
+            reset_page(&state, err.status(), &csrf, form.token, Some(err.message().to_owned()))
         }
         Err(err) => err.into_response(),
     }
@@ -519,7 +534,7 @@ async fn dashboard_page(
         })
         .collect();
     let page = DashboardPage {
-        layout: Layout::new("Your account", csrf, true),
+        layout: Layout::new(state, "Your account", csrf, true),
         username: user.username.clone().unwrap_or_else(|| user.email.clone()),
         email: user.email.clone(),
         has_password: user.password_hash.is_some(),
@@ -573,7 +588,7 @@ async fn revoke(
     };
     match result {
         Ok(()) if device_id == principal.device.id => {
-            ([(header::SET_COOKIE, USER_SESSION.clear(&state.config))], Redirect::to("/login")).into_response()
+            ([(header::SET_COOKIE, USER_SESSION.clear(&state))], Redirect::to("/login")).into_response()
         }
         Ok(()) => Redirect::to("/dashboard?done=revoked").into_response(),
         Err(err) => dashboard_error(&state, &csrf, &principal, err).await,
@@ -599,8 +614,8 @@ async fn change_password(
     match devices::change_password(&state, user, &ip, form.current_password, form.new_password, clock::now()).await {
         Ok(()) => {
             let message = "Your password is changed and every device is signed out. Sign in with the new password.";
-            let mut page = page::message(StatusCode::OK, &csrf, "Password changed", message);
-            page.headers_mut().insert(header::SET_COOKIE, USER_SESSION.clear(&state.config));
+            let mut page = page::message(&state, StatusCode::OK, &csrf, "Password changed", message);
+            page.headers_mut().insert(header::SET_COOKIE, USER_SESSION.clear(&state));
             page
         }
         Err(err) => dashboard_error(&state, &csrf, &principal, err).await,
@@ -615,8 +630,8 @@ async fn sign_out_everywhere(
     match devices::sign_out_everywhere(&state, &principal.user.id, clock::now()).await {
         Ok(_) => {
             let message = "Every session is signed out, this one included. Paired desktop clients stay paired.";
-            let mut page = page::message(StatusCode::OK, &csrf, "Signed out everywhere", message);
-            page.headers_mut().insert(header::SET_COOKIE, USER_SESSION.clear(&state.config));
+            let mut page = page::message(&state, StatusCode::OK, &csrf, "Signed out everywhere", message);
+            page.headers_mut().insert(header::SET_COOKIE, USER_SESSION.clear(&state));
             page
         }
         Err(err) => err.into_response(),

@@ -15,7 +15,6 @@ use concord_store::Principal;
 use cookie::{Cookie, SameSite};
 
 use crate::app::AppState;
-use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::authenticate;
 
@@ -30,28 +29,30 @@ pub struct SessionCookie {
 /// People's session, sent to every page.
 pub const USER_SESSION: SessionCookie = SessionCookie { name: "user_session", path: "/" };
 
-/// Whether cookies must be `Secure`: when people reach the server over https (its public URL).
-pub fn secure(config: &Config) -> bool {
-    config.public_url().starts_with("https://")
+/// Whether cookies must be `Secure`: when people reach the server over https. The public URL is
+/// the live setting, so an operator who moves the server behind https in the console gets
+/// `Secure` cookies from the next response on.
+pub fn secure(state: &AppState) -> bool {
+    state.settings.public_url().starts_with("https://")
 }
 
 impl SessionCookie {
     /// The `Set-Cookie` value that stores `token` for `max_age_secs`: HttpOnly (no script reads
     /// it), SameSite=Lax (other sites' forms and fetches do not carry it; links still do), Secure
     /// behind https.
-    pub fn set(&self, config: &Config, token: &str, max_age_secs: i64) -> HeaderValue {
+    pub fn set(&self, state: &AppState, token: &str, max_age_secs: i64) -> HeaderValue {
         let cookie = Cookie::build((self.name, token))
             .path(self.path)
             .http_only(true)
             .same_site(SameSite::Lax)
-            .secure(secure(config))
+            .secure(secure(state))
             .max_age(cookie::time::Duration::seconds(max_age_secs));
         header_value(&cookie.build())
     }
 
     /// The `Set-Cookie` value that deletes the cookie.
-    pub fn clear(&self, config: &Config) -> HeaderValue {
-        self.set(config, "", 0)
+    pub fn clear(&self, state: &AppState) -> HeaderValue {
+        self.set(state, "", 0)
     }
 
     /// The cookie's value in a request, if sent.

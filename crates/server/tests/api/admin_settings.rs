@@ -83,6 +83,15 @@ async fn smtp_registration_and_links_change_at_once_and_survive_a_restart() {
     let (status, settings) = call(&app, "POST", "/admin/api/settings", Some(&admin), Some(general)).await;
     assert_eq!(status, 200, "{settings}");
     assert_eq!(settings["public_url"], "https://sync.example.com");
+    // People's pages show the new name at once, as text, and their cookies are `Secure` now
+    // that the public URL is https.
+    for path in ["/", "/login"] {
+        let response = app.get(path).await;
+        let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.starts_with("csrf_token=") && cookie.contains("Secure"), "{path}: {cookie}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("Our &#60;b&#62;Sync&#60;/b&#62;") && !page.contains("<b>Sync"), "{path}: {page}");
+    }
     let register = json!({ "username": "newbie", "email": "newbie@example.com", "password": "long enough password" });
     let refused = json(app.post_json("/api/v1/auth/register", &register).await, 403).await;
     assert_eq!(refused["code"], "registration_closed");

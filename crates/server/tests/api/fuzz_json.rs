@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
+use crate::admin_api::{admin_token, with_admin};
 use crate::helpers::TestApp;
 
 /// Field names the request types use, so bodies reach the validators and not only "unknown field".
@@ -36,6 +37,22 @@ const KEYS: &[&str] = &[
     "limit",
     "name",
     "workspace_id",
+    "doc",
+    "access",
+    "expires_in_secs",
+    "admin",
+    "admin_password",
+    "blocked",
+    "mode",
+    "server_name",
+    "public_url",
+    "registration",
+    "host",
+    "port",
+    "security",
+    "clear_password",
+    "from_email",
+    "from_name",
     "x",
 ];
 
@@ -76,11 +93,34 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
 /// every JSON type in every known field; the in-process fuzz targets go deeper where the logic is.
 #[tokio::test]
 async fn json_bodies_never_make_the_server_fail() {
-    let app = TestApp::spawn().await;
+    let app = with_admin(TestApp::builder()).spawn().await;
     let session = app.sign_in("fuzz@example.com").await;
     let (_, device) = app.paired_device("fuzz-device@example.com", "vault").await;
+    let admin = admin_token(&app).await;
+    // The admin routes act on a user of their own, so blocking or editing it leaves the
+    // credentials above working for the routes after them.
+    let created = json!({ "email": "victim@example.com", "username": "victim", "password": "victim's password" });
+    let (status, victim) =
+        crate::admin_api::call(&app, "POST", "/admin/api/users/create", Some(&admin), Some(created)).await;
+    assert_eq!(status, 201, "{victim}");
+    let victim = victim["user"]["id"].as_str().unwrap().to_owned();
+    let user_route = |action: &str| format!("/admin/api/users/{victim}/{action}");
+    let admin_routes: Vec<(String, &str)> = vec![
+        ("/api/shares".to_owned(), &session),
+        ("/admin/api/users/create".to_owned(), &admin),
+        (user_route("block"), &admin),
+        (user_route("confirm"), &admin),
+        (user_route("admin"), &admin),
+        (user_route("edit"), &admin),
+        (user_route("reset-password"), &admin),
+        ("/admin/api/devices/1/revoke".to_owned(), &admin),
+        ("/admin/api/storage/cleanup".to_owned(), &admin),
+        ("/admin/api/settings".to_owned(), &admin),
+        // Last of the admin routes: a fuzzed SMTP relay must not receive the mails above.
+        ("/admin/api/smtp".to_owned(), &admin),
+    ];
     // The routes that end sessions or devices come last, so the others are fuzzed signed in.
-    let routes: &[(&str, &str)] = &[
+    let first: &[(&str, &str)] = &[
         ("/auth/magic-link", ""),
         ("/auth/verify-code", ""),
         ("/api/v1/auth/register", ""),
@@ -92,13 +132,21 @@ async fn json_bodies_never_make_the_server_fail() {
         ("/api/auth/test", &device),
         ("/api/v1/sync/push", &device),
         ("/api/v1/sync/pull", &device),
+    ];
+    let last: &[(&str, &str)] = &[
         ("/api/v1/user/devices/1/revoke", &session),
         ("/api/client/revoke-device", &device),
         ("/api/client/revoke-current", &device),
         ("/auth/logout", &session),
     ];
+    let routes = first
+        .iter()
+        .map(|&(path, token)| (path.to_owned(), token))
+        .chain(admin_routes)
+        .chain(last.iter().map(|&(path, token)| (path.to_owned(), token)));
     let mut rng = StdRng::seed_from_u64(0x15_0b0d);
     for (path, token) in routes {
+        let path = path.as_str();
         for _ in 0..40 {
             let body = body(&mut rng);
             let mut request = app.client.post(app.url(path)).header("content-type", "application/json");

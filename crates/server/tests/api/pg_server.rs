@@ -41,6 +41,16 @@ async fn yjs_every_update_an_observer_received_survives_kill_9() {
 }
 
 #[tokio::test]
+async fn docs_deleting_a_document_closes_its_connections_and_forgets_it() {
+    crate::docs_http::deleting_closes_and_forgets(TestApp::on_postgres().await).await;
+}
+
+#[tokio::test]
+async fn history_a_restore_reaches_every_provider_and_they_converge_on_the_versions_content() {
+    crate::history_restore::restore_reaches_every_provider(TestApp::on_postgres().await).await;
+}
+
+#[tokio::test]
 async fn blobs_upload_download_head_range_and_etag() {
     crate::blobs_upload::upload_download_range(TestApp::on_postgres().await).await;
 }

@@ -7,7 +7,7 @@ use concord_core::id::{new_document_id, new_workspace_id};
 use sqlx::Row;
 
 use super::{PgStore, write_error};
-use crate::{DocId, DocSize, DocStore, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
+use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
 
 #[async_trait::async_trait]
 impl DocStore for PgStore {
@@ -22,7 +22,7 @@ impl DocStore for PgStore {
         let id = match existing {
             Some(id) => id,
             None => sqlx::query_scalar(
-                "INSERT INTO docs (id, workspace_id, name, created_at) VALUES ($1, $2, $3, $4)
+                "INSERT INTO docs (id, workspace_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
                  ON CONFLICT (workspace_id, name) DO UPDATE SET name = excluded.name RETURNING id",
             )
             .bind(new_document_id())
@@ -33,19 +33,9 @@ impl DocStore for PgStore {
             .await
             .map_err(write_error)?,
         };
-        let mut tx = self.snapshot().await?;
-        let row = sqlx::query("SELECT snapshot, snapshot_seq, head FROM docs WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let updates: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = $1 AND seq > $2 ORDER BY seq")
-                .bind(&id)
-                .bind(row.get::<i64, _>("snapshot_seq"))
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(StoredDoc { id: DocId::new(id), snapshot: row.get("snapshot"), updates, last_seq: row.get("head") })
+        // Deleted between the insert and the read: the caller's document is gone, as it would be
+        // a moment later anyway.
+        self.read_doc(&id).await?.ok_or(StoreError::Missing("the document was deleted while loading"))
     }
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
@@ -64,6 +54,12 @@ impl DocStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
             seqs.push(seq);
+            // The row is already locked by this transaction; a clock that stepped back moves nothing.
+            sqlx::query("UPDATE docs SET updated_at = $2 WHERE id = $1 AND updated_at < $2")
+                .bind(update.doc_id.as_str())
+                .bind(update.at)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(seqs)
@@ -113,6 +109,46 @@ impl DocStore for PgStore {
         }))
     }
 
+    async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>> {
+        // Names in byte order (as SQLite sorts them), whatever the database's locale.
+        let rows = sqlx::query(
+            "SELECT d.name, d.updated_at,
+                    (COALESCE(octet_length(d.snapshot), 0)
+                        + COALESCE((SELECT SUM(octet_length(u.data)) FROM doc_updates u WHERE u.doc_id = d.id), 0))::BIGINT
+                        AS bytes
+             FROM docs d WHERE d.workspace_id = $1 ORDER BY d.name COLLATE \"C\"",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DocSummary { name: r.get("name"), bytes: r.get("bytes"), updated_at: r.get("updated_at") })
+            .collect())
+    }
+
+    async fn find_doc(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredDoc>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM docs WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match id {
+            Some(id) => self.read_doc(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_doc(&self, workspace_id: &str, name: &str) -> StoreResult<bool> {
+        // Its updates and versions go with it through ON DELETE CASCADE, in this one statement.
+        let result = sqlx::query("DELETE FROM docs WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn create_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord> {
         let record = WorkspaceRecord {
             id: new_workspace_id(),
@@ -138,5 +174,33 @@ impl DocStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+}
+
+impl PgStore {
+    /// The stored state of document `id`: head, snapshot and updates from one snapshot of the
+    /// database; `None` if it was deleted meanwhile.
+    async fn read_doc(&self, id: &str) -> StoreResult<Option<StoredDoc>> {
+        let mut tx = self.snapshot().await?;
+        let Some(row) = sqlx::query("SELECT snapshot, snapshot_seq, head FROM docs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let updates: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = $1 AND seq > $2 ORDER BY seq")
+                .bind(id)
+                .bind(row.get::<i64, _>("snapshot_seq"))
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(Some(StoredDoc {
+            id: DocId::new(id.to_owned()),
+            snapshot: row.get("snapshot"),
+            updates,
+            last_seq: row.get("head"),
+        }))
     }
 }

@@ -21,6 +21,7 @@ mod admin;
 mod blobs;
 mod console;
 mod docs;
+mod history;
 mod oplog;
 mod shares;
 mod usage;

@@ -29,7 +29,7 @@ use concord_core::id::{new_document_id, new_workspace_id};
 use sqlx::Row;
 
 use super::{SqliteStore, write_error};
-use crate::{DocId, DocSize, DocStore, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
+use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
 
 #[async_trait::async_trait]
 impl DocStore for SqliteStore {
@@ -43,7 +43,7 @@ impl DocStore for SqliteStore {
         let uid = match existing {
             Some(uid) => uid,
             None => sqlx::query_scalar(
-                "INSERT INTO docs (uid, workspace_id, name, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO docs (uid, workspace_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (workspace_id, name) DO UPDATE SET name = excluded.name RETURNING uid",
             )
             .bind(new_document_id())
@@ -54,21 +54,9 @@ impl DocStore for SqliteStore {
             .await
             .map_err(write_error)?,
         };
-        // One read transaction, so head, snapshot and updates are from the same moment.
-        let mut txn = self.reader.begin().await?;
-        let row = sqlx::query("SELECT id, snapshot, snapshot_seq, head FROM docs WHERE uid = ?1")
-            .bind(&uid)
-            .fetch_one(&mut *txn)
-            .await?;
-        let (id, snapshot_seq): (i64, i64) = (row.get("id"), row.get("snapshot_seq"));
-        let updates: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")
-                .bind(id)
-                .bind(snapshot_seq)
-                .fetch_all(&mut *txn)
-                .await?;
-        txn.commit().await?;
-        Ok(StoredDoc { id: DocId::new(uid), snapshot: row.get("snapshot"), updates, last_seq: row.get("head") })
+        // Deleted between the insert and the read: the caller's document is gone, as it would be
+        // a moment later anyway.
+        read_doc(&self.reader, &uid).await?.ok_or(StoreError::Missing("the document was deleted while loading"))
     }
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
@@ -90,6 +78,11 @@ impl DocStore for SqliteStore {
                 .execute(&mut *txn)
                 .await?;
             seqs.push(seq);
+            sqlx::query("UPDATE docs SET updated_at = ?2 WHERE id = ?1 AND updated_at < ?2")
+                .bind(id)
+                .bind(update.at)
+                .execute(&mut *txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(seqs)
@@ -134,6 +127,44 @@ impl DocStore for SqliteStore {
         }))
     }
 
+    async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.updated_at,
+                    COALESCE(LENGTH(d.snapshot), 0)
+                        + COALESCE((SELECT SUM(LENGTH(u.data)) FROM doc_updates u WHERE u.doc_id = d.id), 0) AS bytes
+             FROM docs d WHERE d.workspace_id = ?1 ORDER BY d.name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DocSummary { name: r.get("name"), bytes: r.get("bytes"), updated_at: r.get("updated_at") })
+            .collect())
+    }
+
+    async fn find_doc(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredDoc>> {
+        let uid: Option<String> = sqlx::query_scalar("SELECT uid FROM docs WHERE workspace_id = ?1 AND name = ?2")
+            .bind(workspace_id)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        match uid {
+            Some(uid) => read_doc(&self.reader, &uid).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_doc(&self, workspace_id: &str, name: &str) -> StoreResult<bool> {
+        // Its updates go with it through ON DELETE CASCADE, in this one statement.
+        let result = sqlx::query("DELETE FROM docs WHERE workspace_id = ?1 AND name = ?2")
+            .bind(workspace_id)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn create_workspace(&self, user_id: &str, name: &str, now: i64) -> StoreResult<WorkspaceRecord> {
         let record = WorkspaceRecord {
             id: new_workspace_id(),
@@ -161,4 +192,31 @@ impl DocStore for SqliteStore {
             .await?;
         Ok(result.rows_affected() > 0)
     }
+}
+
+/// The stored state of document `uid`: head, snapshot and updates read in one transaction, so
+/// they are from the same moment; `None` if it was deleted meanwhile.
+async fn read_doc(reader: &sqlx::SqlitePool, uid: &str) -> StoreResult<Option<StoredDoc>> {
+    let mut txn = reader.begin().await?;
+    let Some(row) = sqlx::query("SELECT id, snapshot, snapshot_seq, head FROM docs WHERE uid = ?1")
+        .bind(uid)
+        .fetch_optional(&mut *txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (id, snapshot_seq): (i64, i64) = (row.get("id"), row.get("snapshot_seq"));
+    let updates: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")
+            .bind(id)
+            .bind(snapshot_seq)
+            .fetch_all(&mut *txn)
+            .await?;
+    txn.commit().await?;
+    Ok(Some(StoredDoc {
+        id: DocId::new(uid.to_owned()),
+        snapshot: row.get("snapshot"),
+        updates,
+        last_seq: row.get("head"),
+    }))
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use concord_store::{DocId, DocSize, NewDocUpdate, Store, WorkspaceRecord};
+use concord_store::{DocId, DocSize, DocSummary, NewDocUpdate, Store, WorkspaceRecord};
 
 async fn workspace(store: &dyn Store, email: &str) -> WorkspaceRecord {
     let user = store.user_for_verified_email(email, 1).await.unwrap();
@@ -12,7 +12,7 @@ async fn workspace(store: &dyn Store, email: &str) -> WorkspaceRecord {
 }
 
 fn updates(doc_id: &DocId, payloads: &[&[u8]]) -> Vec<NewDocUpdate> {
-    payloads.iter().map(|p| NewDocUpdate { doc_id: doc_id.clone(), data: p.to_vec() }).collect()
+    payloads.iter().map(|p| NewDocUpdate { doc_id: doc_id.clone(), data: p.to_vec(), at: 10 }).collect()
 }
 
 pub async fn story_a_document_is_its_snapshot_plus_later_updates(store: Arc<dyn Store>) {
@@ -154,4 +154,52 @@ pub async fn story_a_failed_batch_stores_nothing(store: Arc<dyn Store>) {
     // The store stays usable for the next batch, and the failed one consumed no seq.
     store.ping().await.unwrap();
     assert_eq!(store.append_doc_updates(&updates(&doc.id, &[b"u2"])).await.unwrap(), vec![1]);
+}
+
+pub async fn story_documents_are_listed_found_and_deleted_by_name(store: Arc<dyn Store>) {
+    let ws = workspace(&*store, "a@example.com").await;
+    let other_ws = workspace(&*store, "b@example.com").await;
+    assert_eq!(store.find_doc(&ws.id, "notes").await.unwrap(), None, "finding never creates");
+    assert!(store.docs_of(&ws.id).await.unwrap().is_empty());
+    let notes = store.load_doc(&ws.id, "notes", 5).await.unwrap();
+    store.load_doc(&ws.id, "a-first", 6).await.unwrap();
+    store.load_doc(&other_ws.id, "theirs", 6).await.unwrap();
+    let seqs = store
+        .append_doc_updates(&[
+            NewDocUpdate { doc_id: notes.id.clone(), data: b"u1".to_vec(), at: 20 },
+            NewDocUpdate { doc_id: notes.id.clone(), data: b"u22".to_vec(), at: 30 },
+        ])
+        .await
+        .unwrap();
+    store.compact_doc(&notes.id, b"snap", seqs[0]).await.unwrap();
+    let listed = store.docs_of(&ws.id).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            DocSummary { name: "a-first".into(), bytes: 0, updated_at: 6 },
+            DocSummary { name: "notes".into(), bytes: 4 + 3, updated_at: 30 },
+        ]
+    );
+    // An update stamped earlier than the last change (clocks step back) does not move it back.
+    store.append_doc_updates(&[NewDocUpdate { doc_id: notes.id.clone(), data: b"x".to_vec(), at: 25 }]).await.unwrap();
+    assert_eq!(store.docs_of(&ws.id).await.unwrap()[1].updated_at, 30);
+    let found = store.find_doc(&ws.id, "notes").await.unwrap().unwrap();
+    assert_eq!((&found.id, found.snapshot.as_deref(), found.updates.len()), (&notes.id, Some(&b"snap"[..]), 2));
+    assert_eq!(store.find_doc(&other_ws.id, "notes").await.unwrap(), None, "names are per workspace");
+
+    assert!(!store.delete_doc(&other_ws.id, "notes").await.unwrap(), "another workspace's name deletes nothing");
+    assert!(store.delete_doc(&ws.id, "notes").await.unwrap());
+    assert!(!store.delete_doc(&ws.id, "notes").await.unwrap());
+    assert_eq!(store.find_doc(&ws.id, "notes").await.unwrap(), None);
+    assert_eq!(store.docs_of(&ws.id).await.unwrap().len(), 1);
+    assert_eq!(store.docs_of(&other_ws.id).await.unwrap().len(), 1);
+    // Appending to a deleted document fails; a new one of the same name starts empty.
+    assert!(
+        store
+            .append_doc_updates(&[NewDocUpdate { doc_id: notes.id.clone(), data: b"y".to_vec(), at: 40 }])
+            .await
+            .is_err()
+    );
+    let again = store.load_doc(&ws.id, "notes", 50).await.unwrap();
+    assert_eq!((again.snapshot, again.updates.len()), (None, 0));
 }

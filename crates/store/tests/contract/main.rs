@@ -10,6 +10,7 @@ mod accounts;
 mod admin;
 mod blobs;
 mod documents;
+mod history;
 mod oplog;
 mod shares;
 mod usage;
@@ -102,6 +103,10 @@ macro_rules! every_story {
                 story_racing_compactions_keep_the_latest_snapshot,
                 story_concurrent_appenders_get_gap_free_seqs_in_commit_order,
                 story_a_failed_batch_stores_nothing,
+                story_documents_are_listed_found_and_deleted_by_name,
+            ],
+            history: [
+                story_versions_are_listed_read_back_and_kept_within_retention,
             ],
             oplog: [
                 story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,

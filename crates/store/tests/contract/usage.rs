@@ -48,7 +48,7 @@ pub async fn story_usage_counts_a_users_vaults_workspaces_and_documents_only(sto
     let todo = store.load_doc(&ws.id, "todo", 1).await.unwrap();
     let batch = [(&notes.id, &b"12345"[..]), (&notes.id, b"678"), (&todo.id, b"ab")];
     let batch: Vec<NewDocUpdate> =
-        batch.iter().map(|(id, d)| NewDocUpdate { doc_id: (*id).clone(), data: d.to_vec() }).collect();
+        batch.iter().map(|(id, d)| NewDocUpdate { doc_id: (*id).clone(), data: d.to_vec(), at: 1 }).collect();
     let seqs = store.append_doc_updates(&batch).await.unwrap();
     // A snapshot replaces the updates it covers: 4 snapshot bytes plus the 3 left.
     store.compact_doc(&notes.id, b"snap", seqs[0]).await.unwrap();

@@ -20,7 +20,7 @@ pub async fn story_workspaces_are_created_once_and_deleted_with_their_documents(
         Err(StoreError::Conflict(ConflictKind::WorkspaceName))
     ));
     let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
-    store.append_doc_updates(&[NewDocUpdate { doc_id: doc.id.clone(), data: b"u1".to_vec() }]).await.unwrap();
+    store.append_doc_updates(&[NewDocUpdate { doc_id: doc.id.clone(), data: b"u1".to_vec(), at: 1 }]).await.unwrap();
 
     let intruder = default_workspace(&*store, "b@example.com").await;
     assert!(!store.delete_workspace(&intruder.user_id, &ws.id).await.unwrap());

@@ -31,7 +31,7 @@ use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::web::csrf::CsrfToken;
-use crate::web::page::Page;
+use crate::web::page::{Layout, Page};
 
 /// How long a console session lasts: a working day, much shorter than a person's session,
 /// because it can do everything.
@@ -65,25 +65,6 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/smtp/clear", post(clear_smtp))
         .route("/admin/smtp/test", post(test_smtp))
         .route("/admin/diagnostics", get(diagnostics))
-}
-
-/// What the frame of every console page shows (`templates/admin/base.html`).
-pub struct Layout {
-    pub title: String,
-    pub server_name: String,
-    pub csrf: String,
-    pub signed_in: bool,
-}
-
-impl Layout {
-    fn new(state: &AppState, title: &str, csrf: &CsrfToken, signed_in: bool) -> Layout {
-        Layout {
-            title: title.to_owned(),
-            server_name: state.settings.server_name(),
-            csrf: csrf.value().to_owned(),
-            signed_in,
-        }
-    }
 }
 
 #[derive(Template)]
@@ -250,7 +231,7 @@ async fn login(
     .await;
     match outcome {
         Ok(token) => {
-            let cookie = ADMIN_SESSION.set(&state.config, &token, SESSION_SECS);
+            let cookie = ADMIN_SESSION.set(&state, &token, SESSION_SECS);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/admin")).into_response()
         }
         Err(err) => login_page(&state, err.status(), &csrf, login, Some(err.message().to_owned())),
@@ -259,7 +240,7 @@ async fn login(
 
 async fn logout(State(state): State<AppState>, console: Console) -> Result<Response, ApiError> {
     devices::log_out(&state, &console.admin.user.id, &console.admin.device_id).await?;
-    Ok(([(header::SET_COOKIE, ADMIN_SESSION.clear(&state.config))], Redirect::to("/admin/login")).into_response())
+    Ok(([(header::SET_COOKIE, ADMIN_SESSION.clear(&state))], Redirect::to("/admin/login")).into_response())
 }
 
 // ---- dashboard, diagnostics, storage ----
