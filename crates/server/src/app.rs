@@ -18,6 +18,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::accounts::Accounts;
 use crate::api;
@@ -76,21 +78,10 @@ const CONTENT_SECURITY_POLICY: &str =
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.config.cors_origins.as_deref());
     let trusted = state.config.trusted_proxies.clone();
-    let routes = Router::new()
-        .merge(api::health::routes())
-        .merge(api::diaryx_auth::routes())
-        .merge(api::verstak_client::routes())
-        .merge(api::user_api::routes())
-        .merge(api::oplog::routes())
-        .merge(api::events::routes())
-        .merge(api::blobs::routes())
-        .merge(crate::sync::routes())
-        .merge(crate::metrics::routes())
-        .merge(api::shares::routes())
-        .merge(api::docs::routes())
-        .merge(api::history::routes())
-        .merge(crate::web::routes())
-        .merge(api::admin::routes());
+    let (documented, doc) = documented_routes().split_for_parts();
+    let doc = Arc::new(crate::openapi::finish(doc));
+    // Pages are for people, not programs: they stay out of the document (see `openapi_drift`).
+    let routes = documented.merge(crate::web::routes()).layer(axum::Extension(doc));
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -134,6 +125,26 @@ pub fn router(state: AppState) -> Router {
                 .layer(cors),
         )
         .with_state(state)
+}
+
+/// Every route that belongs in the OpenAPI document, each registered with `routes!(handler)` so its
+/// `#[utoipa::path]` feeds the document and the router at once.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(crate::openapi::document))
+        .merge(api::health::routes())
+        .merge(api::diaryx_auth::routes())
+        .merge(api::verstak_client::routes())
+        .merge(api::user_api::routes())
+        .merge(api::oplog::routes())
+        .merge(api::events::routes())
+        .merge(api::blobs::routes())
+        .merge(crate::sync::routes())
+        .merge(crate::metrics::routes())
+        .merge(api::shares::routes())
+        .merge(api::docs::routes())
+        .merge(api::history::routes())
+        .merge(api::admin::routes())
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

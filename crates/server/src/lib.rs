@@ -37,6 +37,7 @@ pub mod live_settings;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod secret;
 pub mod serve;

@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Extension;
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::app::AppState;
@@ -90,10 +88,11 @@ fn describe() {
     gauge!("concord_tokio_tasks_alive", "Tasks alive in the server's async runtime");
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(scrape))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(("device_token" = [])), responses((status = 200, description = "Prometheus text (loopback, or the metrics token)", body = String), crate::openapi::Authed, crate::openapi::Common))]
 async fn scrape(
     State(state): State<AppState>,
     client: Option<Extension<ClientAddr>>,

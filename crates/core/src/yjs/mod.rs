@@ -18,3 +18,6 @@ pub use awareness::AWARENESS_TIMEOUT_SECS;
 pub use name::{DocName, DocNameError, DocPlacement, decode_url_component};
 pub use room::{ConnId, Effects, Room};
 pub use wire::ProtocolError;
+// The client side of the same protocol, for the Rust load generator (`bench/loadgen`): one
+// encoder and decoder for both ends, so the bench speaks exactly what the server parses.
+pub use wire::{AwarenessEntry, Incoming, decode_frame, encode_sync_step1, encode_sync_step2, encode_update};

@@ -58,7 +58,7 @@ impl ProtocolError {
 /// One awareness entry as it travels: a client's state (JSON text) and its logical clock. `None`
 /// is the wire's `null`, meaning "this client is gone".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AwarenessEntry {
+pub struct AwarenessEntry {
     pub client_id: u64,
     pub clock: u32,
     pub state: Option<Arc<str>>,
@@ -66,7 +66,7 @@ pub(crate) struct AwarenessEntry {
 
 /// A decoded client message.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     SyncStep1(StateVector),
     /// SyncStep2 and Update are handled alike: apply, persist, relay.
     Update(Update),
@@ -77,7 +77,7 @@ pub(crate) enum Incoming {
 /// Decodes every message in `frame`. Unknown message types (including auth, which clients never
 /// send to a server, and unknown sync sub-types) cannot be skipped precisely because their layout
 /// is unknown, so they end the frame: the messages before them are kept, the rest is ignored.
-pub(crate) fn decode_frame(frame: &[u8]) -> Result<Vec<Incoming>, ProtocolError> {
+pub fn decode_frame(frame: &[u8]) -> Result<Vec<Incoming>, ProtocolError> {
     if frame.is_empty() {
         return Err(ProtocolError::Malformed("empty frame".into()));
     }
@@ -190,15 +190,15 @@ fn decode_awareness(payload: &[u8], budget: &mut usize) -> Result<Vec<AwarenessE
     Ok(entries)
 }
 
-pub(crate) fn encode_sync_step1(sv: &StateVector) -> Vec<u8> {
+pub fn encode_sync_step1(sv: &StateVector) -> Vec<u8> {
     encode_sync(SYNC_STEP_1, &sv.encode_v1())
 }
 
-pub(crate) fn encode_sync_step2(update: &[u8]) -> Vec<u8> {
+pub fn encode_sync_step2(update: &[u8]) -> Vec<u8> {
     encode_sync(SYNC_STEP_2, update)
 }
 
-pub(crate) fn encode_update(update: &[u8]) -> Vec<u8> {
+pub fn encode_update(update: &[u8]) -> Vec<u8> {
     encode_sync(SYNC_UPDATE, update)
 }
 

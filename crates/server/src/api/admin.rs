@@ -9,12 +9,11 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use concord_core::email::Email;
 use concord_core::password::Password;
 use concord_core::token::{NewToken, TokenFormat};
@@ -43,31 +42,34 @@ use crate::{clock, mail};
 const PER_PAGE: i64 = 50;
 const MAX_PER_PAGE: i64 = 200;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/api/stats", get(stats))
-        .route("/admin/api/diagnostics", get(diagnostics))
-        .route("/admin/api/users", get(users))
-        .route("/admin/api/users/create", post(create_user))
-        .route("/admin/api/users/{id}", get(user).delete(delete_user))
-        .route("/admin/api/users/{id}/block", post(block_user))
-        .route("/admin/api/users/{id}/confirm", post(confirm_user))
-        .route("/admin/api/users/{id}/admin", post(set_admin))
-        .route("/admin/api/users/{id}/edit", post(edit_user))
-        .route("/admin/api/users/{id}/reset-password", post(reset_password))
-        .route("/admin/api/devices", get(devices_list))
-        .route("/admin/api/devices/{id}/revoke", post(revoke_device))
-        .route("/admin/api/devices/{id}", axum::routing::delete(delete_device))
-        .route("/admin/api/vaults", get(vaults))
-        .route("/admin/api/vaults/{user_id}/{vault_id}", axum::routing::delete(delete_vault))
-        .route("/admin/api/workspaces", get(workspaces))
-        .route("/admin/api/workspaces/{id}", axum::routing::delete(delete_workspace))
-        .route("/admin/api/storage/cleanup", post(storage_cleanup))
-        .route("/admin/api/backup", post(backup))
-        .route("/admin/api/audit", get(audit_log))
-        .route("/admin/api/settings", get(settings).post(save_settings))
-        .route("/admin/api/smtp", post(save_smtp).delete(clear_smtp))
-        .route("/admin/api/smtp/test", post(test_smtp))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(stats))
+        .routes(utoipa_axum::routes!(diagnostics))
+        .routes(utoipa_axum::routes!(users))
+        .routes(utoipa_axum::routes!(create_user))
+        .routes(utoipa_axum::routes!(user))
+        .routes(utoipa_axum::routes!(delete_user))
+        .routes(utoipa_axum::routes!(block_user))
+        .routes(utoipa_axum::routes!(confirm_user))
+        .routes(utoipa_axum::routes!(set_admin))
+        .routes(utoipa_axum::routes!(edit_user))
+        .routes(utoipa_axum::routes!(reset_password))
+        .routes(utoipa_axum::routes!(devices_list))
+        .routes(utoipa_axum::routes!(revoke_device))
+        .routes(utoipa_axum::routes!(delete_device))
+        .routes(utoipa_axum::routes!(vaults))
+        .routes(utoipa_axum::routes!(delete_vault))
+        .routes(utoipa_axum::routes!(workspaces))
+        .routes(utoipa_axum::routes!(delete_workspace))
+        .routes(utoipa_axum::routes!(storage_cleanup))
+        .routes(utoipa_axum::routes!(backup))
+        .routes(utoipa_axum::routes!(audit_log))
+        .routes(utoipa_axum::routes!(settings))
+        .routes(utoipa_axum::routes!(save_settings))
+        .routes(utoipa_axum::routes!(save_smtp))
+        .routes(utoipa_axum::routes!(clear_smtp))
+        .routes(utoipa_axum::routes!(test_smtp))
 }
 
 /// The admin console's session: sent only to `/admin` paths, apart from people's `user_session`,
@@ -230,7 +232,7 @@ pub fn paging(query: Option<String>) -> Result<Paging, ApiError> {
 
 // ---- views: the only shapes that leave ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PageView<T> {
     pub items: Vec<T>,
     pub total: i64,
@@ -249,7 +251,7 @@ impl<T> PageView<T> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -288,7 +290,7 @@ impl UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     pub id: String,
     pub user_id: String,
@@ -320,7 +322,7 @@ impl DeviceView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: String,
@@ -347,13 +349,13 @@ impl AuditView {
 
 // ---- dashboard and diagnostics ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Warning {
     pub code: &'static str,
     pub message: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub users: i64,
     pub devices: i64,
@@ -422,11 +424,12 @@ pub async fn stats_view(state: &AppState) -> Result<StatsView, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/admin/api/stats", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = StatsView), crate::openapi::Authed, crate::openapi::Common))]
 async fn stats(State(state): State<AppState>, _: Admin) -> Result<Json<StatsView>, ApiError> {
     Ok(Json(stats_view(&state).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DiagnosticsView {
     pub version: &'static str,
     pub build: &'static str,
@@ -450,12 +453,14 @@ pub async fn diagnostics_view(state: &AppState) -> Result<DiagnosticsView, ApiEr
     })
 }
 
+#[utoipa::path(get, path = "/admin/api/diagnostics", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = DiagnosticsView), crate::openapi::Authed, crate::openapi::Common))]
 async fn diagnostics(State(state): State<AppState>, _: Admin) -> Result<Json<DiagnosticsView>, ApiError> {
     Ok(Json(diagnostics_view(&state).await?))
 }
 
 // ---- users ----
 
+#[utoipa::path(get, path = "/admin/api/users", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<UserView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn users(
     State(state): State<AppState>,
     _: Admin,
@@ -470,6 +475,7 @@ async fn target(state: &AppState, id: &str) -> Result<UserRecord, ApiError> {
     state.store.user_by_id(id).await?.ok_or_else(|| ApiError::not_found("user not found"))
 }
 
+#[utoipa::path(get, path = "/admin/api/users/{id}", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("id" = String, Path)), responses((status = 200, description = "success", body = UserView), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn user(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Json<UserView>, ApiError> {
     Ok(Json(UserView::of(target(&state, &id).await?)))
 }
@@ -496,7 +502,7 @@ fn one_time_password() -> Password {
     Password::parse(raw).expect("20 characters pass the policy")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
     #[serde(default)]
     pub email: String,
@@ -507,7 +513,7 @@ pub struct CreateUserRequest {
     pub admin: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedUser {
     pub user: UserView,
     /// Only when the server chose the password; it is not stored anywhere but as a hash.
@@ -562,6 +568,7 @@ pub async fn create(
     Ok(CreatedUser { user: UserView::of(target(state, &user.id).await?), one_time_password: shown })
 }
 
+#[utoipa::path(post, path = "/admin/api/users/create", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), request_body = CreateUserRequest, responses((status = 201, description = "created", body = CreatedUser), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn create_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -571,7 +578,7 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(create(&state, &admin, &ip, body).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BlockRequest {
     /// Absent (or no body): block.
     #[serde(default = "yes")]
@@ -599,6 +606,7 @@ pub async fn block(state: &AppState, admin: &Admin, ip: &Ip, id: &str, blocked: 
     Ok(UserView::of(target(state, id).await?))
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{id}/block", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<BlockRequest>, description = "optional; an empty body means the defaults"), responses((status = 200, description = "success", body = UserView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn block_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -619,6 +627,7 @@ pub async fn confirm(state: &AppState, admin: &Admin, ip: &Ip, id: &str) -> Resu
     Ok(UserView::of(target(state, id).await?))
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{id}/confirm", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), responses((status = 200, description = "success", body = UserView), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn confirm_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -628,7 +637,7 @@ async fn confirm_user(
     Ok(Json(confirm(&state, &admin, &ip, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AdminRequest {
     pub admin: bool,
 }
@@ -645,6 +654,7 @@ pub async fn make_admin(state: &AppState, admin: &Admin, ip: &Ip, id: &str, gran
     Ok(UserView::of(target(state, id).await?))
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{id}/admin", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body = AdminRequest, responses((status = 200, description = "success", body = UserView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn set_admin(
     State(state): State<AppState>,
     admin: Admin,
@@ -655,7 +665,7 @@ async fn set_admin(
     Ok(Json(make_admin(&state, &admin, &ip, &id, body.admin).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EditRequest {
     #[serde(default)]
     pub email: String,
@@ -685,6 +695,7 @@ pub async fn edit(state: &AppState, admin: &Admin, ip: &Ip, id: &str, body: Edit
     Ok(UserView::of(target(state, id).await?))
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{id}/edit", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body = EditRequest, responses((status = 200, description = "success", body = UserView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn edit_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -696,7 +707,7 @@ async fn edit_user(
 }
 
 /// The admin's own password, for destructive steps.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct Confirmed {
     #[serde(default)]
     pub admin_password: String,
@@ -709,7 +720,7 @@ async fn recheck(state: &AppState, admin: &Admin, limit_ip: &ClientIp, password:
     devices::confirm_password(state, &admin.user, limit_ip, password, clock::now()).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ResetRequest {
     #[serde(default)]
     pub admin_password: String,
@@ -718,7 +729,7 @@ pub struct ResetRequest {
     pub mode: ResetMode,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResetMode {
     #[default]
@@ -726,7 +737,7 @@ pub enum ResetMode {
     Mail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResetView {
     pub one_time_password: Option<String>,
     pub mailed: bool,
@@ -763,6 +774,7 @@ pub async fn reset(
     }
 }
 
+#[utoipa::path(post, path = "/admin/api/users/{id}/reset-password", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<ResetRequest>, description = "optional; an empty body means the defaults"), responses((status = 200, description = "success", body = ResetView), (status = 502, description = "mail could not be sent", body = crate::openapi::ErrorBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn reset_password(
     State(state): State<AppState>,
     admin: Admin,
@@ -803,6 +815,7 @@ pub async fn delete(
     Ok(())
 }
 
+#[utoipa::path(delete, path = "/admin/api/users/{id}", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<Confirmed>, description = "optional; an empty body means the defaults"), responses((status = 204, description = "done"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn delete_user(
     State(state): State<AppState>,
     admin: Admin,
@@ -817,6 +830,7 @@ async fn delete_user(
 
 // ---- devices ----
 
+#[utoipa::path(get, path = "/admin/api/devices", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<DeviceView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn devices_list(
     State(state): State<AppState>,
     _: Admin,
@@ -852,6 +866,7 @@ pub async fn end_device(
     Ok(())
 }
 
+#[utoipa::path(post, path = "/admin/api/devices/{id}/revoke", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<Confirmed>, description = "optional; an empty body means the defaults"), responses((status = 204, description = "done"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn revoke_device(
     State(state): State<AppState>,
     admin: Admin,
@@ -864,6 +879,7 @@ async fn revoke_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/admin/api/devices/{id}", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<Confirmed>, description = "optional; an empty body means the defaults"), responses((status = 204, description = "done"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn delete_device(
     State(state): State<AppState>,
     admin: Admin,
@@ -878,7 +894,7 @@ async fn delete_device(
 
 // ---- vaults and workspaces ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VaultView {
     pub user_id: String,
     pub email: String,
@@ -905,6 +921,7 @@ impl VaultView {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/vaults", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<VaultView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn vaults(
     State(state): State<AppState>,
     _: Admin,
@@ -935,6 +952,7 @@ pub async fn remove_vault(
     Ok(())
 }
 
+#[utoipa::path(delete, path = "/admin/api/vaults/{user_id}/{vault_id}", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("user_id" = String, Path), ("vault_id" = String, Path)), request_body(content = Option<Confirmed>, description = "optional; an empty body means the defaults"), responses((status = 204, description = "done"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn delete_vault(
     State(state): State<AppState>,
     admin: Admin,
@@ -947,7 +965,7 @@ async fn delete_vault(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceView {
     pub id: String,
     pub user_id: String,
@@ -972,6 +990,7 @@ impl WorkspaceView {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/workspaces", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<WorkspaceView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn workspaces(
     State(state): State<AppState>,
     _: Admin,
@@ -1001,6 +1020,7 @@ pub async fn remove_workspace(
     Ok(())
 }
 
+#[utoipa::path(delete, path = "/admin/api/workspaces/{id}", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("id" = String, Path)), request_body(content = Option<Confirmed>, description = "optional; an empty body means the defaults"), responses((status = 204, description = "done"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn delete_workspace(
     State(state): State<AppState>,
     admin: Admin,
@@ -1015,7 +1035,7 @@ async fn delete_workspace(
 
 // ---- storage ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CleanupView {
     pub tokens: u64,
     pub magic_tokens: u64,
@@ -1057,11 +1077,12 @@ pub async fn cleanup(state: &AppState, admin: &Admin, ip: &Ip) -> Result<Cleanup
     Ok(view)
 }
 
+#[utoipa::path(post, path = "/admin/api/storage/cleanup", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), responses((status = 200, description = "success", body = CleanupView), crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn storage_cleanup(State(state): State<AppState>, admin: Admin, ip: Ip) -> Result<Json<CleanupView>, ApiError> {
     Ok(Json(cleanup(&state, &admin, &ip).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackupView {
     pub file: String,
 }
@@ -1078,12 +1099,14 @@ pub async fn back_up(state: &AppState, admin: &Admin, ip: &Ip) -> Result<BackupV
     Ok(BackupView { file })
 }
 
+#[utoipa::path(post, path = "/admin/api/backup", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), responses((status = 200, description = "success", body = BackupView), crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn backup(State(state): State<AppState>, admin: Admin, ip: Ip) -> Result<Json<BackupView>, ApiError> {
     Ok(Json(back_up(&state, &admin, &ip).await?))
 }
 
 // ---- audit log ----
 
+#[utoipa::path(get, path = "/admin/api/audit", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<AuditView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn audit_log(
     State(state): State<AppState>,
     _: Admin,
@@ -1096,7 +1119,7 @@ async fn audit_log(
 
 // ---- settings ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SmtpView {
     pub host: String,
     pub port: u16,
@@ -1108,7 +1131,7 @@ pub struct SmtpView {
     pub from_name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettingsView {
     pub server_name: String,
     pub public_url: String,
@@ -1156,6 +1179,7 @@ pub fn settings_view(state: &AppState) -> SettingsView {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/settings", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = SettingsView), crate::openapi::Authed, crate::openapi::Common))]
 async fn settings(State(state): State<AppState>, _: Admin) -> Json<SettingsView> {
     Json(settings_view(&state))
 }
@@ -1165,7 +1189,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct SettingsRequest {
     #[serde(default, deserialize_with = "present")]
     pub server_name: Option<Option<String>>,
@@ -1200,6 +1224,7 @@ pub async fn save_general(
     Ok(settings_view(state))
 }
 
+#[utoipa::path(post, path = "/admin/api/settings", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), request_body = SettingsRequest, responses((status = 200, description = "success", body = SettingsView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn save_settings(
     State(state): State<AppState>,
     admin: Admin,
@@ -1209,7 +1234,7 @@ async fn save_settings(
     Ok(Json(save_general(&state, &admin, &ip, body).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SmtpRequest {
     #[serde(default)]
     pub host: String,
@@ -1264,6 +1289,7 @@ pub async fn save_smtp_settings(
     Ok(view)
 }
 
+#[utoipa::path(post, path = "/admin/api/smtp", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), request_body = SmtpRequest, responses((status = 200, description = "success", body = SettingsView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn save_smtp(
     State(state): State<AppState>,
     admin: Admin,
@@ -1280,17 +1306,18 @@ pub async fn forget_smtp(state: &AppState, admin: &Admin, ip: &Ip) -> Result<Set
     Ok(settings_view(state))
 }
 
+#[utoipa::path(delete, path = "/admin/api/smtp", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), responses((status = 200, description = "success", body = SettingsView), crate::openapi::Authed, crate::openapi::Common))]
 async fn clear_smtp(State(state): State<AppState>, admin: Admin, ip: Ip) -> Result<Json<SettingsView>, ApiError> {
     Ok(Json(forget_smtp(&state, &admin, &ip).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TestMailRequest {
     /// Absent: the admin's own address.
     pub to: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestMailView {
     pub sent: bool,
     pub to: String,
@@ -1320,6 +1347,7 @@ pub async fn send_test(state: &AppState, admin: &Admin, ip: &Ip, to: Option<Stri
     }
 }
 
+#[utoipa::path(post, path = "/admin/api/smtp/test", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), request_body(content = Option<TestMailRequest>, description = "optional; an empty body means the defaults"), responses((status = 200, description = "success", body = TestMailView), (status = 502, description = "mail could not be sent", body = crate::openapi::ErrorBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn test_smtp(
     State(state): State<AppState>,
     admin: Admin,

@@ -4,13 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use axum::Router;
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use concord_core::blob::{BlobHash, ByteRange, MultipartHead, parse_range};
 use concord_store::AddBlobRef;
 use serde::Serialize;
@@ -24,13 +22,11 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::extract::Auth;
 
-pub fn routes() -> Router<AppState> {
-    // The upload reads the raw body (the JSON body limit does not apply to it) and enforces its
-    // own limits while streaming.
-    Router::new()
-        .route("/api/v1/blobs/", post(upload))
-        .route("/api/v1/blobs", post(upload))
-        .route("/api/v1/blobs/{sha256}", get(download))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(upload))
+        .routes(utoipa_axum::routes!(upload_slash))
+        .routes(utoipa_axum::routes!(download))
 }
 
 fn invalid_multipart(message: &'static str) -> ApiError {
@@ -41,7 +37,7 @@ fn too_large() -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "blob_too_large", "blob is too large")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Uploaded {
     sha256: String,
     size: u64,
@@ -132,9 +128,16 @@ fn multipart_error(bounds: &Mutex<BodyBounds>, otherwise: &'static str) -> ApiEr
     }
 }
 
+/// The same upload under the reference's trailing-slash path.
+#[utoipa::path(post, path = "/api/v1/blobs/", tag = "blobs", security(("device_token" = [])), request_body(content = String, content_type = "multipart/form-data", description = "one file part holding the blob"), responses((status = 200, description = "success", body = Uploaded), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+async fn upload_slash(state: State<AppState>, auth: Auth, request: Request) -> Result<axum::Json<Uploaded>, ApiError> {
+    upload(state, auth, request).await
+}
+
 /// Streams the one `file` part to disk while hashing it, references it from the caller's scope
 /// (quotas permitting) and places it durably, all before answering. On any failure, including
 /// the client vanishing mid-stream, the temporary file is deleted and no reference exists.
+#[utoipa::path(post, path = "/api/v1/blobs", tag = "blobs", security(("device_token" = [])), request_body(content = String, content_type = "multipart/form-data", description = "one file part holding the blob"), responses((status = 200, description = "success", body = Uploaded), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn upload(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -190,6 +193,7 @@ async fn upload(
 /// Serves a blob referenced by the caller's scope. Blobs never change under their name, so the
 /// hash is a strong `ETag`; single byte ranges are honoured, anything fancier gets the whole blob
 /// (which RFC 9110 allows); [`parse_range`] decides.
+#[utoipa::path(get, path = "/api/v1/blobs/{sha256}", tag = "blobs", security(("device_token" = [])), params(("sha256" = String, Path), ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header)), responses((status = 200, description = "the bytes", body = String), (status = 206, description = "one byte range"), (status = 304, description = "not modified (If-None-Match)"), (status = 416, description = "range not satisfiable"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,

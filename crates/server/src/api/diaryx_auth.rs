@@ -1,9 +1,8 @@
 //! The Diaryx identity surface: magic links and sign-in codes, sessions, devices, workspaces.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use concord_core::token::TokenFormat;
 use concord_store::{DeviceRecord, TokenKind, WorkspaceRecord};
 use serde::Deserialize;
@@ -21,25 +20,26 @@ use crate::extract::{ApiJson, Auth, query_param};
 /// Device names are shown in lists; longer input is cut, not refused (the original stored any).
 const DEVICE_NAME_MAX: usize = 128;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/magic-link", post(magic_link))
-        .route("/auth/verify", get(verify))
-        .route("/auth/verify-code", post(verify_code))
-        .route("/auth/me", get(me))
-        .route("/auth/logout", post(logout))
-        .route("/auth/devices", get(devices))
-        .route("/auth/devices/{id}", delete(delete_device))
-        .route("/api/workspaces", get(workspaces))
-        .route("/api/workspaces/{id}", get(workspace))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(magic_link))
+        .routes(utoipa_axum::routes!(verify))
+        .routes(utoipa_axum::routes!(verify_code))
+        .routes(utoipa_axum::routes!(me))
+        .routes(utoipa_axum::routes!(logout))
+        .routes(utoipa_axum::routes!(devices))
+        .routes(utoipa_axum::routes!(delete_device))
+        .routes(utoipa_axum::routes!(workspaces))
+        .routes(utoipa_axum::routes!(workspace))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct MagicLinkRequest {
     #[serde(default)]
     email: String,
 }
 
+#[utoipa::path(post, path = "/auth/magic-link", tag = "diaryx auth", request_body = MagicLinkRequest, responses((status = 200, description = "link sent (or dev link)", body = Object), crate::openapi::JsonBody, crate::openapi::Common))]
 async fn magic_link(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -57,6 +57,7 @@ async fn magic_link(
     }))
 }
 
+#[utoipa::path(get, path = "/auth/verify", tag = "diaryx auth", params(("token" = Option<String>, Query, description = "the magic-link token")), responses((status = 200, description = "session token", body = Object), (status = 400, description = "invalid or expired link", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn verify(
     State(state): State<AppState>,
     agent: UserAgent,
@@ -74,7 +75,7 @@ async fn verify(
     Ok(answer)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct VerifyCodeRequest {
     #[serde(default)]
     email: String,
@@ -84,6 +85,7 @@ struct VerifyCodeRequest {
 }
 
 /// The code from the sign-in mail, typed on a device other than the one that reads the mail.
+#[utoipa::path(post, path = "/auth/verify-code", tag = "diaryx auth", request_body = VerifyCodeRequest, responses((status = 200, description = "session token", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn verify_code(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -124,6 +126,7 @@ async fn live_devices(state: &AppState, user_id: &str) -> Result<Vec<Value>, Api
     Ok(devices.iter().filter(|d| d.revoked_at.is_none()).map(device_json).collect())
 }
 
+#[utoipa::path(get, path = "/auth/me", tag = "diaryx auth", security(("device_token" = [])), responses((status = 200, description = "success", body = Object), crate::openapi::Authed, crate::openapi::Common))]
 async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
     let user = &principal.user;
     let workspaces = state.store.workspaces_of(&user.id).await?;
@@ -135,15 +138,18 @@ async fn me(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json
 }
 
 /// Ends this device's session: the device and its token are deleted, so it stops working at once.
+#[utoipa::path(post, path = "/auth/logout", tag = "diaryx auth", security(("device_token" = [])), responses((status = 204, description = "done"), crate::openapi::Authed, crate::openapi::Common))]
 async fn logout(State(state): State<AppState>, Auth(principal): Auth) -> Result<StatusCode, ApiError> {
     devices::log_out(&state, &principal.user.id, &principal.device.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/auth/devices", tag = "diaryx auth", security(("device_token" = [])), responses((status = 200, description = "success", body = Vec<Object>), crate::openapi::Authed, crate::openapi::Common))]
 async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(live_devices(&state, &principal.user.id).await?))
 }
 
+#[utoipa::path(delete, path = "/auth/devices/{id}", tag = "diaryx auth", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 204, description = "done"), (status = 400, description = "the caller's own device (log out instead)", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn delete_device(
     State(state): State<AppState>,
     ip: Ip,
@@ -162,11 +168,13 @@ async fn delete_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/workspaces", tag = "workspaces", security(("device_token" = [])), responses((status = 200, description = "success", body = Vec<Object>), crate::openapi::Authed, crate::openapi::Common))]
 async fn workspaces(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Vec<Value>>, ApiError> {
     let workspaces = state.store.workspaces_of(&principal.user.id).await?;
     Ok(Json(workspaces.iter().map(workspace_json).collect()))
 }
 
+#[utoipa::path(get, path = "/api/workspaces/{id}", tag = "workspaces", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 200, description = "success", body = Object), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn workspace(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -4,13 +4,11 @@
 //! sockets' rules; writes go through the document's room, so an update posted here is stored and
 //! relayed exactly as a connection's.
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -19,6 +17,8 @@ use concord_core::yjs::{DocName, Room};
 use concord_store::DocId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -26,11 +26,8 @@ use crate::extract::token_hash;
 use crate::sync::opener::Opener;
 use crate::sync::{ApplyError, Change, CloseReason, DocKey};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/workspaces/{id}/docs", get(list))
-        .route("/api/workspaces/{id}/docs/{name}", get(read).post(write).delete(remove))
-        .route("/api/workspaces/{id}/docs/{name}/json", get(read_json))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(read, write, remove)).routes(routes!(read_json))
 }
 
 /// The request's credential, resolved as the sockets resolve theirs.
@@ -62,7 +59,7 @@ pub(super) async fn locate(
     Ok(DocKey { workspace_id: placed, name: name.as_str().to_owned() })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DocView {
     name: String,
     /// Stored bytes: the last snapshot plus the updates after it.
@@ -71,7 +68,7 @@ struct DocView {
     updated_at: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DocList {
     documents: Vec<DocView>,
 }
@@ -79,6 +76,7 @@ struct DocList {
 /// `GET /api/workspaces/{id}/docs` → `{"documents":[{"name","bytes","updated_at"}]}` by name.
 /// 404 for a workspace that is not the caller's; a share lists only the workspace it shares
 /// whole (403 for a share of one document).
+#[utoipa::path(get, path = "/api/workspaces/{id}/docs", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id")), responses((status = 200, description = "the workspace's documents", body = DocList), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn list(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -149,6 +147,7 @@ pub(super) fn writable(opener: &Opener) -> Result<(), ApiError> {
 /// `sv`). `{name}` is the document's full name as clients open it, percent-encoded as one path
 /// segment. 400 `invalid_sv` for a state vector that does not decode; 404 for a document that
 /// does not exist.
+#[utoipa::path(get, path = "/api/workspaces/{id}/docs/{name}", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment"), ("sv" = Option<String>, Query, description = "state vector, base64url")), responses((status = 200, description = "a Yjs update (lib0 v1)", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "invalid state vector or document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn read(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -168,6 +167,7 @@ async fn read(
 
 /// `GET /api/workspaces/{id}/docs/{name}/json` → every top-level type of the document, by name:
 /// texts as strings, maps as objects, arrays as arrays, XML as its string form.
+#[utoipa::path(get, path = "/api/workspaces/{id}/docs/{name}/json", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment")), responses((status = 200, description = "the top-level types as JSON", body = Object), (status = 400, description = "invalid document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn read_json(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -178,8 +178,8 @@ async fn read_json(
     Ok(axum::Json(room.to_json()).into_response())
 }
 
-#[derive(Debug, Serialize)]
-struct WriteView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WriteView {
     /// False when the document already held everything in the update: nothing was stored.
     changed: bool,
     /// The seq of the document's newest stored update.
@@ -191,6 +191,7 @@ struct WriteView {
 /// (creating the document if needed). 400 `invalid_update` for bytes that are not an update
 /// (nothing is stored), 413 `request_too_large` past `SYNC_MAX_FRAME_BYTES` (what one WebSocket
 /// message may carry), 403 `read_only` for a read-only share.
+#[utoipa::path(post, path = "/api/workspaces/{id}/docs/{name}", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a Yjs update (lib0 v1)"), responses((status = 200, description = "stored and relayed", body = WriteView), (status = 400, description = "not a Yjs update, or an invalid document name", body = crate::openapi::ErrorBody), (status = 413, description = "request body too large", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn write(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -231,6 +232,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// `DELETE /api/workspaces/{id}/docs/{name}` → 204, closing its live connections (1000,
 /// "document deleted"); the owner's devices only, not shares. 404 if it does not exist.
+#[utoipa::path(delete, path = "/api/workspaces/{id}/docs/{name}", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn remove(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,

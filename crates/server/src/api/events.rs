@@ -11,11 +11,9 @@ use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use concord_store::Scope;
 use futures_util::Stream;
 use tokio::sync::watch;
@@ -26,8 +24,8 @@ use crate::error::ApiError;
 use crate::extract::{Auth, token_hash};
 use crate::live::{Kind, Lease};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/sync/events", get(events))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(events))
 }
 
 /// The latest head of each scope somebody listens to.
@@ -75,6 +73,7 @@ struct Listener {
 /// exit), and when its credentials end: at once when its device is revoked, within half a second
 /// when its user is blocked or its token expires, as the WebSockets do. A user holding
 /// `SYNC_MAX_STREAMS_PER_USER` streams already gets 429 `too_many_streams`.
+#[utoipa::path(get, path = "/api/v1/sync/events", tag = "op log", security(("device_token" = []), ("token_query" = [])), responses((status = 200, description = "server-sent events: head announcements (text/event-stream)", body = String), crate::openapi::Authed, crate::openapi::Common))]
 async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -2,22 +2,31 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::clock;
+use crate::openapi::ErrorBody;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(|| async { "OK" }))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readiness))
-        .route("/api/v1/health", get(readiness))
-        .route("/api/status", get(status))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(api_health))
+        .routes(routes!(status))
+}
+
+#[utoipa::path(get, path = "/health", tag = "health", responses(
+    (status = 200, description = "the process serves", body = String, content_type = "text/plain"),
+    (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
+async fn health() -> &'static str {
+    "OK"
 }
 
 /// Set by CI or packagers at build time; "dev" for local builds.
@@ -26,7 +35,7 @@ pub const BUILD_COMMIT: &str = match option_env!("CONCORD_BUILD_COMMIT") {
     None => "dev",
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Readiness {
     status: &'static str,
     version: &'static str,
@@ -43,6 +52,21 @@ struct Readiness {
 /// 200 when the database answers and takes a write and the blob directory takes a write, 503
 /// otherwise, so a load balancer stops sending traffic to an instance that would fail writes. The
 /// probes are real writes, so the answer turns back to ok by itself once space is freed.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "ready", body = Readiness), (status = 503, description = "degraded", body = Readiness),
+    (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
+async fn readyz(state: State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    readiness(state).await
+}
+
+/// The Verstak reference's name for [`readyz`].
+#[utoipa::path(get, path = "/api/v1/health", tag = "health", responses(
+    (status = 200, description = "ready", body = Readiness), (status = 503, description = "degraded", body = Readiness),
+    (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
+async fn api_health(state: State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    readiness(state).await
+}
+
 async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let (database_reachable, schema_version) = match state.store.schema_version().await {
         Ok(version) => (true, version),
@@ -86,10 +110,12 @@ async fn probe_writable(dir: &std::path::Path) -> bool {
     written.is_ok()
 }
 
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]
 async fn livez() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "server_time": clock::rfc3339(clock::now()), "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]
 async fn status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "status": "ok",

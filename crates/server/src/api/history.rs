@@ -3,14 +3,14 @@
 //! through the document's room, which computes the update from its live document, so every
 //! client sees an ordinary update that makes the document equal to the version.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use concord_store::{DocId, VersionRecord};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::docs::{DocAuth, apply, locate, stored, writable};
 use crate::app::AppState;
@@ -22,14 +22,11 @@ use crate::sync::{Change, DocKey};
 /// Longest label, in characters.
 const MAX_LABEL_CHARS: usize = 200;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/workspaces/{id}/docs/{name}/versions", get(list).post(create))
-        .route("/api/workspaces/{id}/docs/{name}/versions/{version}", get(read))
-        .route("/api/workspaces/{id}/docs/{name}/versions/{version}/restore", post(restore))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read)).routes(routes!(restore))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct VersionView {
     id: i64,
     created_at: i64,
@@ -43,13 +40,14 @@ impl From<VersionRecord> for VersionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct VersionList {
     versions: Vec<VersionView>,
 }
 
 /// `GET …/docs/{name}/versions` → `{"versions":[{"id","created_at","label","bytes"}]}`, newest
 /// first.
+#[utoipa::path(get, path = "/api/workspaces/{id}/docs/{name}/versions", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment")), responses((status = 200, description = "versions, newest first", body = VersionList), (status = 400, description = "invalid document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn list(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -60,7 +58,7 @@ async fn list(
     Ok(axum::Json(VersionList { versions: versions.into_iter().map(VersionView::from).collect() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewVersion {
     label: String,
@@ -69,6 +67,7 @@ struct NewVersion {
 /// `POST …/docs/{name}/versions {"label"}` → 201 with the version: the document as stored now.
 /// 400 `invalid_label` for an empty, control-character or over-long label; retention applies as
 /// to automatic versions.
+#[utoipa::path(post, path = "/api/workspaces/{id}/docs/{name}/versions", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment")), request_body = NewVersion, responses((status = 201, description = "the version taken", body = VersionView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn create(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -102,6 +101,7 @@ async fn version_state(state: &AppState, doc_id: &DocId, version: &str) -> Resul
 
 /// `GET …/docs/{name}/versions/{version}` → `application/octet-stream`: the version's whole
 /// state as one Yjs update (lib0 v1).
+#[utoipa::path(get, path = "/api/workspaces/{id}/docs/{name}/versions/{version}", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment"), ("version" = String, Path, description = "version id")), responses((status = 200, description = "the version's state as one Yjs update", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "invalid document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn read(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,
@@ -114,6 +114,7 @@ async fn read(
 
 /// `POST …/docs/{name}/versions/{version}/restore` → 200 `{"changed","seq"}` once the update
 /// that makes the document equal to the version is stored and relayed to every live client.
+#[utoipa::path(post, path = "/api/workspaces/{id}/docs/{name}/versions/{version}/restore", tag = "documents", security(("device_token" = [])), params(("id" = String, Path, description = "workspace id"), ("name" = String, Path, description = "document name, percent-encoded as one segment"), ("version" = String, Path, description = "version id")), responses((status = 200, description = "restored: stored and relayed", body = super::docs::WriteView), (status = 400, description = "invalid document name", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn restore(
     State(state): State<AppState>,
     DocAuth(opener): DocAuth,

@@ -3,12 +3,10 @@
 //! This module only translates: JSON in, `concord_core::oplog` rules, the store, JSON out. Wire
 //! types live here and nowhere else.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use concord_core::oplog::{self, PullError, PullParams, PushOp, PushRequest, RejectKind};
 use concord_store::{Conflict, Principal, PushOutcome, PushResult, Scope, StoredOp};
 use serde::{Deserialize, Serialize};
@@ -19,8 +17,8 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/sync/push", post(push)).route("/api/v1/sync/pull", post(pull))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(push)).routes(utoipa_axum::routes!(pull))
 }
 
 /// The caller's log: its user and the vault its device was paired with. Sessions that are not
@@ -33,7 +31,7 @@ pub fn sync_scope(principal: &Principal) -> Result<Scope, ApiError> {
 }
 
 // Every field is optional with a zero default, as in the original's Go decoding.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PushBody {
     #[serde(default)]
     device_id: Option<String>,
@@ -43,7 +41,7 @@ struct PushBody {
     ops: Option<Vec<PushOpBody>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PushOpBody {
     #[serde(default)]
     op_id: Option<String>,
@@ -87,14 +85,14 @@ impl From<PushBody> for PushRequest {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PushResponse<'a> {
     accepted: &'a [String],
     conflicts: Vec<ConflictWire<'a>>,
     count: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ConflictWire<'a> {
     device_id: &'a str,
     entity_id: &'a str,
@@ -148,6 +146,7 @@ fn wire_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError>
     serde_json::from_value(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))
 }
 
+#[utoipa::path(post, path = "/api/v1/sync/push", tag = "op log", security(("device_token" = [])), request_body = PushBody, responses((status = 200, description = "success", body = PushResponse), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn push(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -178,7 +177,7 @@ fn rejection(error: oplog::PushError) -> ApiError {
     ApiError::new(status, error.code, error.message)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PullBody {
     #[serde(default)]
     since_sequence: Option<i64>,
@@ -186,7 +185,7 @@ struct PullBody {
     page_limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PullResponse {
     has_more: bool,
     ops: Vec<OpWire>,
@@ -194,7 +193,7 @@ struct PullResponse {
     server_sequence: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OpWire {
     op_id: String,
     server_sequence: i64,
@@ -221,6 +220,7 @@ impl From<StoredOp> for OpWire {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/sync/pull", tag = "op log", security(("device_token" = [])), request_body = PullBody, responses((status = 200, description = "success", body = PullResponse), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn pull(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -3,11 +3,9 @@
 //! closes their open connections at once. Bearer auth of the owner's own device; a share token
 //! manages nothing (it is not a device token, so `Auth` refuses it).
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use concord_core::share::{Access, NewShareToken};
 use concord_core::yjs::{DocName, DocPlacement};
 use concord_store::{NewShare, ShareRecord};
@@ -22,11 +20,14 @@ use crate::extract::{ApiJson, Auth};
 /// and a typo cannot make a link that outlives everything.
 const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 24 * 3600;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/shares", get(list).post(create)).route("/api/shares/{id}", delete(revoke))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(list))
+        .routes(utoipa_axum::routes!(create))
+        .routes(utoipa_axum::routes!(revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewShareBody {
     workspace_id: String,
@@ -38,7 +39,7 @@ struct NewShareBody {
     expires_in_secs: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ShareView {
     id: String,
     workspace_id: String,
@@ -68,6 +69,7 @@ impl ShareView {
 /// `POST /api/shares {"workspace_id","doc"?,"access","expires_in_secs"?}` → 201 with the token,
 /// shown this once. 400 for a bad field (or a document name that belongs to another workspace),
 /// 404 for a workspace that is not the caller's.
+#[utoipa::path(post, path = "/api/shares", tag = "shares", security(("device_token" = [])), request_body = NewShareBody, responses((status = 201, description = "created", body = ShareView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Conflict, crate::openapi::Common))]
 async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -113,12 +115,13 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ShareList {
     shares: Vec<ShareView>,
 }
 
 /// `GET /api/shares` → the caller's shares not revoked (expired ones included), by creation time.
+#[utoipa::path(get, path = "/api/shares", tag = "shares", security(("device_token" = [])), responses((status = 200, description = "success", body = ShareList), crate::openapi::Authed, crate::openapi::Common))]
 async fn list(State(state): State<AppState>, Auth(principal): Auth) -> Result<axum::Json<ShareList>, ApiError> {
     let shares = state.store.shares_of(&principal.user.id).await?;
     Ok(axum::Json(ShareList { shares: shares.into_iter().map(|s| ShareView::of(s, None)).collect() }))
@@ -126,6 +129,7 @@ async fn list(State(state): State<AppState>, Auth(principal): Auth) -> Result<ax
 
 /// `DELETE /api/shares/{id}` → 204, ending its open connections; 404 if it is not the caller's
 /// or already revoked.
+#[utoipa::path(delete, path = "/api/shares/{id}", tag = "shares", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 204, description = "done"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn revoke(
     State(state): State<AppState>,
     Auth(principal): Auth,

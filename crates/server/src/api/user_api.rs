@@ -6,8 +6,7 @@
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Form, Json};
 use concord_core::token::TokenFormat;
 use concord_store::TokenKind;
 use serde::Deserialize;
@@ -27,15 +26,17 @@ use crate::extract::{ApiJson, Auth, query_param};
 use crate::web::csrf::CsrfToken;
 use crate::web::{page, people};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/confirm", get(confirm_page).post(confirm))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/forgot", post(forgot))
-        .route("/api/v1/auth/reset", get(reset_page).post(reset))
-        .route("/api/v1/user/devices", get(devices))
-        .route("/api/v1/user/devices/{id}/revoke", post(revoke))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(register))
+        .routes(utoipa_axum::routes!(confirm_page))
+        .routes(utoipa_axum::routes!(confirm))
+        .routes(utoipa_axum::routes!(login))
+        .routes(utoipa_axum::routes!(forgot))
+        .routes(utoipa_axum::routes!(reset_page))
+        .routes(utoipa_axum::routes!(reset))
+        .routes(utoipa_axum::routes!(devices))
+        .routes(utoipa_axum::routes!(revoke))
 }
 
 /// A body that is JSON (API clients) or a form (pages that post here). Answers go back in the
@@ -79,7 +80,7 @@ fn form_error(state: &AppState, from_form: bool, csrf: &CsrfToken, err: ApiError
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RegisterRequest {
     #[serde(default)]
     username: String,
@@ -89,6 +90,7 @@ struct RegisterRequest {
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "user api", request_body = RegisterRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Conflict, crate::openapi::Authed, crate::openapi::Common))]
 async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -107,17 +109,19 @@ async fn register(
 
 /// The link in the mail opens this page, whose button posts the token back. Confirming on GET
 /// would let mail scanners that prefetch links confirm addresses nobody read.
+#[utoipa::path(get, path = "/api/v1/auth/confirm", tag = "user api", responses((status = 200, description = "confirmation page (HTML)", body = String), crate::openapi::Common))]
 async fn confirm_page(State(state): State<AppState>, csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
     people::confirm_page(&state, &csrf, token)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ConfirmRequest {
     #[serde(default)]
     token: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/confirm", tag = "user api", request_body = ConfirmRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrForm<ConfirmRequest>) -> Response {
     match registration::confirm(&state, &body.value.token).await {
         Ok(()) => answer(
@@ -132,6 +136,7 @@ async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrFor
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "user api", request_body = CredentialsRequest, responses((status = 200, description = "device token", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -147,13 +152,14 @@ async fn login(
     Ok(Json(json!({ "token": token, "user_id": user.id })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ForgotRequest {
     #[serde(default)]
     email: String,
 }
 
 /// Answers the same whether or not the address has an account (see [`recovery::forgot`]).
+#[utoipa::path(post, path = "/api/v1/auth/forgot", tag = "user api", request_body = ForgotRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Common))]
 async fn forgot(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -164,12 +170,13 @@ async fn forgot(
 }
 
 /// Links in mails sent before the reset page moved to `/reset` still open it.
+#[utoipa::path(get, path = "/api/v1/auth/reset", tag = "user api", responses((status = 200, description = "reset page (HTML)", body = String), crate::openapi::Common))]
 async fn reset_page(State(state): State<AppState>, csrf: CsrfToken, RawQuery(query): RawQuery) -> Response {
     let token = query.and_then(|q| query_param(&q, "token")).unwrap_or_default();
     people::reset_page(&state, StatusCode::OK, &csrf, token, None)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ResetRequest {
     #[serde(default)]
     token: String,
@@ -177,6 +184,7 @@ struct ResetRequest {
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/reset", tag = "user api", request_body = ResetRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn reset(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -196,6 +204,7 @@ async fn reset(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/user/devices", tag = "user api", security(("device_token" = [])), responses((status = 200, description = "success", body = Vec<Object>), crate::openapi::Authed, crate::openapi::Common))]
 async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Vec<Value>>, ApiError> {
     let devices = state.store.devices_of(&principal.user.id).await?;
     Ok(Json(
@@ -215,12 +224,13 @@ async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordRequest {
     #[serde(default)]
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/user/devices/{id}/revoke", tag = "user api", security(("device_token" = [])), params(("id" = String, Path)), request_body = PasswordRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -1,8 +1,7 @@
 //! The Verstak desktop client's identity routes: pairing, the connection test, and its device.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use concord_core::token::TokenFormat;
 use concord_store::{DeviceKind, NewDevice, TokenKind};
 use serde::Deserialize;
@@ -16,16 +15,16 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/client/pair", post(pair))
-        .route("/api/auth/test", post(auth_test))
-        .route("/api/client/me", get(me))
-        .route("/api/client/revoke-current", post(revoke_current))
-        .route("/api/client/revoke-device", post(revoke_device))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(pair))
+        .routes(utoipa_axum::routes!(auth_test))
+        .routes(utoipa_axum::routes!(me))
+        .routes(utoipa_axum::routes!(revoke_current))
+        .routes(utoipa_axum::routes!(revoke_device))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PairRequest {
     #[serde(default)]
     login: String,
@@ -47,6 +46,7 @@ fn limit_len(field: &'static str, value: &str, max: usize) -> Result<(), ApiErro
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/client/pair", tag = "verstak client", request_body = PairRequest, responses((status = 200, description = "device token", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn pair(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -98,7 +98,7 @@ async fn pair(
 }
 
 /// `{username, password}`: the body of the connection test and of the user API's login.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct CredentialsRequest {
     #[serde(default)]
     username: String,
@@ -113,6 +113,7 @@ impl CredentialsRequest {
     }
 }
 
+#[utoipa::path(post, path = "/api/auth/test", tag = "verstak client", request_body = CredentialsRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn auth_test(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -127,6 +128,7 @@ async fn auth_test(
     Ok(Json(json!({ "status": "ok" })))
 }
 
+#[utoipa::path(get, path = "/api/client/me", tag = "verstak client", security(("device_token" = [])), responses((status = 200, description = "success", body = Object), crate::openapi::Authed, crate::openapi::Common))]
 async fn me(Auth(principal): Auth) -> Json<Value> {
     let (user, device) = (&principal.user, &principal.device);
     Json(json!({
@@ -143,6 +145,7 @@ async fn me(Auth(principal): Auth) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(post, path = "/api/client/revoke-current", tag = "verstak client", security(("device_token" = [])), responses((status = 200, description = "success", body = Object), crate::openapi::Authed, crate::openapi::Common))]
 async fn revoke_current(State(state): State<AppState>, ip: Ip, Auth(principal): Auth) -> Result<Json<Value>, ApiError> {
     devices::revoke_device(&state, &principal.user.id, &principal.device.id, clock::now()).await?;
     let entry = Entry::new(Event::DeviceRevoked, &ip, "revoked itself").actor(&principal.user.email);
@@ -150,7 +153,7 @@ async fn revoke_current(State(state): State<AppState>, ip: Ip, Auth(principal): 
     Ok(Json(json!({ "status": "revoked" })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RevokeDeviceRequest {
     #[serde(default)]
     device_id: String,
@@ -158,6 +161,7 @@ struct RevokeDeviceRequest {
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/client/revoke-device", tag = "verstak client", security(("device_token" = [])), request_body = RevokeDeviceRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn revoke_device(
     State(state): State<AppState>,
     ip: ClientIp,

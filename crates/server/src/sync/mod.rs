@@ -19,12 +19,10 @@ mod room;
 mod socket;
 mod writer;
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
 pub use hocuspocus::root as hocuspocus_root;
@@ -46,17 +44,18 @@ const MAX_WORKSPACE_NAME: usize = 100;
 /// Bytes read from a WebSocket per system call; what tungstenite recommends for many connections.
 const READ_BUFFER_BYTES: usize = 4096;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sync", get(sync_by_query))
-        .route("/sync/{*name}", get(sync_by_path))
-        .route("/hocuspocus", get(hocuspocus::upgrade))
-        .route("/api/workspaces", post(create_workspace))
-        .route("/api/workspaces/{id}", delete(delete_workspace))
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(sync_by_query))
+        .routes(utoipa_axum::routes!(sync_by_path))
+        .routes(utoipa_axum::routes!(hocuspocus::upgrade))
+        .routes(utoipa_axum::routes!(create_workspace))
+        .routes(utoipa_axum::routes!(delete_workspace))
 }
 
 /// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL. The name is decoded as in the path
 /// form (see [`decode_url_component`]).
+#[utoipa::path(get, path = "/sync", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("doc" = String, Query, description = "document name")), responses((status = 101, description = "switched to WebSocket"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn sync_by_query(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().query().and_then(|query| {
         query.split('&').find_map(|pair| {
@@ -71,6 +70,7 @@ async fn sync_by_query(State(state): State<AppState>, request: Request) -> Resul
 /// `GET /sync/<name>?token=<t>`, the URL a y-websocket provider builds from `ws://host/sync` and
 /// a room name. The name is the rest of the path, percent-decoded with `+` kept (see
 /// [`decode_url_component`]).
+#[utoipa::path(get, path = "/sync/{*name}", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("name" = String, Path)), responses((status = 101, description = "switched to WebSocket"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn sync_by_path(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().path().strip_prefix("/sync/").unwrap_or_default();
     let name = DocName::from_url(raw);
@@ -130,7 +130,7 @@ async fn place(state: &AppState, user_id: &str, name: &DocName) -> Result<String
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct NewWorkspace {
     name: String,
 }
@@ -142,6 +142,7 @@ struct WorkspaceView {
 }
 
 /// `POST /api/workspaces {"name"}` → 201 `{"id","name"}`; a name the user already has → 409.
+#[utoipa::path(post, path = "/api/workspaces", tag = "workspaces", security(("device_token" = [])), request_body = NewWorkspace, responses((status = 201, description = "created", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn create_workspace(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -162,6 +163,7 @@ async fn create_workspace(
 
 /// `DELETE /api/workspaces/{id}` → 204, deleting its documents and closing their sockets; 404 if
 /// it is not the caller's.
+#[utoipa::path(delete, path = "/api/workspaces/{id}", tag = "workspaces", security(("device_token" = [])), params(("id" = String, Path)), responses((status = 204, description = "done"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn delete_workspace(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -37,7 +37,7 @@ async fn the_admin_blocks_a_person_switches_smtp_and_closes_registration_in_a_br
     browser.fill("input[name=password]", TEST_PASSWORD).await;
     browser.click("form[action='/admin/login'] button").await;
     browser.wait_for_path("/admin").await;
-    assert!(browser.text().await.contains("Open WebSockets"));
+    browser.wait_for_text("Open WebSockets").await;
     browser.screenshot("admin-dashboard").await;
 
     browser.goto(&app.url("/admin/users?q=alice")).await;
@@ -47,12 +47,12 @@ async fn the_admin_blocks_a_person_switches_smtp_and_closes_registration_in_a_br
     assert_eq!(socket.closed_code().await, 1008);
     // The click includes Chrome posting the form; the close itself is announced, not polled.
     assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
-    assert!(browser.text().await.contains("is blocked"));
+    browser.wait_for_text("is blocked").await;
     assert_eq!(app.get_auth("/api/client/me", &device_token).await.status(), 403);
 
     browser.goto(&app.url("/admin/users?q=alice")).await;
     browser.click("form[action$='/block'] button").await;
-    assert!(browser.text().await.contains("is unblocked"));
+    browser.wait_for_text("is unblocked").await;
     assert_eq!(app.get_auth("/api/client/me", &device_token).await.status(), 200);
 
     browser.goto(&app.url("/admin/settings")).await;
@@ -61,11 +61,11 @@ async fn the_admin_blocks_a_person_switches_smtp_and_closes_registration_in_a_br
     port.send_keys(&second.addr.port().to_string()).await.unwrap();
     browser.screenshot("admin-settings").await;
     browser.click("form[action='/admin/smtp'] button").await;
-    assert!(browser.text().await.contains("SMTP settings saved"), "{}", browser.text().await);
+    browser.wait_for_text("SMTP settings saved").await;
     browser.goto(&app.url("/admin/settings")).await;
     browser.fill("form[action='/admin/smtp/test'] input[name=to]", "ops@example.com").await;
     browser.click("form[action='/admin/smtp/test'] button").await;
-    assert!(browser.text().await.contains("A test mail went to ops@example.com"), "{}", browser.text().await);
+    browser.wait_for_text("A test mail went to ops@example.com").await;
     let mail = second.next_mail_to("ops@example.com").await;
     assert_eq!(mail.auth_password.as_deref(), Some("sink-password"), "the startup password was kept");
     assert_eq!(startup.count_to("ops@example.com"), 0);
@@ -74,7 +74,7 @@ async fn the_admin_blocks_a_person_switches_smtp_and_closes_registration_in_a_br
     let select = browser.client.find(Locator::Css("select[name=registration]")).await.unwrap();
     select.select_by_value("off").await.unwrap();
     browser.click("form[action='/admin/settings'] button").await;
-    assert!(browser.text().await.contains("Settings saved"));
+    browser.wait_for_text("Settings saved").await;
     assert_eq!(app.get("/register").await.status(), 404);
     let register = json!({ "username": "late", "email": "late@example.com", "password": "long enough password" });
     assert_eq!(json(app.post_json("/api/v1/auth/register", &register).await, 403).await["code"], "registration_closed");

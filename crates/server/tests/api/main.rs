@@ -31,6 +31,8 @@ mod hocuspocus_wire;
 mod mail_mode;
 mod maintenance;
 mod metrics;
+mod openapi_drift;
+mod openapi_schemathesis;
 mod oplog_client;
 mod oplog_desktop;
 mod oplog_input;

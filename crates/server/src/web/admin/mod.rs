@@ -209,9 +209,8 @@ async fn login(
     let login = form.login.trim().to_owned();
     let now = clock::now();
     let outcome = async {
-        if login.is_empty() || form.password.is_empty() || login.len() > 320 {
-            return Err(ApiError::bad_request("invalid_request", "username or email and password required"));
-        }
+        // The same input rule as every other sign-in.
+        sign_in::checked_login(&login, &form.password)?;
         let user = sign_in::password_user(&state, &ip, &login, form.password, now).await?;
         if !user.is_admin {
             return Err(ApiError::forbidden("this account is not an admin"));

@@ -1,0 +1,224 @@
+//! Concord's Rust load generator (`bench/run --loadgen rust`): thousands of y-protocols clients in
+//! one process against any server by URL, open-loop offered rates, connection setup outside the
+//! timings, convergence checked in every scenario. Prints one JSON object on stdout.
+
+mod client;
+mod fanout;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde_json::{Value, json};
+
+use client::{Client, Protocol, Target};
+
+/// How long one client may take from opening its socket to holding the server's state.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+/// Sockets opened at once: enough to measure the server's accept path rather than our round trips,
+/// few enough not to overflow a default listen backlog.
+const CONNECT_CONCURRENCY: usize = 64;
+
+#[derive(Parser)]
+struct Args {
+    /// WebSocket base URL: `ws://host:port/sync` for Concord's y-websocket endpoint, `ws://host:port`
+    /// for y-websocket, pycrdt and Hocuspocus servers (with `--protocol hocuspocus`).
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "y-websocket")]
+    protocol: Protocol,
+    /// Concord's HTTP base URL: sign in once through the dev-mode magic link; every client uses
+    /// the session token.
+    #[arg(long)]
+    concord: Option<String>,
+    /// The server's process id, for its memory and CPU from `/proc`.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Prefix of every document name, so runs against one server never share documents.
+    #[arg(long, default_value = "loadgen")]
+    prefix: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Y1: server RSS per idle connection, then the latency of live edits while they stay connected.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// All connections in one document instead of one document each.
+        #[arg(long)]
+        one_doc: bool,
+    },
+    /// Y2: one writer, N observers in one document; p50/p99 from the writer's edit to each observer.
+    Propagation {
+        #[arg(long, default_value_t = 100)]
+        observers: usize,
+        /// Edits per second the writer offers.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Y3: W writers in W documents (one observer each) at rising total rates; the highest rate with
+    /// every edit delivered, every document converged and p99 under 100 ms.
+    Throughput {
+        #[arg(long, default_value_t = 50)]
+        docs: usize,
+        /// Total offered edits per second, tried in this order until one fails.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,8000")]
+        rates: Vec<u32>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let token = match &args.concord {
+        Some(base) => Some(concord_token(base).await?),
+        None => None,
+    };
+    let target = Target { url: args.url.clone(), protocol: args.protocol, token };
+    // In-memory servers keep documents between runs: every run gets names of its own.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let prefix = &format!("{}-{nonce}", args.prefix);
+    let result = match args.scenario {
+        Scenario::Idle { conns, one_doc } => idle(&target, args.pid, prefix, conns, one_doc).await?,
+        Scenario::Propagation { observers, rate, seconds } => {
+            let run = fanout::run(&target, args.pid, &[format!("{prefix}-y2")], observers, rate, seconds).await?;
+            json!({ "scenario": "y2", "observers": observers, "rate": rate, "seconds": seconds, "run": run.json() })
+        }
+        Scenario::Throughput { docs, rates, seconds } => {
+            throughput(&target, args.pid, prefix, docs, &rates, seconds).await?
+        }
+    };
+    println!("{result}");
+    Ok(())
+}
+
+async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one_doc: bool) -> Result<Value> {
+    let pid = pid.context("the idle scenario needs --pid")?;
+    let names: Vec<String> =
+        (0..conns).map(|i| if one_doc { format!("{prefix}-y1-one") } else { format!("{prefix}-y1-{i}") }).collect();
+    let before = rss_kib(pid)?;
+    let started = Instant::now();
+    let clients = connect_all(target, &names).await?;
+    let connect = started.elapsed();
+    // Let the server finish what it does after a sync (persisting a new document, sweeping).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid)?;
+    // A live edit while every idle connection is held: one writer, one observer, its own document.
+    let live = fanout::run(target, None, &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
+    // Every idle client completed its sync; each still holds the (empty) document it was sent.
+    let converged = live.converged && clients.iter().all(|c| c.len() == 0);
+    drop(clients);
+    Ok(json!({
+        "scenario": "y1",
+        "conns": conns,
+        "one_doc": one_doc,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_conn": (after as f64 - before as f64) / conns as f64,
+        "connect_per_s": conns as f64 / connect.as_secs_f64(),
+        "live_p99_ms": live.percentile_ms(0.99),
+        "converged": converged,
+    }))
+}
+
+async fn throughput(
+    target: &Target,
+    pid: Option<u32>,
+    prefix: &str,
+    docs: usize,
+    rates: &[u32],
+    seconds: f64,
+) -> Result<Value> {
+    let mut steps = Vec::new();
+    let mut best = None;
+    let mut converged = true;
+    for &rate in rates {
+        let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{i}")).collect();
+        let per_doc = (rate as usize).div_ceil(docs) as u32;
+        let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
+        let p99 = run.percentile_ms(0.99);
+        let ok = run.converged && run.lost() == 0 && p99 < 100.0;
+        converged &= run.converged;
+        eprintln!(
+            "  [loadgen] y3 {} edits/s offered: p99 {p99:.1} ms, lost {}, {}",
+            per_doc as usize * docs,
+            run.lost(),
+            if ok { "ok" } else { "FAILED" }
+        );
+        steps.push(run.json());
+        if !ok {
+            break;
+        }
+        best = Some(per_doc as usize * docs);
+    }
+    Ok(
+        json!({ "scenario": "y3", "docs": docs, "seconds": seconds, "best_rate": best, "converged": converged, "steps": steps }),
+    )
+}
+
+/// Connects one client per name (in order) and waits until each is synced, a bounded number at
+/// a time.
+async fn connect_all(target: &Target, names: &[String]) -> Result<Vec<Client>> {
+    stream::iter(names)
+        .map(|name| async move {
+            let mut client = Client::open(target, name).await?;
+            tokio::time::timeout(CONNECT_DEADLINE, client.wait_synced())
+                .await
+                .with_context(|| format!("{name}: not synced within {CONNECT_DEADLINE:?}"))??;
+            Ok::<_, anyhow::Error>(client)
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// `VmRSS` of a process, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// utime + stime of a process, in seconds (Linux's `USER_HZ` is 100 on every architecture it
+/// exports to user space).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// Dev-mode sign-in on Concord: a magic link whose `dev_link` carries the token, verified once.
+async fn concord_token(base: &str) -> Result<String> {
+    let http = reqwest::Client::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let email = format!("loadgen-{}-{now}@example.com", std::process::id());
+    let link: Value = http
+        .post(format!("{base}/auth/magic-link"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let dev_link = link["dev_link"].as_str().context("no dev_link: is CONCORD_MAIL=dev set?")?;
+    let Some((_, query)) = dev_link.split_once("token=") else { bail!("no token in {dev_link}") };
+    let magic = query.split('&').next().unwrap_or_default();
+    let verified: Value = http
+        .get(format!("{base}/auth/verify?token={magic}&device_name=loadgen"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(verified["token"].as_str().context("no session token")?.to_owned())
+}
