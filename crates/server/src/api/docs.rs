@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::token_hash;
 use crate::sync::opener::Opener;
-use crate::sync::{ApplyError, Change, CloseReason, DocKey};
+use crate::sync::{ApplyError, Change, DocKey};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(read, write, remove)).routes(routes!(read_json))
@@ -213,6 +213,7 @@ pub(super) async fn apply(state: &AppState, key: &DocKey, change: Change) -> Res
             Err(ApiError::unavailable(1, "storage_unavailable", err.to_string()))
         }
         Err(ApplyError::Corrupt(err)) => Err(ApiError::internal(err)),
+        Err(ApplyError::Deleted) => Err(ApiError::not_found("Document not found")),
     }
 }
 
@@ -242,12 +243,9 @@ async fn remove(
         return Err(ApiError::forbidden("a share may not delete documents"));
     }
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    if !state.store.delete_doc(&key.workspace_id, &key.name).await? {
+    if !state.sync.deleting_doc(&key, state.store.delete_doc(&key.workspace_id, &key.name)).await? {
         return Err(ApiError::not_found("Document not found"));
     }
-    // After the delete: a write the room commits meanwhile fails (its document is gone), and
-    // its connections are closed either way.
-    state.sync.close_doc(&key, CloseReason::DocumentDeleted).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

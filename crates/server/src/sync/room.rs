@@ -92,6 +92,8 @@ pub(crate) enum ApplyError {
     Storage,
     #[error("the document could not be opened")]
     Unavailable,
+    #[error("the document is being deleted")]
+    Deleted,
     #[error("{0}")]
     Corrupt(String),
 }
