@@ -14,7 +14,11 @@ use crate::oplog_client::{
 
 #[tokio::test]
 async fn upload_download_head_range_and_etag() {
-    let app = TestApp::spawn().await;
+    upload_download_range(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn upload_download_range(app: TestApp) {
     let d = device(&app, "alice", "v").await;
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let sha = upload(&app, &d, &data).await;
