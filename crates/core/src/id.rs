@@ -25,6 +25,11 @@ pub fn new_workspace_id() -> String {
     random_hex(12)
 }
 
+/// `doc_` followed by 24 hex characters: a Yjs document's store id, opaque to every caller.
+pub fn new_document_id() -> String {
+    format!("doc_{}", random_hex(12))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +40,6 @@ mod tests {
         let dev = new_device_id();
         assert!(dev.starts_with("dev_") && dev.len() == 28);
         assert_ne!(new_workspace_id(), new_workspace_id());
+        assert!(new_document_id().starts_with("doc_") && new_document_id().len() == 28);
     }
 }

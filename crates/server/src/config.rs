@@ -278,6 +278,11 @@ pub struct Settings {
     /// document compaction)
     #[arg(long, env = "CONCORD_MAINTENANCE_INTERVAL_SECS", value_name = "SECONDS", default_value = "600")]
     pub maintenance_interval_secs: Option<u64>,
+    // Storage backend (pg).
+    /// PostgreSQL database (`postgres://user:password@host/db`, or `?host=/socket/dir`) instead of
+    /// the SQLite file; for several nodes on one database [default: SQLite at DATABASE_PATH]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
     // Web pages.
     /// Whether people may register themselves (`/register` and `POST /api/v1/auth/register`);
     /// with false, `/register` is 404 and the API answers 403 `registration_closed`
@@ -406,6 +411,8 @@ impl Settings {
             // Metrics and maintenance.
             metrics_token: self.metrics_token.or(lower.metrics_token),
             maintenance_interval_secs: self.maintenance_interval_secs.or(lower.maintenance_interval_secs),
+            // Storage backend.
+            database_url: self.database_url.or(lower.database_url),
             // Web pages.
             registration: self.registration.or(lower.registration),
             // Admin console.
@@ -555,6 +562,9 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// Time between runs of the maintenance jobs (`ops::jobs`).
     pub maintenance_interval: std::time::Duration,
+    // Storage backend (pg).
+    /// PostgreSQL instead of the SQLite file at `database_path`, if set.
+    pub database_url: Option<Secret>,
     // Web pages.
     /// Whether people may register themselves (`accounts::registration::open`).
     pub registration: bool,
@@ -709,6 +719,8 @@ impl Config {
         // Before any field moves out of `s`: the mail mode reads several of them.
         let mail = mail_config(&s, listen)?;
         let data_dir = s.data.expect(HAS_DEFAULT);
+        // Storage backend: whether these were set, before they move out of `s`.
+        let (database_path_set, backup_dir_set) = (s.database_path.is_some(), s.backup_dir.is_some());
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
         let app_base_url = s.app_base_url.expect(HAS_DEFAULT);
@@ -836,6 +848,8 @@ impl Config {
                 "CONCORD_MAINTENANCE_INTERVAL_SECS",
                 s.maintenance_interval_secs.expect(HAS_DEFAULT),
             )?),
+            // Storage backend.
+            database_url: database_url(s.database_url, database_path_set, backup_dir_set)?,
             // Web pages.
             registration: s.registration.expect(HAS_DEFAULT),
             // Admin console.
@@ -1044,6 +1058,25 @@ fn secret_from_file(setting: &'static str, path: &Path) -> Result<Secret, Config
 
 /// Metrics and maintenance: an empty token means none; a short one is refused, since it guards
 /// activity data from the whole network.
+/// `DATABASE_URL`: a PostgreSQL URL, never beside `DATABASE_PATH` (which database would be
+/// meant?) or scheduled backups, which copy the SQLite file (PostgreSQL's are `pg_dump`'s).
+fn database_url(url: Option<Secret>, path_set: bool, backups_set: bool) -> Result<Option<Secret>, ConfigError> {
+    let Some(url) = url else { return Ok(None) };
+    if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+        return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
+    }
+    if path_set {
+        return Err(ConfigError::Conflict { first: "DATABASE_URL", second: "DATABASE_PATH" });
+    }
+    if backups_set {
+        return Err(invalid(
+            "CONCORD_BACKUP_DIR",
+            "scheduled backups copy the SQLite file; with DATABASE_URL back up with pg_dump and copy <data>/blobs",
+        ));
+    }
+    Ok(Some(url))
+}
+
 fn metrics_token(token: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
     match token.filter(|t| !t.0.is_empty()) {
         Some(t) if t.0.len() < 16 => Err(invalid("CONCORD_METRICS_TOKEN", "must be at least 16 characters")),

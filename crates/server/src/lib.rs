@@ -48,8 +48,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use concord_store::postgres::PgStore;
 use concord_store::sqlite::SqliteStore;
-use concord_store::{AccountStore, Store, StoreError};
+use concord_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, LiveStats};
@@ -89,18 +90,15 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_private_dir(parent)?;
     }
-    let store = SqliteStore::open(&config.database_path)
-        .await
-        .map_err(|source| StartError::Database { path: config.database_path.clone(), source })?;
+    let store = open_store(&config).await?;
     if let Some(admin) = &config.admin {
-        accounts::bootstrap::bootstrap_admin(&store, admin, clock::now()).await?;
+        accounts::bootstrap::bootstrap_admin(&*store, admin, clock::now()).await?;
     }
     let caps = config.caps;
     store.set_caps(caps.devices_per_user, caps.workspaces_per_user).await.map_err(StartError::Caps)?;
     let code_key = secret::load_code_key(&config)?;
     let mailer = mail::Mailer::new(&config.mail)?;
     let blobs = open_blobs(&config).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let stats = Arc::new(LiveStats::default());
     let shutdown = CancellationToken::new();
     let accounts = Arc::new(accounts::Accounts::new(mailer, code_key));
@@ -133,6 +131,21 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     ops::jobs::spawn_all(&state);
     ops::backup::spawn_scheduled(&state);
     Ok(state)
+}
+
+/// The configured backend: PostgreSQL when `DATABASE_URL` is set, else the SQLite file.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    match &config.database_url {
+        Some(url) => match PgStore::connect(url.expose()).await {
+            Ok(store) => Ok(Arc::new(store)),
+            // The URL may hold a password, so the error names the backend, not the URL.
+            Err(source) => Err(StartError::Database { path: PathBuf::from("DATABASE_URL"), source }),
+        },
+        None => match SqliteStore::open(&config.database_path).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(source) => Err(StartError::Database { path: config.database_path.clone(), source }),
+        },
+    }
 }
 
 /// The configured blob store. An S3 bucket is probed with a write at start, so a missing bucket

@@ -3,22 +3,45 @@
 
 use crate::{StoreResult, WorkspaceRecord};
 
+/// A document's id: opaque, made by the store, the same on every node and backend. Callers only
+/// hand it back; it carries no order and no arithmetic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DocId(String);
+
+impl DocId {
+    pub(crate) fn new(id: String) -> DocId {
+        DocId(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A document as stored: enough to rebuild it in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDoc {
-    pub id: i64,
+    pub id: DocId,
     /// The whole document as of `last_seq` minus `updates` (lib0 v1), if it was ever compacted.
     pub snapshot: Option<Vec<u8>>,
     /// Updates appended after the snapshot, oldest first.
     pub updates: Vec<Vec<u8>>,
-    /// The seq of the newest update included above (0 if none); compaction up to it is safe.
+    /// The document's head: the seq of its newest update (0 if none). Seqs are per document,
+    /// 1, 2, 3… with no gaps, so holding every update up to `last_seq` is checkable by counting,
+    /// and compaction up to it is safe.
     pub last_seq: i64,
 }
 
 /// One update to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDocUpdate {
-    pub doc_id: i64,
+    pub doc_id: DocId,
     pub data: Vec<u8>,
     /// When it was received (unix seconds): the document's last change from then on.
     pub at: i64,
@@ -48,14 +71,17 @@ pub trait DocStore {
     async fn load_doc(&self, workspace_id: &str, name: &str, now: i64) -> StoreResult<StoredDoc>;
 
     /// Appends all updates in one transaction (one fsync for the whole batch: group commit) and
-    /// returns their seqs in order. Either all are stored or none.
+    /// returns their seqs in order: each document's next seqs after its head, gap-free and in
+    /// commit order whichever node appends. Either all are stored or none.
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>>;
 
     /// Replaces the snapshot and deletes the updates it contains (seq <= `through_seq`), in one
-    /// transaction.
-    async fn compact_doc(&self, doc_id: i64, snapshot: &[u8], through_seq: i64) -> StoreResult<()>;
+    /// transaction. The caller promises that `snapshot` contains every update up to `through_seq`.
+    /// Returns false, changing nothing, when the stored snapshot already covers `through_seq` (a
+    /// later compaction won, perhaps on another node) or `through_seq` is beyond the head.
+    async fn compact_doc(&self, doc_id: &DocId, snapshot: &[u8], through_seq: i64) -> StoreResult<bool>;
 
-    async fn doc_size(&self, doc_id: i64) -> StoreResult<DocSize>;
+    async fn doc_size(&self, doc_id: &DocId) -> StoreResult<DocSize>;
 
     /// The workspace's documents, by name. The caller has checked the workspace is the user's.
     async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>>;

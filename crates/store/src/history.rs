@@ -3,7 +3,7 @@
 
 use concord_core::history::Retention;
 
-use crate::StoreResult;
+use crate::{DocId, StoreResult};
 
 /// A version as listed (without its state).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub trait HistoryStore {
     /// new version; retention may delete even it (a `max_age_secs` below zero).
     async fn add_version(
         &self,
-        doc_id: i64,
+        doc_id: &DocId,
         state: &[u8],
         label: Option<&str>,
         now: i64,
@@ -32,11 +32,11 @@ pub trait HistoryStore {
     ) -> StoreResult<VersionRecord>;
 
     /// The document's versions, newest first.
-    async fn versions_of(&self, doc_id: i64) -> StoreResult<Vec<VersionRecord>>;
+    async fn versions_of(&self, doc_id: &DocId) -> StoreResult<Vec<VersionRecord>>;
 
     /// The state of one of the document's versions; `None` if it has no such version.
-    async fn version_state(&self, doc_id: i64, version_id: i64) -> StoreResult<Option<Vec<u8>>>;
+    async fn version_state(&self, doc_id: &DocId, version_id: i64) -> StoreResult<Option<Vec<u8>>>;
 
     /// Bytes of version states stored for the document.
-    async fn history_bytes(&self, doc_id: i64) -> StoreResult<i64>;
+    async fn history_bytes(&self, doc_id: &DocId) -> StoreResult<i64>;
 }

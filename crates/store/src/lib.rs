@@ -15,6 +15,8 @@ mod docs;
 mod error;
 mod history;
 mod oplog;
+pub mod postgres;
+mod rows;
 mod shares;
 pub mod sqlite;
 mod usage;
@@ -29,8 +31,8 @@ pub use admin::{
     UserFilter, UserQuery, UserSort, UserSummary, VaultStats, WorkspaceStats,
 };
 pub use blobs::{AddBlobRef, BlobStore};
-pub use docs::{DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
-pub use error::{StoreError, StoreResult};
+pub use docs::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
+pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
 pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};

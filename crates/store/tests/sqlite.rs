@@ -39,3 +39,47 @@ async fn the_case_migration_keeps_one_account_per_name_and_the_others_their_emai
     assert_eq!(store.user_by_login("late@example.com").await.unwrap().unwrap().id, "u3", "email login stays");
     assert!(matches!(store.create_user(registration("ALICE", "x@example.com"), 5).await, Err(StoreError::Conflict(_))));
 }
+
+#[tokio::test]
+async fn the_document_migration_keeps_every_document_and_numbers_its_updates_from_one() {
+    use concord_store::DocStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concord.db");
+    // A database migrated up to just before 0160, with documents in the old shape: global
+    // AUTOINCREMENT seqs, one document compacted through seq 2 (its updates 1 and 2 deleted).
+    let mut before = sqlx::migrate!("./migrations/sqlite");
+    before.migrations = before.migrations.iter().filter(|m| m.version < 160).cloned().collect::<Vec<_>>().into();
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    before.run(&pool).await.unwrap();
+    for sql in [
+        "INSERT INTO users (id, email, confirmed, created_at) VALUES ('u1', 'a@example.com', 1, 1)",
+        "INSERT INTO workspaces (id, user_id, name, created_at) VALUES ('w1', 'u1', 'default', 1)",
+        "INSERT INTO docs (id, workspace_id, name, snapshot, snapshot_seq, created_at) VALUES
+            (7, 'w1', 'compacted', x'5353', 2, 1), (8, 'w1', 'fresh', NULL, 0, 1), (9, 'w1', 'empty', NULL, 0, 1)",
+        "INSERT INTO doc_updates (seq, doc_id, data) VALUES (3, 8, x'01'), (4, 7, x'02'), (5, 8, x'03'), (6, 7, x'04')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    // (name, snapshot, updates, head): same content, seqs 1..n per document.
+    type Expected = (&'static str, Option<&'static [u8]>, Vec<Vec<u8>>, i64);
+    let expected: [Expected; 3] = [
+        ("compacted", Some(b"SS"), vec![vec![2], vec![4]], 2),
+        ("fresh", None, vec![vec![1], vec![3]], 2),
+        ("empty", None, vec![], 0),
+    ];
+    for (name, snapshot, updates, head) in expected {
+        let doc = store.load_doc("w1", name, 10).await.unwrap();
+        assert_eq!((doc.snapshot.as_deref(), &doc.updates, doc.last_seq), (snapshot, &updates, head), "{name}");
+    }
+    // Numbering goes on from each document's head, and compaction works on the migrated rows.
+    let compacted = store.load_doc("w1", "compacted", 10).await.unwrap();
+    let next = concord_store::NewDocUpdate { doc_id: compacted.id.clone(), data: vec![5], at: 1 };
+    assert_eq!(store.append_doc_updates(&[next]).await.unwrap(), vec![3]);
+    assert!(store.compact_doc(&compacted.id, b"all", 3).await.unwrap());
+    let doc = store.load_doc("w1", "compacted", 11).await.unwrap();
+    assert_eq!((doc.snapshot.as_deref(), doc.updates.len(), doc.last_seq), (Some(&b"all"[..]), 0, 3));
+}

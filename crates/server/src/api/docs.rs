@@ -14,6 +14,7 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use concord_core::share::Access;
 use concord_core::yjs::{DocName, Room};
+use concord_store::DocId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -23,7 +24,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::token_hash;
 use crate::sync::opener::Opener;
-use crate::sync::{ApplyError, Change, CloseReason, DocKey};
+use crate::sync::{ApplyError, Change, DocKey};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(read, write, remove)).routes(routes!(read_json))
@@ -121,7 +122,7 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 /// The stored document's id, and the document loaded into a room of its own (never the live one,
 /// which keeps serving).
-pub(super) async fn stored(state: &AppState, key: &DocKey) -> Result<(i64, Room), ApiError> {
+pub(super) async fn stored(state: &AppState, key: &DocKey) -> Result<(DocId, Room), ApiError> {
     let doc = state.store.find_doc(&key.workspace_id, &key.name).await?;
     let doc = doc.ok_or_else(|| ApiError::not_found("Document not found"))?;
     let room =
@@ -212,6 +213,7 @@ pub(super) async fn apply(state: &AppState, key: &DocKey, change: Change) -> Res
             Err(ApiError::unavailable(1, "storage_unavailable", err.to_string()))
         }
         Err(ApplyError::Corrupt(err)) => Err(ApiError::internal(err)),
+        Err(ApplyError::Deleted) => Err(ApiError::not_found("Document not found")),
     }
 }
 
@@ -241,12 +243,9 @@ async fn remove(
         return Err(ApiError::forbidden("a share may not delete documents"));
     }
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    if !state.store.delete_doc(&key.workspace_id, &key.name).await? {
+    if !state.sync.deleting_doc(&key, state.store.delete_doc(&key.workspace_id, &key.name)).await? {
         return Err(ApiError::not_found("Document not found"));
     }
-    // After the delete: a write the room commits meanwhile fails (its document is gone), and
-    // its connections are closed either way.
-    state.sync.close_doc(&key, CloseReason::DocumentDeleted).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

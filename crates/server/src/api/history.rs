@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use concord_store::VersionRecord;
+use concord_store::{DocId, VersionRecord};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -54,7 +54,7 @@ async fn list(
     Path((workspace_id, name)): Path<(String, String)>,
 ) -> Result<axum::Json<VersionList>, ApiError> {
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    let versions = state.store.versions_of(doc_id(&state, &key).await?).await?;
+    let versions = state.store.versions_of(&doc_id(&state, &key).await?).await?;
     Ok(axum::Json(VersionList { versions: versions.into_iter().map(VersionView::from).collect() }))
 }
 
@@ -83,18 +83,18 @@ async fn create(
     let (doc_id, room) = stored(&state, &key).await?;
     let snapshot = room.encode_state().map_err(ApiError::internal)?;
     let retention = state.config.sync.history_retention;
-    let version = state.store.add_version(doc_id, &snapshot, Some(label), clock::now(), retention).await?;
+    let version = state.store.add_version(&doc_id, &snapshot, Some(label), clock::now(), retention).await?;
     Ok((StatusCode::CREATED, axum::Json(VersionView::from(version))).into_response())
 }
 
 /// The id of the stored document, or 404.
-async fn doc_id(state: &AppState, key: &DocKey) -> Result<i64, ApiError> {
+async fn doc_id(state: &AppState, key: &DocKey) -> Result<DocId, ApiError> {
     let doc = state.store.find_doc(&key.workspace_id, &key.name).await?;
     Ok(doc.ok_or_else(|| ApiError::not_found("Document not found"))?.id)
 }
 
 /// The state of version `version` of the document, or 404.
-async fn version_state(state: &AppState, doc_id: i64, version: &str) -> Result<Vec<u8>, ApiError> {
+async fn version_state(state: &AppState, doc_id: &DocId, version: &str) -> Result<Vec<u8>, ApiError> {
     let id: i64 = version.parse().map_err(|_| ApiError::not_found("Version not found"))?;
     state.store.version_state(doc_id, id).await?.ok_or_else(|| ApiError::not_found("Version not found"))
 }
@@ -108,7 +108,7 @@ async fn read(
     Path((workspace_id, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    let bytes = version_state(&state, doc_id(&state, &key).await?, &version).await?;
+    let bytes = version_state(&state, &doc_id(&state, &key).await?, &version).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -122,6 +122,6 @@ async fn restore(
 ) -> Result<Response, ApiError> {
     writable(&opener)?;
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    let bytes = version_state(&state, doc_id(&state, &key).await?, &version).await?;
+    let bytes = version_state(&state, &doc_id(&state, &key).await?, &version).await?;
     apply(&state, &key, Change::Restore(Bytes::from(bytes))).await
 }

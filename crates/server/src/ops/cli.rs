@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use concord_core::email::Email;
 use concord_core::password::{self, Password};
 use concord_core::username::Username;
+use concord_store::postgres::PgStore;
 use concord_store::sqlite::SqliteStore;
-use concord_store::{AccountStore, AdminStore, DeviceRecord, NewUser, StoreError, UserRecord};
+use concord_store::{DeviceRecord, NewUser, Store, StoreError, UserRecord};
 
 use crate::clock;
 use crate::ops::backup::{self, BackupError, RestoreError, Target};
@@ -53,6 +54,11 @@ struct DataArgs {
     /// SQLite database file [default: <data>/concord.db]
     #[arg(long, env = "DATABASE_PATH", value_name = "FILE", global = true)]
     database_path: Option<PathBuf>,
+
+    /// PostgreSQL instead of the SQLite file: `user` and `device` work on it, the file commands
+    /// (`backup`, `restore`, `doctor`) refuse (pg).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true, global = true)]
+    database_url: Option<String>,
 }
 
 impl DataArgs {
@@ -179,7 +185,7 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(err: StoreError) -> CliError {
         match err {
-            StoreError::Conflict(what) => CliError::Conflict(format!("already taken ({what})")),
+            StoreError::Conflict(what) => CliError::Conflict(format!("already taken ({})", what.as_str())),
             other => CliError::Failed(other.to_string()),
         }
     }
@@ -224,6 +230,9 @@ pub async fn run(args: Vec<OsString>) -> ExitCode {
 
 async fn execute(cli: OpsCli) -> Result<ExitCode, CliError> {
     let target = cli.data.target();
+    if let Some(url) = &cli.data.database_url {
+        return on_postgres(url, cli.command).await;
+    }
     match cli.command {
         Command::Backup { out } => {
             let store = open_existing(&target, Access::ReadOnly).await?;
@@ -274,6 +283,31 @@ async fn execute(cli: OpsCli) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The commands on PostgreSQL: accounts and devices as on SQLite; the file commands refuse, naming
+/// PostgreSQL's own tool, rather than act on an SQLite file the server does not use.
+async fn on_postgres(url: &str, command: Command) -> Result<ExitCode, CliError> {
+    let refuse =
+        |what: &str, instead: &str| CliError::Usage(format!("{what} is SQLite-only; with DATABASE_URL {instead}"));
+    let result = match command {
+        Command::Backup { .. } => return Err(refuse("backup", "use pg_dump and copy <data>/blobs")),
+        Command::Restore { .. } => return Err(refuse("restore", "use pg_restore and copy <data>/blobs back")),
+        Command::Doctor => return Err(refuse("doctor", "use pg_amcheck")),
+        Command::User(command) => {
+            let store = PgStore::connect(url).await?;
+            let result = user_command(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Device(command) => {
+            let store = PgStore::connect(url).await?;
+            let result = device_command(&store, command).await;
+            store.close().await;
+            result
+        }
+    };
+    result.map(|()| ExitCode::SUCCESS)
+}
+
 enum Access {
     ReadOnly,
     ReadWrite,
@@ -293,7 +327,7 @@ async fn open_existing(target: &Target, access: Access) -> Result<SqliteStore, C
     Ok(opened?)
 }
 
-async fn find_user(store: &SqliteStore, user: &str) -> Result<UserRecord, CliError> {
+async fn find_user(store: &dyn Store, user: &str) -> Result<UserRecord, CliError> {
     if let Some(found) = store.user_by_login(user).await? {
         return Ok(found);
     }
@@ -329,7 +363,7 @@ fn timestamp(unix: i64) -> String {
         .map_or_else(|| unix.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-async fn user_command(store: &SqliteStore, command: UserCommand) -> Result<(), CliError> {
+async fn user_command(store: &dyn Store, command: UserCommand) -> Result<(), CliError> {
     match command {
         UserCommand::List => {
             println!("id\tusername\temail\tconfirmed\tblocked\tadmin\tcreated");
@@ -398,7 +432,7 @@ async fn user_command(store: &SqliteStore, command: UserCommand) -> Result<(), C
     Ok(())
 }
 
-async fn device_command(store: &SqliteStore, command: DeviceCommand) -> Result<(), CliError> {
+async fn device_command(store: &dyn Store, command: DeviceCommand) -> Result<(), CliError> {
     match command {
         DeviceCommand::List { user } => {
             let users = match user {

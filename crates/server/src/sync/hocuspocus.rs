@@ -260,11 +260,10 @@ impl Connection {
             }
         };
         let conn = self.state.sync.connection_id();
-        let Some(Joined { room, outbound, queued, .. }) =
-            socket::join(&self.state.sync, &doc_key, conn, &self.closer, Protocol::Hocuspocus, access).await
-        else {
-            return Err(Some(CloseReason::StorageFailed));
-        };
+        let Joined { room, outbound, queued, .. } =
+            socket::join(&self.state.sync, &doc_key, conn, &self.closer, Protocol::Hocuspocus, access)
+                .await
+                .map_err(Some)?;
         // The join's greeting, the room's SyncStep1, is not sent: a Hocuspocus server sends its
         // Step1 only in answer to the provider's (see `concord_core::hocuspocus::receive`).
         let watch = CancellationToken::new();

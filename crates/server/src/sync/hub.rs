@@ -2,6 +2,7 @@
 //! without losing a joining connection. (Which connections may stay open is `crate::live`'s.)
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,14 @@ pub struct DocKey {
     pub name: String,
 }
 
+#[derive(Default)]
+struct Rooms {
+    open: HashMap<DocKey, RoomEntry>,
+    /// Documents being deleted (with how many deletes are under way): no room starts for them,
+    /// so no connection that arrived before the delete recreates the document after it.
+    deleting: HashMap<DocKey, usize>,
+}
+
 struct RoomEntry {
     /// Tells this room's task from a later one for the same document.
     generation: u64,
@@ -40,7 +49,7 @@ pub struct Hub {
     pub(super) settings: SyncSettings,
     pub(super) writer: Writer,
     /// Locked only for map operations, never across an await.
-    rooms: Mutex<HashMap<DocKey, RoomEntry>>,
+    rooms: Mutex<Rooms>,
     /// Source of connection ids and room generations.
     next_id: AtomicU64,
 }
@@ -58,17 +67,21 @@ impl Hub {
         })
     }
 
-    /// The queue of the document's room, starting the room if it is not running.
-    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> mpsc::Sender<RoomEvent> {
+    /// The queue of the document's room, starting the room if it is not running; `None` while
+    /// the document is being deleted.
+    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> Option<mpsc::Sender<RoomEvent>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = rooms.get(key).filter(|e| !e.tx.is_closed()) {
-            return entry.tx.clone();
+        if rooms.deleting.contains_key(key) {
+            return None;
+        }
+        if let Some(entry) = rooms.open.get(key).filter(|e| !e.tx.is_closed()) {
+            return Some(entry.tx.clone());
         }
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-        rooms.insert(key.clone(), RoomEntry { generation, tx: tx.clone() });
+        rooms.open.insert(key.clone(), RoomEntry { generation, tx: tx.clone() });
         tokio::spawn(room::run(self.clone(), key.clone(), generation, rx));
-        tx
+        Some(tx)
     }
 
     /// Removes the room if nothing is queued for it. Returns whether it was removed; a connection
@@ -78,16 +91,16 @@ impl Hub {
         if !rx.is_empty() {
             return false;
         }
-        if rooms.get(key).is_some_and(|e| e.generation == generation) {
-            rooms.remove(key);
+        if rooms.open.get(key).is_some_and(|e| e.generation == generation) {
+            rooms.open.remove(key);
         }
         true
     }
 
     pub(super) fn forget_room(&self, key: &DocKey, generation: u64) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if rooms.get(key).is_some_and(|e| e.generation == generation) {
-            rooms.remove(key);
+        if rooms.open.get(key).is_some_and(|e| e.generation == generation) {
+            rooms.open.remove(key);
         }
     }
 
@@ -97,7 +110,8 @@ impl Hub {
     pub(crate) async fn apply(self: &Arc<Self>, key: &DocKey, change: Change) -> Result<Applied, ApplyError> {
         for _ in 0..APPLY_ATTEMPTS {
             let (done, answer) = oneshot::channel();
-            if self.room(key).send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
+            let room = self.room(key).ok_or(ApplyError::Deleted)?;
+            if room.send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
                 continue;
             }
             // A room that unloads (or fails to load) before taking the event drops it unanswered,
@@ -109,23 +123,33 @@ impl Hub {
         Err(ApplyError::Unavailable)
     }
 
-    /// Closes the open document (its connections hear `reason`), if it is open.
-    pub(crate) async fn close_doc(&self, key: &DocKey, reason: CloseReason) {
+    /// Runs `delete` (the store's delete of the document) with the document closed: its room, if
+    /// open, closes its connections (1000, "document deleted") and stops before `delete` runs,
+    /// and no room starts for it until `delete` is done. Without this, a connection that arrived
+    /// just before the delete, whose room loads just after it, would recreate the document.
+    pub(crate) async fn deleting_doc<T>(&self, key: &DocKey, delete: impl Future<Output = T>) -> T {
         let queue = {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            rooms.get(key).map(|e| e.tx.clone())
+            let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            *rooms.deleting.entry(key.clone()).or_default() += 1;
+            rooms.open.remove(key).map(|e| e.tx)
         };
+        // Cleared however this ends, a cancelled request included.
+        let _gate = DeleteGate { hub: self, key };
         if let Some(queue) = queue {
-            // An error means the room has already stopped.
-            let _ = queue.send(RoomEvent::Close(reason)).await;
+            // An error means the room has already stopped. `closed` waits for the room to drop
+            // its queue: a load or a commit in flight is over by then.
+            let _ = queue.send(RoomEvent::Close(CloseReason::DocumentDeleted)).await;
+            queue.closed().await;
         }
+        delete.await
     }
 
     /// Closes every open document of a deleted workspace.
     pub async fn close_workspace(&self, workspace_id: &str) {
         let queues: Vec<mpsc::Sender<RoomEvent>> = {
             let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            rooms.iter().filter(|(key, _)| key.workspace_id == workspace_id).map(|(_, e)| e.tx.clone()).collect()
+            let open = rooms.open.iter().filter(|(key, _)| key.workspace_id == workspace_id);
+            open.map(|(_, e)| e.tx.clone()).collect()
         };
         for queue in queues {
             // An error means the room has already stopped.
@@ -138,11 +162,29 @@ impl Hub {
     /// asked. A room whose queue is full is busy, not idle, and is skipped.
     pub fn compact_idle(&self, idle_for: Duration) -> usize {
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.values().filter(|e| e.tx.try_send(RoomEvent::CompactIfIdle { idle_for }).is_ok()).count()
+        rooms.open.values().filter(|e| e.tx.try_send(RoomEvent::CompactIfIdle { idle_for }).is_ok()).count()
     }
 
     /// A fresh id for a connection.
     pub(super) fn connection_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Ends one delete of [`Hub::deleting_doc`] when dropped.
+struct DeleteGate<'a> {
+    hub: &'a Hub,
+    key: &'a DocKey,
+}
+
+impl Drop for DeleteGate<'_> {
+    fn drop(&mut self) {
+        let mut rooms = self.hub.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = rooms.deleting.get_mut(self.key) {
+            *count -= 1;
+            if *count == 0 {
+                rooms.deleting.remove(self.key);
+            }
+        }
     }
 }

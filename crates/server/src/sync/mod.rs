@@ -31,7 +31,6 @@ pub use hub::Hub;
 use opener::Opener;
 pub(crate) use room::{ApplyError, Change};
 use serde::{Deserialize, Serialize};
-pub(crate) use socket::CloseReason;
 
 use crate::accounts::DEFAULT_WORKSPACE;
 use crate::app::AppState;

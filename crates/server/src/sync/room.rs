@@ -92,6 +92,8 @@ pub(crate) enum ApplyError {
     Storage,
     #[error("the document could not be opened")]
     Unavailable,
+    #[error("the document is being deleted")]
+    Deleted,
     #[error("{0}")]
     Corrupt(String),
 }
@@ -137,13 +139,17 @@ impl Peer {
 /// The loaded document and where its stored state stands.
 struct Loaded {
     room: Room,
-    doc_id: i64,
-    /// Seq of the newest stored update; compaction covers everything up to it.
+    doc_id: concord_store::DocId,
+    /// Seq of the newest stored update this room holds with every one before it; compaction
+    /// covers everything up to it. Document seqs are gap-free per document (`DocStore`), so a
+    /// batch numbered past `last_seq + 1` means another node appended in between (storage: pg).
     last_seq: i64,
     /// Bytes of updates stored after the snapshot.
     pending_bytes: usize,
     /// When an update was last stored (or the document loaded), for idle compaction.
     last_write: Instant,
+    /// Another node appended to this document since it loaded (see `last_seq`): no compaction.
+    behind: bool,
     /// When the newest version was taken (unix seconds), if there is one.
     last_version_at: Option<i64>,
     /// Whether anything was stored since that version (at load: whether updates follow the
@@ -177,13 +183,14 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
-    let last_version_at = hub.store.versions_of(stored.id).await?.first().map(|v| v.created_at);
+    let last_version_at = hub.store.versions_of(&stored.id).await?.first().map(|v| v.created_at);
     Ok(Loaded {
         room,
         doc_id: stored.id,
         last_seq: stored.last_seq,
         pending_bytes,
         last_write: Instant::now(),
+        behind: false,
         last_version_at,
         changed_since_version: !stored.updates.is_empty(),
     })
@@ -329,13 +336,13 @@ async fn take_version(hub: &Hub, doc: &mut Loaded, compacting: bool, state: Opti
             Err(_) => return,
         },
     };
-    match hub.store.add_version(doc.doc_id, state, None, now, hub.settings.history_retention).await {
+    match hub.store.add_version(&doc.doc_id, state, None, now, hub.settings.history_retention).await {
         Ok(_) => {
             doc.last_version_at = Some(now);
             doc.changed_since_version = false;
             metrics::counter!("concord_history_versions_total").increment(1);
         }
-        Err(err) => tracing::error!(doc_id = doc.doc_id, error = %err, "taking a version failed"),
+        Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "taking a version failed"),
     }
 }
 
@@ -346,7 +353,7 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
         .flat_map(|(_, effects)| std::mem::take(&mut effects.persist))
-        .map(|data| NewDocUpdate { doc_id: doc.doc_id, data, at })
+        .map(|data| NewDocUpdate { doc_id: doc.doc_id.clone(), data, at })
         .collect();
     if updates.is_empty() {
         return true;
@@ -358,7 +365,14 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
             doc.last_write = Instant::now();
             metrics::counter!("concord_yjs_updates_persisted_total").increment(count);
             metrics::counter!("concord_yjs_persisted_bytes_total").increment(bytes as u64);
-            doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
+            // Past a gap the room lacks another node's update: `last_seq` stays where this room
+            // holds everything (a snapshot through a later seq would delete what it lacks), and
+            // the room stops compacting, which could cover no more, until it reloads from storage.
+            if seqs.first() == Some(&(doc.last_seq + 1)) {
+                doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
+            } else {
+                doc.behind = true;
+            }
             doc.pending_bytes += bytes;
             doc.changed_since_version = true;
             true
@@ -398,22 +412,26 @@ fn relay_stateless(peers: &HashMap<ConnId, Peer>, messages: Vec<(ConnId, Bytes)>
 }
 
 async fn compact(hub: &Hub, doc: &mut Loaded) {
+    if doc.behind {
+        return;
+    }
     let snapshot = match doc.room.encode_state() {
         Ok(snapshot) => snapshot,
         // The stored updates stay as they are; the next SyncStep1 poisons the room the same way.
         Err(err) => {
-            tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed");
+            tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed");
             return;
         }
     };
-    match hub.store.compact_doc(doc.doc_id, &snapshot, doc.last_seq).await {
-        Ok(()) => {
+    match hub.store.compact_doc(&doc.doc_id, &snapshot, doc.last_seq).await {
+        // Not applied means a later compaction already covers it; either way nothing is pending.
+        Ok(_) => {
             doc.pending_bytes = 0;
             metrics::counter!("concord_yjs_compactions_total").increment(1);
             take_version(hub, doc, true, Some(&snapshot)).await;
         }
         // The updates stay stored; the next batch tries again.
-        Err(err) => tracing::error!(doc_id = doc.doc_id, error = %err, "compacting document failed"),
+        Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed"),
     }
 }
 

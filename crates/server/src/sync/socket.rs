@@ -158,12 +158,14 @@ async fn pump(
     shutdown: &CancellationToken,
 ) -> Option<CloseReason> {
     let (mut sink, mut stream) = socket.split();
-    let Some(Joined { room, greeting, mut outbound, queued }) =
-        join(hub, key, conn, closer, Protocol::YWebsocket, access).await
-    else {
-        let _ = sink.send(Message::Close(Some(CloseReason::StorageFailed.frame()))).await;
-        return Some(CloseReason::StorageFailed);
-    };
+    let Joined { room, greeting, mut outbound, queued } =
+        match join(hub, key, conn, closer, Protocol::YWebsocket, access).await {
+            Ok(joined) => joined,
+            Err(reason) => {
+                let _ = sink.send(Message::Close(Some(reason.frame()))).await;
+                return Some(reason);
+            }
+        };
     if sink.send(Message::Binary(greeting)).await.is_err() {
         let _ = room.send(RoomEvent::Leave { conn }).await;
         return None;
@@ -248,7 +250,8 @@ pub(super) struct Joined {
 }
 
 /// Joins the document's room and waits for its greeting, so frames sent from now on reach a room
-/// that knows this connection.
+/// that knows this connection. The error is why the connection cannot stay: the document is
+/// being deleted, or it could not be opened.
 pub(super) async fn join(
     hub: &Arc<Hub>,
     key: &DocKey,
@@ -256,9 +259,9 @@ pub(super) async fn join(
     closer: &Arc<Closer>,
     protocol: Protocol,
     access: Access,
-) -> Option<Joined> {
+) -> Result<Joined, CloseReason> {
     for _ in 0..JOIN_ATTEMPTS {
-        let room = hub.room(key);
+        let room = hub.room(key).ok_or(CloseReason::DocumentDeleted)?;
         let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let peer = Peer {
@@ -276,10 +279,14 @@ pub(super) async fn join(
         // join, the channel closes empty and we try again with a fresh room.
         if let Some(greeting) = outbound.recv().await {
             queued.fetch_sub(greeting.len(), Ordering::Relaxed);
-            return Some(Joined { room, greeting, outbound, queued });
+            return Ok(Joined { room, greeting, outbound, queued });
+        }
+        // Closed by the room (a delete) rather than dropped unanswered.
+        if let Some(reason) = closer.reason() {
+            return Err(reason);
         }
     }
-    None
+    Err(CloseReason::StorageFailed)
 }
 
 /// Sends `message` (or, given `None`, flushes what tungstenite queued itself: pongs), waiting at

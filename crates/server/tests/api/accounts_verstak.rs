@@ -21,6 +21,11 @@ fn pair_body(login: &str, password: &str, vault_id: &str) -> serde_json::Value {
 async fn register_confirm_login_pair_revoke_and_reset() {
     let sink = SmtpSink::start().await;
     let app = sink.app().spawn().await;
+    register_flow(&sink, app).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn register_flow(sink: &SmtpSink, app: TestApp) {
     let password = "first password";
 
     let register = json!({ "username": "carol", "email": "Carol@Example.com", "password": password });

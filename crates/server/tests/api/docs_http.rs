@@ -189,13 +189,22 @@ async fn bad_input_gets_a_precise_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn deleting_a_document_closes_its_connections_and_forgets_it() {
-    let app = TestApp::spawn().await;
+    deleting_closes_and_forgets(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn deleting_closes_and_forgets(app: TestApp) {
     let alice = app.sign_in("alice@example.com").await;
     let workspace = default_workspace(&app, &alice).await;
     let notes = doc_path(&workspace, "notes");
     let mut client = RawClient::connect(&app.ws_url(&format!("/sync/notes?token={alice}"))).await;
     client.insert("doomed").await;
-    crate::helpers::eventually(|| async { get_state(&app, &alice, &notes).await.status() == 200 }).await;
+    // Stored (so the room has the connection): the document is not empty any more.
+    crate::helpers::eventually(|| async {
+        let state = get_state(&app, &alice, &format!("{notes}/json")).await;
+        state.status() == 200 && state.text().await.unwrap().contains("doomed")
+    })
+    .await;
     let deleted = app.client.delete(app.url(&notes)).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(client.closed_code().await, 1000);
@@ -204,6 +213,31 @@ async fn deleting_a_document_closes_its_connections_and_forgets_it() {
     assert_eq!(again.status(), 404);
     let listed = json(get_state(&app, &alice, &format!("/api/workspaces/{workspace}/docs")).await, 200).await;
     assert_eq!(listed, json!({"documents": []}));
+
+    // The race: a delete while the document's first connection is still loading it. Whatever
+    // the timing, a delete that answered 204 leaves no document behind and closes the connection
+    // with 1000 (a room that loaded after the delete used to create the document again).
+    let mut recreated_after_404 = Vec::new();
+    for i in 0..10 {
+        let name = format!("racing-{i}");
+        let mut client = RawClient::connect(&app.ws_url(&format!("/sync/{name}?token={alice}"))).await;
+        client.insert("raced").await;
+        let path = doc_path(&workspace, &name);
+        let deleted = app.client.delete(app.url(&path)).bearer_auth(&alice).send().await.unwrap();
+        match deleted.status().as_u16() {
+            204 => {
+                assert_eq!(client.closed_code().await, 1000, "{name}");
+                assert_eq!(get_state(&app, &alice, &path).await.status(), 404, "{name} came back");
+            }
+            // Not created yet when the delete ran: the connection creates it afterwards.
+            404 => recreated_after_404.push(name),
+            other => panic!("{name}: delete answered {other}"),
+        }
+    }
+    let listed = json(get_state(&app, &alice, &format!("/api/workspaces/{workspace}/docs")).await, 200).await;
+    for doc in listed["documents"].as_array().unwrap() {
+        assert!(recreated_after_404.iter().any(|n| doc["name"] == n.as_str()), "{doc} outlived its delete");
+    }
 }
 
 #[tokio::test]

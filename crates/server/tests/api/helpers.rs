@@ -74,6 +74,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Storage (pg): runs the server on a fresh database of this test process's PostgreSQL
+    /// cluster instead of the SQLite file; restarts keep the database.
+    pub async fn postgres(self) -> Self {
+        let url = crate::postgres_cluster::cluster().fresh_database().await;
+        self.env("DATABASE_URL", url)
+    }
+
     /// Blob storage (s3): keeps blobs in a fresh bucket of this test process's S3-compatible
     /// server (see `s3_moto`) instead of `<data>/blobs`; restarts keep the bucket.
     pub fn s3(self) -> Self {
@@ -116,6 +123,11 @@ impl TestApp {
     /// A setting the test gave the server through its environment.
     pub fn env_value(&self, key: &str) -> Option<String> {
         self.envs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// Storage (pg): [`TestApp::spawn`] on PostgreSQL (see [`TestAppBuilder::postgres`]).
+    pub async fn on_postgres() -> TestApp {
+        TestApp::builder().postgres().await.spawn().await
     }
 
     /// Blob storage (s3): [`TestApp::spawn`] with blobs in S3 (see [`TestAppBuilder::s3`]).
@@ -441,7 +453,13 @@ impl TestApp {
     /// Returns once the CLI has exited, so the block is committed.
     pub async fn block_user(&self, user: &str) {
         let data = self.data_dir().to_str().unwrap();
-        let run = concord_cli(&["user", "block", user, "--data", data], "").await;
+        let mut args = vec!["user", "block", user, "--data", data];
+        // Storage (pg): the CLI works on the database the server uses.
+        let url = self.env_value("DATABASE_URL");
+        if let Some(url) = &url {
+            args.extend(["--database-url", url]);
+        }
+        let run = concord_cli(&args, "").await;
         assert_eq!(run.code, 0, "{run:?}");
     }
 }

@@ -21,7 +21,11 @@ async fn versions(app: &TestApp, token: &str, workspace: &str, name: &str) -> Ve
 
 #[tokio::test]
 async fn a_restore_reaches_every_provider_and_they_converge_on_the_versions_content() {
-    let app = TestApp::spawn().await;
+    restore_reaches_every_provider(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn restore_reaches_every_provider(app: TestApp) {
     let alice = app.sign_in("alice@example.com").await;
     let workspace = default_workspace(&app, &alice).await;
     let mut a = Provider::start(&app, "notes", &alice).await;

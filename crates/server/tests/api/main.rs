@@ -40,6 +40,10 @@ mod oplog_push_pull;
 mod ops_backup;
 mod ops_cli;
 mod ops_install;
+mod pg_nodes;
+mod pg_server;
+#[path = "../../../store/tests/support/postgres_cluster.rs"]
+mod postgres_cluster;
 mod proxy;
 mod s3_blobs;
 mod s3_moto;

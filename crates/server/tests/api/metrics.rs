@@ -211,13 +211,18 @@ async fn counters_move_with_oplog_yjs_blob_and_stream_traffic() {
     writer.pump_until(|c| c.text().is_empty()).await;
     let update = writer.insert_at(0, "hello metrics").await;
     assert!(reader.pump_until(|c| c.text() == "hello metrics").await);
+    // The reader writes too: once the writer sees it, every frame either client sent so far (the
+    // handshakes included, which may still be on their way otherwise) has been counted, as each
+    // connection's frames are handled in order.
+    reader.insert_at(0, ">").await;
+    assert!(writer.pump_until(|c| c.text() == ">hello metrics").await);
     let persisted = scrape(&app).await.sum("concord_yjs_updates_persisted_total", &[]);
     let received = scrape(&app).await.sum("concord_yjs_frames_received_total", &[]);
     // The same update again changes nothing, so it is received but not stored; the edit after
     // it, once relayed, proves the server has handled both.
     writer.send(Message::Sync(SyncMessage::Update(update)).encode_v1()).await;
     writer.insert("!").await;
-    assert!(reader.pump_until(|c| c.text() == "hello metrics!").await);
+    assert!(reader.pump_until(|c| c.text() == ">hello metrics!").await);
     let s = scrape(&app).await;
     assert_eq!(s.sum("concord_yjs_frames_received_total", &[]) - received, 2.0);
     assert_eq!(s.sum("concord_yjs_updates_persisted_total", &[]) - persisted, 1.0);

@@ -219,7 +219,12 @@ async fn other_vaults_and_users_see_nothing() {
 
 #[tokio::test]
 async fn four_pushers_and_two_pullers_see_every_op_once_in_order() {
-    let app = Arc::new(TestApp::spawn().await);
+    four_pushers_and_two_pullers(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn four_pushers_and_two_pullers(app: TestApp) {
+    let app = Arc::new(app);
     let pushers: Vec<Device> = {
         let mut v = Vec::new();
         for _ in 0..4 {
@@ -281,7 +286,12 @@ async fn four_pushers_and_two_pullers_see_every_op_once_in_order() {
 
 #[tokio::test]
 async fn acknowledged_pushes_and_uploads_survive_kill_9() {
-    let mut app = TestApp::spawn().await;
+    pushes_and_uploads_survive_kill_9(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn pushes_and_uploads_survive_kill_9(app: TestApp) {
+    let mut app = app;
     let d = device(&app, "alice", "v").await;
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let sha = upload(&app, &d, &data).await;
@@ -303,7 +313,11 @@ async fn acknowledged_pushes_and_uploads_survive_kill_9() {
 
 #[tokio::test]
 async fn events_announce_the_new_head_after_each_push() {
-    let app = TestApp::spawn().await;
+    events_announce_new_heads(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn events_announce_new_heads(app: TestApp) {
     let listener = device(&app, "alice", "v").await;
     let pusher = device(&app, "alice", "v").await;
     let stranger = device(&app, "alice", "elsewhere").await;
@@ -346,7 +360,11 @@ async fn ends_within(mut stream: reqwest::Response, within: Duration) {
 
 #[tokio::test]
 async fn event_streams_end_when_their_device_is_revoked_or_their_user_blocked() {
-    let app = TestApp::spawn().await;
+    streams_end_on_revocation_and_blocking(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn streams_end_on_revocation_and_blocking(app: TestApp) {
     let revoked = device(&app, "alice", "v").await;
     let bystander = device(&app, "alice", "v").await;
     let open = |d: &Device| app.client.get(app.url("/api/v1/sync/events")).bearer_auth(&d.token).send();

@@ -19,7 +19,12 @@ fn tokens(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn every_update_an_observer_received_survives_kill_9() {
-    let mut app = TestApp::spawn().await;
+    observed_updates_survive_kill_9(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn observed_updates_survive_kill_9(app: TestApp) {
+    let mut app = app;
     let token = app.sign_in("alice@example.com").await;
     let url = app.ws_url(&format!("/sync/durable?token={token}"));
     let mut writers = Vec::new();
@@ -75,7 +80,7 @@ async fn compaction_bounds_the_stored_size_and_keeps_the_content() {
     app.terminate().await;
     let store = SqliteStore::open(&app.db_path()).await.unwrap();
     let stored = store.load_doc(&workspace, "big", 0).await.unwrap();
-    let DocSize { snapshot_bytes, update_bytes, .. } = store.doc_size(stored.id).await.unwrap();
+    let DocSize { snapshot_bytes, update_bytes, .. } = store.doc_size(&stored.id).await.unwrap();
     assert!(stored.snapshot.is_some(), "never compacted");
     assert!(update_bytes <= THRESHOLD, "{update_bytes} bytes of updates after the snapshot");
     // The snapshot is the document, not its history: close to the text's own size.

@@ -7,7 +7,11 @@ use crate::yjs_client::{Provider, RawClient, live_counts};
 
 #[tokio::test]
 async fn providers_converge_and_a_late_joiner_gets_everything() {
-    let app = TestApp::spawn().await;
+    providers_converge(TestApp::spawn().await).await;
+}
+
+/// Also run on PostgreSQL by `pg_server`.
+pub(crate) async fn providers_converge(app: TestApp) {
     let alice = app.sign_in("alice@example.com").await;
     let mut a = Provider::start(&app, "notes", &alice).await;
     let mut b = Provider::start(&app, "notes", &alice).await;

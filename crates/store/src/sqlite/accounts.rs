@@ -3,13 +3,12 @@
 use concord_core::id::{new_device_id, new_user_id, new_workspace_id};
 use concord_core::token::TokenHash;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::SqliteStore;
+use super::{SqliteStore, write_error};
+use crate::rows::{device_from, token_kind_from, user_from, workspace_from};
 use crate::{
     AccountStore, AccountTokenPurpose, Cap, CleanupCounts, DeviceKind, DeviceRecord, NewDevice, NewUser, Principal,
-    REVOKED_TOKEN_RETENTION_SECS, StoreError, StoreResult, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord,
-    WorkspaceRecord,
+    REVOKED_TOKEN_RETENTION_SECS, StoreResult, TokenKind, UNCONFIRMED_RETENTION_SECS, UserRecord, WorkspaceRecord,
 };
 
 // Macros rather than consts so that every query stays a `&'static str` built by `concat!`: sqlx
@@ -28,42 +27,6 @@ macro_rules! select_user_where {
     ($cond:literal) => {
         concat!("SELECT ", user_columns!(), " FROM users u WHERE ", $cond)
     };
-}
-
-pub(super) fn user_from(row: &SqliteRow) -> UserRecord {
-    UserRecord {
-        id: row.get("id"),
-        email: row.get("email"),
-        username: row.get("username"),
-        password_hash: row.get("password_hash"),
-        confirmed: row.get("confirmed"),
-        blocked: row.get("blocked"),
-        is_admin: row.get("is_admin"),
-        created_at: row.get("created_at"),
-    }
-}
-
-pub(super) fn device_from(row: &SqliteRow) -> DeviceRecord {
-    DeviceRecord {
-        id: row.get("d_id"),
-        user_id: row.get("user_id"),
-        kind: DeviceKind::parse(row.get("kind")),
-        name: row.get("name"),
-        vault_id: row.get("vault_id"),
-        client_version: row.get("client_version"),
-        created_at: row.get("d_created_at"),
-        last_seen_at: row.get("last_seen_at"),
-        revoked_at: row.get("revoked_at"),
-    }
-}
-
-pub(super) fn workspace_from(row: &SqliteRow) -> WorkspaceRecord {
-    WorkspaceRecord {
-        id: row.get("id"),
-        user_id: row.get("user_id"),
-        name: row.get("name"),
-        created_at: row.get("created_at"),
-    }
 }
 
 #[async_trait::async_trait]
@@ -96,7 +59,7 @@ impl AccountStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::from_write)?;
+            .map_err(write_error)?;
         }
         let row = sqlx::query(select_user_where!("u.username = ?1 COLLATE NOCASE"))
             .bind(username)
@@ -118,7 +81,7 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await
-        .map_err(StoreError::from_write)?;
+        .map_err(write_error)?;
         Ok(UserRecord {
             id,
             email: user.email,
@@ -299,7 +262,7 @@ impl AccountStore for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::from_write)?;
+        .map_err(write_error)?;
         sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(&token.as_bytes()[..])
             .bind(&id)
@@ -337,7 +300,7 @@ impl AccountStore for SqliteStore {
         Ok(row.map(|row| Principal {
             user: user_from(&row),
             device: device_from(&row),
-            token_kind: TokenKind::parse(row.get("token_kind")),
+            token_kind: token_kind_from(&row),
         }))
     }
 
@@ -520,7 +483,7 @@ impl AccountStore for SqliteStore {
             .bind(now)
             .execute(&self.writer)
             .await
-            .map_err(StoreError::from_write)?;
+            .map_err(write_error)?;
         let row = sqlx::query("SELECT id, user_id, name, created_at FROM workspaces WHERE user_id = ?1 AND name = ?2")
             .bind(user_id)
             .bind(name)

@@ -7,7 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use super::SqliteStore;
-use crate::{AccountStore, AdminStore, StoreResult, UserRecord};
+use crate::rows::user_from;
+use crate::{AdminStore, StoreResult, UserRecord};
 
 impl SqliteStore {
     /// Opens an existing database without creating, migrating or writing anything, for `doctor`
@@ -41,15 +42,13 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl AdminStore for SqliteStore {
     async fn all_users(&self) -> StoreResult<Vec<UserRecord>> {
-        // One lookup per user reuses the account module's row mapping; an operator's listing is
-        // not a hot path.
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM users ORDER BY created_at, id").fetch_all(&self.reader).await?;
-        let mut users = Vec::with_capacity(ids.len());
-        for id in ids {
-            users.extend(self.user_by_id(&id).await?);
-        }
-        Ok(users)
+        let rows = sqlx::query(
+            "SELECT id, email, username, password_hash, confirmed, blocked, is_admin, created_at
+             FROM users ORDER BY created_at, id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().map(user_from).collect())
     }
 
     async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<bool> {
@@ -105,7 +104,7 @@ impl AdminStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NewUser, Store};
+    use crate::{AccountStore, NewUser, Store};
 
     async fn store_with_user(dir: &Path) -> (SqliteStore, UserRecord) {
         let store = SqliteStore::open(&dir.join("c.db")).await.unwrap();

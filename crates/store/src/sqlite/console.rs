@@ -1,15 +1,14 @@
 //! SQLite implementation of [`ConsoleStore`]: the admin console's counts, listings, audit log and
 //! live settings.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::SqliteStore;
-use super::accounts::{device_from, user_from, workspace_from};
+use super::{SqliteStore, write_error};
 use crate::admin::contains_pattern;
+use crate::rows::{
+    audit_from, device_listing_from, user_summary_from, vault_stats_from, workspace_from, workspace_stats_from,
+};
 use crate::{
-    AuditEntry, AuditQuery, ConsoleStore, DeviceListing, DeviceQuery, NewAuditEntry, Page, Paging, Stats, StoreError,
-    StoreResult, UserQuery, UserSummary, VaultStats, WorkspaceRecord, WorkspaceStats,
+    AuditEntry, AuditQuery, ConsoleStore, DeviceListing, DeviceQuery, NewAuditEntry, Page, Paging, Stats, StoreResult,
+    UserQuery, UserSummary, VaultStats, WorkspaceRecord, WorkspaceStats,
 };
 
 // Macros rather than consts so that each statement stays one `&'static str` (see accounts.rs).
@@ -52,20 +51,6 @@ macro_rules! audit_where {
 }
 
 const DAY_SECS: i64 = 86_400;
-
-fn audit_from(row: &SqliteRow) -> AuditEntry {
-    AuditEntry {
-        id: row.get("id"),
-        entry: NewAuditEntry {
-            at: row.get("at"),
-            event: row.get("event"),
-            actor: row.get("actor"),
-            subject: row.get("subject"),
-            detail: row.get("detail"),
-            ip: row.get("ip"),
-        },
-    }
-}
 
 #[async_trait::async_trait]
 impl ConsoleStore for SqliteStore {
@@ -112,14 +97,7 @@ impl ConsoleStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        let items = rows
-            .iter()
-            .map(|row| UserSummary {
-                user: user_from(row),
-                devices: row.get("live_devices"),
-                last_seen_at: row.get("last_seen"),
-            })
-            .collect();
+        let items = rows.iter().map(user_summary_from).collect();
         Ok(Page { items, total })
     }
 
@@ -130,7 +108,7 @@ impl ConsoleStore for SqliteStore {
             .bind(username)
             .execute(&self.writer)
             .await
-            .map_err(StoreError::from_write)?;
+            .map_err(write_error)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -158,8 +136,7 @@ impl ConsoleStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        let items =
-            rows.iter().map(|row| DeviceListing { device: device_from(row), email: row.get("email") }).collect();
+        let items = rows.iter().map(device_listing_from).collect();
         Ok(Page { items, total })
     }
 
@@ -181,19 +158,7 @@ impl ConsoleStore for SqliteStore {
         let total: i64 =
             sqlx::query_scalar(concat!(scopes!(), "SELECT count(*) FROM scopes")).fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        let items = rows
-            .iter()
-            .map(|row| VaultStats {
-                user_id: row.get("user_id"),
-                email: row.get("email"),
-                vault_id: row.get("vault_id"),
-                operations: row.get("operations"),
-                head: row.get("head"),
-                blobs: row.get("blobs"),
-                blob_bytes: row.get("blob_bytes"),
-                devices: row.get("devices"),
-            })
-            .collect();
+        let items = rows.iter().map(vault_stats_from).collect();
         Ok(Page { items, total })
     }
 
@@ -241,15 +206,7 @@ impl ConsoleStore for SqliteStore {
         let rows = sqlx::query(sql).bind(page.limit).bind(page.offset).fetch_all(&mut *tx).await?;
         let total: i64 = sqlx::query_scalar("SELECT count(*) FROM workspaces").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        let items = rows
-            .iter()
-            .map(|row| WorkspaceStats {
-                workspace: workspace_from(row),
-                email: row.get("email"),
-                documents: row.get("documents"),
-                bytes: row.get("bytes"),
-            })
-            .collect();
+        let items = rows.iter().map(workspace_stats_from).collect();
         Ok(Page { items, total })
     }
 

@@ -1,50 +1,85 @@
 //! SQLite implementation of [`DocStore`].
+//!
+//! # Why document seqs stay gap-free and in commit order, and compaction stays correct
+//!
+//! Each document's row in `docs` is its head row: `head` is the seq of its newest update. An
+//! append reads and advances it (`UPDATE docs SET head = head + 1 … RETURNING head`) and inserts
+//! the update under that seq, in the same write transaction as every other update of the batch.
+//! Two appends to one document cannot interleave: here every write goes through the single
+//! writer connection; on PostgreSQL the `UPDATE` takes the row lock, which holds until commit, so
+//! appenders of one document on any number of nodes queue on it (appenders of other documents do
+//! not) and the next one numbers its updates only after the previous one committed. A rolled-back
+//! batch advances nothing, so no seq is skipped, and seqs become visible in ascending order. A
+//! load reads head, snapshot and updates in one read transaction, so what it returns is every
+//! update from `snapshot_seq + 1` to `head` with nothing missing.
+//!
+//! That is what makes a node's knowledge checkable: having applied seqs 1..N of a document (or a
+//! snapshot through S and S+1..N) means having all of it up to N, with no global counter to ask.
+//!
+//! Compaction writes a snapshot that the caller built from every update up to `through_seq` and
+//! deletes `seq <= through_seq`. It updates the same head row first, under the same lock, and only
+//! when `snapshot_seq < through_seq <= head`: a compaction that lost a race to a later one (from
+//! another node, or an older task) changes nothing, so a newer snapshot is never replaced by an
+//! older one whose deleted updates it lacks, and no snapshot claims a seq that was never stored
+//! (which would hide the updates that later take that seq). Holding the row for the whole
+//! transaction means one compaction of a document at a time across all nodes; appends of the
+//! document wait for it and then number after the head it left unchanged.
 
-use concord_core::id::new_workspace_id;
+use concord_core::id::{new_document_id, new_workspace_id};
 use sqlx::Row;
 
-use super::SqliteStore;
-use crate::{DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
+use super::{SqliteStore, write_error};
+use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
 
 #[async_trait::async_trait]
 impl DocStore for SqliteStore {
     async fn load_doc(&self, workspace_id: &str, name: &str, now: i64) -> StoreResult<StoredDoc> {
         // Most loads find the document, so look on a reader first and only write to create it.
-        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM docs WHERE workspace_id = ?1 AND name = ?2")
+        let existing: Option<String> = sqlx::query_scalar("SELECT uid FROM docs WHERE workspace_id = ?1 AND name = ?2")
             .bind(workspace_id)
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
-        let id = match existing {
-            Some(id) => id,
+        let uid = match existing {
+            Some(uid) => uid,
             None => sqlx::query_scalar(
-                "INSERT INTO docs (workspace_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (workspace_id, name) DO UPDATE SET name = excluded.name RETURNING id",
+                "INSERT INTO docs (uid, workspace_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (workspace_id, name) DO UPDATE SET name = excluded.name RETURNING uid",
             )
+            .bind(new_document_id())
             .bind(workspace_id)
             .bind(name)
             .bind(now)
             .fetch_one(&self.writer)
             .await
-            .map_err(StoreError::from_write)?,
+            .map_err(write_error)?,
         };
         // Deleted between the insert and the read: the caller's document is gone, as it would be
         // a moment later anyway.
-        read_doc(&self.reader, id).await?.ok_or_else(|| StoreError::Conflict("document deleted while loading".into()))
+        read_doc(&self.reader, &uid).await?.ok_or(StoreError::Missing("the document was deleted while loading"))
     }
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
         let mut txn = self.writer.begin().await?;
         let mut seqs = Vec::with_capacity(batch.len());
         for update in batch {
-            let seq: i64 = sqlx::query_scalar("INSERT INTO doc_updates (doc_id, data) VALUES (?1, ?2) RETURNING seq")
-                .bind(update.doc_id)
+            // The head row numbers the update (see the module docs); a missing document (its
+            // workspace was deleted meanwhile) fails the whole batch.
+            let (id, seq): (i64, i64) =
+                sqlx::query_as("UPDATE docs SET head = head + 1 WHERE uid = ?1 RETURNING id, head")
+                    .bind(update.doc_id.as_str())
+                    .fetch_optional(&mut *txn)
+                    .await?
+                    .ok_or(StoreError::Missing("the document no longer exists"))?;
+            sqlx::query("INSERT INTO doc_updates (doc_id, seq, data) VALUES (?1, ?2, ?3)")
+                .bind(id)
+                .bind(seq)
                 .bind(&update.data)
-                .fetch_one(&mut *txn)
+                .execute(&mut *txn)
                 .await?;
             seqs.push(seq);
             sqlx::query("UPDATE docs SET updated_at = ?2 WHERE id = ?1 AND updated_at < ?2")
-                .bind(update.doc_id)
+                .bind(id)
                 .bind(update.at)
                 .execute(&mut *txn)
                 .await?;
@@ -53,32 +88,36 @@ impl DocStore for SqliteStore {
         Ok(seqs)
     }
 
-    async fn compact_doc(&self, doc_id: i64, snapshot: &[u8], through_seq: i64) -> StoreResult<()> {
+    async fn compact_doc(&self, doc_id: &DocId, snapshot: &[u8], through_seq: i64) -> StoreResult<bool> {
         let mut txn = self.writer.begin().await?;
-        sqlx::query("UPDATE docs SET snapshot = ?2, snapshot_seq = ?3 WHERE id = ?1")
-            .bind(doc_id)
-            .bind(snapshot)
-            .bind(through_seq)
-            .execute(&mut *txn)
-            .await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE docs SET snapshot = ?2, snapshot_seq = ?3
+             WHERE uid = ?1 AND snapshot_seq < ?3 AND ?3 <= head RETURNING id",
+        )
+        .bind(doc_id.as_str())
+        .bind(snapshot)
+        .bind(through_seq)
+        .fetch_optional(&mut *txn)
+        .await?;
+        let Some(id) = id else { return Ok(false) };
         sqlx::query("DELETE FROM doc_updates WHERE doc_id = ?1 AND seq <= ?2")
-            .bind(doc_id)
+            .bind(id)
             .bind(through_seq)
             .execute(&mut *txn)
             .await?;
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    async fn doc_size(&self, doc_id: i64) -> StoreResult<DocSize> {
+    async fn doc_size(&self, doc_id: &DocId) -> StoreResult<DocSize> {
         let row = sqlx::query(
             "SELECT COALESCE(LENGTH(d.snapshot), 0) AS snapshot_bytes,
                     COALESCE(SUM(LENGTH(u.data)), 0) AS update_bytes,
                     COUNT(u.seq) AS update_count
              FROM docs d LEFT JOIN doc_updates u ON u.doc_id = d.id
-             WHERE d.id = ?1 GROUP BY d.id",
+             WHERE d.uid = ?1 GROUP BY d.id",
         )
-        .bind(doc_id)
+        .bind(doc_id.as_str())
         .fetch_optional(&self.reader)
         .await?;
         Ok(row.map_or(DocSize { snapshot_bytes: 0, update_bytes: 0, update_count: 0 }, |r| DocSize {
@@ -105,13 +144,13 @@ impl DocStore for SqliteStore {
     }
 
     async fn find_doc(&self, workspace_id: &str, name: &str) -> StoreResult<Option<StoredDoc>> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM docs WHERE workspace_id = ?1 AND name = ?2")
+        let uid: Option<String> = sqlx::query_scalar("SELECT uid FROM docs WHERE workspace_id = ?1 AND name = ?2")
             .bind(workspace_id)
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
-        match id {
-            Some(id) => read_doc(&self.reader, id).await,
+        match uid {
+            Some(uid) => read_doc(&self.reader, &uid).await,
             None => Ok(None),
         }
     }
@@ -140,7 +179,7 @@ impl DocStore for SqliteStore {
             .bind(now)
             .execute(&self.writer)
             .await
-            .map_err(StoreError::from_write)?;
+            .map_err(write_error)?;
         Ok(record)
     }
 
@@ -155,24 +194,29 @@ impl DocStore for SqliteStore {
     }
 }
 
-/// The stored state of document `id`, read in one transaction so the snapshot and the updates are
-/// from the same moment; `None` if it was deleted meanwhile.
-async fn read_doc(reader: &sqlx::SqlitePool, id: i64) -> StoreResult<Option<StoredDoc>> {
+/// The stored state of document `uid`: head, snapshot and updates read in one transaction, so
+/// they are from the same moment; `None` if it was deleted meanwhile.
+async fn read_doc(reader: &sqlx::SqlitePool, uid: &str) -> StoreResult<Option<StoredDoc>> {
     let mut txn = reader.begin().await?;
-    let Some(row) =
-        sqlx::query("SELECT snapshot, snapshot_seq FROM docs WHERE id = ?1").bind(id).fetch_optional(&mut *txn).await?
+    let Some(row) = sqlx::query("SELECT id, snapshot, snapshot_seq, head FROM docs WHERE uid = ?1")
+        .bind(uid)
+        .fetch_optional(&mut *txn)
+        .await?
     else {
         return Ok(None);
     };
-    let snapshot: Option<Vec<u8>> = row.get("snapshot");
-    let snapshot_seq: i64 = row.get("snapshot_seq");
-    let rows = sqlx::query("SELECT seq, data FROM doc_updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")
-        .bind(id)
-        .bind(snapshot_seq)
-        .fetch_all(&mut *txn)
-        .await?;
+    let (id, snapshot_seq): (i64, i64) = (row.get("id"), row.get("snapshot_seq"));
+    let updates: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")
+            .bind(id)
+            .bind(snapshot_seq)
+            .fetch_all(&mut *txn)
+            .await?;
     txn.commit().await?;
-    let last_seq = rows.last().map_or(snapshot_seq, |r| r.get("seq"));
-    let updates = rows.iter().map(|r| r.get("data")).collect();
-    Ok(Some(StoredDoc { id, snapshot, updates, last_seq }))
+    Ok(Some(StoredDoc {
+        id: DocId::new(uid.to_owned()),
+        snapshot: row.get("snapshot"),
+        updates,
+        last_seq: row.get("head"),
+    }))
 }

@@ -37,7 +37,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{Store, StoreResult};
+use crate::{ConflictKind, Store, StoreError, StoreResult};
 
 /// Readers beyond this gain nothing on the small machines Concord targets.
 const READERS: u32 = 4;
@@ -74,6 +74,20 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
+}
+
+/// A write's error, with this backend's unique-constraint messages (`UNIQUE constraint failed:
+/// users.email`) named as the rule they enforce.
+pub(super) fn write_error(err: sqlx::Error) -> StoreError {
+    StoreError::from_write(err, |db| {
+        let failed = db.message().strip_prefix("UNIQUE constraint failed: ").unwrap_or_default();
+        match failed {
+            "users.email" => ConflictKind::Email,
+            "users.username" => ConflictKind::Username,
+            "workspaces.user_id, workspaces.name" => ConflictKind::WorkspaceName,
+            _ => ConflictKind::Other,
+        }
+    })
 }
 
 /// Whether the writer connection may serve the next write: neither sqlx nor SQLite thinks it is

@@ -23,29 +23,13 @@ use std::collections::HashMap;
 
 use concord_core::oplog::{ValidPush, conflict_floor, is_conflict, is_delete};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::SqliteStore;
 use super::blobs::BLOB_SIZE;
-use crate::{
-    Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreError, StoreResult,
-    StoredOp,
-};
+use super::{SqliteStore, write_error};
+use crate::rows::stored_op_from;
+use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2";
-
-fn stored_op_from(row: &SqliteRow) -> StoredOp {
-    StoredOp {
-        op_id: row.get("op_id"),
-        server_sequence: row.get("server_sequence"),
-        device_id: row.get("device_id"),
-        entity_type: row.get("entity_type"),
-        entity_id: row.get("entity_id"),
-        op_type: row.get("op_type"),
-        payload_json: row.get("payload_json"),
-        created_at: row.get("created_at"),
-    }
-}
 
 #[async_trait::async_trait]
 impl OplogStore for SqliteStore {
@@ -158,7 +142,7 @@ impl OplogStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::from_write)?
+            .map_err(write_error)?
             .rows_affected()
                 > 0;
             if stored {
@@ -203,7 +187,7 @@ impl OplogStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::from_write)?;
+            .map_err(write_error)?;
         }
         tx.commit().await?;
         Ok(PushOutcome::Committed(result))

@@ -1,27 +1,11 @@
 //! SQLite implementation of [`ShareStore`].
 
-use concord_core::share::Access;
 use concord_core::token::TokenHash;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::SqliteStore;
-use crate::{NewShare, ShareRecord, ShareStore, StoreError, StoreResult};
-
-fn record(row: &SqliteRow) -> StoreResult<ShareRecord> {
-    let access: String = row.get("access");
-    Ok(ShareRecord {
-        id: row.get("id"),
-        user_id: row.get("user_id"),
-        workspace_id: row.get("workspace_id"),
-        doc_name: row.get("doc_name"),
-        // The column's CHECK allows only the two spellings.
-        access: Access::parse(&access).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        revoked_at: row.get("revoked_at"),
-    })
-}
+use super::{SqliteStore, write_error};
+use crate::rows::share_from;
+use crate::{NewShare, ShareRecord, ShareStore, StoreResult};
 
 #[async_trait::async_trait]
 impl ShareStore for SqliteStore {
@@ -43,8 +27,8 @@ impl ShareStore for SqliteStore {
         .bind(share.expires_at)
         .fetch_optional(&self.writer)
         .await
-        .map_err(StoreError::from_write)?;
-        row.as_ref().map(record).transpose()
+        .map_err(write_error)?;
+        row.as_ref().map(share_from).transpose()
     }
 
     async fn shares_of(&self, user_id: &str) -> StoreResult<Vec<ShareRecord>> {
@@ -55,7 +39,7 @@ impl ShareStore for SqliteStore {
         .bind(user_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(record).collect()
+        rows.iter().map(share_from).collect()
     }
 
     async fn revoke_share(&self, user_id: &str, share_id: &str, now: i64) -> StoreResult<bool> {
@@ -66,7 +50,7 @@ impl ShareStore for SqliteStore {
                 .bind(now)
                 .execute(&self.writer)
                 .await
-                .map_err(StoreError::from_write)?;
+                .map_err(write_error)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -81,7 +65,7 @@ impl ShareStore for SqliteStore {
         .bind(now)
         .fetch_optional(&self.reader)
         .await?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(share_from).transpose()
     }
 
     async fn live_share_tokens(&self, hashes: &[TokenHash], now: i64) -> StoreResult<Vec<TokenHash>> {

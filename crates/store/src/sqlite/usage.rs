@@ -1,8 +1,7 @@
 //! SQLite implementation of [`UsageStore`]: aggregate reads on the read-only pool.
 
-use sqlx::Row;
-
 use super::SqliteStore;
+use crate::rows::{document_usage_from, vault_usage_from, workspace_usage_from};
 use crate::{DocumentUsage, StoreResult, UsageStore, VaultUsage, WorkspaceUsage};
 
 #[async_trait::async_trait]
@@ -22,15 +21,7 @@ impl UsageStore for SqliteStore {
         .bind(user_id)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| VaultUsage {
-                vault_id: r.get("vault_id"),
-                ops: r.get("ops"),
-                head: r.get("head"),
-                blob_bytes: r.get("blob_bytes"),
-            })
-            .collect())
+        Ok(rows.iter().map(vault_usage_from).collect())
     }
 
     async fn workspace_usage(&self, user_id: &str) -> StoreResult<Vec<WorkspaceUsage>> {
@@ -45,15 +36,7 @@ impl UsageStore for SqliteStore {
         .bind(user_id)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| WorkspaceUsage {
-                id: r.get("id"),
-                name: r.get("name"),
-                documents: r.get("documents"),
-                bytes: r.get("bytes"),
-            })
-            .collect())
+        Ok(rows.iter().map(workspace_usage_from).collect())
     }
 
     async fn document_usage(&self, user_id: &str, limit: i64) -> StoreResult<Vec<DocumentUsage>> {
@@ -68,9 +51,6 @@ impl UsageStore for SqliteStore {
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DocumentUsage { workspace_id: r.get("workspace_id"), name: r.get("name"), bytes: r.get("bytes") })
-            .collect())
+        Ok(rows.iter().map(document_usage_from).collect())
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use concord_core::token::TokenHash;
 use concord_store::{
-    AccountTokenPurpose, Cap, DeviceKind, NewUser, REVOKED_TOKEN_RETENTION_SECS, Store, StoreError, TokenKind,
-    UNCONFIRMED_RETENTION_SECS,
+    AccountTokenPurpose, Cap, ConflictKind, DeviceKind, NewUser, REVOKED_TOKEN_RETENTION_SECS, Store, StoreError,
+    TokenKind, UNCONFIRMED_RETENTION_SECS,
 };
 
 use crate::{device, registration};
@@ -16,11 +16,11 @@ pub async fn story_usernames_are_one_name_in_any_case(store: Arc<dyn Store>) {
     let bob = store.create_user(registration("Bob", "bob@example.com"), 0).await.unwrap();
     assert!(matches!(
         store.create_user(registration("bob", "other@example.com"), 0).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict(ConflictKind::Username))
     ));
     assert!(matches!(
         store.create_user(registration("robert", "bob@example.com"), 0).await,
-        Err(StoreError::Conflict(_)),
+        Err(StoreError::Conflict(ConflictKind::Email)),
     ));
     // Login is the username in any ASCII case, or the address in any case.
     for (login, found) in

@@ -244,11 +244,11 @@ pub async fn story_workspace_listings_count_documents_and_bytes(store: Arc<dyn S
     let d1 = store.load_doc(&ws.id, "d1", 1).await.unwrap();
     let d2 = store.load_doc(&ws.id, "d2", 1).await.unwrap();
     let batch = [
-        NewDocUpdate { doc_id: d1.id, data: vec![1; 10], at: 1 },
-        NewDocUpdate { doc_id: d2.id, data: vec![2; 5], at: 1 },
+        NewDocUpdate { doc_id: d1.id.clone(), data: vec![1; 10], at: 1 },
+        NewDocUpdate { doc_id: d2.id.clone(), data: vec![2; 5], at: 1 },
     ];
     let seqs = store.append_doc_updates(&batch).await.unwrap();
-    store.compact_doc(d2.id, &[3; 7], seqs[1]).await.unwrap();
+    store.compact_doc(&d2.id, &[3; 7], seqs[1]).await.unwrap();
 
     let page = store.list_workspaces(ALL).await.unwrap();
     let rows: Vec<(&str, i64, i64)> =

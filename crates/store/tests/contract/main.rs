@@ -16,6 +16,9 @@ mod shares;
 mod usage;
 mod workspaces;
 
+#[path = "../support/postgres_cluster.rs"]
+mod postgres_cluster;
+
 use std::sync::Arc;
 
 use concord_store::{DeviceKind, NewDevice, NewUser, Store};
@@ -34,6 +37,13 @@ mod backends {
         let dir = tempfile::tempdir().unwrap();
         let store = concord_store::sqlite::SqliteStore::open(&dir.path().join("concord.db")).await.unwrap();
         Fresh { store: std::sync::Arc::new(store), _keep: Box::new(dir) }
+    }
+
+    /// A database of its own in the process's throwaway cluster (dropped with the cluster).
+    pub async fn postgres() -> Fresh {
+        let url = crate::postgres_cluster::cluster().fresh_database().await;
+        let store = concord_store::postgres::PgStore::connect(&url).await.unwrap();
+        Fresh { store: std::sync::Arc::new(store), _keep: Box::new(()) }
     }
 }
 
@@ -89,6 +99,9 @@ macro_rules! every_story {
             ],
             documents: [
                 story_a_document_is_its_snapshot_plus_later_updates,
+                story_a_stale_or_overreaching_compaction_changes_nothing,
+                story_racing_compactions_keep_the_latest_snapshot,
+                story_concurrent_appenders_get_gap_free_seqs_in_commit_order,
                 story_a_failed_batch_stores_nothing,
                 story_documents_are_listed_found_and_deleted_by_name,
             ],
@@ -129,3 +142,4 @@ macro_rules! every_story {
 
 // The backends the contract runs against; a new backend adds its line here.
 every_story!(sqlite);
+every_story!(postgres);

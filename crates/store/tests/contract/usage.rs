@@ -46,12 +46,12 @@ pub async fn story_usage_counts_a_users_vaults_workspaces_and_documents_only(sto
     store.ensure_workspace(&user.id, "empty", 1).await.unwrap();
     let notes = store.load_doc(&ws.id, "notes", 1).await.unwrap();
     let todo = store.load_doc(&ws.id, "todo", 1).await.unwrap();
-    let batch = [(notes.id, &b"12345"[..]), (notes.id, b"678"), (todo.id, b"ab")];
+    let batch = [(&notes.id, &b"12345"[..]), (&notes.id, b"678"), (&todo.id, b"ab")];
     let batch: Vec<NewDocUpdate> =
-        batch.iter().map(|(id, d)| NewDocUpdate { doc_id: *id, data: d.to_vec(), at: 1 }).collect();
+        batch.iter().map(|(id, d)| NewDocUpdate { doc_id: (*id).clone(), data: d.to_vec(), at: 1 }).collect();
     let seqs = store.append_doc_updates(&batch).await.unwrap();
     // A snapshot replaces the updates it covers: 4 snapshot bytes plus the 3 left.
-    store.compact_doc(notes.id, b"snap", seqs[0]).await.unwrap();
+    store.compact_doc(&notes.id, b"snap", seqs[0]).await.unwrap();
     let theirs = store.ensure_workspace(&other.id, "default", 1).await.unwrap();
     store.load_doc(&theirs.id, "secret", 1).await.unwrap();
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use concord_store::{Cap, NewDocUpdate, Store, StoreError, WorkspaceRecord};
+use concord_store::{Cap, ConflictKind, NewDocUpdate, Store, StoreError, WorkspaceRecord};
 
 async fn default_workspace(store: &dyn Store, email: &str) -> WorkspaceRecord {
     let user = store.user_for_verified_email(email, 1).await.unwrap();
@@ -15,15 +15,18 @@ pub async fn story_workspaces_are_created_once_and_deleted_with_their_documents(
     let user = default.user_id.clone();
     assert_eq!(store.ensure_workspace(&user, "default", 2).await.unwrap(), default, "ensured, not created again");
     let ws = store.create_workspace(&user, "journal", 1).await.unwrap();
-    assert!(matches!(store.create_workspace(&user, "journal", 1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_workspace(&user, "journal", 1).await,
+        Err(StoreError::Conflict(ConflictKind::WorkspaceName))
+    ));
     let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
-    store.append_doc_updates(&[NewDocUpdate { doc_id: doc.id, data: b"u1".to_vec(), at: 1 }]).await.unwrap();
+    store.append_doc_updates(&[NewDocUpdate { doc_id: doc.id.clone(), data: b"u1".to_vec(), at: 1 }]).await.unwrap();
 
     let intruder = default_workspace(&*store, "b@example.com").await;
     assert!(!store.delete_workspace(&intruder.user_id, &ws.id).await.unwrap());
     assert!(store.delete_workspace(&user, &ws.id).await.unwrap());
     assert!(!store.delete_workspace(&user, &ws.id).await.unwrap());
-    assert_eq!(store.doc_size(doc.id).await.unwrap().update_count, 0);
+    assert_eq!(store.doc_size(&doc.id).await.unwrap().update_count, 0);
     let names: Vec<String> = store.workspaces_of(&user).await.unwrap().into_iter().map(|w| w.name).collect();
     assert_eq!(names, vec!["default".to_owned()]);
 }
