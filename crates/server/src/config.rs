@@ -1151,12 +1151,6 @@ fn blob_store(s: &mut Settings, max_bytes: u64) -> Result<BlobStoreConfig, Confi
             "must be at most 5 GiB with an S3 blob store (one S3 copy places a blob)",
         ));
     }
-    if s.backup_dir.is_some() {
-        return Err(invalid(
-            "CONCORD_BACKUP_DIR",
-            "scheduled backups archive <data>/blobs; with an S3 blob store use the bucket's versioning or replication",
-        ));
-    }
     let region = s.blob_s3_region.take().expect(HAS_DEFAULT);
     Ok(BlobStoreConfig::S3(S3Settings {
         bucket,

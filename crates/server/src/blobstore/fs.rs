@@ -84,6 +84,12 @@ impl FsBlobs {
         }
         Ok(FsBlobs { root: root.to_owned(), tmp })
     }
+
+    /// The blob root as it is, for a reader beside the running server (`concord backup`): nothing
+    /// is created or cleared, since the server's uploads may be in `tmp`.
+    pub fn at(root: &Path) -> FsBlobs {
+        FsBlobs { root: root.to_owned(), tmp: root.join(TMP_DIR) }
+    }
 }
 
 fn path_of(root: &Path, hash: &BlobHash) -> PathBuf {
