@@ -49,9 +49,10 @@ struct Readiness {
     server_time: String,
 }
 
-/// 200 when the database answers and takes a write and the blob directory takes a write, 503
-/// otherwise, so a load balancer stops sending traffic to an instance that would fail writes. The
-/// probes are real writes, so the answer turns back to ok by itself once space is freed.
+/// 200 when the database answers and takes a write and the blob store takes a write (a probe
+/// file, or a probe object in S3), 503 otherwise, so a load balancer stops sending traffic to an
+/// instance that would fail writes. The probes are real writes, so the answer turns back to ok by
+/// itself once space is freed.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "ready", body = Readiness), (status = 503, description = "degraded", body = Readiness),
     (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
