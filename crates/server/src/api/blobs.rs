@@ -132,9 +132,10 @@ async fn upload_slash(state: State<AppState>, auth: Auth, request: Request) -> R
     upload(state, auth, request).await
 }
 
-/// Streams the one `file` part to disk while hashing it, references it from the caller's scope
-/// (quotas permitting) and places it durably, all before answering. On any failure, including
-/// the client vanishing mid-stream, the temporary file is deleted and no reference exists.
+/// Streams the one `file` part into the blob store's staging while hashing it, references it from
+/// the caller's scope (quotas permitting) and places it durably, all before answering. On any
+/// failure, including the client vanishing mid-stream, the staging is removed (a temporary file
+/// deleted, a multipart upload aborted) and no reference exists.
 #[utoipa::path(post, path = "/api/v1/blobs", tag = "blobs", security(("device_token" = [])), request_body(content = String, content_type = "multipart/form-data", description = "one file part holding the blob"), responses((status = 200, description = "success", body = Uploaded), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn upload(
     State(state): State<AppState>,
