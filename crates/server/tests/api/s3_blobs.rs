@@ -42,6 +42,17 @@ async fn blobs_endless_multipart_headers_are_refused_quickly_with_flat_memory() 
     crate::blobs_limits::endless_headers_are_refused(TestApp::on_s3().await).await;
 }
 
+#[tokio::test]
+async fn acknowledged_pushes_and_uploads_survive_kill_9() {
+    crate::oplog_push_pull::pushes_and_uploads_survive_kill_9(TestApp::on_s3().await).await;
+}
+
+/// The deployment of several nodes: PostgreSQL for the references, S3 for the bytes.
+#[tokio::test]
+async fn blobs_upload_download_range_on_postgres_and_s3() {
+    crate::blobs_upload::upload_download_range(TestApp::builder().postgres().await.s3().spawn().await).await;
+}
+
 /// 100 MiB is twenty 5 MiB parts: far past the 15 MiB an upload may hold (three parts), so a
 /// buffering store would exceed the 64 MiB allowed growth, while moto (in its own process) takes
 /// it in seconds.
