@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::accounts::Accounts;
 use crate::api;
 use crate::api::events::ScopeEvents;
-use crate::blobstore::BlobFiles;
+use crate::blobstore::Blobs;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::logging::redact_uri;
@@ -44,8 +44,8 @@ pub struct AppState {
     pub started: Instant,
     /// Accounts in memory: mailer, rate limits, revocation feed.
     pub accounts: Arc<Accounts>,
-    /// Blob bytes on disk (`<data>/blobs`).
-    pub blobs: Arc<BlobFiles>,
+    /// Blob bytes: `<data>/blobs` or an S3 bucket (`--blob-store`).
+    pub blobs: Arc<Blobs>,
     /// Live head announcements per operation-log scope, fed by pushes.
     pub events: Arc<ScopeEvents>,
     /// Open Yjs documents and their connections.

@@ -310,6 +310,38 @@ pub struct Settings {
     /// Days a version is kept at most, however few a document has
     #[arg(long, env = "HISTORY_MAX_AGE_DAYS", value_name = "DAYS", default_value = "30")]
     pub history_max_age_days: Option<u32>,
+    // Blob storage (s3).
+    /// Where blob bytes live: `s3://bucket/prefix` for an S3-compatible bucket, which must exist
+    /// (the prefix is optional) [default: the filesystem, <data>/blobs]
+    #[arg(long, env = "CONCORD_BLOB_STORE", value_name = "URL")]
+    pub blob_store: Option<String>,
+
+    /// S3 endpoint, for S3-compatible servers (MinIO, Garage, Ceph, R2, …) [default: AWS S3 in
+    /// BLOB_S3_REGION]
+    #[arg(long, env = "BLOB_S3_ENDPOINT", value_name = "URL")]
+    pub blob_s3_endpoint: Option<String>,
+
+    /// S3 region (signed into every request; S3-compatible servers mostly accept any)
+    #[arg(long, env = "BLOB_S3_REGION", value_name = "REGION", default_value = "us-east-1")]
+    pub blob_s3_region: Option<String>,
+
+    /// S3 access key id, with BLOB_S3_SECRET_ACCESS_KEY [default: none, the instance's IAM role]
+    #[arg(long, env = "BLOB_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub blob_s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (visible in the process list: prefer the file or the environment)
+    #[arg(long, env = "BLOB_S3_SECRET_ACCESS_KEY", hide_env_values = true, value_name = "KEY")]
+    pub blob_s3_secret_access_key: Option<Secret>,
+
+    /// Read the S3 secret access key from this file (a trailing newline is dropped); systemd
+    /// credential `blob_s3_secret_access_key` [default: $CREDENTIALS_DIRECTORY/blob_s3_secret_access_key if present]
+    #[arg(long, env = "BLOB_S3_SECRET_ACCESS_KEY_FILE", value_name = "FILE")]
+    pub blob_s3_secret_access_key_file: Option<PathBuf>,
+
+    /// Allow an `http://` BLOB_S3_ENDPOINT, which must then be on a loopback address (blob bytes
+    /// would cross any network unencrypted)
+    #[arg(long, env = "BLOB_S3_ALLOW_HTTP", value_name = "BOOL", default_value = "false")]
+    pub blob_s3_allow_http: Option<bool>,
 }
 
 impl Settings {
@@ -390,6 +422,16 @@ impl Settings {
             history_interval_secs: self.history_interval_secs.or(lower.history_interval_secs),
             history_keep: self.history_keep.or(lower.history_keep),
             history_max_age_days: self.history_max_age_days.or(lower.history_max_age_days),
+            // Blob storage.
+            blob_store: self.blob_store.or(lower.blob_store),
+            blob_s3_endpoint: self.blob_s3_endpoint.or(lower.blob_s3_endpoint),
+            blob_s3_region: self.blob_s3_region.or(lower.blob_s3_region),
+            blob_s3_access_key_id: self.blob_s3_access_key_id.or(lower.blob_s3_access_key_id),
+            blob_s3_secret_access_key: self.blob_s3_secret_access_key.or(lower.blob_s3_secret_access_key),
+            blob_s3_secret_access_key_file: self
+                .blob_s3_secret_access_key_file
+                .or(lower.blob_s3_secret_access_key_file),
+            blob_s3_allow_http: self.blob_s3_allow_http.or(lower.blob_s3_allow_http),
         }
     }
 }
@@ -530,6 +572,44 @@ pub struct Config {
     pub server_name: String,
     /// How long audit entries are kept.
     pub audit_retention: std::time::Duration,
+    // Blob storage (s3).
+    /// Where blob bytes live (see `blobstore`).
+    pub blob_store: BlobStoreConfig,
+}
+
+/// The `--blob-store` setting, resolved.
+#[derive(Debug, Clone)]
+pub enum BlobStoreConfig {
+    /// `<data>/blobs`.
+    Filesystem,
+    S3(S3Settings),
+}
+
+/// An S3-compatible bucket and how to reach it (see `blobstore::s3`).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+    /// `None`: AWS S3 in `region`.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Both or neither; neither leaves the credentials to the instance's role.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Plain HTTP, allowed only to a loopback endpoint.
+    pub allow_http: bool,
+}
+
+impl S3Settings {
+    /// The store as `--blob-store` names it, for logs and errors (no credentials in it).
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -631,6 +711,9 @@ impl Config {
             s.credentials_directory.as_deref(),
             "smtp_password",
         )?;
+        // Blob storage, while `s` is whole: it takes several settings.
+        let blob_max_bytes = s.blob_max_bytes.expect(HAS_DEFAULT);
+        let blob_store = blob_store(&mut s, blob_max_bytes)?;
         let listen =
             s.listen.unwrap_or_else(|| SocketAddr::new(s.host.expect(HAS_DEFAULT), s.port.expect(HAS_DEFAULT)));
         // Before any field moves out of `s`: the mail mode reads several of them.
@@ -775,6 +858,8 @@ impl Config {
                 u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
                     * 86_400,
             ),
+            // Blob storage.
+            blob_store,
         })
     }
 
@@ -997,6 +1082,102 @@ fn metrics_token(token: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
         Some(t) if t.0.len() < 16 => Err(invalid("CONCORD_METRICS_TOKEN", "must be at least 16 characters")),
         token => Ok(token),
     }
+}
+
+/// Blob storage: `--blob-store` and the S3 settings, which mean nothing without it (a forgotten
+/// `--blob-store` must not put blobs on the local disk unnoticed).
+fn blob_store(s: &mut Settings, max_bytes: u64) -> Result<BlobStoreConfig, ConfigError> {
+    let secret_access_key = secret_setting(
+        ("BLOB_S3_SECRET_ACCESS_KEY", s.blob_s3_secret_access_key.take()),
+        ("BLOB_S3_SECRET_ACCESS_KEY_FILE", s.blob_s3_secret_access_key_file.take()),
+        s.credentials_directory.as_deref(),
+        "blob_s3_secret_access_key",
+    )?;
+    let allow_http = s.blob_s3_allow_http.expect(HAS_DEFAULT);
+    let Some(url) = s.blob_store.take().filter(|url| !url.is_empty()) else {
+        let stray = [
+            ("BLOB_S3_ENDPOINT", s.blob_s3_endpoint.is_some()),
+            ("BLOB_S3_ACCESS_KEY_ID", s.blob_s3_access_key_id.is_some()),
+            ("BLOB_S3_SECRET_ACCESS_KEY", secret_access_key.is_some()),
+            ("BLOB_S3_ALLOW_HTTP", allow_http),
+        ];
+        return match stray.iter().find(|(_, set)| *set) {
+            Some((setting, _)) => Err(invalid(setting, "only applies with CONCORD_BLOB_STORE=s3://bucket/prefix")),
+            None => Ok(BlobStoreConfig::Filesystem),
+        };
+    };
+    let (bucket, prefix) = parse_s3_url(&url).ok_or_else(|| {
+        invalid(
+            "CONCORD_BLOB_STORE",
+            "must be s3://bucket or s3://bucket/prefix (letters, digits, `.`, `-`, `_` and `/`)",
+        )
+    })?;
+    let endpoint = s.blob_s3_endpoint.take().filter(|e| !e.is_empty());
+    if let Some(endpoint) = &endpoint {
+        let rest = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"));
+        let host = rest.and_then(|r| r.split('/').next()).unwrap_or_default();
+        let host =
+            host.rsplit_once(':').filter(|(h, _)| !h.ends_with(']') || h.starts_with('[')).map_or(host, |(h, _)| h);
+        if rest.is_none() || host.is_empty() {
+            return Err(invalid("BLOB_S3_ENDPOINT", "must be an http:// or https:// URL"));
+        }
+        if endpoint.starts_with("http://") {
+            let loopback =
+                host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !allow_http {
+                return Err(invalid(
+                    "BLOB_S3_ENDPOINT",
+                    "is plain http://; set BLOB_S3_ALLOW_HTTP=true for a loopback endpoint",
+                ));
+            }
+            if !loopback {
+                return Err(invalid(
+                    "BLOB_S3_ALLOW_HTTP",
+                    "plain HTTP is allowed only to a loopback endpoint; use https://",
+                ));
+            }
+        }
+    }
+    let access_key_id = s.blob_s3_access_key_id.take().filter(|id| !id.is_empty());
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(ConfigError::Missing {
+            setting: if access_key_id.is_some() { "BLOB_S3_SECRET_ACCESS_KEY" } else { "BLOB_S3_ACCESS_KEY_ID" },
+            reason: "S3 credentials are an access key id and a secret access key together".into(),
+        });
+    }
+    if max_bytes > crate::blobstore::MAX_COPY_BYTES {
+        return Err(invalid(
+            "BLOB_MAX_BYTES",
+            "must be at most 5 GiB with an S3 blob store (one S3 copy places a blob)",
+        ));
+    }
+    let region = s.blob_s3_region.take().expect(HAS_DEFAULT);
+    Ok(BlobStoreConfig::S3(S3Settings {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
+        allow_http,
+    }))
+}
+
+/// `s3://bucket[/prefix]`: a bucket name as S3 allows it and a prefix of plain path segments.
+fn parse_s3_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_end_matches('/');
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    (bucket_ok && (prefix.is_empty() || prefix.split('/').all(segment_ok)))
+        .then(|| (bucket.to_owned(), prefix.to_owned()))
 }
 
 fn positive<T: Default + PartialEq>(setting: &'static str, value: T) -> Result<T, ConfigError> {

@@ -3,7 +3,7 @@
 //! - [`config`]: settings and their layering.
 //! - [`app`]: shared state and the router with its middleware.
 //! - [`api`]: one module per wire surface.
-//! - [`blobstore`]: blob bytes on disk.
+//! - [`blobstore`]: blob bytes, on the filesystem or in an S3-compatible bucket.
 //! - [`extract`], [`error`]: how requests become trusted values and failures become JSON.
 //! - [`serve`]: the accept loop and graceful shutdown; [`client_addr`]: who the client is behind a
 //!   trusted reverse proxy.
@@ -54,8 +54,8 @@ use concord_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, LiveStats};
-use crate::blobstore::BlobFiles;
-use crate::config::Config;
+use crate::blobstore::{Blobs, FsBlobs, S3Blobs};
+use crate::config::{BlobStoreConfig, Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -73,12 +73,20 @@ pub enum StartError {
     Caps(StoreError),
     #[error("cannot read the settings saved in the admin console: {0}")]
     LiveSettings(StoreError),
+    #[error("blob store {url}: {reason}")]
+    BlobStore { url: String, reason: String },
 }
 
 /// Prepares the data directory and opens the store: everything before the first request.
 pub async fn build(config: Config) -> Result<AppState, StartError> {
+    // Blob storage: object_store's HTTP client brings rustls with aws-lc-rs beside lettre's ring,
+    // and rustls refuses to guess between two providers; ring is the one the rest already uses.
+    // An error only says a provider is installed already (a second build in one process).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     create_private_dir(&config.data_dir)?;
-    create_private_dir(&config.blob_dir())?;
+    if matches!(config.blob_store, BlobStoreConfig::Filesystem) {
+        create_private_dir(&config.blob_dir())?;
+    }
     if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_private_dir(parent)?;
     }
@@ -90,8 +98,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     store.set_caps(caps.devices_per_user, caps.workspaces_per_user).await.map_err(StartError::Caps)?;
     let code_key = secret::load_code_key(&config)?;
     let mailer = mail::Mailer::new(&config.mail)?;
-    let blobs = BlobFiles::open(&config.blob_dir())
-        .map_err(|source| StartError::Directory { path: config.blob_dir(), source })?;
+    let blobs = open_blobs(&config).await?;
     let stats = Arc::new(LiveStats::default());
     let shutdown = CancellationToken::new();
     let accounts = Arc::new(accounts::Accounts::new(mailer, code_key));
@@ -138,6 +145,23 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             Ok(store) => Ok(Arc::new(store)),
             Err(source) => Err(StartError::Database { path: config.database_path.clone(), source }),
         },
+    }
+}
+
+/// The configured blob store. An S3 bucket is probed with a write at start, so a missing bucket
+/// or wrong credentials stop the server with a clear message instead of failing every upload.
+async fn open_blobs(config: &Config) -> Result<Blobs, StartError> {
+    match &config.blob_store {
+        BlobStoreConfig::Filesystem => FsBlobs::open(&config.blob_dir())
+            .map(Blobs::new)
+            .map_err(|source| StartError::Directory { path: config.blob_dir(), source }),
+        BlobStoreConfig::S3(settings) => {
+            let failed = |reason: String| StartError::BlobStore { url: settings.url(), reason };
+            let blobs = Blobs::new(S3Blobs::new(settings).map_err(|e| failed(e.to_string()))?);
+            blobs.probe_writable().await.map_err(|e| failed(format!("cannot write a probe object: {e}")))?;
+            tracing::info!(store = %settings.url(), "blobs are stored in S3");
+            Ok(blobs)
+        }
     }
 }
 

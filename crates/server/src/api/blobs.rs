@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use concord_core::blob::{BlobHash, ByteRange, MultipartHead, parse_range};
 use concord_store::AddBlobRef;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::api::oplog::sync_scope;
 use crate::app::AppState;
@@ -134,9 +132,10 @@ async fn upload_slash(state: State<AppState>, auth: Auth, request: Request) -> R
     upload(state, auth, request).await
 }
 
-/// Streams the one `file` part to disk while hashing it, references it from the caller's scope
-/// (quotas permitting) and places it durably, all before answering. On any failure, including
-/// the client vanishing mid-stream, the temporary file is deleted and no reference exists.
+/// Streams the one `file` part into the blob store's staging while hashing it, references it from
+/// the caller's scope (quotas permitting) and places it durably, all before answering. On any
+/// failure, including the client vanishing mid-stream, the staging is removed (a temporary file
+/// deleted, a multipart upload aborted) and no reference exists.
 #[utoipa::path(post, path = "/api/v1/blobs", tag = "blobs", security(("device_token" = [])), request_body(content = String, content_type = "multipart/form-data", description = "one file part holding the blob"), responses((status = 200, description = "success", body = Uploaded), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn upload(
     State(state): State<AppState>,
@@ -157,7 +156,7 @@ async fn upload(
     let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::io)?;
     loop {
         match field.chunk().await {
-            Ok(Some(chunk)) => upload.write(&chunk).await.map_err(|e| match e {
+            Ok(Some(chunk)) => upload.write(chunk).await.map_err(|e| match e {
                 UploadError::TooLarge => too_large(),
                 UploadError::Io(e) => ApiError::io(e),
             })?,
@@ -171,9 +170,17 @@ async fn upload(
     if !matches!(multipart.next_field().await, Ok(None)) {
         return Err(multipart_error(&bounds, "exactly one file field is required"));
     }
-    let finished = upload.finish().await.map_err(ApiError::io)?;
+    // Durability, on every blob store: the bytes are staged durably first (fsynced temporary file;
+    // completed S3 multipart upload, or a small blob's buffer), then the reference commits, then
+    // the blob is placed (rename and directory fsync; S3 PUT or copy returning, S3's own commit),
+    // and only then does the client hear success. So an acknowledged upload has both its
+    // reference and its bytes, and a crash at any point before the answer leaves at worst a
+    // reference without bytes: the client, having no answer, retries, and placement reinstalls
+    // them (a scope's reference without bytes downloads as 404 meanwhile, never as wrong bytes,
+    // since the content address is the hash of what was staged).
+    let mut finished = upload.finish().await.map_err(ApiError::io)?;
     let (hash, size) = (finished.hash.clone(), finished.size);
-    state.blobs.prepare_place(&finished).await.map_err(ApiError::io)?;
+    state.blobs.prepare_place(&mut finished).await.map_err(ApiError::io)?;
 
     let _placing = state.blobs.placement().await;
     match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
@@ -208,14 +215,6 @@ async fn download(
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| etag_matches(v, &etag)) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let Some((mut file, on_disk)) = state.blobs.open_blob(&hash).await.map_err(ApiError::internal)? else {
-        tracing::error!(%hash, "referenced blob is missing from disk");
-        return Err(not_found());
-    };
-    if on_disk != size {
-        tracing::error!(%hash, size, on_disk, "blob file has the wrong size");
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_unavailable", "blob is unavailable"));
-    }
     // `If-Range` with another validator asks for the whole (changed) representation.
     let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v == etag);
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -231,11 +230,18 @@ async fn download(
             return Ok(response);
         }
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    // The whole blob is read without a range, so an empty one needs no empty range.
+    let wanted = (status == StatusCode::PARTIAL_CONTENT).then_some(start..start + len);
+    let Some(read) = state.blobs.open_blob(&hash, wanted).await.map_err(ApiError::internal)? else {
+        tracing::error!(%hash, "referenced blob is missing from the blob store");
+        return Err(not_found());
+    };
+    if read.size != size {
+        tracing::error!(%hash, size, stored = read.size, "stored blob has the wrong size");
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_unavailable", "blob is unavailable"));
     }
     metrics::counter!("concord_blob_sent_bytes_total").increment(len);
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(file.take(len))));
+    let mut response = Response::new(Body::from_stream(read.body));
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

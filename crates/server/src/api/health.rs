@@ -49,9 +49,10 @@ struct Readiness {
     server_time: String,
 }
 
-/// 200 when the database answers and takes a write and the blob directory takes a write, 503
-/// otherwise, so a load balancer stops sending traffic to an instance that would fail writes. The
-/// probes are real writes, so the answer turns back to ok by itself once space is freed.
+/// 200 when the database answers and takes a write and the blob store takes a write (a probe
+/// file, or a probe object in S3), 503 otherwise, so a load balancer stops sending traffic to an
+/// instance that would fail writes. The probes are real writes, so the answer turns back to ok by
+/// itself once space is freed.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "ready", body = Readiness), (status = 503, description = "degraded", body = Readiness),
     (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
@@ -75,7 +76,13 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
             (false, 0)
         }
     };
-    let blob_storage_writable = probe_writable(&state.config.blob_dir()).await;
+    let blob_storage_writable = match state.blobs.probe_writable().await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "health: blob storage not writable");
+            false
+        }
+    };
     let database_writable = match state.store.probe_write(clock::now()).await {
         Ok(()) => true,
         Err(err) => {
@@ -96,18 +103,6 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
         server_time: clock::rfc3339(clock::now()),
     };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
-}
-
-/// Writes and removes a small file: the only honest test of "writable" (permissions, read-only
-/// mounts and full disks all show up here).
-async fn probe_writable(dir: &std::path::Path) -> bool {
-    let probe = dir.join(format!(".health-{}", uuid::Uuid::new_v4()));
-    let written = tokio::fs::write(&probe, b"ok").await;
-    let _ = tokio::fs::remove_file(&probe).await;
-    if let Err(err) = &written {
-        tracing::warn!(error = %err, dir = %dir.display(), "health: blob storage not writable");
-    }
-    written.is_ok()
 }
 
 #[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]

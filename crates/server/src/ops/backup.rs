@@ -3,9 +3,11 @@
 //!
 //! Consistency: the database is copied first, in one read transaction (`VACUUM INTO`), while the
 //! server keeps writing. The blobs to archive are the ones *that copy* references, so the archive
-//! never names a blob it lacks. Blob files are immutable (content-addressed), so reading them
-//! after the copy is safe; a blob whose reference is committed a moment before its file is renamed
-//! into place (see `blobstore.rs`) is waited for briefly.
+//! never names a blob it lacks. Blobs are immutable (content-addressed), so reading them after the
+//! copy is safe; a blob whose reference is committed a moment before it is placed (see
+//! `blobstore/`) is waited for briefly. Blobs are read through the blob store, so the server's
+//! scheduled backups archive an S3 bucket's blobs too (the `concord backup` command reads
+//! `<data>/blobs`); a restore always writes them to `<data>/blobs`.
 //!
 //! Archive layout: `concord.db`, `blobs/<aa>/<bb>/<sha256>`, then `manifest.json` last (its
 //! checksums are known only once everything before it is written).
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use concord_core::blob::{BlobHash, BlobHasher};
@@ -22,6 +25,7 @@ use concord_store::{AdminStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::blobstore::Blobs;
 use crate::config::BackupSchedule;
 use crate::ops::create_private_dir;
 
@@ -109,7 +113,7 @@ pub struct Summary {
 /// Writes a backup of the live store and its blobs to `out`, which must not exist. The archive is
 /// written beside it under a temporary name and renamed into place once complete and on disk, so
 /// `out` is either a whole backup or absent.
-pub async fn create(store: &dyn Store, blob_dir: &Path, out: &Path) -> Result<Summary, BackupError> {
+pub async fn create(store: &dyn Store, blobs: Arc<Blobs>, out: &Path) -> Result<Summary, BackupError> {
     if out.exists() {
         return Err(BackupError::Exists(out.to_owned()));
     }
@@ -118,7 +122,7 @@ pub async fn create(store: &dyn Store, blob_dir: &Path, out: &Path) -> Result<Su
     for stale in [&partial, &db_copy] {
         remove_if_present(stale).map_err(io_at(stale))?;
     }
-    let result = create_via(store, blob_dir, out, &partial, &db_copy).await;
+    let result = create_via(store, blobs, out, &partial, &db_copy).await;
     // Both temporaries go whatever happened; the archive was renamed away on success.
     let _ = remove_if_present(&db_copy);
     let _ = remove_if_present(&partial);
@@ -127,7 +131,7 @@ pub async fn create(store: &dyn Store, blob_dir: &Path, out: &Path) -> Result<Su
 
 async fn create_via(
     store: &dyn Store,
-    blob_dir: &Path,
+    blobs: Arc<Blobs>,
     out: &Path,
     partial: &Path,
     db_copy: &Path,
@@ -140,38 +144,65 @@ async fn create_via(
     let listed = (copy.referenced_blob_hashes().await, copy.schema_version().await);
     copy.close().await;
     let (hashes, schema_version) = (listed.0?, listed.1?);
-    let mut blobs = Vec::with_capacity(hashes.len());
-    for hash in hashes {
-        let hash = BlobHash::parse(&hash).map_err(|_| BackupError::DamagedBlob(hash.clone()))?;
-        let path = blob_dir.join(relative_blob_path(&hash));
-        super::wait_for_file(&path, MISSING_BLOB_GRACE)
-            .await
-            .then_some(())
-            .ok_or_else(|| BackupError::MissingBlob(hash.as_str().to_owned()))?;
-        blobs.push((hash, path));
-    }
+    let hashes = hashes
+        .into_iter()
+        .map(|hash| BlobHash::parse(&hash).map_err(|_| BackupError::DamagedBlob(hash.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
     let (partial_owned, db_owned) = (partial.to_owned(), db_copy.to_owned());
-    let summary = tokio::task::spawn_blocking(move || write_archive(&partial_owned, &db_owned, &blobs, schema_version))
-        .await
-        .map_err(|e| BackupError::Io { path: partial.to_owned(), source: io::Error::other(e) })??;
+    let runtime = tokio::runtime::Handle::current();
+    let summary = tokio::task::spawn_blocking(move || {
+        let source = BlobSource { blobs: &blobs, runtime: &runtime };
+        write_archive(&partial_owned, &db_owned, &hashes, &source, schema_version)
+    })
+    .await
+    .map_err(|e| BackupError::Io { path: partial.to_owned(), source: io::Error::other(e) })??;
     std::fs::rename(partial, out).map_err(io_at(out))?;
     sync_parent(out).map_err(io_at(out))?;
     Ok(summary)
 }
 
+/// Where the archive's blobs are read from: the blob store, from the blocking thread that writes
+/// the archive.
+struct BlobSource<'a> {
+    blobs: &'a Blobs,
+    runtime: &'a tokio::runtime::Handle,
+}
+
+impl BlobSource<'_> {
+    /// The blob and its size, read as a `Read`; waited for briefly if it is not placed yet.
+    fn open(&self, hash: &BlobHash, entry_path: &str) -> Result<(u64, impl Read + use<>), BackupError> {
+        let blobs = self.blobs;
+        let placed = self.runtime.block_on(super::wait_for(MISSING_BLOB_GRACE, || async move {
+            blobs.open_blob(hash, None).await.transpose()
+        }));
+        match placed {
+            Some(Ok(read)) => {
+                let stream = tokio_util::io::StreamReader::new(read.body);
+                Ok((read.size, tokio_util::io::SyncIoBridge::new_with_handle(stream, self.runtime.clone())))
+            }
+            Some(Err(source)) => Err(BackupError::Io { path: entry_path.into(), source }),
+            None => Err(BackupError::MissingBlob(hash.as_str().to_owned())),
+        }
+    }
+}
+
 fn write_archive(
     partial: &Path,
     db_copy: &Path,
-    blobs: &[(BlobHash, PathBuf)],
+    hashes: &[BlobHash],
+    blobs: &BlobSource<'_>,
     schema_version: i64,
 ) -> Result<Summary, BackupError> {
     let file = create_private_file(partial).map_err(io_at(partial))?;
     let mut tar = tar::Builder::new(BufWriter::new(file));
-    let mut files = Vec::with_capacity(blobs.len() + 1);
-    files.push(append_file(&mut tar, DB_ENTRY, db_copy)?.0);
-    for (hash, path) in blobs {
+    let mut files = Vec::with_capacity(hashes.len() + 1);
+    let db = File::open(db_copy).map_err(io_at(db_copy))?;
+    let db_size = db.metadata().map_err(io_at(db_copy))?.len();
+    files.push(append_reader(&mut tar, DB_ENTRY, db_size, db, db_copy)?.0);
+    for hash in hashes {
         let entry_path = format!("blobs/{}", relative_blob_path(hash).to_string_lossy());
-        let (entry, actual) = append_file(&mut tar, &entry_path, path)?;
+        let (size, reader) = blobs.open(hash, &entry_path)?;
+        let (entry, actual) = append_reader(&mut tar, &entry_path, size, reader, Path::new(&entry_path))?;
         if actual != *hash {
             return Err(BackupError::DamagedBlob(hash.as_str().to_owned()));
         }
@@ -195,18 +226,19 @@ fn write_archive(
         .into_inner()
         .map_err(|e| BackupError::Io { path: partial.to_owned(), source: e.into_error() })?;
     file.sync_all().map_err(io_at(partial))?;
-    Ok(Summary { blobs: blobs.len(), bytes, schema_version })
+    Ok(Summary { blobs: hashes.len(), bytes, schema_version })
 }
 
-/// Appends `source` as `name`, hashing the bytes as they are archived.
-fn append_file(
+/// Appends the `size` bytes `reader` holds as `name`, hashing them as they are archived; `source`
+/// names them in errors.
+fn append_reader(
     tar: &mut tar::Builder<BufWriter<File>>,
     name: &str,
+    size: u64,
+    reader: impl Read,
     source: &Path,
 ) -> Result<(ManifestEntry, BlobHash), BackupError> {
-    let file = File::open(source).map_err(io_at(source))?;
-    let size = file.metadata().map_err(io_at(source))?.len();
-    let mut reader = HashingReader { inner: file.take(size), hasher: BlobHasher::new() };
+    let mut reader = HashingReader { inner: reader.take(size), hasher: BlobHasher::new() };
     let mut header = entry_header(size);
     tar.append_data(&mut header, name, &mut reader).map_err(io_at(source))?;
     let (hash, read) = reader.hasher.finish();
@@ -472,7 +504,7 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 /// logged and retried at the next interval; it never stops the server.
 pub fn spawn_scheduled(state: &AppState) {
     let Some(schedule) = state.config.backup.clone() else { return };
-    let (store, blob_dir, shutdown) = (state.store.clone(), state.config.blob_dir(), state.shutdown.clone());
+    let (store, blobs, shutdown) = (state.store.clone(), state.blobs.clone(), state.shutdown.clone());
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -480,12 +512,12 @@ pub fn spawn_scheduled(state: &AppState) {
                 _ = tokio::time::sleep(schedule.every) => {}
             }
             // A failure is logged by the run; the next interval tries again.
-            run_scheduled(store.as_ref(), &blob_dir, &schedule).await.ok();
+            run_scheduled(store.as_ref(), &blobs, &schedule).await.ok();
         }
     });
 }
 
-async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSchedule) -> Result<(), BackupError> {
+async fn run_scheduled(store: &dyn Store, blobs: &Arc<Blobs>, schedule: &BackupSchedule) -> Result<(), BackupError> {
     if let Err(err) = create_private_dir(&schedule.dir) {
         tracing::error!(%err, "scheduled backup failed");
         metrics::gauge!("concord_backup_last_success").set(0.0);
@@ -493,7 +525,7 @@ async fn run_scheduled(store: &dyn Store, blob_dir: &Path, schedule: &BackupSche
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let out = schedule.dir.join(format!("{SCHEDULED_PREFIX}{stamp}{SCHEDULED_SUFFIX}"));
-    match create(store, blob_dir, &out).await {
+    match create(store, blobs.clone(), &out).await {
         Ok(summary) => {
             if let Err(err) = prune(&schedule.dir, schedule.keep) {
                 tracing::warn!(%err, dir = %schedule.dir.display(), "cannot delete old backups");
@@ -528,7 +560,7 @@ pub fn last_scheduled(state: &AppState) -> Option<(String, u64)> {
 /// does; the name of the archive, or why there is none.
 pub async fn backup_now(state: &AppState) -> Result<String, BackupError> {
     let schedule = state.config.backup.clone().ok_or(BackupError::NotScheduled)?;
-    run_scheduled(state.store.as_ref(), &state.config.blob_dir(), &schedule).await?;
+    run_scheduled(state.store.as_ref(), &state.blobs, &schedule).await?;
     last_scheduled(state).map(|(name, _)| name).ok_or(BackupError::NotScheduled)
 }
 
@@ -562,6 +594,10 @@ mod tests {
     const BLOB: &[u8] = b"the one blob in this data directory, long enough to find in the archive";
 
     /// A data directory with one user, one referenced blob on disk, and a backup of it.
+    fn blobs_at(dir: &Path) -> Arc<Blobs> {
+        Arc::new(Blobs::new(crate::blobstore::FsBlobs::at(dir)))
+    }
+
     async fn backed_up(dir: &Path) -> (PathBuf, PathBuf) {
         let data = dir.join("data");
         let blob_dir = data.join("blobs");
@@ -579,7 +615,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, BLOB).unwrap();
         let archive = dir.join("backup.tar");
-        let summary = create(&store, &blob_dir, &archive).await.unwrap();
+        let summary = create(&store, blobs_at(&blob_dir), &archive).await.unwrap();
         assert_eq!(summary.blobs, 1);
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&archive).unwrap().permissions());
         assert_eq!(mode & 0o007, 0, "a backup holds every password hash: not world-readable ({mode:o})");
@@ -648,11 +684,11 @@ mod tests {
         let (archive, blob) = backed_up(dir.path()).await;
         let store = SqliteStore::open(&dir.path().join("data/concord.db")).await.unwrap();
         let blob_dir = dir.path().join("data/blobs");
-        let again = create(&store, &blob_dir, &archive).await.unwrap_err();
+        let again = create(&store, blobs_at(&blob_dir), &archive).await.unwrap_err();
         assert!(matches!(again, BackupError::Exists(_)), "{again}");
         std::fs::write(&blob, b"bit rot").unwrap();
         let out = dir.path().join("second.tar");
-        let damaged = create(&store, &blob_dir, &out).await.unwrap_err();
+        let damaged = create(&store, blobs_at(&blob_dir), &out).await.unwrap_err();
         assert!(matches!(damaged, BackupError::DamagedBlob(_)), "{damaged}");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(!left.iter().any(|n| n.to_string_lossy().starts_with("second")), "no partial files: {left:?}");

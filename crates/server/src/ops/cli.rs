@@ -236,8 +236,10 @@ async fn execute(cli: OpsCli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Backup { out } => {
             let store = open_existing(&target, Access::ReadOnly).await?;
-            let blob_dir = target.data_dir.join("blobs");
-            let result = backup::create(&store, &blob_dir, &out).await;
+            // Blob storage: reads `<data>/blobs` (with an S3 store, the server's scheduled backups
+            // read the bucket).
+            let blobs = crate::blobstore::Blobs::new(crate::blobstore::FsBlobs::at(&target.data_dir.join("blobs")));
+            let result = backup::create(&store, std::sync::Arc::new(blobs), &out).await;
             store.close().await;
             let summary = result?;
             println!("backup written to {}: {} blobs, {} bytes", out.display(), summary.blobs, summary.bytes);

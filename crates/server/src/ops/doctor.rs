@@ -114,7 +114,9 @@ async fn examine_blobs(blob_dir: &Path, referenced: &BTreeSet<String>, report: &
         // An upload commits its reference a moment before it renames the file into place.
         let path = BlobHash::parse(hash).map(|h| blob_dir.join(h.relative_path().iter().collect::<PathBuf>()));
         let appeared = match &path {
-            Ok(path) => super::wait_for_file(path, Duration::from_secs(2)).await,
+            Ok(path) => {
+                super::wait_for(Duration::from_secs(2), || async { path.is_file().then_some(()) }).await.is_some()
+            }
             Err(_) => false,
         };
         if !appeared {

@@ -26,16 +26,20 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o750).create(path)
 }
 
-/// Waits up to `grace` for a file to appear. Blob uploads commit their reference a moment before
-/// the file is renamed into place, so a reader that sees the reference first waits for the file.
-async fn wait_for_file(path: &Path, grace: std::time::Duration) -> bool {
+/// Asks `check` every 50 ms until it answers or `grace` has passed. Blob uploads commit their
+/// reference a moment before the blob is placed, so a reader that sees the reference first waits
+/// for the blob.
+async fn wait_for<T, Fut>(grace: std::time::Duration, mut check: impl FnMut() -> Fut) -> Option<T>
+where
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        if path.is_file() {
-            return true;
+        if let Some(found) = check().await {
+            return Some(found);
         }
         if tokio::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{DEADLINE, TestApp, eventually};
-use crate::oplog_client::{BOUNDARY, Device, blob_files, device, download_verified, multipart_body, upload};
+use crate::oplog_client::{BOUNDARY, Device, device, download_verified, multipart_body, stored_blobs, upload};
 
 /// What each attack claims to send; the server must answer long before.
 const CLAIMED_BYTES: usize = 200 << 20;
@@ -74,7 +74,11 @@ async fn attack(app: &TestApp, d: &Device, start: Vec<u8>, filler: u8) -> (u16, 
 
 #[tokio::test]
 async fn endless_preambles_part_headers_and_tails_are_refused_quickly_with_flat_memory() {
-    let app = TestApp::spawn().await;
+    endless_headers_are_refused(TestApp::spawn().await).await;
+}
+
+/// Also run with blobs in S3 by `s3_blobs`.
+pub(crate) async fn endless_headers_are_refused(app: TestApp) {
     let d = device(&app, "alice", "v").await;
     let hwm_before = app.peak_rss_kib();
     let disposition = "Content-Disposition: form-data; name=\"file\"; filename=\"a\"";
@@ -97,7 +101,7 @@ async fn endless_preambles_part_headers_and_tails_are_refused_quickly_with_flat_
     }
     let growth = app.peak_rss_kib().saturating_sub(hwm_before);
     assert!(growth < MAX_HWM_GROWTH_KB, "peak RSS grew by {growth} KiB");
-    assert_eq!(blob_files(&app), Vec::<std::path::PathBuf>::new(), "no refused upload left a file");
+    assert_eq!(stored_blobs(&app), Vec::<String>::new(), "no refused upload left a file");
 
     // A well-behaved upload, with a long (but bounded) header, is served as before.
     let data = vec![7u8; 100_000];

@@ -9,7 +9,11 @@ type Case<'a> = (&'a str, &'a str, u16, Option<&'a str>, Option<(usize, usize)>)
 
 #[tokio::test]
 async fn range_headers_get_the_status_content_range_and_bytes_rfc_9110_asks_for() {
-    let app = TestApp::spawn().await;
+    range_headers(TestApp::spawn().await).await;
+}
+
+/// Also run with blobs in S3 by `s3_blobs`.
+pub(crate) async fn range_headers(app: TestApp) {
     let d = device(&app, "alice", "v").await;
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let sha = upload(&app, &d, &data).await;

@@ -1,15 +1,16 @@
 //! Blob upload and download over HTTP: shapes, dedupe, HEAD, Range, ETag, limits, quotas,
-//! cut-off uploads, and flat memory for a 1 GiB upload.
+//! cut-off uploads, and flat memory for a 1 GiB upload. Each body also runs with blobs in S3
+//! (`s3_blobs`).
 
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, eventually, json as json_of};
+use crate::helpers::{TestApp, TestAppBuilder, eventually, json as json_of};
 use crate::oplog_client::{
-    BOUNDARY, blob_files, device, download, download_verified, multipart_body, op, push_raw, sha256_hex, upload,
-    upload_raw,
+    BOUNDARY, device, download, download_verified, multipart_body, op, push_raw, sha256_hex, staged_uploads,
+    stored_blobs, stored_size, upload, upload_raw,
 };
 
 #[tokio::test]
@@ -17,19 +18,19 @@ async fn upload_download_head_range_and_etag() {
     upload_download_range(TestApp::spawn().await).await;
 }
 
-/// Also run on PostgreSQL by `pg_server`.
+/// Also run with blobs in S3 by `s3_blobs` (and on PostgreSQL by `pg_server`).
 pub(crate) async fn upload_download_range(app: TestApp) {
     let d = device(&app, "alice", "v").await;
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let sha = upload(&app, &d, &data).await;
     let [a, b] = [&sha[0..2], &sha[2..4]];
-    assert_eq!(blob_files(&app), [app.data_dir().join("blobs").join(a).join(b).join(&sha)]);
+    assert_eq!(stored_blobs(&app), [format!("{a}/{b}/{sha}")]);
 
     // The same content again, from another vault too: idempotent, still one file.
     assert_eq!(upload(&app, &d, &data).await, sha);
     let other = device(&app, "alice", "other").await;
     assert_eq!(upload(&app, &other, &data).await, sha);
-    assert_eq!(blob_files(&app).len(), 1);
+    assert_eq!(stored_blobs(&app).len(), 1);
 
     let response = download(&app, &d, &sha).await;
     let headers = response.headers().clone();
@@ -73,7 +74,11 @@ pub(crate) async fn upload_download_range(app: TestApp) {
 
 #[tokio::test]
 async fn malformed_uploads_are_refused() {
-    let app = TestApp::spawn().await;
+    malformed_uploads(TestApp::spawn().await).await;
+}
+
+/// Also run with blobs in S3 by `s3_blobs`.
+pub(crate) async fn malformed_uploads(app: TestApp) {
     let d = device(&app, "alice", "v").await;
     let part = |headers: &str| format!("--{BOUNDARY}\r\n{headers}\r\n\r\ndata\r\n--{BOUNDARY}--\r\n").into_bytes();
     let two_parts = {
@@ -94,12 +99,17 @@ async fn malformed_uploads_are_refused() {
     let not_multipart =
         app.client.post(app.url("/api/v1/blobs/")).bearer_auth(&d.token).body("x").send().await.unwrap();
     assert_eq!(json_of(not_multipart, 400).await["code"], "invalid_multipart");
-    assert!(blob_files(&app).is_empty(), "{:?}", blob_files(&app));
+    assert!(stored_blobs(&app).is_empty(), "{:?}", stored_blobs(&app));
 }
 
 #[tokio::test]
 async fn over_limit_and_over_quota_uploads_leave_no_file_and_no_reference() {
-    let app = TestApp::builder().env("BLOB_MAX_BYTES", "1000").env("BLOB_VAULT_QUOTA_BYTES", "1500").spawn().await;
+    over_limit_and_over_quota(TestApp::builder()).await;
+}
+
+/// Also run with blobs in S3 by `s3_blobs`.
+pub(crate) async fn over_limit_and_over_quota(app: TestAppBuilder) {
+    let app = app.env("BLOB_MAX_BYTES", "1000").env("BLOB_VAULT_QUOTA_BYTES", "1500").spawn().await;
     let d = device(&app, "alice", "v").await;
     let big = vec![1u8; 1001];
     let response = upload_raw(&app, &d, multipart_body("big", &big)).await;
@@ -108,7 +118,7 @@ async fn over_limit_and_over_quota_uploads_leave_no_file_and_no_reference() {
     let over = vec![3u8; 600];
     let response = upload_raw(&app, &d, multipart_body("over", &over)).await;
     assert_eq!(json_of(response, 413).await["code"], "quota_exceeded");
-    assert_eq!(blob_files(&app).len(), 1, "only the accepted blob: {:?}", blob_files(&app));
+    assert_eq!(stored_blobs(&app).len(), 1, "only the accepted blob: {:?}", stored_blobs(&app));
     for rejected in [&big[..], &over[..]] {
         let sha = sha256_hex(rejected);
         assert_eq!(download(&app, &d, &sha).await.status(), 404);
@@ -137,33 +147,45 @@ fn part_head(filename: &str) -> String {
 
 #[tokio::test]
 async fn an_upload_cut_off_mid_stream_leaves_nothing() {
-    let app = TestApp::spawn().await;
+    cut_off_mid_stream(TestApp::spawn().await).await;
+}
+
+/// Also run with blobs in S3 by `s3_blobs`. 6 MiB is past one S3 part (5 MiB), so there it is a
+/// multipart upload in progress that the cut-off must abort.
+pub(crate) async fn cut_off_mid_stream(app: TestApp) {
     let d = device(&app, "alice", "v").await;
-    let mut conn = start_raw_upload(&app, &d.token, 10_000_000).await;
+    let sent = vec![7u8; 6 << 20];
+    let mut conn = start_raw_upload(&app, &d.token, 10 << 20).await;
     conn.write_all(part_head("partial").as_bytes()).await.unwrap();
-    conn.write_all(&[7u8; 200_000]).await.unwrap();
-    // The server is streaming into a temporary file…
-    eventually(|| async { !blob_files(&app).is_empty() }).await;
+    conn.write_all(&sent).await.unwrap();
+    // The server is streaming into staging…
+    eventually(|| async { staged_uploads(&app) > 0 }).await;
     // …when the client vanishes.
     drop(conn);
-    eventually(|| async { blob_files(&app).is_empty() }).await;
-    assert_eq!(download(&app, &d, &sha256_hex(&[7u8; 200_000])).await.status(), 404);
+    eventually(|| async { staged_uploads(&app) == 0 && stored_blobs(&app).is_empty() }).await;
+    assert_eq!(download(&app, &d, &sha256_hex(&sent)).await.status(), 404);
 }
 
 #[tokio::test]
 async fn a_1_gib_upload_keeps_server_memory_flat() {
-    const SIZE: u64 = 1 << 30;
-    let app = TestApp::builder().env("BLOB_MAX_BYTES", (SIZE * 2).to_string()).spawn().await;
+    large_upload_keeps_memory_flat(TestApp::builder(), 1 << 30).await;
+}
+
+/// Streams a `size`-byte upload (whole MiBs) and checks the server's peak memory grew by less
+/// than 64 MiB: a buffered upload would grow it by the blob's size. Also run with blobs in S3 by
+/// `s3_blobs`.
+pub(crate) async fn large_upload_keeps_memory_flat(app: TestAppBuilder, size: u64) {
+    let app = app.env("BLOB_MAX_BYTES", (size * 2).to_string()).spawn().await;
     let d = device(&app, "alice", "v").await;
     let before = app.peak_rss_kib();
 
     let head = part_head("big");
     let tail = format!("\r\n--{BOUNDARY}--\r\n");
-    let mut conn = start_raw_upload(&app, &d.token, head.len() as u64 + SIZE + tail.len() as u64).await;
+    let mut conn = start_raw_upload(&app, &d.token, head.len() as u64 + size + tail.len() as u64).await;
     conn.write_all(head.as_bytes()).await.unwrap();
     let mut hasher = concord_core::blob::BlobHasher::new();
     let mut chunk = vec![0u8; 1 << 20];
-    for i in 0..(SIZE >> 20) {
+    for i in 0..(size >> 20) {
         chunk.iter_mut().enumerate().for_each(|(j, b)| *b = (i as usize + j) as u8);
         hasher.update(&chunk);
         conn.write_all(&chunk).await.unwrap();
@@ -172,15 +194,14 @@ async fn a_1_gib_upload_keeps_server_memory_flat() {
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(600), conn.read_to_end(&mut response)).await.ok();
     let response = String::from_utf8_lossy(&response);
-    let (sha, size) = hasher.finish();
+    let (sha, hashed) = hasher.finish();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
-        response.contains(&format!("\"sha256\":\"{sha}\"")) && response.contains(&format!("\"size\":{size}")),
+        response.contains(&format!("\"sha256\":\"{sha}\"")) && response.contains(&format!("\"size\":{hashed}")),
         "{response}"
     );
 
     let after = app.peak_rss_kib();
-    assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB for a 1 GiB upload");
-    let stored = app.data_dir().join("blobs").join(&sha.as_str()[0..2]).join(&sha.as_str()[2..4]).join(sha.as_str());
-    assert_eq!(std::fs::metadata(stored).unwrap().len(), SIZE);
+    assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB for a {size}-byte upload");
+    assert_eq!(stored_size(&app, sha.as_str()), Some(size));
 }

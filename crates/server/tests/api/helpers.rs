@@ -81,6 +81,17 @@ impl TestAppBuilder {
         self.env("DATABASE_URL", url)
     }
 
+    /// Blob storage (s3): keeps blobs in a fresh bucket of this test process's S3-compatible
+    /// server (see `s3_moto`) instead of `<data>/blobs`; restarts keep the bucket.
+    pub fn s3(self) -> Self {
+        let store = crate::s3_moto::moto().fresh_store();
+        self.env("CONCORD_BLOB_STORE", store)
+            .env("BLOB_S3_ENDPOINT", crate::s3_moto::moto().endpoint())
+            .env("BLOB_S3_ALLOW_HTTP", "true")
+            .env("BLOB_S3_ACCESS_KEY_ID", "concord-test")
+            .env("BLOB_S3_SECRET_ACCESS_KEY", crate::s3_moto::SECRET_ACCESS_KEY)
+    }
+
     pub async fn spawn(self) -> TestApp {
         let mut app = TestApp {
             client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
@@ -117,6 +128,11 @@ impl TestApp {
     /// Storage (pg): [`TestApp::spawn`] on PostgreSQL (see [`TestAppBuilder::postgres`]).
     pub async fn on_postgres() -> TestApp {
         TestApp::builder().postgres().await.spawn().await
+    }
+
+    /// Blob storage (s3): [`TestApp::spawn`] with blobs in S3 (see [`TestAppBuilder::s3`]).
+    pub async fn on_s3() -> TestApp {
+        TestApp::builder().s3().spawn().await
     }
 
     /// The command line the server runs with: the test's own data directory on a free port,
@@ -280,6 +296,25 @@ pub fn send_signal(pid: u32, signal: &str) {
 
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`]. Readiness is always
 /// awaited this way, never with a fixed sleep.
+/// A PyPI tool in the git-ignored venv `<dir>/.venv`, installed from `<dir>/requirements.txt`
+/// (pinned) on first use; later runs reuse it.
+pub fn python_tool(dir: &Path, bin: &str) -> PathBuf {
+    let venv = dir.join(".venv");
+    let tool = venv.join("bin").join(bin);
+    if !tool.exists() {
+        let made =
+            std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(dir.join("requirements.txt"))
+            .status()
+            .expect("pip runs");
+        assert!(pip.success(), "pip install -r {}/requirements.txt failed", dir.display());
+    }
+    tool
+}
+
 pub async fn eventually<F, Fut>(mut condition: F)
 where
     F: FnMut() -> Fut,

@@ -45,6 +45,8 @@ mod pg_server;
 #[path = "../../../store/tests/support/postgres_cluster.rs"]
 mod postgres_cluster;
 mod proxy;
+mod s3_blobs;
+mod s3_moto;
 mod shares_access;
 mod shares_api;
 mod smtp_sink;

@@ -2,7 +2,6 @@
 //! a real user, over every documented operation; plus a regression test for each finding.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::{TestApp, json};
@@ -13,20 +12,7 @@ fn tool_dir() -> PathBuf {
 
 /// The venv's `schemathesis`, installed from the pinned requirements on first use.
 fn schemathesis() -> PathBuf {
-    let dir = tool_dir();
-    let venv = dir.join(".venv");
-    let bin = venv.join("bin/schemathesis");
-    if !bin.exists() {
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
-        assert!(made.success(), "python3 -m venv failed");
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "-r"])
-            .arg(dir.join("requirements.txt"))
-            .status()
-            .expect("pip runs");
-        assert!(pip.success(), "pip install schemathesis failed");
-    }
-    bin
+    crate::helpers::python_tool(&tool_dir(), "schemathesis")
 }
 
 /// Every documented operation but the two that end the caller's own credential (the run would

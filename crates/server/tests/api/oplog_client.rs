@@ -128,17 +128,44 @@ pub async fn download_verified(app: &TestApp, device: &Device, sha: &str, size: 
 
 /// Every regular file under `<data>/blobs`, the temporary directory included.
 pub fn blob_files(app: &TestApp) -> Vec<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    stored_blobs(app).iter().map(|key| app.data_dir().join("blobs").join(key)).collect()
+}
+
+/// Everything in the app's blob store, on either backend, as its key below the store's root
+/// (`aa/bb/<sha256>`, `tmp/<name>`), sorted; health probes left out.
+pub fn stored_blobs(app: &TestApp) -> Vec<String> {
+    fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            let key = format!("{prefix}{}", path.file_name().unwrap().to_string_lossy());
             if path.is_dir() {
-                walk(&path, out);
-            } else if !path.file_name().unwrap().to_string_lossy().starts_with(".health") {
-                out.push(path);
+                walk(&path, &format!("{key}/"), out);
+            } else {
+                out.push(key);
             }
         }
     }
     let mut out = Vec::new();
-    walk(&app.data_dir().join("blobs"), &mut out);
+    match app.env_value("CONCORD_BLOB_STORE") {
+        Some(store) => out = crate::s3_moto::keys(&store),
+        None => walk(&app.data_dir().join("blobs"), "", &mut out),
+    }
+    out.retain(|key| !key.rsplit('/').next().unwrap_or_default().starts_with(".health"));
+    out.sort();
     out
+}
+
+/// Uploads being staged: temporary files, or S3 multipart uploads in progress and temporary objects.
+pub fn staged_uploads(app: &TestApp) -> usize {
+    let temporary = stored_blobs(app).iter().filter(|key| key.starts_with("tmp/")).count();
+    temporary + app.env_value("CONCORD_BLOB_STORE").map_or(0, |store| crate::s3_moto::unfinished_uploads(&store))
+}
+
+/// The stored size of the blob `sha`, on either backend.
+pub fn stored_size(app: &TestApp, sha: &str) -> Option<u64> {
+    let key = format!("{}/{}/{sha}", &sha[0..2], &sha[2..4]);
+    match app.env_value("CONCORD_BLOB_STORE") {
+        Some(store) => crate::s3_moto::size(&store, &key),
+        None => std::fs::metadata(app.data_dir().join("blobs").join(key)).ok().map(|m| m.len()),
+    }
 }
