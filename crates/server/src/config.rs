@@ -310,6 +310,12 @@ pub struct Settings {
     /// Days a version is kept at most, however few a document has
     #[arg(long, env = "HISTORY_MAX_AGE_DAYS", value_name = "DAYS", default_value = "30")]
     pub history_max_age_days: Option<u32>,
+    // Bus between nodes (bus).
+    /// Redis (`redis://[:password@]host[:port][/db]`) that several nodes on one PostgreSQL use to
+    /// hear each other's document edits, awareness, pushes and revocations at once; needs
+    /// DATABASE_URL [default: none, one node alone]
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
 }
 
 impl Settings {
@@ -390,6 +396,8 @@ impl Settings {
             history_interval_secs: self.history_interval_secs.or(lower.history_interval_secs),
             history_keep: self.history_keep.or(lower.history_keep),
             history_max_age_days: self.history_max_age_days.or(lower.history_max_age_days),
+            // Bus between nodes.
+            redis_url: self.redis_url.or(lower.redis_url),
         }
     }
 }
@@ -530,6 +538,9 @@ pub struct Config {
     pub server_name: String,
     /// How long audit entries are kept.
     pub audit_retention: std::time::Duration,
+    // Bus between nodes (bus).
+    /// Redis pub/sub between the nodes on one PostgreSQL (`crate::bus`), if set.
+    pub redis_url: Option<Secret>,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -638,6 +649,8 @@ impl Config {
         let data_dir = s.data.expect(HAS_DEFAULT);
         // Storage backend: whether these were set, before they move out of `s`.
         let (database_path_set, backup_dir_set) = (s.database_path.is_some(), s.backup_dir.is_some());
+        // Bus between nodes: read before `database_url` moves into the config.
+        let database_url_set = s.database_url.is_some();
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
         let app_base_url = s.app_base_url.expect(HAS_DEFAULT);
@@ -775,6 +788,8 @@ impl Config {
                 u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
                     * 86_400,
             ),
+            // Bus between nodes.
+            redis_url: redis_url(s.redis_url, database_url_set)?,
         })
     }
 
@@ -988,6 +1003,19 @@ fn database_url(url: Option<Secret>, path_set: bool, backups_set: bool) -> Resul
             "CONCORD_BACKUP_DIR",
             "scheduled backups copy the SQLite file; with DATABASE_URL back up with pg_dump and copy <data>/blobs",
         ));
+    }
+    Ok(Some(url))
+}
+
+/// `REDIS_URL`: a `redis://` URL, and only with `DATABASE_URL`: nodes share state through
+/// PostgreSQL, and the bus only tells them when to look (a SQLite file has one node).
+fn redis_url(url: Option<Secret>, database_url_set: bool) -> Result<Option<Secret>, ConfigError> {
+    let Some(url) = url else { return Ok(None) };
+    if !url.expose().starts_with("redis://") {
+        return Err(invalid("REDIS_URL", "must start with redis://"));
+    }
+    if !database_url_set {
+        return Err(invalid("REDIS_URL", "needs DATABASE_URL: several nodes share one PostgreSQL, not a SQLite file"));
     }
     Ok(Some(url))
 }
