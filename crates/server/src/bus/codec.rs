@@ -67,6 +67,8 @@ pub enum Message {
     Head { user_id: String, vault_id: String, head: i64 },
     /// A device's credentials ended (revoked, signed out, user blocked or deleted).
     DeviceRevoked { device_id: String },
+    /// The sender dropped messages it could not publish: every node catches up from the database.
+    CatchUp,
 }
 
 impl Message {
@@ -75,7 +77,8 @@ impl Message {
             Message::DocUpdates { .. }
             | Message::Awareness { .. }
             | Message::AwarenessQuery { .. }
-            | Message::Stateless { .. } => Topic::Docs,
+            | Message::Stateless { .. }
+            | Message::CatchUp => Topic::Docs,
             Message::Head { .. } => Topic::Heads,
             Message::DeviceRevoked { .. } => Topic::Revocations,
         }
@@ -140,6 +143,7 @@ pub fn encode(node: NodeId, message: &Message) -> Vec<u8> {
             out.0.push(6);
             out.bytes(device_id.as_bytes());
         }
+        Message::CatchUp => out.0.push(7),
     }
     out.0
 }
@@ -174,6 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<(NodeId, Message), DecodeError> {
         4 => Message::Stateless { doc: r.doc()?, body: r.bytes()?.to_vec() },
         5 => Message::Head { user_id: r.string()?, vault_id: r.string()?, head: r.int()? },
         6 => Message::DeviceRevoked { device_id: r.string()? },
+        7 => Message::CatchUp,
         kind => return Err(DecodeError::Kind(kind)),
     };
     if !r.0.is_empty() {
@@ -269,6 +274,7 @@ mod tests {
             Message::Stateless { doc: doc(), body: b"{\"hi\":1}".to_vec() },
             Message::Head { user_id: "u".into(), vault_id: "v".into(), head: i64::MAX },
             Message::DeviceRevoked { device_id: "dev_1".into() },
+            Message::CatchUp,
         ];
         for message in messages {
             check(&encode(NODE, &message), Ok(message));

@@ -22,9 +22,10 @@
 //! reconnection or the next poll), never data, and a node without the bus still serves every
 //! document correctly from the database. Event streams re-read the heads they watch at the same
 //! moments. Revocations lost on the bus are caught by each node's own database re-check
-//! (`crate::live`, every 500 ms). One limit: a message a node failed to *publish* (queue full
-//! while Redis is slow) leaves other nodes' rooms behind until the document's next message or
-//! the next reconnection; the node counts them in `concord_bus_dropped_total`.
+//! (`crate::live`, every 500 ms). A message a node failed to *publish* (Redis gone at that
+//! moment, though the others may be subscribed again already) is made up for by a
+//! [`Message::CatchUp`] the node publishes as soon as it can again: every node then catches up.
+//! Dropped messages are counted in `concord_bus_dropped_total`.
 
 pub mod codec;
 pub mod redis_pubsub;
@@ -94,8 +95,10 @@ pub fn start(
 ) -> Result<(Fanout, Option<mpsc::Receiver<Heard>>), redis_pubsub::BadUrl> {
     let Some(url) = redis_url else { return Ok((Fanout::none(), None)) };
     let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
-    let bus = redis_pubsub::RedisBus::start(url, heard, shutdown)?;
-    Ok((Fanout { node: NodeId::random(), bus: Some(Box::new(bus)) }, Some(receiver)))
+    let node = NodeId::random();
+    let notice = (Message::CatchUp.topic(), codec::encode(node, &Message::CatchUp));
+    let bus = redis_pubsub::RedisBus::start(url, heard, notice, shutdown)?;
+    Ok((Fanout { node, bus: Some(Box::new(bus)) }, Some(receiver)))
 }
 
 /// Starts delivering what the bus hears to this node's rooms, event streams and connections,
@@ -116,6 +119,7 @@ async fn listen(state: AppState, mut heard: mpsc::Receiver<Heard>) {
                 None => return,
                 Some(Heard::Message(bytes)) => match codec::decode(&bytes) {
                     Ok((from, _)) if from == state.bus.node => {}
+                    Ok((_, Message::CatchUp)) => catch_up(&state).await,
                     Ok((from, message)) => deliver(&state, from, message),
                     Err(err) => {
                         metrics::counter!("concord_bus_undecodable_total").increment(1);
@@ -138,6 +142,8 @@ fn deliver(state: &AppState, from: NodeId, message: Message) {
     match message {
         Message::Head { user_id, vault_id, head } => state.events.publish(&Scope { user_id, vault_id }, head),
         Message::DeviceRevoked { device_id } => state.live.end_device(&device_id),
+        // Handled by `listen`, which can wait for the database.
+        Message::CatchUp => {}
         doc_message => state.sync.remote(from, doc_message),
     }
 }

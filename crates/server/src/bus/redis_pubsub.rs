@@ -34,6 +34,8 @@ pub struct RedisBus {
 impl Bus for RedisBus {
     fn publish(&self, topic: Topic, payload: Vec<u8>) {
         if self.queue.try_send((topic, payload)).is_err() {
+            // Not owed a notice: the queue is full because Redis is slow or gone, and the
+            // messages that then fail to go out are.
             metrics::counter!("concord_bus_dropped_total").increment(1);
         }
     }
@@ -41,40 +43,80 @@ impl Bus for RedisBus {
 
 impl RedisBus {
     /// Starts publishing and subscribing; neither needs Redis to be up yet (both retry). What
-    /// the subscription hears goes to `heard`. Both tasks end at `shutdown`.
-    pub fn start(url: &str, heard: mpsc::Sender<Heard>, shutdown: CancellationToken) -> Result<RedisBus, BadUrl> {
+    /// the subscription hears goes to `heard`. After dropping messages, the publisher sends
+    /// `notice` as soon as it can again, so other nodes catch up with what they never heard.
+    /// Both tasks end at `shutdown`.
+    pub fn start(
+        url: &str,
+        heard: mpsc::Sender<Heard>,
+        notice: (Topic, Vec<u8>),
+        shutdown: CancellationToken,
+    ) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(url).map_err(BadUrl)?;
         let (queue, pending) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publish(client.clone(), pending, shutdown.clone()));
+        tokio::spawn(publish(client.clone(), pending, notice, shutdown.clone()));
         tokio::spawn(subscribe(client, heard, shutdown));
         Ok(RedisBus { queue })
     }
 }
 
-async fn publish(client: redis::Client, mut pending: mpsc::Receiver<(Topic, Vec<u8>)>, shutdown: CancellationToken) {
+async fn publish(
+    client: redis::Client,
+    mut pending: mpsc::Receiver<(Topic, Vec<u8>)>,
+    notice: (Topic, Vec<u8>),
+    shutdown: CancellationToken,
+) {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT))
         .set_number_of_retries(1);
-    let mut connection = None;
+    let mut publisher = Publisher { client, config, connection: None };
+    // Whether a message was dropped since the last notice went out.
+    let mut owed = false;
     loop {
-        let (topic, payload) = tokio::select! {
-            next = pending.recv() => match next { Some(next) => next, None => return },
+        tokio::select! {
+            next = pending.recv() => {
+                let Some((topic, payload)) = next else { return };
+                if !publisher.send(topic, payload).await {
+                    metrics::counter!("concord_bus_dropped_total").increment(1);
+                    owed = true;
+                }
+            }
+            () = tokio::time::sleep(RETRY), if owed => {}
             () = shutdown.cancelled() => return,
-        };
-        if connection.is_none() {
-            connection = client.get_connection_manager_with_config(config.clone()).await.ok();
         }
-        let Some(manager) = connection.as_mut() else {
-            metrics::counter!("concord_bus_dropped_total").increment(1);
-            continue;
-        };
-        let sent: redis::RedisResult<()> =
-            redis::cmd("PUBLISH").arg(topic.name()).arg(payload).query_async(manager).await;
-        if let Err(err) = sent {
-            tracing::debug!(error = %err, "publishing on the bus failed");
-            metrics::counter!("concord_bus_dropped_total").increment(1);
+        if owed {
+            owed = !publisher.send(notice.0, notice.1.clone()).await;
         }
+    }
+}
+
+struct Publisher {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connection: Option<redis::aio::ConnectionManager>,
+}
+
+impl Publisher {
+    /// Publishes on a working connection, connecting (again) once if the current one fails;
+    /// false if the message could not be sent.
+    async fn send(&mut self, topic: Topic, payload: Vec<u8>) -> bool {
+        for _ in 0..2 {
+            if self.connection.is_none() {
+                self.connection = self.client.get_connection_manager_with_config(self.config.clone()).await.ok();
+            }
+            let Some(manager) = self.connection.as_mut() else { return false };
+            let sent: redis::RedisResult<()> =
+                redis::cmd("PUBLISH").arg(topic.name()).arg(&payload).query_async(manager).await;
+            match sent {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::debug!(error = %err, "publishing on the bus failed");
+                    self.connection = None;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -108,7 +150,8 @@ async fn subscribe(client: redis::Client, heard: mpsc::Sender<Heard>, shutdown: 
                         None => break,
                     },
                     _ = ping.tick() => {
-                        let answered: Option<redis::RedisResult<String>> =
+                        // Subscribed, Redis answers a PING with an array, not `PONG`: any answer will do.
+                        let answered: Option<redis::RedisResult<redis::Value>> =
                             tokio::time::timeout(TIMEOUT, sink.ping()).await.ok();
                         if !matches!(answered, Some(Ok(_))) {
                             break;

@@ -184,7 +184,7 @@ impl Hub {
             }
             Message::AwarenessQuery { doc } => (doc, Remote::AwarenessQuery),
             Message::Stateless { doc, body } => (doc, Remote::Stateless(body.into())),
-            Message::Head { .. } | Message::DeviceRevoked { .. } => return,
+            Message::Head { .. } | Message::DeviceRevoked { .. } | Message::CatchUp => return,
         };
         let key = DocKey { workspace_id: doc.workspace_id, name: doc.name };
         let queue = {
