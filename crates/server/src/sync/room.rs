@@ -433,6 +433,8 @@ fn receive_updates(
             for update in updates {
                 relayed.broadcast.extend(doc.room.apply_update(&update)?.broadcast);
             }
+            // Not counted in `pending_bytes`, nor as a change for history: the committing
+            // node's room compacts for them and takes the versions.
             doc.last_seq = last;
         }
         _ => doc.behind = true,
