@@ -2,7 +2,8 @@
 //! real y-websocket providers on different nodes converge live with awareness both ways, event
 //! streams hear other nodes' pushes, revocations close sockets on the other node within a second,
 //! and nothing is lost when the bus is: not when Redis is killed, not when a message never comes
-//! (a node without the bus writes), not when a node is killed.
+//! (a node without the bus writes), not when a node is killed. Hocuspocus providers on two nodes
+//! share edits, awareness and stateless messages the same way.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually};
+use crate::hocuspocus_client::HocusSocket;
 use crate::oplog_client::{device, op, push};
 use crate::yjs_client::{Provider, RawClient};
 
@@ -323,4 +325,36 @@ async fn a_write_acknowledged_on_a_survives_kill_9_of_a_and_b_serves_it() {
     for p in [writer, witness, fresh] {
         p.quit().await;
     }
+}
+
+#[tokio::test]
+async fn hocuspocus_providers_on_two_nodes_share_edits_awareness_and_stateless_messages() {
+    let redis = Redis::start().await;
+    let (_db, a, b) = two_nodes(&redis).await;
+    let token = a.sign_in("alice@example.com").await;
+    let mut on_a = HocusSocket::start(&a, "").await;
+    let mut on_b = HocusSocket::start(&b, "").await;
+    for socket in [&mut on_a, &mut on_b] {
+        socket.open("shared", &token).await;
+        socket.wait_for("shared", |s| s["synced"] == true).await;
+    }
+    on_a.insert("shared", "from a;").await;
+    on_b.insert("shared", "from b;").await;
+    on_a.awareness("shared", json!({"name": "on a"})).await;
+    let both = |s: &Value| {
+        let text = s["text"].as_str().unwrap_or_default();
+        text.contains("from a;") && text.contains("from b;")
+    };
+    let seen_b =
+        on_b.wait_for("shared", |s| both(s) && s["peers"].as_array().unwrap().contains(&json!({"name": "on a"}))).await;
+    let seen_a = on_a.wait_for("shared", both).await;
+    assert_eq!(seen_a["text"], seen_b["text"]);
+
+    // A stateless message reaches the Hocuspocus connection on the other node.
+    on_a.command(json!({"op": "stateless", "doc": "shared", "payload": "ping across"})).await;
+    let got = on_b.event(|e| e["event"] == "stateless").await;
+    assert_eq!((got["doc"].as_str(), got["payload"].as_str()), (Some("shared"), Some("ping across")));
+    assert_eq!(on_a.seen.iter().filter(|e| e["event"] == "stateless").count(), 0, "no echo to the sender");
+    on_a.quit().await;
+    on_b.quit().await;
 }
