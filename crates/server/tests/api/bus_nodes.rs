@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually};
+use crate::helpers::{TestApp, concord_refuses_to_start, eventually};
 use crate::hocuspocus_client::HocusSocket;
 use crate::oplog_client::{device, op, push};
 use crate::yjs_client::{Provider, RawClient};
@@ -357,4 +357,19 @@ async fn hocuspocus_providers_on_two_nodes_share_edits_awareness_and_stateless_m
     assert_eq!(on_a.seen.iter().filter(|e| e["event"] == "stateless").count(), 0, "no echo to the sender");
     on_a.quit().await;
     on_b.quit().await;
+}
+
+#[test]
+fn a_bad_redis_url_or_one_without_postgresql_stops_startup_naming_it() {
+    let postgres = ("DATABASE_URL", "postgres://u@localhost/db");
+    let cases: [(&[(&str, &str)], &[&str], &str); 4] = [
+        (&[("REDIS_URL", "redis://127.0.0.1:6379")], &[], "needs DATABASE_URL"),
+        (&[postgres, ("REDIS_URL", "http://127.0.0.1:6379")], &[], "must start with redis://"),
+        (&[postgres], &["--redis-url", "localhost:6379"], "must start with redis://"),
+        (&[], &["--redis-url", "redis://127.0.0.1:6379"], "needs DATABASE_URL"),
+    ];
+    for (envs, args, why) in cases {
+        let stderr = concord_refuses_to_start(envs, args);
+        assert!(stderr.contains("REDIS_URL") && stderr.contains(why), "{envs:?} {args:?}: {stderr}");
+    }
 }
