@@ -359,13 +359,16 @@ async fn hocuspocus_providers_on_two_nodes_share_edits_awareness_and_stateless_m
     on_b.quit().await;
 }
 
+/// Environment, arguments, and what the refusal must say.
+type Refusal = (&'static [(&'static str, &'static str)], &'static [&'static str], &'static str);
+
 #[test]
 fn a_bad_redis_url_or_one_without_postgresql_stops_startup_naming_it() {
-    let postgres = ("DATABASE_URL", "postgres://u@localhost/db");
-    let cases: [(&[(&str, &str)], &[&str], &str); 4] = [
+    const POSTGRES: (&str, &str) = ("DATABASE_URL", "postgres://u@localhost/db");
+    let cases: [Refusal; 4] = [
         (&[("REDIS_URL", "redis://127.0.0.1:6379")], &[], "needs DATABASE_URL"),
-        (&[postgres, ("REDIS_URL", "http://127.0.0.1:6379")], &[], "must start with redis://"),
-        (&[postgres], &["--redis-url", "localhost:6379"], "must start with redis://"),
+        (&[POSTGRES, ("REDIS_URL", "http://127.0.0.1:6379")], &[], "must start with redis://"),
+        (&[POSTGRES], &["--redis-url", "localhost:6379"], "must start with redis://"),
         (&[], &["--redis-url", "redis://127.0.0.1:6379"], "needs DATABASE_URL"),
     ];
     for (envs, args, why) in cases {
