@@ -61,6 +61,9 @@ pub struct AppState {
     pub settings: Arc<crate::live_settings::LiveSettings>,
     /// Where audit entries are recorded.
     pub audit: crate::audit::Audit,
+    // Bus between nodes.
+    /// This node's end of the bus (`crate::bus`); publishes nothing without `REDIS_URL`.
+    pub bus: Arc<crate::bus::Fanout>,
 }
 
 #[derive(Debug, Default)]

@@ -342,6 +342,12 @@ pub struct Settings {
     /// would cross any network unencrypted)
     #[arg(long, env = "BLOB_S3_ALLOW_HTTP", value_name = "BOOL", default_value = "false")]
     pub blob_s3_allow_http: Option<bool>,
+    // Bus between nodes (bus).
+    /// Redis (`redis://[:password@]host[:port][/db]`) that several nodes on one PostgreSQL use to
+    /// hear each other's document edits, awareness, pushes and revocations at once; needs
+    /// DATABASE_URL [default: none, one node alone]
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
 }
 
 impl Settings {
@@ -432,6 +438,8 @@ impl Settings {
                 .blob_s3_secret_access_key_file
                 .or(lower.blob_s3_secret_access_key_file),
             blob_s3_allow_http: self.blob_s3_allow_http.or(lower.blob_s3_allow_http),
+            // Bus between nodes.
+            redis_url: self.redis_url.or(lower.redis_url),
         }
     }
 }
@@ -575,6 +583,9 @@ pub struct Config {
     // Blob storage (s3).
     /// Where blob bytes live (see `blobstore`).
     pub blob_store: BlobStoreConfig,
+    // Bus between nodes (bus).
+    /// Redis pub/sub between the nodes on one PostgreSQL (`crate::bus`), if set.
+    pub redis_url: Option<Secret>,
 }
 
 /// The `--blob-store` setting, resolved.
@@ -721,6 +732,8 @@ impl Config {
         let data_dir = s.data.expect(HAS_DEFAULT);
         // Storage backend: whether these were set, before they move out of `s`.
         let (database_path_set, backup_dir_set) = (s.database_path.is_some(), s.backup_dir.is_some());
+        // Bus between nodes: read before `database_url` moves into the config.
+        let database_url_set = s.database_url.is_some();
         let database_path = s.database_path.unwrap_or_else(|| data_dir.join("concord.db"));
 
         let app_base_url = s.app_base_url.expect(HAS_DEFAULT);
@@ -860,6 +873,8 @@ impl Config {
             ),
             // Blob storage.
             blob_store,
+            // Bus between nodes.
+            redis_url: redis_url(s.redis_url, database_url_set)?,
         })
     }
 
@@ -1073,6 +1088,19 @@ fn database_url(url: Option<Secret>, path_set: bool, backups_set: bool) -> Resul
             "CONCORD_BACKUP_DIR",
             "scheduled backups copy the SQLite file; with DATABASE_URL back up with pg_dump and copy <data>/blobs",
         ));
+    }
+    Ok(Some(url))
+}
+
+/// `REDIS_URL`: a `redis://` URL, and only with `DATABASE_URL`: nodes share state through
+/// PostgreSQL, and the bus only tells them when to look (a SQLite file has one node).
+fn redis_url(url: Option<Secret>, database_url_set: bool) -> Result<Option<Secret>, ConfigError> {
+    let Some(url) = url else { return Ok(None) };
+    if !url.expose().starts_with("redis://") {
+        return Err(invalid("REDIS_URL", "must start with redis://"));
+    }
+    if !database_url_set {
+        return Err(invalid("REDIS_URL", "needs DATABASE_URL: several nodes share one PostgreSQL, not a SQLite file"));
     }
     Ok(Some(url))
 }

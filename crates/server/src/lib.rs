@@ -18,6 +18,7 @@
 //! - [`web`]: server-rendered pages, session cookies and CSRF protection.
 //! - [`audit`]: the audit log's events and writer; [`live_settings`]: settings the admin console
 //!   changes while the server runs.
+//! - [`bus`]: what nodes on one PostgreSQL tell each other (Redis pub/sub).
 //!
 //! Architecture invariant: only this crate serialises to the wire. `concord-core` and
 //! `concord-store` know nothing of HTTP.
@@ -27,6 +28,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod blobstore;
+pub mod bus;
 pub mod client_addr;
 pub mod clock;
 pub mod config;
@@ -75,6 +77,8 @@ pub enum StartError {
     LiveSettings(StoreError),
     #[error("blob store {url}: {reason}")]
     BlobStore { url: String, reason: String },
+    #[error("{0}")]
+    Bus(#[from] bus::redis_pubsub::BadUrl),
 }
 
 /// Prepares the data directory and opens the store: everything before the first request.
@@ -107,7 +111,9 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         .map_err(StartError::LiveSettings)?;
     let audit = audit::Audit::start(store.clone());
     let revocations = accounts.revocations.subscribe();
-    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone());
+    let (fanout, heard) = bus::start(config.redis_url.as_ref().map(|url| url.expose()), shutdown.clone())?;
+    let fanout = Arc::new(fanout);
+    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), fanout.clone());
     let caps = live::Caps {
         websockets: config.sync.max_connections_per_user,
         event_streams: config.sync.max_streams_per_user,
@@ -127,7 +133,11 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics: metrics::handle(),
         settings,
         audit,
+        bus: fanout,
     };
+    if let Some(heard) = heard {
+        bus::spawn_listener(&state, heard);
+    }
     ops::jobs::spawn_all(&state);
     ops::backup::spawn_scheduled(&state);
     Ok(state)

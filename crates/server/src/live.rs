@@ -179,7 +179,9 @@ impl Live {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn end_device(&self, device_id: &str) {
+    /// Ends every connection of the device, at once (its revocation was announced here or on
+    /// the bus).
+    pub(crate) fn end_device(&self, device_id: &str) {
         let holder = Holder::Device(device_id.to_owned());
         self.lock().entries.values().filter(|e| e.holder == holder).for_each(|e| e.ended.cancel());
     }

@@ -83,6 +83,13 @@ pub trait DocStore {
 
     async fn doc_size(&self, doc_id: &DocId) -> StoreResult<DocSize>;
 
+    /// What a holder of every update through `seq` lacks, read at one moment: the updates after
+    /// `seq`, and the snapshot too when a compaction since covered seqs after `seq` (their
+    /// updates are gone; Yjs applies the snapshot over what the holder has without harm).
+    /// `last_seq` is the head then; `None` if the document no longer exists. How a node that
+    /// missed bus messages (or appended past another node's update) catches up.
+    async fn doc_updates_after(&self, doc_id: &DocId, seq: i64) -> StoreResult<Option<StoredDoc>>;
+
     /// The workspace's documents, by name. The caller has checked the workspace is the user's.
     async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>>;
 

@@ -3,8 +3,9 @@
 //!
 //! The fan-out is in-process: one `watch` channel per scope that has listeners. A watch channel
 //! holds only the latest head, so a slow listener skips intermediate heads instead of queueing
-//! them, which is all a client needs (it pulls from its own cursor anyway). With several server
-//! nodes the publish side would come from the database (PostgreSQL `LISTEN/NOTIFY`) instead.
+//! them, which is all a client needs (it pulls from its own cursor anyway). With several nodes,
+//! pushes committed on others arrive over the bus (`crate::bus`), which also has every watched
+//! head re-read from the database whenever its messages may have been lost.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -40,6 +41,13 @@ impl ScopeEvents {
     pub fn subscribe(&self, scope: &Scope) -> watch::Receiver<i64> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.entry(scope.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// The scopes somebody listens to, so their heads can be read again after bus messages may
+    /// have been lost (`crate::bus`).
+    pub fn watched(&self) -> Vec<Scope> {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.iter().filter(|(_, sender)| sender.receiver_count() > 0).map(|(scope, _)| scope.clone()).collect()
     }
 
     /// Announces `head` unless a higher head was announced already (pushes may finish their

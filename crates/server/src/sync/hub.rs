@@ -1,5 +1,6 @@
 //! The registry of open documents: finds or starts a document's room task, and unloads idle rooms
-//! without losing a joining connection. (Which connections may stay open is `crate::live`'s.)
+//! without losing a joining connection. (Which connections may stay open is `crate::live`'s.) It
+//! also hands what the bus hears about a document to its room, if one is open here.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,10 +11,12 @@ use std::time::Duration;
 use concord_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use super::room::{self, Applied, ApplyError, Change, RoomEvent};
+use super::room::{self, Applied, ApplyError, Change, Remote, RoomEvent};
 use super::socket::CloseReason;
 use super::writer::Writer;
 use crate::app::LiveStats;
+use crate::bus::Fanout;
+use crate::bus::codec::{Message, NodeId};
 use crate::config::SyncSettings;
 
 /// Events queued per room before connections wait; backpressure for clients that write fast.
@@ -48,6 +51,8 @@ pub struct Hub {
     pub(super) stats: Arc<LiveStats>,
     pub(super) settings: SyncSettings,
     pub(super) writer: Writer,
+    /// Where rooms publish what other nodes' rooms of their documents must hear.
+    pub(super) bus: Arc<Fanout>,
     /// Locked only for map operations, never across an await.
     rooms: Mutex<Rooms>,
     /// Source of connection ids and room generations.
@@ -56,9 +61,10 @@ pub struct Hub {
 
 impl Hub {
     /// Creates the hub and starts its writer.
-    pub fn start(store: Arc<dyn Store>, stats: Arc<LiveStats>, settings: SyncSettings) -> Arc<Hub> {
+    pub fn start(store: Arc<dyn Store>, stats: Arc<LiveStats>, settings: SyncSettings, bus: Arc<Fanout>) -> Arc<Hub> {
         Arc::new(Hub {
             writer: Writer::spawn(store.clone()),
+            bus,
             store,
             stats,
             settings,
@@ -165,9 +171,57 @@ impl Hub {
         rooms.open.values().filter(|e| e.tx.try_send(RoomEvent::CompactIfIdle { idle_for }).is_ok()).count()
     }
 
+    /// Hands a document message from another node to the document's room, if it is open here (a
+    /// document nobody here has open needs nothing: it loads from the database when opened).
+    pub fn remote(&self, from: NodeId, message: Message) {
+        let (doc, event) = match message {
+            Message::DocUpdates { doc, first, last, updates } => {
+                let event = Remote::Updates { doc_id: doc.doc_id.clone(), first, last, updates };
+                (doc, event)
+            }
+            Message::Awareness { doc, conn, frame } => {
+                (doc, Remote::Awareness { conn: room::remote_conn(from, conn), frame: frame.into() })
+            }
+            Message::AwarenessQuery { doc } => (doc, Remote::AwarenessQuery),
+            Message::Stateless { doc, body } => (doc, Remote::Stateless(body.into())),
+            Message::Head { .. } | Message::DeviceRevoked { .. } | Message::CatchUp => return,
+        };
+        let key = DocKey { workspace_id: doc.workspace_id, name: doc.name };
+        let queue = {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms.open.get(&key).map(|e| e.tx.clone())
+        };
+        if let Some(queue) = queue {
+            tell(queue, RoomEvent::Remote(event));
+        }
+    }
+
+    /// Has every open room read what it lacks from the database (bus messages may be lost).
+    pub fn catch_up_all(&self) {
+        let queues: Vec<mpsc::Sender<RoomEvent>> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms.open.values().map(|e| e.tx.clone()).collect()
+        };
+        for queue in queues {
+            tell(queue, RoomEvent::Remote(Remote::CatchUp));
+        }
+    }
+
     /// A fresh id for a connection.
     pub(super) fn connection_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Queues a bus event for a room without holding up the bus listener: a busy room's event waits
+/// in a task of its own. Its order among other events does not matter: a room applies a message
+/// only when it continues what it holds, and catches up otherwise.
+fn tell(queue: mpsc::Sender<RoomEvent>, event: RoomEvent) {
+    if let Err(mpsc::error::TrySendError::Full(event)) = queue.try_send(event) {
+        tokio::spawn(async move {
+            // An error means the room stopped; there is nobody left to tell.
+            let _ = queue.send(event).await;
+        });
     }
 }
 

@@ -6,6 +6,13 @@
 //! snapshot pass the threshold (and, whatever their size, when the maintenance job finds it idle
 //! or its last connection leaves), and ends (unloading the document) once its last connection
 //! has left and everything is flushed.
+//!
+//! With several nodes, the room publishes on the bus what it committed (with the seqs the store
+//! gave it) and its connections' awareness, and takes the same from the document's rooms on
+//! other nodes, relaying it to its connections without storing it again. It holds every update
+//! through `last_seq`; whatever does not continue that (a gap, an update left out for size, a
+//! bus that lost messages) makes it read what it lacks from the database. Why that loses nothing
+//! is argued in `crate::bus`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{DocKey, Hub};
 use super::socket::{CloseReason, Closer};
+use crate::bus::codec::{DocRef, Message, NodeId};
 use crate::clock;
 
 /// Events taken per batch at most; bounds how long one batch holds frames back.
@@ -28,6 +36,19 @@ const MAX_EVENTS_PER_BATCH: usize = 512;
 /// How often stale awareness states are looked for; with the 30 s timeout, a state goes within
 /// 35 s of its last renewal.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Update bytes a bus message carries at most: a commit of more (a paste, an import) is announced
+/// by its seqs alone, and the rooms that hear it read it from the database. Typing commits a few
+/// hundred bytes, so nearly every message is applied straight from the bus, while no message
+/// holds Redis (or each node's queue) up with megabytes.
+const BUS_UPDATE_BYTES: usize = 64 * 1024;
+/// The y-protocols message type of awareness, which is what the room's broadcast frames that are
+/// not document updates hold (each frame holds one message: see `concord_core::yjs::room`).
+const MSG_AWARENESS: u8 = 1;
+/// The y-protocols frame "query awareness": answered with every live awareness state.
+const QUERY_AWARENESS: &[u8] = &[3];
+/// The connection id under which the room answers an awareness query from another node; no
+/// connection has it (ids start at 1).
+const NO_CONN: ConnId = 0;
 
 /// What a connection tells its room.
 pub(super) enum RoomEvent {
@@ -61,6 +82,32 @@ pub(super) enum RoomEvent {
     CompactIfIdle {
         idle_for: Duration,
     },
+    /// What another node's room of this document (or the bus itself) says.
+    Remote(Remote),
+}
+
+/// What the bus brings a room (see `crate::bus::codec::Message`).
+pub(super) enum Remote {
+    /// Another node committed seqs `first..=last` of document `doc_id` (the bytes if small).
+    Updates { doc_id: String, first: i64, last: i64, updates: Option<Vec<Vec<u8>>> },
+    /// Awareness of another node's connection, under this room's name for it ([`remote_conn`]).
+    Awareness { conn: ConnId, frame: Bytes },
+    /// A room of the document opened elsewhere and asks for the awareness states.
+    AwarenessQuery,
+    /// A Hocuspocus stateless message for this room's Hocuspocus connections.
+    Stateless(Bytes),
+    /// Messages may have been lost: read from the database whatever the room lacks.
+    CatchUp,
+}
+
+/// The room's connection id for connection `conn` of node `node`: awareness states are kept per
+/// connection (with per-connection limits), so each remote connection gets an id of its own.
+/// The top bit keeps it clear of this node's ids, which count up from 1.
+pub(super) fn remote_conn(node: NodeId, conn: u64) -> ConnId {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (node, conn).hash(&mut hasher);
+    hasher.finish() | 1 << 63
 }
 
 /// A change to a document that comes from no connection. Cheap to clone (reference counted).
@@ -144,11 +191,14 @@ struct Loaded {
     /// covers everything up to it. Document seqs are gap-free per document (`DocStore`), so a
     /// batch numbered past `last_seq + 1` means another node appended in between (storage: pg).
     last_seq: i64,
+    /// Bus messages name the document by this, with the store id.
+    bus_ref: DocRef,
     /// Bytes of updates stored after the snapshot.
     pending_bytes: usize,
     /// When an update was last stored (or the document loaded), for idle compaction.
     last_write: Instant,
-    /// Another node appended to this document since it loaded (see `last_seq`): no compaction.
+    /// The room may lack updates after `last_seq` (another node appended them, or the bus lost
+    /// messages): no compaction, and it catches up from the database after the current batch.
     behind: bool,
     /// When the newest version was taken (unix seconds), if there is one.
     last_version_at: Option<i64>,
@@ -184,10 +234,13 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
     let last_version_at = hub.store.versions_of(&stored.id).await?.first().map(|v| v.created_at);
+    let bus_ref =
+        DocRef { workspace_id: key.workspace_id.clone(), name: key.name.clone(), doc_id: stored.id.to_string() };
     Ok(Loaded {
         room,
         doc_id: stored.id,
         last_seq: stored.last_seq,
+        bus_ref,
         pending_bytes,
         last_write: Instant::now(),
         behind: false,
@@ -201,6 +254,9 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = Vec::new();
+    // Other nodes' rooms of this document answer with their connections' awareness.
+    hub.bus.publish(&Message::AwarenessQuery { doc: doc.bus_ref.clone() });
+    let publishing = hub.bus.enabled();
     loop {
         let mut swept = Effects::default();
         tokio::select! {
@@ -213,6 +269,8 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let mut poisoned = false;
         let mut idle = false;
         let mut acks = Vec::new();
+        // Awareness frames of this node's connections, for the bus: (connection, frame).
+        let mut awareness = Vec::new();
         for event in events.drain(..) {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
@@ -237,7 +295,12 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                         (Protocol::Hocuspocus, access) => hocuspocus::receive(&mut doc.room, conn, &data, access, now),
                     };
                     match received {
-                        Ok(effects) => batch.push((Some(conn), effects)),
+                        Ok(effects) => {
+                            if publishing {
+                                awareness.extend(awareness_of(&effects).map(|frame| (conn, frame)));
+                            }
+                            batch.push((Some(conn), effects))
+                        }
                         Err(err) => {
                             tracing::warn!(conn, doc = %key.name, error = %err, "closing connection after a malformed frame");
                             if let Some(peer) = peers.remove(&conn) {
@@ -249,11 +312,18 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     }
                 }
                 RoomEvent::Frame { .. } => {}
-                RoomEvent::Stateless { conn, body } if peers.contains_key(&conn) => stateless.push((conn, body)),
+                RoomEvent::Stateless { conn, body } if peers.contains_key(&conn) => {
+                    hub.bus.publish(&Message::Stateless { doc: doc.bus_ref.clone(), body: body.to_vec() });
+                    stateless.push((conn, body))
+                }
                 RoomEvent::Stateless { .. } => {}
                 RoomEvent::Leave { conn } => {
                     peers.remove(&conn);
-                    batch.push((Some(conn), doc.room.disconnect(conn, now)));
+                    let effects = doc.room.disconnect(conn, now);
+                    if publishing {
+                        awareness.extend(awareness_of(&effects).map(|frame| (conn, frame)));
+                    }
+                    batch.push((Some(conn), effects));
                 }
                 RoomEvent::Apply { change, done } => match apply(&mut doc.room, change) {
                     Ok(effects) => {
@@ -270,7 +340,39 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
+                RoomEvent::Remote(remote) => match remote {
+                    Remote::Updates { doc_id, first, last, updates } if doc_id == doc.doc_id.as_str() => {
+                        match receive_updates(doc, first, last, updates) {
+                            Ok(effects) => batch.push((None, effects)),
+                            Err(err) => {
+                                tracing::error!(doc = %key.name, error = %err, "another node's stored update does not apply");
+                                poisoned = true;
+                            }
+                        }
+                    }
+                    // A document deleted and created again under the same name: not this one.
+                    Remote::Updates { .. } => {}
+                    Remote::Awareness { conn, frame } if frame.first() == Some(&MSG_AWARENESS) => {
+                        // What the room says back to the sender stays here: the other node's
+                        // room already told its connections.
+                        if let Ok(effects) = doc.room.receive(conn, &frame, now) {
+                            batch.push((None, Effects { broadcast: effects.broadcast, ..Effects::default() }));
+                        }
+                    }
+                    Remote::Awareness { .. } => {}
+                    Remote::AwarenessQuery => {
+                        if let Ok(effects) = doc.room.receive(NO_CONN, QUERY_AWARENESS, now) {
+                            awareness.extend(effects.reply.into_iter().map(|frame| (NO_CONN, frame)));
+                        }
+                    }
+                    // Sent as from no connection, so every Hocuspocus connection here gets it.
+                    Remote::Stateless(body) => stateless.push((NO_CONN, body)),
+                    Remote::CatchUp => doc.behind = true,
+                },
             }
+        }
+        for (conn, frame) in awareness {
+            hub.bus.publish(&Message::Awareness { doc: doc.bus_ref.clone(), conn, frame });
         }
         if !persist(hub, doc, &mut batch).await {
             close_all(&peers, CloseReason::StorageFailed);
@@ -281,6 +383,9 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         }
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
+        if doc.behind && !poisoned {
+            poisoned = !catch_up(hub, doc, &peers).await;
+        }
         for (done, changed) in acks {
             let _ = done.send(Ok(Applied { changed, seq: doc.last_seq }));
         }
@@ -302,6 +407,71 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             return;
         }
     }
+}
+
+/// The awareness frames among what the room broadcasts.
+fn awareness_of(effects: &Effects) -> impl Iterator<Item = Vec<u8>> + '_ {
+    effects.broadcast.iter().filter(|frame| frame.first() == Some(&MSG_AWARENESS)).cloned()
+}
+
+/// Another node's committed updates `first..=last`: applied and relayed (not stored: they are)
+/// when they continue what the room holds and came with their bytes; otherwise the room is
+/// behind and catches up from the database after this batch. Ones it holds already change
+/// nothing, so a message that arrives twice, or after the catch-up that covered it, is harmless.
+fn receive_updates(
+    doc: &mut Loaded,
+    first: i64,
+    last: i64,
+    updates: Option<Vec<Vec<u8>>>,
+) -> Result<Effects, concord_core::yjs::ProtocolError> {
+    let mut relayed = Effects::default();
+    if last <= doc.last_seq {
+        return Ok(relayed);
+    }
+    match updates {
+        Some(updates) if first == doc.last_seq + 1 && !doc.behind => {
+            for update in updates {
+                relayed.broadcast.extend(doc.room.apply_update(&update)?.broadcast);
+            }
+            // Not counted in `pending_bytes`, nor as a change for history: the committing
+            // node's room compacts for them and takes the versions.
+            doc.last_seq = last;
+        }
+        _ => doc.behind = true,
+    }
+    Ok(relayed)
+}
+
+/// Reads what the room lacks after `last_seq` from the database, applies it, relays it to the
+/// connections, and so holds everything through the head again (compaction may resume). Returns
+/// false if the stored state does not apply (the room must reload). A read that fails leaves the
+/// room behind, to try again after the next batch.
+async fn catch_up(hub: &Hub, doc: &mut Loaded, peers: &HashMap<ConnId, Peer>) -> bool {
+    let tail = match hub.store.doc_updates_after(&doc.doc_id, doc.last_seq).await {
+        Ok(Some(tail)) => tail,
+        // Deleted: the delete closes the room (on this node through the hub, on others when
+        // their clients find it gone); nothing to catch up with.
+        Ok(None) => return true,
+        Err(err) => {
+            tracing::warn!(doc_id = %doc.doc_id, error = %err, "catching up from the database failed");
+            return true;
+        }
+    };
+    let mut relayed = Effects::default();
+    for update in tail.snapshot.iter().chain(&tail.updates) {
+        match doc.room.apply_update(update) {
+            Ok(effects) => relayed.broadcast.extend(effects.broadcast),
+            Err(err) => {
+                tracing::error!(doc_id = %doc.doc_id, error = %err, "a stored update does not apply");
+                return false;
+            }
+        }
+    }
+    metrics::counter!("concord_yjs_catch_ups_total").increment(1);
+    doc.last_seq = doc.last_seq.max(tail.last_seq);
+    doc.behind = false;
+    dispatch(peers, vec![(None, relayed)]);
+    true
 }
 
 /// What a change from no connection does to the room.
@@ -360,14 +530,20 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
     }
     let bytes: usize = updates.iter().map(|u| u.data.len()).sum();
     let count = updates.len() as u64;
+    // Copied only when a bus will carry them: a commit is announced with its bytes up to the bound.
+    let carried =
+        (hub.bus.enabled() && bytes <= BUS_UPDATE_BYTES).then(|| updates.iter().map(|u| u.data.clone()).collect());
     match hub.writer.append(updates).await {
         Ok(seqs) => {
+            if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
+                hub.bus.publish(&Message::DocUpdates { doc: doc.bus_ref.clone(), first, last, updates: carried });
+            }
             doc.last_write = Instant::now();
             metrics::counter!("concord_yjs_updates_persisted_total").increment(count);
             metrics::counter!("concord_yjs_persisted_bytes_total").increment(bytes as u64);
             // Past a gap the room lacks another node's update: `last_seq` stays where this room
             // holds everything (a snapshot through a later seq would delete what it lacks), and
-            // the room stops compacting, which could cover no more, until it reloads from storage.
+            // the room stops compacting until it has caught up (after this batch).
             if seqs.first() == Some(&(doc.last_seq + 1)) {
                 doc.last_seq = seqs.last().copied().unwrap_or(doc.last_seq);
             } else {

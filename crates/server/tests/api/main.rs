@@ -15,6 +15,7 @@ mod admin_settings;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
+mod bus_nodes;
 mod chaos;
 mod config_secrets;
 mod disk_full;

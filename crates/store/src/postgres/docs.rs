@@ -109,6 +109,28 @@ impl DocStore for PgStore {
         }))
     }
 
+    async fn doc_updates_after(&self, doc_id: &DocId, seq: i64) -> StoreResult<Option<StoredDoc>> {
+        // One snapshot of the database, as `read_doc`: head, snapshot and updates agree.
+        let mut tx = self.snapshot().await?;
+        let Some(row) = sqlx::query("SELECT snapshot, snapshot_seq, head FROM docs WHERE id = $1")
+            .bind(doc_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let snapshot_seq: i64 = row.get("snapshot_seq");
+        let updates: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = $1 AND seq > $2 ORDER BY seq")
+                .bind(doc_id.as_str())
+                .bind(seq.max(snapshot_seq))
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let snapshot = if snapshot_seq > seq { row.get("snapshot") } else { None };
+        Ok(Some(StoredDoc { id: doc_id.clone(), snapshot, updates, last_seq: row.get("head") }))
+    }
+
     async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>> {
         // Names in byte order (as SQLite sorts them), whatever the database's locale.
         let rows = sqlx::query(

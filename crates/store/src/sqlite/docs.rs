@@ -127,6 +127,27 @@ impl DocStore for SqliteStore {
         }))
     }
 
+    async fn doc_updates_after(&self, doc_id: &DocId, seq: i64) -> StoreResult<Option<StoredDoc>> {
+        let mut txn = self.reader.begin().await?;
+        let Some(row) = sqlx::query("SELECT id, snapshot, snapshot_seq, head FROM docs WHERE uid = ?1")
+            .bind(doc_id.as_str())
+            .fetch_optional(&mut *txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (id, snapshot_seq): (i64, i64) = (row.get("id"), row.get("snapshot_seq"));
+        let updates: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM doc_updates WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")
+                .bind(id)
+                .bind(seq.max(snapshot_seq))
+                .fetch_all(&mut *txn)
+                .await?;
+        txn.commit().await?;
+        let snapshot = if snapshot_seq > seq { row.get("snapshot") } else { None };
+        Ok(Some(StoredDoc { id: doc_id.clone(), snapshot, updates, last_seq: row.get("head") }))
+    }
+
     async fn docs_of(&self, workspace_id: &str) -> StoreResult<Vec<DocSummary>> {
         let rows = sqlx::query(
             "SELECT d.name, d.updated_at,

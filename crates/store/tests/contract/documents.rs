@@ -203,3 +203,34 @@ pub async fn story_documents_are_listed_found_and_deleted_by_name(store: Arc<dyn
     let again = store.load_doc(&ws.id, "notes", 50).await.unwrap();
     assert_eq!((again.snapshot, again.updates.len()), (None, 0));
 }
+
+pub async fn story_updates_after_a_seq_are_what_a_holder_of_it_lacks(store: Arc<dyn Store>) {
+    let ws = workspace(&*store, "a@example.com").await;
+    let doc = store.load_doc(&ws.id, "notes", 1).await.unwrap();
+    let other = store.load_doc(&ws.id, "other", 1).await.unwrap();
+    let tail = |seq| {
+        let store = store.clone();
+        let id = doc.id.clone();
+        async move {
+            let t = store.doc_updates_after(&id, seq).await.unwrap().unwrap();
+            (t.snapshot, t.updates, t.last_seq)
+        }
+    };
+    assert_eq!(tail(0).await, (None, vec![], 0), "an empty document lacks nothing");
+    store.append_doc_updates(&updates(&doc.id, &[b"u1", b"u2", b"u3"])).await.unwrap();
+    store.append_doc_updates(&updates(&other.id, &[b"o1"])).await.unwrap();
+    assert_eq!(tail(1).await, (None, vec![b"u2".to_vec(), b"u3".to_vec()], 3), "only this document's, after 1");
+    assert_eq!(tail(3).await, (None, vec![], 3), "a holder of the head lacks nothing");
+    assert_eq!(tail(0).await.1.len(), 3);
+
+    // After a compaction through 2, a holder of 1 gets the snapshot (2 is gone) and 3; a holder
+    // of 2 or more needs no snapshot.
+    assert!(store.compact_doc(&doc.id, b"snap", 2).await.unwrap());
+    assert_eq!(tail(1).await, (Some(b"snap".to_vec()), vec![b"u3".to_vec()], 3));
+    assert_eq!(tail(2).await, (None, vec![b"u3".to_vec()], 3));
+    assert_eq!(tail(3).await, (None, vec![], 3));
+
+    // A deleted document has no tail.
+    assert!(store.delete_doc(&ws.id, "notes").await.unwrap());
+    assert_eq!(store.doc_updates_after(&doc.id, 0).await.unwrap(), None);
+}

@@ -104,6 +104,7 @@ macro_rules! every_story {
                 story_concurrent_appenders_get_gap_free_seqs_in_commit_order,
                 story_a_failed_batch_stores_nothing,
                 story_documents_are_listed_found_and_deleted_by_name,
+                story_updates_after_a_seq_are_what_a_holder_of_it_lacks,
             ],
             history: [
                 story_versions_are_listed_read_back_and_kept_within_retention,

@@ -1,0 +1,173 @@
+//! The bus on Redis pub/sub: one connection subscribed to every [`Topic`], one (a
+//! `ConnectionManager`, which reconnects by itself) publishing. Redis pub/sub keeps nothing: what
+//! is published while a node is not subscribed never reaches it, which the subscriber reports as
+//! [`Heard::Missed`] when it is subscribed again.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManagerConfig;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, Heard, Topic};
+
+/// Messages waiting to be published at most; past it (Redis slow or gone) new ones are dropped,
+/// which receivers make up for by catching up (see `bus` module docs).
+const PUBLISH_QUEUE: usize = 4096;
+/// How long connecting, and each command, may take before Redis counts as unreachable.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the subscription is pinged: a connection that died silently (no reset from a peer
+/// that vanished) is noticed within this plus [`TIMEOUT`].
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Wait between attempts to subscribe again; bounds how long after Redis returns a node hears.
+const RETRY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid REDIS_URL: {0}")]
+pub struct BadUrl(redis::RedisError);
+
+pub struct RedisBus {
+    queue: mpsc::Sender<(Topic, Vec<u8>)>,
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, topic: Topic, payload: Vec<u8>) {
+        if self.queue.try_send((topic, payload)).is_err() {
+            // Not owed a notice: the queue is full because Redis is slow or gone, and the
+            // messages that then fail to go out are.
+            metrics::counter!("concord_bus_dropped_total").increment(1);
+        }
+    }
+}
+
+impl RedisBus {
+    /// Starts publishing and subscribing; neither needs Redis to be up yet (both retry). What
+    /// the subscription hears goes to `heard`. After dropping messages, the publisher sends
+    /// `notice` as soon as it can again, so other nodes catch up with what they never heard.
+    /// Both tasks end at `shutdown`.
+    pub fn start(
+        url: &str,
+        heard: mpsc::Sender<Heard>,
+        notice: (Topic, Vec<u8>),
+        shutdown: CancellationToken,
+    ) -> Result<RedisBus, BadUrl> {
+        let client = redis::Client::open(url).map_err(BadUrl)?;
+        let (queue, pending) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(publish(client.clone(), pending, notice, shutdown.clone()));
+        tokio::spawn(subscribe(client, heard, shutdown));
+        Ok(RedisBus { queue })
+    }
+}
+
+async fn publish(
+    client: redis::Client,
+    mut pending: mpsc::Receiver<(Topic, Vec<u8>)>,
+    notice: (Topic, Vec<u8>),
+    shutdown: CancellationToken,
+) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(1);
+    let mut publisher = Publisher { client, config, connection: None };
+    // Whether a message was dropped since the last notice went out.
+    let mut owed = false;
+    loop {
+        tokio::select! {
+            next = pending.recv() => {
+                let Some((topic, payload)) = next else { return };
+                if !publisher.send(topic, payload).await {
+                    metrics::counter!("concord_bus_dropped_total").increment(1);
+                    owed = true;
+                }
+            }
+            () = tokio::time::sleep(RETRY), if owed => {}
+            () = shutdown.cancelled() => return,
+        }
+        if owed {
+            owed = !publisher.send(notice.0, notice.1.clone()).await;
+        }
+    }
+}
+
+struct Publisher {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connection: Option<redis::aio::ConnectionManager>,
+}
+
+impl Publisher {
+    /// Publishes on a working connection, connecting (again) once if the current one fails;
+    /// false if the message could not be sent.
+    async fn send(&mut self, topic: Topic, payload: Vec<u8>) -> bool {
+        for _ in 0..2 {
+            if self.connection.is_none() {
+                self.connection = self.client.get_connection_manager_with_config(self.config.clone()).await.ok();
+            }
+            let Some(manager) = self.connection.as_mut() else { return false };
+            let sent: redis::RedisResult<()> =
+                redis::cmd("PUBLISH").arg(topic.name()).arg(&payload).query_async(manager).await;
+            match sent {
+                Ok(()) => return true,
+                Err(err) => {
+                    tracing::debug!(error = %err, "publishing on the bus failed");
+                    self.connection = None;
+                }
+            }
+        }
+        false
+    }
+}
+
+async fn subscribe(client: redis::Client, heard: mpsc::Sender<Heard>, shutdown: CancellationToken) {
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
+            let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
+            tokio::time::timeout(TIMEOUT, pubsub.subscribe(&names)).await.ok()?.ok()?;
+            Some(pubsub.split())
+        };
+        let connected = tokio::select! {
+            connected = subscribed => connected,
+            () = shutdown.cancelled() => return,
+        };
+        if let Some((mut sink, mut stream)) = connected {
+            tracing::info!("subscribed to the bus");
+            // Whatever was published before this subscription is lost to this node.
+            if heard.send(Heard::Missed).await.is_err() {
+                return;
+            }
+            let mut ping = tokio::time::interval(PING_INTERVAL);
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(message) => {
+                            if heard.send(Heard::Message(message.get_payload_bytes().to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = ping.tick() => {
+                        // Subscribed, Redis answers a PING with an array, not `PONG`: any answer will do.
+                        let answered: Option<redis::RedisResult<redis::Value>> =
+                            tokio::time::timeout(TIMEOUT, sink.ping()).await.ok();
+                        if !matches!(answered, Some(Ok(_))) {
+                            break;
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            tracing::warn!("lost the bus; catching up from the database until it is back");
+            if heard.send(Heard::Down).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
