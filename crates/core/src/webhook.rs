@@ -64,6 +64,21 @@ pub fn next_attempt(created_at: i64, attempts: u32, now: i64, base_secs: i64) ->
     (at <= created_at.saturating_add(RETRY_FOR_SECS)).then_some(at)
 }
 
+/// `wh_` and 24 hex characters: a hook's id.
+pub fn new_hook_id() -> String {
+    format!("wh_{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// `evt_` and 32 hex characters: an event's id, unique across nodes without coordination.
+pub fn new_event_id() -> String {
+    format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// 32 random bytes in hex: the stored half of a hook's secret (see [`secret`]).
+pub fn new_salt() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// Whether a hook may not reach `ip` unless the operator allows private addresses: loopback,
 /// private, link-local (cloud metadata), carrier-grade NAT, unique-local, unspecified, multicast
 /// and broadcast addresses, and IPv4 addresses written as IPv6.

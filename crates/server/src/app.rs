@@ -61,6 +61,9 @@ pub struct AppState {
     pub settings: Arc<crate::live_settings::LiveSettings>,
     /// Where audit entries are recorded.
     pub audit: crate::audit::Audit,
+    // Webhooks.
+    /// Where hook points report events (see `crate::webhooks`).
+    pub webhooks: crate::webhooks::Notifier,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +148,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(api::docs::routes())
         .merge(api::history::routes())
         .merge(api::admin::routes())
+        .merge(crate::webhooks::api::routes())
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -310,6 +310,25 @@ pub struct Settings {
     /// Days a version is kept at most, however few a document has
     #[arg(long, env = "HISTORY_MAX_AGE_DAYS", value_name = "DAYS", default_value = "30")]
     pub history_max_age_days: Option<u32>,
+    // Webhooks.
+    /// Milliseconds a document's edits are gathered into one `document.updated` event (the first
+    /// edit starts the window; the event carries the latest seq)
+    #[arg(long, env = "WEBHOOK_DEBOUNCE_MS", value_name = "MILLISECONDS", default_value = "2000")]
+    pub webhook_debounce_ms: Option<u64>,
+
+    /// Seconds before the first retry of a failed webhook delivery; each retry waits twice as
+    /// long as the one before (at most 30 minutes), for 6 hours
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_SECS", value_name = "SECONDS", default_value = "10")]
+    pub webhook_retry_base_secs: Option<u64>,
+
+    /// Seconds one webhook request may take, connecting included, before it counts as failed
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", value_name = "SECONDS", default_value = "10")]
+    pub webhook_timeout_secs: Option<u64>,
+
+    /// Whether webhooks may be delivered to loopback, private and link-local addresses (refused
+    /// by default, so a hook cannot reach inside the server's network)
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", default_value = "false")]
+    pub webhook_allow_private: Option<bool>,
 }
 
 impl Settings {
@@ -390,6 +409,11 @@ impl Settings {
             history_interval_secs: self.history_interval_secs.or(lower.history_interval_secs),
             history_keep: self.history_keep.or(lower.history_keep),
             history_max_age_days: self.history_max_age_days.or(lower.history_max_age_days),
+            // Webhooks.
+            webhook_debounce_ms: self.webhook_debounce_ms.or(lower.webhook_debounce_ms),
+            webhook_retry_base_secs: self.webhook_retry_base_secs.or(lower.webhook_retry_base_secs),
+            webhook_timeout_secs: self.webhook_timeout_secs.or(lower.webhook_timeout_secs),
+            webhook_allow_private: self.webhook_allow_private.or(lower.webhook_allow_private),
         }
     }
 }
@@ -530,6 +554,21 @@ pub struct Config {
     pub server_name: String,
     /// How long audit entries are kept.
     pub audit_retention: std::time::Duration,
+    // Webhooks.
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhook events are gathered and delivered (see `crate::webhooks`).
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookSettings {
+    /// The window of `document.updated` per document.
+    pub debounce: std::time::Duration,
+    /// The first retry's delay, in seconds; later ones double.
+    pub retry_base_secs: i64,
+    /// The longest one request may take.
+    pub timeout: std::time::Duration,
+    /// Whether loopback and private addresses may be reached.
+    pub allow_private: bool,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -775,6 +814,20 @@ impl Config {
                 u64::from(positive("CONCORD_AUDIT_RETENTION_DAYS", s.audit_retention_days.expect(HAS_DEFAULT))?)
                     * 86_400,
             ),
+            // Webhooks.
+            webhooks: WebhookSettings {
+                debounce: std::time::Duration::from_millis(positive(
+                    "WEBHOOK_DEBOUNCE_MS",
+                    s.webhook_debounce_ms.expect(HAS_DEFAULT),
+                )?),
+                retry_base_secs: positive("WEBHOOK_RETRY_BASE_SECS", s.webhook_retry_base_secs.expect(HAS_DEFAULT))?
+                    as i64,
+                timeout: std::time::Duration::from_secs(positive(
+                    "WEBHOOK_TIMEOUT_SECS",
+                    s.webhook_timeout_secs.expect(HAS_DEFAULT),
+                )?),
+                allow_private: s.webhook_allow_private.expect(HAS_DEFAULT),
+            },
         })
     }
 

@@ -16,6 +16,7 @@
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
 //! - [`web`]: server-rendered pages, session cookies and CSRF protection.
+//! - [`webhooks`]: signed deliveries of sync events to owners' URLs, through a durable outbox.
 //! - [`audit`]: the audit log's events and writer; [`live_settings`]: settings the admin console
 //!   changes while the server runs.
 //!
@@ -43,6 +44,7 @@ pub mod secret;
 pub mod serve;
 pub mod sync;
 pub mod web;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,7 +102,9 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         .map_err(StartError::LiveSettings)?;
     let audit = audit::Audit::start(store.clone());
     let revocations = accounts.revocations.subscribe();
-    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone());
+    // Webhooks: started before the hub, whose rooms report their commits to it.
+    let webhooks = webhooks::start(store.clone(), accounts.code_key.clone(), config.webhooks, shutdown.clone());
+    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), webhooks.clone());
     let caps = live::Caps {
         websockets: config.sync.max_connections_per_user,
         event_streams: config.sync.max_streams_per_user,
@@ -120,6 +124,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics: metrics::handle(),
         settings,
         audit,
+        webhooks,
     };
     ops::jobs::spawn_all(&state);
     ops::backup::spawn_scheduled(&state);

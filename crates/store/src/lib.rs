@@ -39,7 +39,7 @@ pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome,
 pub use shares::{NewShare, ShareRecord, ShareStore};
 pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
 pub use webhooks::{
-    Attempt, DeliveryRecord, DueDelivery, HookOwner, NewEvent, NewWebhook, WebhookRecord, WebhookStore,
+    Attempt, DeliveryRecord, DueDelivery, HookOwner, NewEvent, NewWebhook, Reach, WebhookRecord, WebhookStore,
 };
 
 /// Everything Concord persists. Backends implement every sub-trait.

@@ -57,14 +57,30 @@ pub struct NewEvent {
     /// Unique per event; a delivery's id is this id and its hook's.
     pub id: String,
     pub kind: &'static str,
-    /// The user whose data changed.
-    pub user_id: String,
-    /// The workspace it changed in; `None` for events of no workspace (an operation-log push),
-    /// which reach every hook of `user_id`'s workspaces.
-    pub workspace_id: Option<String>,
+    pub reach: Reach,
     /// The exact bytes to sign and send.
     pub body: String,
     pub now: i64,
+}
+
+/// Which workspace hooks an event reaches (server-wide hooks see every event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// The hooks of the workspace it happened in.
+    Workspace(String),
+    /// The hooks of every workspace of the user: for events of no workspace (an operation-log
+    /// push, whose vault is no workspace).
+    User(String),
+}
+
+impl Reach {
+    /// The `(workspace_id, user_id)` the enqueue statement binds, one of them `None`.
+    pub(crate) fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Reach::Workspace(id) => (Some(id), None),
+            Reach::User(id) => (None, Some(id)),
+        }
+    }
 }
 
 /// A delivery a worker has claimed, with what it needs to send it.
@@ -119,8 +135,7 @@ pub trait WebhookStore {
     async fn delete_webhook(&self, owner: HookOwner<'_>, id: &str) -> StoreResult<bool>;
 
     /// Adds, in one transaction, a pending delivery of each event to every hook that subscribes
-    /// to its kind and reaches it: the server's hooks, and the hooks of the event's workspace (of
-    /// every workspace of its user, for an event of no workspace). Returns how many were added.
+    /// to its kind and reaches it: the server's hooks, and the hooks its [`Reach`] names. Returns how many were added.
     async fn enqueue_deliveries(&self, events: &[NewEvent]) -> StoreResult<u64>;
 
     /// Claims up to `limit` pending deliveries due at `now` under `claim` (unique per call) until

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_core::share::{Access, NewShareToken};
+use concord_core::webhook;
 use concord_core::yjs::{DocName, DocPlacement};
 use concord_store::{NewShare, ShareRecord};
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,7 @@ async fn create(
     };
     // Deleted between the lookup and the insert: as if it had never been there.
     let share = state.store.create_share(share).await?.ok_or_else(|| ApiError::not_found("Workspace not found"))?;
+    state.webhooks.share(webhook::SHARE_CREATED, &share);
     let view = ShareView::of(share, Some(token.token.plaintext.clone()));
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -135,9 +137,14 @@ async fn revoke(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Read first for the `share.revoked` event, which names the share's workspace.
+    let share = state.store.shares_of(&principal.user.id).await?.into_iter().find(|s| s.id == id);
     if !state.store.revoke_share(&principal.user.id, &id, clock::now()).await? {
         return Err(ApiError::not_found("Share not found"));
     }
     state.live.end_share(&id);
+    if let Some(share) = share {
+        state.webhooks.share(webhook::SHARE_REVOKED, &share);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -52,11 +52,18 @@ pub struct Hub {
     rooms: Mutex<Rooms>,
     /// Source of connection ids and room generations.
     next_id: AtomicU64,
+    /// Told of every commit, for `document.updated` webhooks; never waits.
+    pub(super) webhooks: crate::webhooks::Notifier,
 }
 
 impl Hub {
     /// Creates the hub and starts its writer.
-    pub fn start(store: Arc<dyn Store>, stats: Arc<LiveStats>, settings: SyncSettings) -> Arc<Hub> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        stats: Arc<LiveStats>,
+        settings: SyncSettings,
+        webhooks: crate::webhooks::Notifier,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             writer: Writer::spawn(store.clone()),
             store,
@@ -64,6 +71,7 @@ impl Hub {
             settings,
             rooms: Mutex::default(),
             next_id: AtomicU64::new(1),
+            webhooks,
         })
     }
 

@@ -66,6 +66,7 @@ impl WebhookStore for PgStore {
         let mut tx = self.write().await?;
         let mut added = 0;
         for event in events {
+            let (workspace_id, user_id) = event.reach.columns();
             let done = sqlx::query(
                 "INSERT INTO webhook_deliveries (id, hook_id, event, body, status, created_at, next_attempt_at)
                  SELECT $1::text || '.' || h.id, h.id, $2, $3, 'pending', $4, $4 FROM webhooks h
@@ -76,8 +77,8 @@ impl WebhookStore for PgStore {
             .bind(event.kind)
             .bind(&event.body)
             .bind(event.now)
-            .bind(&event.workspace_id)
-            .bind(&event.user_id)
+            .bind(workspace_id)
+            .bind(user_id)
             .execute(&mut *tx)
             .await
             .map_err(write_error)?;

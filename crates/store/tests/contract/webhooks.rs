@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use concord_store::{Attempt, HookOwner, NewEvent, NewWebhook, Store, WorkspaceRecord};
+use concord_store::{Attempt, HookOwner, NewEvent, NewWebhook, Reach, Store, WorkspaceRecord};
 
 async fn default_workspace(store: &dyn Store, email: &str) -> WorkspaceRecord {
     let user = store.user_for_verified_email(email, 1).await.unwrap();
@@ -23,8 +23,7 @@ fn event(id: &str, kind: &'static str, user_id: &str, workspace_id: Option<&str>
     NewEvent {
         id: id.to_owned(),
         kind,
-        user_id: user_id.to_owned(),
-        workspace_id: workspace_id.map(str::to_owned),
+        reach: workspace_id.map_or_else(|| Reach::User(user_id.to_owned()), |w| Reach::Workspace(w.to_owned())),
         body: format!("{{\"id\":\"{id}\"}}"),
         now: 100,
     }
