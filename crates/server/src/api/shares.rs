@@ -76,12 +76,44 @@ async fn create(
     Auth(principal): Auth,
     ApiJson(body): ApiJson<NewShareBody>,
 ) -> Result<Response, ApiError> {
+    let (share, token) = create_share(&state, &principal.user.id, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(ShareView::of(share, Some(token)))).into_response())
+}
+
+/// What a share's creation asks for, from the JSON API or the dashboard's form.
+#[derive(Debug)]
+pub(crate) struct ShareRequest {
+    pub workspace_id: String,
+    pub doc: Option<String>,
+    pub access: String,
+    pub expires_in_secs: Option<i64>,
+}
+
+impl From<NewShareBody> for ShareRequest {
+    fn from(body: NewShareBody) -> ShareRequest {
+        ShareRequest {
+            workspace_id: body.workspace_id,
+            doc: body.doc,
+            access: body.access,
+            expires_in_secs: body.expires_in_secs,
+        }
+    }
+}
+
+/// Creates a share of one of the user's workspaces (the rules of `POST /api/shares`); returns it
+/// with its token, which is shown this once.
+pub(crate) async fn create_share(
+    state: &AppState,
+    user_id: &str,
+    body: impl Into<ShareRequest>,
+) -> Result<(ShareRecord, String), ApiError> {
+    let body: ShareRequest = body.into();
     let access = Access::parse(&body.access).map_err(|e| ApiError::bad_request("invalid_access", e.to_string()))?;
     let expires_in = body.expires_in_secs.filter(|s| !(1..=MAX_EXPIRES_IN_SECS).contains(s));
     if expires_in.is_some() {
         return Err(ApiError::bad_request("invalid_expiry", "expires_in_secs must be between 1 and 315360000"));
     }
-    let workspaces = state.store.workspaces_of(&principal.user.id).await?;
+    let workspaces = state.store.workspaces_of(user_id).await?;
     let Some(workspace) = workspaces.iter().find(|w| w.id == body.workspace_id) else {
         return Err(ApiError::not_found("Workspace not found"));
     };
@@ -102,7 +134,7 @@ async fn create(
     let now = clock::now();
     let token = NewShareToken::generate();
     let share = NewShare {
-        user_id: &principal.user.id,
+        user_id,
         workspace_id: &workspace.id,
         doc_name: body.doc.as_deref(),
         access,
@@ -113,8 +145,7 @@ async fn create(
     // Deleted between the lookup and the insert: as if it had never been there.
     let share = state.store.create_share(share).await?.ok_or_else(|| ApiError::not_found("Workspace not found"))?;
     state.webhooks.share(webhook::SHARE_CREATED, &share);
-    let view = ShareView::of(share, Some(token.token.plaintext.clone()));
-    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+    Ok((share, token.token.plaintext.clone()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -137,14 +168,21 @@ async fn revoke(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    revoke_share(&state, &principal.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes one of the user's shares and ends its connections; 404 if it is not theirs or is
+/// already revoked.
+pub(crate) async fn revoke_share(state: &AppState, user_id: &str, id: &str) -> Result<(), ApiError> {
     // Read first for the `share.revoked` event, which names the share's workspace.
-    let share = state.store.shares_of(&principal.user.id).await?.into_iter().find(|s| s.id == id);
-    if !state.store.revoke_share(&principal.user.id, &id, clock::now()).await? {
+    let share = state.store.shares_of(user_id).await?.into_iter().find(|s| s.id == id);
+    if !state.store.revoke_share(user_id, id, clock::now()).await? {
         return Err(ApiError::not_found("Share not found"));
     }
-    state.live.end_share(&id);
+    state.live.end_share(id);
     if let Some(share) = share {
         state.webhooks.share(webhook::SHARE_REVOKED, &share);
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -58,6 +58,7 @@ mod web_escaping;
 mod web_people;
 mod web_secrets;
 mod web_session;
+mod web_shares;
 mod webhooks;
 mod yjs_client;
 mod yjs_durability;
