@@ -64,6 +64,9 @@ pub struct AppState {
     // Bus between nodes.
     /// This node's end of the bus (`crate::bus`); publishes nothing without `REDIS_URL`.
     pub bus: Arc<crate::bus::Fanout>,
+    // Webhooks.
+    /// Where hook points report events (see `crate::webhooks`).
+    pub webhooks: crate::webhooks::Notifier,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +151,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(api::docs::routes())
         .merge(api::history::routes())
         .merge(api::admin::routes())
+        .merge(crate::webhooks::api::routes())
 }
 
 fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

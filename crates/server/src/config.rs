@@ -348,6 +348,25 @@ pub struct Settings {
     /// DATABASE_URL [default: none, one node alone]
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+    // Webhooks.
+    /// Milliseconds a document's edits are gathered into one `document.updated` event (the first
+    /// edit starts the window; the event carries the latest seq)
+    #[arg(long, env = "WEBHOOK_DEBOUNCE_MS", value_name = "MILLISECONDS", default_value = "2000")]
+    pub webhook_debounce_ms: Option<u64>,
+
+    /// Seconds before the first retry of a failed webhook delivery; each retry waits twice as
+    /// long as the one before (at most 30 minutes), for 6 hours
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_SECS", value_name = "SECONDS", default_value = "10")]
+    pub webhook_retry_base_secs: Option<u64>,
+
+    /// Seconds one webhook request may take, connecting included, before it counts as failed
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", value_name = "SECONDS", default_value = "10")]
+    pub webhook_timeout_secs: Option<u64>,
+
+    /// Whether webhooks may be delivered to loopback, private and link-local addresses (refused
+    /// by default, so a hook cannot reach inside the server's network)
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", default_value = "false")]
+    pub webhook_allow_private: Option<bool>,
 }
 
 impl Settings {
@@ -440,6 +459,11 @@ impl Settings {
             blob_s3_allow_http: self.blob_s3_allow_http.or(lower.blob_s3_allow_http),
             // Bus between nodes.
             redis_url: self.redis_url.or(lower.redis_url),
+            // Webhooks.
+            webhook_debounce_ms: self.webhook_debounce_ms.or(lower.webhook_debounce_ms),
+            webhook_retry_base_secs: self.webhook_retry_base_secs.or(lower.webhook_retry_base_secs),
+            webhook_timeout_secs: self.webhook_timeout_secs.or(lower.webhook_timeout_secs),
+            webhook_allow_private: self.webhook_allow_private.or(lower.webhook_allow_private),
         }
     }
 }
@@ -586,6 +610,8 @@ pub struct Config {
     // Bus between nodes (bus).
     /// Redis pub/sub between the nodes on one PostgreSQL (`crate::bus`), if set.
     pub redis_url: Option<Secret>,
+    // Webhooks.
+    pub webhooks: WebhookSettings,
 }
 
 /// The `--blob-store` setting, resolved.
@@ -621,6 +647,19 @@ impl S3Settings {
             format!("s3://{}/{}", self.bucket, self.prefix)
         }
     }
+}
+
+/// How webhook events are gathered and delivered (see `crate::webhooks`).
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookSettings {
+    /// The window of `document.updated` per document.
+    pub debounce: std::time::Duration,
+    /// The first retry's delay, in seconds; later ones double.
+    pub retry_base_secs: i64,
+    /// The longest one request may take.
+    pub timeout: std::time::Duration,
+    /// Whether loopback and private addresses may be reached.
+    pub allow_private: bool,
 }
 
 /// Per-user caps, enforced by the store in the inserting statement.
@@ -875,6 +914,20 @@ impl Config {
             blob_store,
             // Bus between nodes.
             redis_url: redis_url(s.redis_url, database_url_set)?,
+            // Webhooks.
+            webhooks: WebhookSettings {
+                debounce: std::time::Duration::from_millis(positive(
+                    "WEBHOOK_DEBOUNCE_MS",
+                    s.webhook_debounce_ms.expect(HAS_DEFAULT),
+                )?),
+                retry_base_secs: positive("WEBHOOK_RETRY_BASE_SECS", s.webhook_retry_base_secs.expect(HAS_DEFAULT))?
+                    as i64,
+                timeout: std::time::Duration::from_secs(positive(
+                    "WEBHOOK_TIMEOUT_SECS",
+                    s.webhook_timeout_secs.expect(HAS_DEFAULT),
+                )?),
+                allow_private: s.webhook_allow_private.expect(HAS_DEFAULT),
+            },
         })
     }
 

@@ -16,6 +16,7 @@
 //! - [`live`]: long-lived connections: per-user caps and the credential watcher.
 //! - [`metrics`]: the Prometheus recorder, request metrics and `GET /metrics`.
 //! - [`web`]: server-rendered pages, session cookies and CSRF protection.
+//! - [`webhooks`]: signed deliveries of sync events to owners' URLs, through a durable outbox.
 //! - [`audit`]: the audit log's events and writer; [`live_settings`]: settings the admin console
 //!   changes while the server runs.
 //! - [`bus`]: what nodes on one PostgreSQL tell each other (Redis pub/sub).
@@ -45,6 +46,7 @@ pub mod secret;
 pub mod serve;
 pub mod sync;
 pub mod web;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,7 +115,9 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     let revocations = accounts.revocations.subscribe();
     let (fanout, heard) = bus::start(config.redis_url.as_ref().map(|url| url.expose()), shutdown.clone())?;
     let fanout = Arc::new(fanout);
-    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), fanout.clone());
+    // Webhooks: started before the hub, whose rooms report their commits to it.
+    let webhooks = webhooks::start(store.clone(), accounts.code_key.clone(), config.webhooks, shutdown.clone());
+    let sync = sync::Hub::start(store.clone(), stats.clone(), config.sync.clone(), fanout.clone(), webhooks.clone());
     let caps = live::Caps {
         websockets: config.sync.max_connections_per_user,
         event_streams: config.sync.max_streams_per_user,
@@ -134,6 +138,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         settings,
         audit,
         bus: fanout,
+        webhooks,
     };
     if let Some(heard) = heard {
         bus::spawn_listener(&state, heard);

@@ -20,6 +20,7 @@ mod rows;
 mod shares;
 pub mod sqlite;
 mod usage;
+mod webhooks;
 
 pub use accounts::AdminStore;
 pub use accounts::{
@@ -37,6 +38,9 @@ pub use history::{HistoryStore, VersionRecord};
 pub use oplog::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoredOp};
 pub use shares::{NewShare, ShareRecord, ShareStore};
 pub use usage::{DocumentUsage, UsageStore, VaultUsage, WorkspaceUsage};
+pub use webhooks::{
+    Attempt, DeliveryRecord, DueDelivery, HookOwner, NewEvent, NewWebhook, Reach, WebhookRecord, WebhookStore,
+};
 
 /// Everything Concord persists. Backends implement every sub-trait.
 #[async_trait::async_trait]
@@ -50,6 +54,8 @@ pub trait Store:
     + UsageStore
     + ConsoleStore
     + HistoryStore
+    // Webhooks.
+    + WebhookStore
     + Send
     + Sync
     + 'static

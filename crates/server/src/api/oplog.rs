@@ -163,6 +163,7 @@ async fn push(
             metrics::counter!("concord_oplog_ops_pushed_total").increment(result.accepted.len() as u64);
             state.events.publish(&scope, result.head);
             state.bus.head(&scope, result.head);
+            state.webhooks.oplog_pushed(&scope, result.head);
             Ok(json_bytes(encode_push(&result)))
         }
         PushOutcome::Replayed(stored) => Ok(json_bytes(stored)),

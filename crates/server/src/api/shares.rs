@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_core::share::{Access, NewShareToken};
+use concord_core::webhook;
 use concord_core::yjs::{DocName, DocPlacement};
 use concord_store::{NewShare, ShareRecord};
 use serde::{Deserialize, Serialize};
@@ -75,12 +76,44 @@ async fn create(
     Auth(principal): Auth,
     ApiJson(body): ApiJson<NewShareBody>,
 ) -> Result<Response, ApiError> {
+    let (share, token) = create_share(&state, &principal.user.id, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(ShareView::of(share, Some(token)))).into_response())
+}
+
+/// What a share's creation asks for, from the JSON API or the dashboard's form.
+#[derive(Debug)]
+pub(crate) struct ShareRequest {
+    pub workspace_id: String,
+    pub doc: Option<String>,
+    pub access: String,
+    pub expires_in_secs: Option<i64>,
+}
+
+impl From<NewShareBody> for ShareRequest {
+    fn from(body: NewShareBody) -> ShareRequest {
+        ShareRequest {
+            workspace_id: body.workspace_id,
+            doc: body.doc,
+            access: body.access,
+            expires_in_secs: body.expires_in_secs,
+        }
+    }
+}
+
+/// Creates a share of one of the user's workspaces (the rules of `POST /api/shares`); returns it
+/// with its token, which is shown this once.
+pub(crate) async fn create_share(
+    state: &AppState,
+    user_id: &str,
+    body: impl Into<ShareRequest>,
+) -> Result<(ShareRecord, String), ApiError> {
+    let body: ShareRequest = body.into();
     let access = Access::parse(&body.access).map_err(|e| ApiError::bad_request("invalid_access", e.to_string()))?;
     let expires_in = body.expires_in_secs.filter(|s| !(1..=MAX_EXPIRES_IN_SECS).contains(s));
     if expires_in.is_some() {
         return Err(ApiError::bad_request("invalid_expiry", "expires_in_secs must be between 1 and 315360000"));
     }
-    let workspaces = state.store.workspaces_of(&principal.user.id).await?;
+    let workspaces = state.store.workspaces_of(user_id).await?;
     let Some(workspace) = workspaces.iter().find(|w| w.id == body.workspace_id) else {
         return Err(ApiError::not_found("Workspace not found"));
     };
@@ -101,7 +134,7 @@ async fn create(
     let now = clock::now();
     let token = NewShareToken::generate();
     let share = NewShare {
-        user_id: &principal.user.id,
+        user_id,
         workspace_id: &workspace.id,
         doc_name: body.doc.as_deref(),
         access,
@@ -111,8 +144,8 @@ async fn create(
     };
     // Deleted between the lookup and the insert: as if it had never been there.
     let share = state.store.create_share(share).await?.ok_or_else(|| ApiError::not_found("Workspace not found"))?;
-    let view = ShareView::of(share, Some(token.token.plaintext.clone()));
-    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+    state.webhooks.share(webhook::SHARE_CREATED, &share);
+    Ok((share, token.token.plaintext.clone()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -135,9 +168,21 @@ async fn revoke(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.revoke_share(&principal.user.id, &id, clock::now()).await? {
+    revoke_share(&state, &principal.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes one of the user's shares and ends its connections; 404 if it is not theirs or is
+/// already revoked.
+pub(crate) async fn revoke_share(state: &AppState, user_id: &str, id: &str) -> Result<(), ApiError> {
+    // Read first for the `share.revoked` event, which names the share's workspace.
+    let share = state.store.shares_of(user_id).await?.into_iter().find(|s| s.id == id);
+    if !state.store.revoke_share(user_id, id, clock::now()).await? {
         return Err(ApiError::not_found("Share not found"));
     }
-    state.live.end_share(&id);
-    Ok(StatusCode::NO_CONTENT)
+    state.live.end_share(id);
+    if let Some(share) = share {
+        state.webhooks.share(webhook::SHARE_REVOKED, &share);
+    }
+    Ok(())
 }

@@ -57,11 +57,19 @@ pub struct Hub {
     rooms: Mutex<Rooms>,
     /// Source of connection ids and room generations.
     next_id: AtomicU64,
+    /// Told of every commit, for `document.updated` webhooks; never waits.
+    pub(super) webhooks: crate::webhooks::Notifier,
 }
 
 impl Hub {
     /// Creates the hub and starts its writer.
-    pub fn start(store: Arc<dyn Store>, stats: Arc<LiveStats>, settings: SyncSettings, bus: Arc<Fanout>) -> Arc<Hub> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        stats: Arc<LiveStats>,
+        settings: SyncSettings,
+        bus: Arc<Fanout>,
+        webhooks: crate::webhooks::Notifier,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             writer: Writer::spawn(store.clone()),
             bus,
@@ -70,6 +78,7 @@ impl Hub {
             settings,
             rooms: Mutex::default(),
             next_id: AtomicU64::new(1),
+            webhooks,
         })
     }
 

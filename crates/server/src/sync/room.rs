@@ -374,7 +374,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         for (conn, frame) in awareness {
             hub.bus.publish(&Message::Awareness { doc: doc.bus_ref.clone(), conn, frame });
         }
-        if !persist(hub, doc, &mut batch).await {
+        if !persist(hub, key, doc, &mut batch).await {
             close_all(&peers, CloseReason::StorageFailed);
             for (done, _) in acks {
                 let _ = done.send(Err(ApplyError::Storage));
@@ -518,7 +518,7 @@ async fn take_version(hub: &Hub, doc: &mut Loaded, compacting: bool, state: Opti
 
 /// Appends every update of the batch in one group commit. Returns false if the store refused,
 /// in which case nothing of the batch may be sent.
-async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
+async fn persist(hub: &Hub, key: &DocKey, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
     let at = clock::now();
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
@@ -551,6 +551,7 @@ async fn persist(hub: &Hub, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effe
             }
             doc.pending_bytes += bytes;
             doc.changed_since_version = true;
+            hub.webhooks.document_updated(key, seqs.last().copied().unwrap_or(doc.last_seq));
             true
         }
         Err(_) => false,

@@ -1,5 +1,5 @@
 //! People's pages: the landing page, sign-in and registration, confirming an address, forgotten
-//! passwords, and the dashboard of one's devices, workspaces and vaults.
+//! passwords, and the dashboard of one's devices, workspaces (with their share links) and vaults.
 //!
 //! Handlers read forms and render templates; every account rule (validation, limits, what a
 //! sign-in creates, what a revocation closes) is a call into `crate::accounts`, the same one the
@@ -42,6 +42,9 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/devices/revoke", post(revoke))
         .route("/dashboard/password", post(change_password))
         .route("/dashboard/sign-out-everywhere", post(sign_out_everywhere))
+        // Share links.
+        .route("/dashboard/shares", post(create_share))
+        .route("/dashboard/shares/revoke", post(revoke_share))
 }
 
 /// An account error as the page shows it: client errors go back into the form, with their
@@ -441,10 +444,31 @@ struct DocRow {
 }
 
 struct WorkspaceRow {
+    id: String,
     name: String,
     documents: i64,
     bytes: String,
     docs: Vec<DocRow>,
+    shares: Vec<ShareRow>,
+}
+
+/// A share link of a workspace, as its owner sees it (never its token).
+struct ShareRow {
+    id: String,
+    /// `None`: every document of the workspace.
+    doc: Option<String>,
+    access: &'static str,
+    created: String,
+    expires: Option<String>,
+    expired: bool,
+}
+
+/// A share just created: its token, shown this once.
+struct NewShareRow {
+    workspace: String,
+    doc: Option<String>,
+    access: &'static str,
+    token: String,
 }
 
 struct VaultRow {
@@ -468,6 +492,8 @@ struct DashboardPage {
     vaults: Vec<VaultRow>,
     documents_cut: bool,
     document_limit: i64,
+    // Share links.
+    created_share: Option<NewShareRow>,
 }
 
 /// Bytes for people: `999 B`, `1.5 KiB`, `12.0 MiB`.
@@ -492,6 +518,7 @@ struct DashboardQuery {
 fn notice(done: &str) -> Option<&'static str> {
     match done {
         "revoked" => Some("The device is revoked: it is signed out and its connections are closed."),
+        "share-revoked" => Some("The share link is revoked: it opens nothing and its connections are closed."),
         _ => None,
     }
 }
@@ -505,6 +532,14 @@ async fn dashboard(
     dashboard_page(&state, &csrf, &principal, StatusCode::OK, notice(&query.done), None).await
 }
 
+/// What [`dashboard_page`] shows beyond the person's data: the outcome of an action.
+#[derive(Default)]
+struct Outcome {
+    notice: Option<&'static str>,
+    error: Option<String>,
+    created_share: Option<NewShareRow>,
+}
+
 async fn dashboard_page(
     state: &AppState,
     csrf: &CsrfToken,
@@ -513,7 +548,19 @@ async fn dashboard_page(
     notice: Option<&'static str>,
     error: Option<String>,
 ) -> Result<Response, ApiError> {
+    dashboard_with(state, csrf, principal, status, Outcome { notice, error, created_share: None }).await
+}
+
+async fn dashboard_with(
+    state: &AppState,
+    csrf: &CsrfToken,
+    principal: &Principal,
+    status: StatusCode,
+    outcome: Outcome,
+) -> Result<Response, ApiError> {
     let user = &principal.user;
+    let shares = state.store.shares_of(&user.id).await?;
+    let now = clock::now();
     let devices = state.store.devices_of(&user.id).await?;
     let usage = state.store.workspace_usage(&user.id).await?;
     let documents = state.store.document_usage(&user.id, DOCUMENT_LIST_LIMIT + 1).await?;
@@ -528,6 +575,19 @@ async fn dashboard_page(
                 .filter(|d| d.workspace_id == w.id)
                 .map(|d| DocRow { name: d.name.clone(), bytes: human_bytes(d.bytes) })
                 .collect(),
+            shares: shares
+                .iter()
+                .filter(|s| s.workspace_id == w.id)
+                .map(|s| ShareRow {
+                    id: s.id.clone(),
+                    doc: s.doc_name.clone(),
+                    access: s.access.as_str(),
+                    created: clock::rfc3339(s.created_at),
+                    expires: s.expires_at.map(clock::rfc3339),
+                    expired: s.expires_at.is_some_and(|at| at <= now),
+                })
+                .collect(),
+            id: w.id,
             name: w.name,
             documents: w.documents,
             bytes: human_bytes(w.bytes),
@@ -538,8 +598,8 @@ async fn dashboard_page(
         username: user.username.clone().unwrap_or_else(|| user.email.clone()),
         email: user.email.clone(),
         has_password: user.password_hash.is_some(),
-        notice,
-        error,
+        notice: outcome.notice,
+        error: outcome.error,
         devices: devices.iter().map(|d| DeviceRow::of(d, &principal.device.id)).collect(),
         workspaces,
         vaults: vaults
@@ -548,6 +608,7 @@ async fn dashboard_page(
             .collect(),
         documents_cut,
         document_limit: DOCUMENT_LIST_LIMIT,
+        created_share: outcome.created_share,
     };
     Ok(Page(status, page).into_response())
 }
@@ -591,6 +652,88 @@ async fn revoke(
             ([(header::SET_COOKIE, USER_SESSION.clear(&state))], Redirect::to("/login")).into_response()
         }
         Ok(()) => Redirect::to("/dashboard?done=revoked").into_response(),
+        Err(err) => dashboard_error(&state, &csrf, &principal, err).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct ShareForm {
+    #[serde(default)]
+    workspace_id: String,
+    /// Empty: the whole workspace.
+    #[serde(default)]
+    doc: String,
+    #[serde(default)]
+    access: String,
+    /// Empty: no expiry.
+    #[serde(default)]
+    expires_in_days: String,
+}
+
+/// Creates a share link by the rules of `POST /api/shares` and shows the dashboard with its
+/// token, this once.
+async fn create_share(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    UserSession(principal): UserSession,
+    Form(form): Form<ShareForm>,
+) -> Response {
+    let days = form.expires_in_days.trim();
+    let expires_in_secs = match days {
+        "" => Ok(None),
+        days => days
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=3650).contains(d))
+            .map(|d| Some(d * 86_400))
+            .ok_or_else(|| ApiError::bad_request("invalid_expiry", "the expiry must be 1 to 3650 days, or empty")),
+    };
+    let created = match expires_in_secs {
+        Ok(expires_in_secs) => {
+            let request = crate::api::shares::ShareRequest {
+                workspace_id: form.workspace_id.trim().to_owned(),
+                doc: Some(form.doc.trim().to_owned()).filter(|d| !d.is_empty()),
+                access: form.access.trim().to_owned(),
+                expires_in_secs,
+            };
+            crate::api::shares::create_share(&state, &principal.user.id, request).await
+        }
+        Err(err) => Err(err),
+    };
+    match created {
+        Ok((share, token)) => {
+            let workspaces = state.store.workspaces_of(&principal.user.id).await;
+            let workspace = workspaces
+                .ok()
+                .and_then(|list| list.into_iter().find(|w| w.id == share.workspace_id))
+                .map_or_else(|| share.workspace_id.clone(), |w| w.name);
+            let created_share =
+                Some(NewShareRow { workspace, doc: share.doc_name, access: share.access.as_str(), token });
+            let outcome = Outcome { created_share, ..Outcome::default() };
+            dashboard_with(&state, &csrf, &principal, StatusCode::CREATED, outcome)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        Err(err) => dashboard_error(&state, &csrf, &principal, err).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeShareForm {
+    #[serde(default)]
+    share_id: String,
+}
+
+/// Revokes one of the person's share links (the rule of `DELETE /api/shares/{id}`): its open
+/// connections close at once.
+async fn revoke_share(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    UserSession(principal): UserSession,
+    Form(form): Form<RevokeShareForm>,
+) -> Response {
+    match crate::api::shares::revoke_share(&state, &principal.user.id, form.share_id.trim()).await {
+        Ok(()) => Redirect::to("/dashboard?done=share-revoked").into_response(),
         Err(err) => dashboard_error(&state, &csrf, &principal, err).await,
     }
 }

@@ -40,6 +40,11 @@ pub const ADMIN_API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/smtp"),
     ("DELETE", "/admin/api/smtp"),
     ("POST", "/admin/api/smtp/test"),
+    // Webhooks.
+    ("GET", "/admin/api/webhooks"),
+    ("POST", "/admin/api/webhooks"),
+    ("DELETE", "/admin/api/webhooks/nothing"),
+    ("GET", "/admin/api/webhooks/nothing/deliveries"),
 ];
 
 /// A server whose bootstrap admin is `root` with [`TEST_PASSWORD`].

@@ -61,6 +61,8 @@ mod web_escaping;
 mod web_people;
 mod web_secrets;
 mod web_session;
+mod web_shares;
+mod webhooks;
 mod yjs_client;
 mod yjs_durability;
 mod yjs_isolation;

@@ -31,6 +31,8 @@ const PAGES: &[(&str, &[&str])] = &[
     ("/dashboard/devices/revoke", &["POST"]),
     ("/dashboard/password", &["POST"]),
     ("/dashboard/sign-out-everywhere", &["POST"]),
+    ("/dashboard/shares", &["POST"]),
+    ("/dashboard/shares/revoke", &["POST"]),
     ("/admin/login", &["GET", "POST"]),
     ("/admin/logout", &["POST"]),
     ("/admin", &["GET"]),

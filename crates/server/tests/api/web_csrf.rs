@@ -65,6 +65,14 @@ pub const ROUTES: &[Route] = &[
         session: Some("csrf-pw@example.com"),
         accepted: 200,
     },
+    // Share links on the dashboard.
+    Route {
+        path: "/dashboard/shares",
+        fields: &[("workspace_id", "{workspace}"), ("doc", "notes"), ("access", "read-only")],
+        session: Some(OWNER),
+        accepted: 201,
+    },
+    Route { path: "/dashboard/shares/revoke", fields: &[("share_id", "{share}")], session: Some(OWNER), accepted: 303 },
     Route { path: "/dashboard/sign-out-everywhere", fields: &[], session: Some(OWNER), accepted: 200 },
     Route { path: "/logout", fields: &[], session: Some(OWNER), accepted: 303 },
 ];
@@ -107,6 +115,13 @@ async fn fixture(app: &TestApp, sink: &SmtpSink) -> Fixture {
     });
     let paired = json(app.post_json("/api/client/pair", &pairing).await, 200).await;
     values.insert("device", paired["device_id"].as_str().unwrap().to_owned());
+    // Share links: the owner's default workspace, and a share of it to revoke.
+    let token = paired["device_token"].as_str().unwrap();
+    let workspace = crate::shares_api::default_workspace(app, token).await;
+    let share = serde_json::json!({ "workspace_id": workspace, "access": "read-only" });
+    let share = crate::shares_api::create_share(app, token, share, 201).await;
+    values.insert("share", share["id"].as_str().unwrap().to_owned());
+    values.insert("workspace", workspace);
     Fixture { values }
 }
 

@@ -25,6 +25,7 @@ mod history;
 mod oplog;
 mod shares;
 mod usage;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -27,6 +27,7 @@ mod history;
 mod oplog;
 mod shares;
 mod usage;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

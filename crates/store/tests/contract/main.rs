@@ -14,6 +14,7 @@ mod history;
 mod oplog;
 mod shares;
 mod usage;
+mod webhooks;
 mod workspaces;
 
 #[path = "../support/postgres_cluster.rs"]
@@ -136,6 +137,10 @@ macro_rules! every_story {
                 story_workspace_listings_count_documents_and_bytes,
                 story_the_audit_log_filters_pages_and_ages_out,
                 story_live_settings_are_saved_and_cleared_together,
+            ],
+            webhooks: [
+                story_hooks_are_their_owners_and_events_reach_the_hooks_that_subscribe,
+                story_claims_hold_deliveries_and_attempts_retry_until_delivered_or_given_up,
             ],
         );
     };
