@@ -113,17 +113,41 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     let paths = std::mem::take(&mut doc.paths.paths);
     doc.paths.paths = paths.into_iter().map(|(path, item)| (path.replace("{*", "{"), item)).collect();
     document_root_upgrade(&mut doc);
+    unique_operation_ids(&mut doc);
     add_links(&mut doc);
     doc
 }
 
-/// OpenAPI `links`: `(creating operation, its status, parameter, where the answer has the id,
-/// the paths that take it)`. They let schemathesis' stateful phase act on a user, workspace or
-/// share that exists instead of random ids that all answer 404.
+/// utoipa names an operation after its handler, and handlers of different modules share names
+/// (`revoke_device`, `devices`, `workspaces`…). OpenAPI requires unique ids (links and client
+/// generators address operations by them), so a shared name gets its path appended.
+fn unique_operation_ids(doc: &mut OpenApi) {
+    let mut counts = BTreeMap::<String, usize>::new();
+    for item in doc.paths.paths.values() {
+        for operation in [&item.get, &item.put, &item.post, &item.delete, &item.patch].into_iter().flatten() {
+            *counts.entry(operation.operation_id.clone().unwrap_or_default()).or_default() += 1;
+        }
+    }
+    for (path, item) in &mut doc.paths.paths {
+        let slug: String = path.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch] {
+            let Some(operation) = operation.as_mut() else { continue };
+            let id = operation.operation_id.clone().unwrap_or_default();
+            if counts.get(&id).is_some_and(|n| *n > 1) {
+                operation.operation_id = Some(format!("{id}{}", slug.trim_end_matches('_')));
+            }
+        }
+    }
+}
+
+/// OpenAPI `links`: `(operation that answers an id, its status, parameter, where the answer has
+/// the id, the paths that take it)`. They let schemathesis' stateful phase act on a user,
+/// device, workspace or share that exists instead of random ids that all answer 404.
 const LINKS: &[(&str, &str, &str, &str, &str)] = &[
-    ("/admin/api/users/create", "201", "id", "$response.body#/user/id", "/admin/api/users/{id}"),
-    ("/api/workspaces", "201", "id", "$response.body#/id", "/api/workspaces/{id}"),
-    ("/api/shares", "201", "id", "$response.body#/id", "/api/shares/{id}"),
+    ("POST /admin/api/users/create", "201", "id", "$response.body#/user/id", "/admin/api/users/{id}"),
+    ("GET /admin/api/devices", "200", "id", "$response.body#/items/0/id", "/admin/api/devices/{id}"),
+    ("POST /api/workspaces", "201", "id", "$response.body#/id", "/api/workspaces/{id}"),
+    ("POST /api/shares", "201", "id", "$response.body#/id", "/api/shares/{id}"),
 ];
 
 fn add_links(doc: &mut OpenApi) {
@@ -138,7 +162,9 @@ fn add_links(doc: &mut OpenApi) {
                 targets.extend(operation.operation_id.clone());
             }
         }
-        let response = doc.paths.paths.get_mut(*source).and_then(|item| item.post.as_mut());
+        let (method, source) = source.split_once(' ').expect("method and path");
+        let item = doc.paths.paths.get_mut(source);
+        let response = item.and_then(|item| if method == "GET" { item.get.as_mut() } else { item.post.as_mut() });
         let Some(RefOr::T(response)) = response.and_then(|op| op.responses.responses.get_mut(*status)) else {
             continue;
         };

@@ -504,10 +504,15 @@ fn one_time_password() -> Password {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
+    // The constraints are `concord_core`'s rules, so generated bodies (schemathesis) reach
+    // past validation to the accounts the stateful phase then acts on.
     #[serde(default)]
+    #[schema(format = Email, max_length = 320)]
     pub email: String,
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")]
     pub username: Option<String>,
     /// Absent or empty: a one-time password is made and returned once.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
     #[serde(default)]
     pub admin: bool,

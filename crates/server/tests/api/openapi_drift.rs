@@ -287,3 +287,46 @@ fn schema_names_are_unique() {
     let duplicates: Vec<_> = seen.iter().filter(|(_, files)| files.len() > 1).collect();
     assert!(duplicates.is_empty(), "schema names used twice: {duplicates:?}");
 }
+
+/// The stateful links name operations that exist, with a parameter those operations take; a
+/// renamed handler would otherwise leave links schemathesis silently skips.
+#[tokio::test]
+async fn links_point_to_operations_that_take_their_parameter() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = crate::helpers::json(app.get("/api/openapi.json").await, 200).await;
+    let mut parameters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str().filter(|_| HTTP_METHODS.contains(&method.as_str())) {
+                let names = operation["parameters"].as_array().into_iter().flatten();
+                parameters.insert(id.to_owned(), names.filter_map(|p| p["name"].as_str().map(str::to_owned)).collect());
+            }
+        }
+    }
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str()))
+        .collect();
+    assert_eq!(ids.len(), parameters.len(), "operation ids are not unique: {ids:?}");
+    let mut links = 0;
+    let mut drift = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            for response in operation["responses"].as_object().into_iter().flat_map(|r| r.values()) {
+                for link in response["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                    links += 1;
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        if !parameters.get(target).is_some_and(|p| p.contains(name)) {
+                            drift.push(format!("link to {target:?} with parameter {name:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(links >= 12, "only {links} links");
+    assert!(drift.is_empty(), "{}", drift.join("\n"));
+}
