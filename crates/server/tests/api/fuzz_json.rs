@@ -107,14 +107,25 @@ async fn json_bodies_never_make_the_server_fail() {
     assert_eq!(status, 201, "{victim}");
     let victim = victim["user"]["id"].as_str().unwrap().to_owned();
     let user_route = |action: &str| format!("/admin/api/users/{victim}/{action}");
-    // A workspace and a document with a version, so the history routes get past their 404s.
+    // A workspace (for the admin's removal) and a document with a version, so the history routes
+    // get past their 404s.
     let workspace =
         crate::helpers::json(app.post_auth("/api/workspaces", &session, &json!({ "name": "fuzzed" })).await, 201).await
             ["id"]
             .as_str()
             .unwrap()
             .to_owned();
-    let doc = format!("/api/workspaces/{workspace}/docs/notes");
+    // A bare name is placed in the default workspace (the sockets' rule).
+    let default = crate::shares_api::default_workspace(&app, &session).await;
+    let doc = format!("/api/workspaces/{default}/docs/notes");
+    let update = {
+        use yrs::{ReadTxn, Text, Transact};
+        let ydoc = yrs::Doc::new();
+        ydoc.get_or_insert_text("body").insert(&mut ydoc.transact_mut(), 0, "fuzzed");
+        ydoc.transact().encode_state_as_update_v1(&yrs::StateVector::default())
+    };
+    let written = app.client.post(app.url(&doc)).bearer_auth(&session).body(update).send().await.unwrap();
+    assert_eq!(written.status(), 200);
     let version = crate::helpers::json(
         app.post_auth(&format!("{doc}/versions"), &session, &json!({ "label": "first" })).await,
         201,
