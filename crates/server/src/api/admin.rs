@@ -460,7 +460,7 @@ async fn diagnostics(State(state): State<AppState>, _: Admin) -> Result<Json<Dia
 
 // ---- users ----
 
-#[utoipa::path(get, path = "/admin/api/users", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<UserView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/admin/api/users", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("q" = Option<String>, Query, description = "text in email or username"), ("filter" = Option<String>, Query, pattern = "^(all|active|blocked|unconfirmed|admin)$"), ("sort" = Option<String>, Query, pattern = "^(newest|oldest|email|username)$"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "page number, from 1"), ("per_page" = Option<i64>, Query, minimum = 1, maximum = 200, description = "items per page (default 50)")), responses((status = 200, description = "success", body = PageView<UserView>), (status = 400, description = "invalid query", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn users(
     State(state): State<AppState>,
     _: Admin,
@@ -504,10 +504,15 @@ fn one_time_password() -> Password {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
+    // The constraints are `concord_core`'s rules, so generated bodies (schemathesis) reach
+    // past validation to the accounts the stateful phase then acts on.
     #[serde(default)]
+    #[schema(format = Email, max_length = 320)]
     pub email: String,
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")]
     pub username: Option<String>,
     /// Absent or empty: a one-time password is made and returned once.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: Option<String>,
     #[serde(default)]
     pub admin: bool,
@@ -830,7 +835,7 @@ async fn delete_user(
 
 // ---- devices ----
 
-#[utoipa::path(get, path = "/admin/api/devices", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<DeviceView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/admin/api/devices", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("user_id" = Option<String>, Query), ("kind" = Option<String>, Query, pattern = "^(session|client)$"), ("state" = Option<String>, Query, pattern = "^(all|live|revoked)$"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "page number, from 1"), ("per_page" = Option<i64>, Query, minimum = 1, maximum = 200, description = "items per page (default 50)")), responses((status = 200, description = "success", body = PageView<DeviceView>), (status = 400, description = "invalid query", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn devices_list(
     State(state): State<AppState>,
     _: Admin,
@@ -921,7 +926,7 @@ impl VaultView {
     }
 }
 
-#[utoipa::path(get, path = "/admin/api/vaults", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<VaultView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/admin/api/vaults", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "page number, from 1"), ("per_page" = Option<i64>, Query, minimum = 1, maximum = 200, description = "items per page (default 50)")), responses((status = 200, description = "success", body = PageView<VaultView>), (status = 400, description = "invalid query", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn vaults(
     State(state): State<AppState>,
     _: Admin,
@@ -990,7 +995,7 @@ impl WorkspaceView {
     }
 }
 
-#[utoipa::path(get, path = "/admin/api/workspaces", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<WorkspaceView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/admin/api/workspaces", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "page number, from 1"), ("per_page" = Option<i64>, Query, minimum = 1, maximum = 200, description = "items per page (default 50)")), responses((status = 200, description = "success", body = PageView<WorkspaceView>), (status = 400, description = "invalid query", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn workspaces(
     State(state): State<AppState>,
     _: Admin,
@@ -1106,7 +1111,7 @@ async fn backup(State(state): State<AppState>, admin: Admin, ip: Ip) -> Result<J
 
 // ---- audit log ----
 
-#[utoipa::path(get, path = "/admin/api/audit", tag = "admin", security(("device_token" = []), ("admin_session" = [])), responses((status = 200, description = "success", body = PageView<AuditView>), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/admin/api/audit", tag = "admin", security(("device_token" = []), ("admin_session" = [])), params(("event" = Option<String>, Query, description = "event name"), ("user" = Option<String>, Query, description = "actor or subject"), ("q" = Option<String>, Query, description = "text in the detail"), ("since" = Option<String>, Query, description = "unix seconds or a date YYYY-MM-DD"), ("until" = Option<String>, Query, description = "unix seconds or a date YYYY-MM-DD (the whole day)"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "page number, from 1"), ("per_page" = Option<i64>, Query, minimum = 1, maximum = 200, description = "items per page (default 50)")), responses((status = 200, description = "success", body = PageView<AuditView>), (status = 400, description = "invalid query", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn audit_log(
     State(state): State<AppState>,
     _: Admin,

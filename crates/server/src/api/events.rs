@@ -81,7 +81,7 @@ struct Listener {
 /// exit), and when its credentials end: at once when its device is revoked, within half a second
 /// when its user is blocked or its token expires, as the WebSockets do. A user holding
 /// `SYNC_MAX_STREAMS_PER_USER` streams already gets 429 `too_many_streams`.
-#[utoipa::path(get, path = "/api/v1/sync/events", tag = "op log", security(("device_token" = []), ("token_query" = [])), responses((status = 200, description = "server-sent events: head announcements (text/event-stream)", body = String), crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/api/v1/sync/events", tag = "op log", security(("device_token" = []), ("token_query" = [])), responses((status = 200, description = "server-sent events `head`, whose data is `{\"server_sequence\": n}` (each event an object of `event` and `data`)", body = Object, content_type = "text/event-stream"), crate::openapi::Authed, crate::openapi::Common))]
 async fn events(
     State(state): State<AppState>,
     Auth(principal): Auth,

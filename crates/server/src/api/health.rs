@@ -105,17 +105,32 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
 }
 
-#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]
-async fn livez() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "server_time": clock::rfc3339(clock::now()), "status": "ok" }))
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Liveness), crate::openapi::Common))]
+async fn livez() -> axum::Json<Liveness> {
+    axum::Json(Liveness { server_time: clock::rfc3339(clock::now()), status: "ok" })
 }
 
-#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, body = Object), crate::openapi::Common))]
-async fn status(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "active_connections": state.stats.connections.load(Ordering::Relaxed),
-        "active_rooms": state.stats.rooms.load(Ordering::Relaxed),
-    }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Liveness {
+    server_time: String,
+    status: &'static str,
+}
+
+/// `GET /api/status`: what this process is serving right now.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ServerStatus {
+    status: &'static str,
+    version: &'static str,
+    active_connections: usize,
+    active_rooms: usize,
+}
+
+#[utoipa::path(get, path = "/api/status", tag = "health", responses((status = 200, body = ServerStatus), crate::openapi::Common))]
+async fn status(State(state): State<AppState>) -> axum::Json<ServerStatus> {
+    axum::Json(ServerStatus {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        active_connections: state.stats.connections.load(Ordering::Relaxed),
+        active_rooms: state.stats.rooms.load(Ordering::Relaxed),
+    })
 }

@@ -222,7 +222,7 @@ impl From<StoredOp> for OpWire {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/sync/pull", tag = "op log", security(("device_token" = [])), request_body = PullBody, responses((status = 200, description = "success", body = PullResponse), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/sync/pull", tag = "op log", security(("device_token" = [])), request_body = PullBody, responses((status = 200, description = "success", body = PullResponse), (status = 409, description = "`resync_required`: since_sequence is ahead of the server head", body = crate::openapi::ErrorBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn pull(
     State(state): State<AppState>,
     Auth(principal): Auth,

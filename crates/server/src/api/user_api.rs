@@ -9,9 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use concord_core::token::TokenFormat;
 use concord_store::TokenKind;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::accounts::registration::{self, Registration};
 use crate::accounts::request::{ClientIp, UserAgent};
@@ -23,6 +22,7 @@ use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth, query_param};
+use crate::openapi::StatusBody;
 use crate::web::csrf::CsrfToken;
 use crate::web::{page, people};
 
@@ -66,9 +66,46 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequest<S> for JsonOrForm<T
     }
 }
 
-/// Answers a JSON or form request: `json` as is, or a page saying `message`.
-fn answer(state: &AppState, from_form: bool, csrf: &CsrfToken, title: &str, message: &str, json: Value) -> Response {
-    if from_form { page::message(state, StatusCode::OK, csrf, title, message) } else { Json(json).into_response() }
+/// Answers a JSON or form request: `{"status"}`, or a page saying `message`.
+fn answer(
+    state: &AppState,
+    from_form: bool,
+    csrf: &CsrfToken,
+    title: &str,
+    message: &str,
+    status: &'static str,
+) -> Response {
+    if from_form {
+        page::message(state, StatusCode::OK, csrf, title, message)
+    } else {
+        Json(StatusBody { status }).into_response()
+    }
+}
+
+/// The answer of `POST /api/v1/auth/register`; the link only when no mail is configured.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Registered {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev_link: Option<String>,
+}
+
+/// A Verstak web session token.
+#[derive(Serialize, utoipa::ToSchema)]
+struct LoginToken {
+    token: String,
+    user_id: String,
+}
+
+/// One of the caller's devices; absent values are `""` (what Verstak clients parse).
+#[derive(Serialize, utoipa::ToSchema)]
+struct UserDevice {
+    client_version: String,
+    created_at: String,
+    id: String,
+    last_seen: String,
+    name: String,
+    revoked_at: String,
 }
 
 /// An error for a JSON or form request: the JSON error, or a page with its message and status.
@@ -90,21 +127,18 @@ struct RegisterRequest {
     password: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/register", tag = "user api", request_body = RegisterRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Conflict, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "user api", request_body = RegisterRequest, responses((status = 200, description = "success", body = Registered), crate::openapi::JsonBody, crate::openapi::Conflict, crate::openapi::Authed, crate::openapi::Common))]
 async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
     ApiJson(body): ApiJson<RegisterRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Registered>, ApiError> {
     if !registration::open(&state) {
         return Err(registration::closed());
     }
     let input = Registration { username: body.username, email: body.email, password: body.password };
     let registered = registration::register(&state, &ip, input).await?;
-    Ok(Json(match registered.dev_link {
-        Some(link) => json!({ "status": "confirmation_sent", "dev_link": link }),
-        None => json!({ "status": "confirmation_sent" }),
-    }))
+    Ok(Json(Registered { status: "confirmation_sent", dev_link: registered.dev_link }))
 }
 
 /// The link in the mail opens this page, whose button posts the token back. Confirming on GET
@@ -121,7 +155,7 @@ struct ConfirmRequest {
     token: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/confirm", tag = "user api", request_body = ConfirmRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/auth/confirm", tag = "user api", request_body = ConfirmRequest, responses((status = 200, description = "success", body = StatusBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrForm<ConfirmRequest>) -> Response {
     match registration::confirm(&state, &body.value.token).await {
         Ok(()) => answer(
@@ -130,26 +164,26 @@ async fn confirm(State(state): State<AppState>, csrf: CsrfToken, body: JsonOrFor
             &csrf,
             "Address confirmed",
             "Your address is confirmed. You can now sign in and pair devices.",
-            json!({ "status": "confirmed" }),
+            "confirmed",
         ),
         Err(err) => form_error(&state, body.from_form, &csrf, err),
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "user api", request_body = CredentialsRequest, responses((status = 200, description = "device token", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "user api", request_body = CredentialsRequest, responses((status = 200, description = "web session token", body = LoginToken), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
     agent: UserAgent,
     ApiJson(body): ApiJson<CredentialsRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LoginToken>, ApiError> {
     let login = body.login()?.to_owned();
     let now = clock::now();
     let user = sign_in::password_user(&state, &ip, &login, body.password, now).await?;
     let name = Some("web".to_owned());
     let session = SessionFor { name, agent, format: TokenFormat::Hex, kind: TokenKind::Web, user: &user };
     let (token, _) = sign_in::open_session(&state, session, now).await?;
-    Ok(Json(json!({ "token": token, "user_id": user.id })))
+    Ok(Json(LoginToken { token, user_id: user.id }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -159,14 +193,14 @@ struct ForgotRequest {
 }
 
 /// Answers the same whether or not the address has an account (see [`recovery::forgot`]).
-#[utoipa::path(post, path = "/api/v1/auth/forgot", tag = "user api", request_body = ForgotRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/auth/forgot", tag = "user api", request_body = ForgotRequest, responses((status = 200, description = "success", body = StatusBody), crate::openapi::JsonBody, crate::openapi::Common))]
 async fn forgot(
     State(state): State<AppState>,
     ip: ClientIp,
     ApiJson(body): ApiJson<ForgotRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     recovery::forgot(&state, &ip, &body.email)?;
-    Ok(Json(json!({ "status": "if email exists, reset link sent" })))
+    Ok(Json(StatusBody { status: "if email exists, reset link sent" }))
 }
 
 /// Links in mails sent before the reset page moved to `/reset` still open it.
@@ -177,6 +211,8 @@ async fn reset_page(State(state): State<AppState>, csrf: CsrfToken, RawQuery(que
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+// The admin API has a `ResetRequest` too; one name would make the document show one for both.
+#[schema(as = PasswordResetRequest)]
 struct ResetRequest {
     #[serde(default)]
     token: String,
@@ -184,7 +220,7 @@ struct ResetRequest {
     new_password: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/reset", tag = "user api", request_body = ResetRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/auth/reset", tag = "user api", request_body = ResetRequest, responses((status = 200, description = "success", body = StatusBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn reset(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -198,27 +234,25 @@ async fn reset(
             &csrf,
             "Password changed",
             "Your password is changed and all your devices are signed out.",
-            json!({ "status": "password reset" }),
+            "password reset",
         ),
         Err(err) => form_error(&state, body.from_form, &csrf, err),
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/user/devices", tag = "user api", security(("device_token" = [])), responses((status = 200, description = "success", body = Vec<Object>), crate::openapi::Authed, crate::openapi::Common))]
-async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Vec<Value>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/user/devices", tag = "user api", security(("device_token" = [])), responses((status = 200, description = "success", body = Vec<UserDevice>), crate::openapi::Authed, crate::openapi::Common))]
+async fn devices(State(state): State<AppState>, Auth(principal): Auth) -> Result<Json<Vec<UserDevice>>, ApiError> {
     let devices = state.store.devices_of(&principal.user.id).await?;
     Ok(Json(
         devices
             .iter()
-            .map(|d| {
-                json!({
-                    "client_version": d.client_version.as_deref().unwrap_or_default(),
-                    "created_at": clock::rfc3339(d.created_at),
-                    "id": d.id,
-                    "last_seen": clock::rfc3339(d.last_seen_at),
-                    "name": d.name.as_deref().unwrap_or_default(),
-                    "revoked_at": d.revoked_at.map(clock::rfc3339).unwrap_or_default(),
-                })
+            .map(|d| UserDevice {
+                client_version: d.client_version.clone().unwrap_or_default(),
+                created_at: clock::rfc3339(d.created_at),
+                id: d.id.clone(),
+                last_seen: clock::rfc3339(d.last_seen_at),
+                name: d.name.clone().unwrap_or_default(),
+                revoked_at: d.revoked_at.map(clock::rfc3339).unwrap_or_default(),
             })
             .collect(),
     ))
@@ -230,7 +264,7 @@ struct PasswordRequest {
     password: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/user/devices/{id}/revoke", tag = "user api", security(("device_token" = [])), params(("id" = String, Path)), request_body = PasswordRequest, responses((status = 200, description = "success", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/v1/user/devices/{id}/revoke", tag = "user api", security(("device_token" = [])), params(("id" = String, Path)), request_body = PasswordRequest, responses((status = 200, description = "success", body = StatusBody), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -238,12 +272,12 @@ async fn revoke(
     Auth(principal): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PasswordRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     if body.password.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "password required"));
     }
     devices::revoke_with_password(&state, &principal.user, &ip, &id, body.password, clock::now()).await?;
     let entry = Entry::new(Event::DeviceRevoked, &audit_ip, "revoked by its owner").actor(&principal.user.email);
     state.audit.record(entry.subject(&id));
-    Ok(Json(json!({ "status": "revoked" })))
+    Ok(Json(StatusBody { status: "revoked" }))
 }

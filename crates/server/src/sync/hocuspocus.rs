@@ -48,7 +48,7 @@ use crate::live::Lease;
 const UNAUTHENTICATED_FOR: Duration = Duration::from_secs(60);
 
 /// `GET /hocuspocus` (and WebSocket upgrades of `/`, see [`root`]).
-#[utoipa::path(get, path = "/hocuspocus", tag = "hocuspocus", responses((status = 101, description = "switched to WebSocket"), (status = 400, description = "not a WebSocket upgrade", body = crate::openapi::ErrorBody), crate::openapi::Common))]
+#[utoipa::path(get, path = "/hocuspocus", tag = "hocuspocus", responses(crate::openapi::Upgrade, (status = 400, description = "not a WebSocket upgrade", body = crate::openapi::ErrorBody), crate::openapi::Common))]
 pub(super) async fn upgrade(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (mut parts, _body) = request.into_parts();
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)

@@ -54,7 +54,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
 
 /// `GET /sync?doc=<name>&token=<t>`, the Diaryx client's URL. The name is decoded as in the path
 /// form (see [`decode_url_component`]).
-#[utoipa::path(get, path = "/sync", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("doc" = String, Query, description = "document name")), responses((status = 101, description = "switched to WebSocket"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/sync", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("doc" = String, Query, description = "document name")), responses(crate::openapi::Upgrade, (status = 400, description = "bad document name, or not a WebSocket upgrade", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn sync_by_query(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().query().and_then(|query| {
         query.split('&').find_map(|pair| {
@@ -69,7 +69,7 @@ async fn sync_by_query(State(state): State<AppState>, request: Request) -> Resul
 /// `GET /sync/<name>?token=<t>`, the URL a y-websocket provider builds from `ws://host/sync` and
 /// a room name. The name is the rest of the path, percent-decoded with `+` kept (see
 /// [`decode_url_component`]).
-#[utoipa::path(get, path = "/sync/{*name}", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("name" = String, Path)), responses((status = 101, description = "switched to WebSocket"), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
+#[utoipa::path(get, path = "/sync/{*name}", tag = "yjs sync", security(("device_token" = []), ("token_query" = [])), params(("name" = String, Path)), responses(crate::openapi::Upgrade, (status = 400, description = "bad document name, or not a WebSocket upgrade", body = crate::openapi::ErrorBody), crate::openapi::Authed, crate::openapi::Common))]
 async fn sync_by_path(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let raw = request.uri().path().strip_prefix("/sync/").unwrap_or_default();
     let name = DocName::from_url(raw);
@@ -134,14 +134,15 @@ struct NewWorkspace {
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedWorkspace)]
 struct WorkspaceView {
     id: String,
     name: String,
 }
 
 /// `POST /api/workspaces {"name"}` → 201 `{"id","name"}`; a name the user already has → 409.
-#[utoipa::path(post, path = "/api/workspaces", tag = "workspaces", security(("device_token" = [])), request_body = NewWorkspace, responses((status = 201, description = "created", body = Object), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
+#[utoipa::path(post, path = "/api/workspaces", tag = "workspaces", security(("device_token" = [])), request_body = NewWorkspace, responses((status = 201, description = "created", body = WorkspaceView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Conflict, crate::openapi::Common))]
 async fn create_workspace(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -1,6 +1,7 @@
 //! Fuzzing of JSON request bodies: seeded random and malformed bodies into every route that
-//! decodes a JSON body, through the real server and its one `ApiJson` path. Properties: never a
-//! 5xx, and every 400 is the `{"error","code"}` shape.
+//! decodes a JSON body (identity, op log, shares, workspaces, document history, the admin API
+//! and its DELETEs that carry the admin's password), through the real server and its one
+//! `ApiJson` path. Properties: never a 5xx, and every 400 is the `{"error","code"}` shape.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -53,6 +54,7 @@ const KEYS: &[&str] = &[
     "clear_password",
     "from_email",
     "from_name",
+    "label",
     "x",
 ];
 
@@ -105,6 +107,36 @@ async fn json_bodies_never_make_the_server_fail() {
     assert_eq!(status, 201, "{victim}");
     let victim = victim["user"]["id"].as_str().unwrap().to_owned();
     let user_route = |action: &str| format!("/admin/api/users/{victim}/{action}");
+    // A workspace (for the admin's removal) and a document with a version, so the history routes
+    // get past their 404s.
+    let workspace =
+        crate::helpers::json(app.post_auth("/api/workspaces", &session, &json!({ "name": "fuzzed" })).await, 201).await
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    // A bare name is placed in the default workspace (the sockets' rule).
+    let default = crate::shares_api::default_workspace(&app, &session).await;
+    let doc = format!("/api/workspaces/{default}/docs/notes");
+    let update = {
+        use yrs::{ReadTxn, Text, Transact};
+        let ydoc = yrs::Doc::new();
+        ydoc.get_or_insert_text("body").insert(&mut ydoc.transact_mut(), 0, "fuzzed");
+        ydoc.transact().encode_state_as_update_v1(&yrs::StateVector::default())
+    };
+    let written = app.client.post(app.url(&doc)).bearer_auth(&session).body(update).send().await.unwrap();
+    assert_eq!(written.status(), 200);
+    let version = crate::helpers::json(
+        app.post_auth(&format!("{doc}/versions"), &session, &json!({ "label": "first" })).await,
+        201,
+    )
+    .await;
+    let version = version["id"].as_i64().expect("a version id");
+    let document_routes: Vec<(String, &str)> = vec![
+        ("/api/workspaces".to_owned(), &session),
+        (format!("{doc}/versions"), &session),
+        (format!("{doc}/versions/{version}/restore"), &session),
+    ];
     let admin_routes: Vec<(String, &str)> = vec![
         ("/api/shares".to_owned(), &session),
         ("/admin/api/users/create".to_owned(), &admin),
@@ -113,8 +145,12 @@ async fn json_bodies_never_make_the_server_fail() {
         (user_route("admin"), &admin),
         (user_route("edit"), &admin),
         (user_route("reset-password"), &admin),
+        (format!("DELETE:/admin/api/users/{victim}"), &admin),
         ("/admin/api/devices/1/revoke".to_owned(), &admin),
         ("/admin/api/storage/cleanup".to_owned(), &admin),
+        ("DELETE:/admin/api/devices/1".to_owned(), &admin),
+        ("DELETE:/admin/api/vaults/nobody/vault".to_owned(), &admin),
+        (format!("DELETE:/admin/api/workspaces/{workspace}"), &admin),
         ("/admin/api/settings".to_owned(), &admin),
         // Last of the admin routes: a fuzzed SMTP relay must not receive the mails above.
         ("/admin/api/smtp".to_owned(), &admin),
@@ -142,6 +178,7 @@ async fn json_bodies_never_make_the_server_fail() {
     let routes = first
         .iter()
         .map(|&(path, token)| (path.to_owned(), token))
+        .chain(document_routes)
         .chain(admin_routes)
         .chain(last.iter().map(|&(path, token)| (path.to_owned(), token)));
     let mut rng = StdRng::seed_from_u64(0x15_0b0d);
@@ -149,7 +186,12 @@ async fn json_bodies_never_make_the_server_fail() {
         let path = path.as_str();
         for _ in 0..40 {
             let body = body(&mut rng);
-            let mut request = app.client.post(app.url(path)).header("content-type", "application/json");
+            // `DELETE:` routes are the admin API's removals, whose body carries the password.
+            let mut request = match path.strip_prefix("DELETE:") {
+                Some(path) => app.client.delete(app.url(path)),
+                None => app.client.post(app.url(path)),
+            }
+            .header("content-type", "application/json");
             if !token.is_empty() {
                 request = request.bearer_auth(token);
             }

@@ -7,6 +7,11 @@
 //! source: routes are registered only through `utoipa_axum::routes!` (which documents them), and
 //! a `.route(` call is allowed only among the pages of `web/`, whose paths must all be listed in
 //! [`PAGES`].
+//!
+//! Statuses are checked where that is cheap: every operation asked without credentials or body
+//! answers a status its entry documents, and every WebSocket endpoint answers a real upgrade
+//! with its documented 101. Schema names are unique in the source, or one type's schema would
+//! silently stand for two.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +65,10 @@ const PAGES: &[(&str, &[&str])] = &[
     ("/admin/smtp/test", &["POST"]),
     ("/admin/diagnostics", &["GET"]),
 ];
+
+/// Pages that are also a documented WebSocket upgrade: `/` upgrades Hocuspocus providers
+/// pointed at the base URL.
+const UPGRADE_PAGES: &[&str] = &["/"];
 
 /// Path templates with every `{param}` filled, so the router matches them.
 fn concrete(template: &str) -> String {
@@ -133,7 +142,7 @@ async fn pages_are_served_and_left_out_of_the_document() {
         if served.as_ref() != Some(&methods) {
             drift.push(format!("page {path}: listed {methods:?}, served {served:?}"));
         }
-        if documented.contains_key(*path) {
+        if documented.contains_key(*path) && !UPGRADE_PAGES.contains(path) {
             drift.push(format!("page {path} is in the OpenAPI document"));
         }
     }
@@ -194,5 +203,132 @@ fn routes_outside_the_pages_are_registered_only_through_the_documenting_macro() 
     }
     let unseen: Vec<_> = pages.iter().filter(|p| !seen.contains(**p)).collect();
     assert!(unseen.is_empty(), "PAGES lists routes no page registers: {unseen:?}");
+    assert!(drift.is_empty(), "{}", drift.join("\n"));
+}
+
+/// The statuses `doc` documents for `method` (lower case) at `path`.
+fn documented_statuses(doc: &serde_json::Value, path: &str, method: &str) -> BTreeSet<String> {
+    doc["paths"][path][method]["responses"].as_object().map(|r| r.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// The cheapest request of every operation (no credentials, no body, `probe` for each path
+/// parameter) must get a documented status: the refusal of a missing credential or body is
+/// where undocumented 401s, 400s and 415s hide.
+#[tokio::test]
+async fn every_operation_asked_without_credentials_answers_a_documented_status() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = crate::helpers::json(app.get("/api/openapi.json").await, 200).await;
+    let mut drift = Vec::new();
+    let mut refused = 0;
+    for (path, methods) in documented(&doc) {
+        for method in methods {
+            let lower = method.to_ascii_lowercase();
+            let request =
+                app.client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(&concrete(&path)));
+            let status = request.send().await.expect("server answers").status().as_u16();
+            refused += u32::from(status == 401);
+            if !documented_statuses(&doc, &path, &lower).contains(&status.to_string()) {
+                drift.push(format!(
+                    "{method} {path}: answered {status}, documented {:?}",
+                    documented_statuses(&doc, &path, &lower)
+                ));
+            }
+        }
+    }
+    assert!(drift.is_empty(), "undocumented statuses:\n{}", drift.join("\n"));
+    // The probe must reach the credential checks, or it proved nothing about them.
+    assert!(refused > 30, "only {refused} operations refused a missing credential");
+}
+
+/// Every WebSocket endpoint switches protocols on a real upgrade (101 documented), and refuses
+/// a plain GET with a documented status.
+#[tokio::test]
+async fn websocket_endpoints_upgrade_with_their_documented_101() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = crate::helpers::json(app.get("/api/openapi.json").await, 200).await;
+    let token = app.sign_in("upgrade@example.com").await;
+    let endpoints = [
+        ("/", "/".to_owned()),
+        ("/hocuspocus", "/hocuspocus".to_owned()),
+        ("/sync", format!("/sync?doc=notes&token={token}")),
+        ("/sync/{name}", format!("/sync/notes?token={token}")),
+    ];
+    for (template, url) in endpoints {
+        let statuses = documented_statuses(&doc, template, "get");
+        assert!(statuses.contains("101"), "{template}: 101 not documented: {statuses:?}");
+        let (socket, response) = tokio_tungstenite::connect_async(app.ws_url(&url))
+            .await
+            .unwrap_or_else(|e| panic!("{template}: upgrade refused: {e}"));
+        assert_eq!(response.status().as_u16(), 101, "{template}");
+        drop(socket);
+        let plain = app.get(&url).await.status().as_u16().to_string();
+        assert!(statuses.contains(&plain), "{template}: plain GET answered {plain}, documented {statuses:?}");
+    }
+}
+
+/// utoipa names a schema after its type (or its `#[schema(as = …)]`); two types of one name
+/// would make the document describe both with one of them, wrongly for the other route.
+#[test]
+fn schema_names_are_unique() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("ToSchema)]") {
+            let after = &text[at..];
+            let item = after.find("struct ").into_iter().chain(after.find("enum ")).min().expect("a type follows");
+            let renamed = after[..item].split("#[schema(as = ").nth(1).and_then(|s| s.split(')').next());
+            let declared = after[item..].split_whitespace().nth(1).unwrap();
+            let name = renamed.unwrap_or(declared).split(['<', '{', '(', ';']).next().unwrap().to_owned();
+            seen.entry(name).or_default().push(file.display().to_string());
+        }
+    }
+    assert!(seen.len() > 40, "suspiciously few schemas: {seen:?}");
+    let duplicates: Vec<_> = seen.iter().filter(|(_, files)| files.len() > 1).collect();
+    assert!(duplicates.is_empty(), "schema names used twice: {duplicates:?}");
+}
+
+/// The stateful links name operations that exist, with a parameter those operations take; a
+/// renamed handler would otherwise leave links schemathesis silently skips.
+#[tokio::test]
+async fn links_point_to_operations_that_take_their_parameter() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = crate::helpers::json(app.get("/api/openapi.json").await, 200).await;
+    let mut parameters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str().filter(|_| HTTP_METHODS.contains(&method.as_str())) {
+                let names = operation["parameters"].as_array().into_iter().flatten();
+                parameters.insert(id.to_owned(), names.filter_map(|p| p["name"].as_str().map(str::to_owned)).collect());
+            }
+        }
+    }
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str()))
+        .collect();
+    assert_eq!(ids.len(), parameters.len(), "operation ids are not unique: {ids:?}");
+    let mut links = 0;
+    let mut drift = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            for response in operation["responses"].as_object().into_iter().flat_map(|r| r.values()) {
+                for link in response["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                    links += 1;
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        if !parameters.get(target).is_some_and(|p| p.contains(name)) {
+                            drift.push(format!("link to {target:?} with parameter {name:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(links >= 12, "only {links} links");
     assert!(drift.is_empty(), "{}", drift.join("\n"));
 }
