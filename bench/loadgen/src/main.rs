@@ -52,7 +52,7 @@ struct Args {
     prefix: String,
     /// Bind the sockets to 127.0.0.1, 127.0.0.2, … 127.0.0.N in turn: one source address has only
     /// ~28k ephemeral ports towards one server port.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0)]
     sources: u8,
     /// Sign in to Concord as this address (a Y5 build and its cold load must be one user);
     /// default: a fresh one per run.
