@@ -213,7 +213,7 @@ function targets ({ y2get, y1, y3, y4, y5, o1, limit, cb }) {
   const c3 = y3('concord')?.best_rate
   const h3 = present('hocuspocus') ? y3('hocuspocus')?.best_rate : undefined
   const w3 = present('y-websocket') ? y3('y-websocket')?.best_rate : undefined
-  mark('Y3 >= 3x hocus and >= 2x y-ws', h3 && w3 ? c3 >= 3 * h3 && c3 >= 2 * w3 : undefined, `concord ${c3}, hocus ${h3 ?? '-'}, y-ws ${w3 ?? '-'} edits/s`)
+  mark('Y3 >= 3x hocus and >= 2x y-ws', typeof h3 === 'number' && typeof w3 === 'number' ? c3 >= 3 * h3 && c3 >= 2 * w3 : undefined, `concord ${c3}, hocus ${h3 ?? '-'}, y-ws ${w3 ?? '-'} edits/s`)
   for (const o of [100, 1000]) {
     const ours = y2get('concord', o)?.p99_ms
     const best = Math.min(...alts.map((n) => y2get(n, o)?.p99_ms).filter((v) => typeof v === 'number'))

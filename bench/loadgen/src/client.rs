@@ -128,6 +128,19 @@ impl Client {
         self.send(&encode_update(&update)).await
     }
 
+    /// Handles every message that has already arrived, without waiting for more.
+    pub async fn drain(&mut self) -> Result<()> {
+        // `next_frame` stops at its first await when nothing is buffered (reading is cancel-safe),
+        // so the `else` branch only ever drops a read that has not started.
+        loop {
+            tokio::select! {
+                biased;
+                frame = self.next_frame() => frame?,
+                () = std::future::ready(()) => return Ok(()),
+            }
+        }
+    }
+
     /// Reads and handles one WebSocket message; errors when the socket ends.
     pub async fn next_frame(&mut self) -> Result<()> {
         let message = match self.ws.next().await {

@@ -18,11 +18,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use client::{Client, Protocol, Target};
 
 /// Open files the load generator asks for: 50k sockets and some to spare.
 const WANTED_FILES: u64 = 120_000;
+/// Runs of one Y3 rate before it counts as failed.
+const Y3_ATTEMPTS: usize = 2;
 /// How often [`PeakRss`] samples the server's memory.
 const RSS_SAMPLE: Duration = Duration::from_millis(10);
 
@@ -197,17 +200,34 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     let names: Vec<String> =
         (0..conns).map(|i| if one_doc { format!("{prefix}-y1-one") } else { format!("{prefix}-y1-{i}") }).collect();
     let before = rss_kib(pid)?;
+    let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
-    let clients = connect_all(target, &names).await?;
+    let idlers: Vec<tokio::task::JoinHandle<Result<Client>>> = stream::iter(&names)
+        .map(|name| {
+            let stopped = stopped.clone();
+            async move {
+                let mut client = Client::open(target, name).await?;
+                tokio::time::timeout(CONNECT_DEADLINE, client.wait_synced())
+                    .await
+                    .with_context(|| format!("{name}: not synced within {CONNECT_DEADLINE:?}"))??;
+                Ok::<_, anyhow::Error>(tokio::spawn(keep_reading(client, stopped)))
+            }
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
     let connect = started.elapsed();
     // Let the server finish what it does after a sync (persisting a new document, sweeping).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(pid)?;
     // A live edit while every idle connection is held: one writer, one observer, its own document.
     let live = fanout::run(target, None, &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
-    // Every idle client completed its sync; each still holds the (empty) document it was sent.
-    let converged = live.converged && clients.iter().all(|c| c.len() == 0);
-    drop(clients);
+    stop.send(true).context("stop")?;
+    // Every idle client completed its sync, stayed connected and still holds the (empty) document.
+    let mut converged = live.converged;
+    for idler in idlers {
+        converged &= idler.await??.len() == 0;
+    }
     Ok(json!({
         "scenario": "y1",
         "conns": conns,
@@ -221,6 +241,17 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     }))
 }
 
+/// An idle client still reads, as a real one does: it answers the server's pings (pycrdt's
+/// `websockets` closes a client that does not within 20 s) until told to stop.
+async fn keep_reading(mut client: Client, mut stopped: watch::Receiver<bool>) -> Result<Client> {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return Ok(client),
+            frame = client.next_frame() => frame?,
+        }
+    }
+}
+
 async fn throughput(
     target: &Target,
     pid: Option<u32>,
@@ -232,24 +263,29 @@ async fn throughput(
     let mut steps = Vec::new();
     let mut best = None;
     let mut converged = true;
-    for &rate in rates {
-        let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{i}")).collect();
+    'rates: for &rate in rates {
         let per_doc = (rate as usize).div_ceil(docs) as u32;
-        let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
-        let p99 = run.percentile_ms(0.99);
-        let ok = run.converged && run.lost() == 0 && p99 < 100.0;
-        converged &= run.converged;
-        eprintln!(
-            "  [loadgen] y3 {} edits/s offered: p99 {p99:.1} ms, lost {}, {}",
-            per_doc as usize * docs,
-            run.lost(),
-            if ok { "ok" } else { "FAILED" }
-        );
-        steps.push(run.json());
-        if !ok {
-            break;
+        // A rate fails only when it fails twice: on a shared machine one slow second of another
+        // process's build can push a single run's p99 over the line, for any server alike.
+        for attempt in 0..Y3_ATTEMPTS {
+            let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{attempt}-{i}")).collect();
+            let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
+            let p99 = run.percentile_ms(0.99);
+            let ok = run.converged && run.lost() == 0 && p99 < 100.0;
+            converged &= run.converged;
+            eprintln!(
+                "  [loadgen] y3 {} edits/s offered: p99 {p99:.1} ms, lost {}, {}",
+                per_doc as usize * docs,
+                run.lost(),
+                if ok { "ok" } else { "FAILED" }
+            );
+            steps.push(run.json());
+            if ok {
+                best = Some(per_doc as usize * docs);
+                continue 'rates;
+            }
         }
-        best = Some(per_doc as usize * docs);
+        break;
     }
     Ok(
         json!({ "scenario": "y3", "docs": docs, "seconds": seconds, "best_rate": best, "converged": converged, "steps": steps }),
