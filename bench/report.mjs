@@ -5,7 +5,10 @@
 // With the Rust load generator's results (rust-NAME.jsonl), a second table: Y1 idle memory, Y2
 // propagation, Y3 throughput.
 //
-// Usage: node report.mjs --mode full|quick --loadgen node|rust|both --loadavg "a b c" --results DIR name...
+// With the floors (floors.jsonl: fsync cost, the op-log limit program) and, in a full run, issue 13's
+// targets, each met or not with its figures.
+//
+// Usage: node report.mjs --mode full|quick --loadgen node|rust|both --loadavg "a b c" --seconds S --results DIR name...
 import { readFileSync, existsSync } from 'node:fs'
 import { cpus } from 'node:os'
 
@@ -96,19 +99,8 @@ if (names.includes('concord-tmpfs')) {
 }
 
 let failed = nodeRan && hasConcord && (results.concord.error || !results.concord.fanout?.ok || !results.concord.late?.ok)
-for (const name of names.filter((n) => nodeRan && n.startsWith('concord'))) {
-  const op = read(`${opt.results}/oplog-${name}.json`)
-  console.log('')
-  console.log(`${name} operation log (no alternative reachable here): ` +
-    (op.error
-      ? op.error
-      : `${op.devices} devices pushing 100 ops per request: ${op.ops_committed} ops committed, ` +
-        `${op.push_ops_per_s.toFixed(0)} ops/s, push p50 ${op.push_p50_ms.toFixed(1)} ms, p99 ${op.push_p99_ms.toFixed(1)} ms; ` +
-        `pull of the whole log in pages of 100: ${op.pull_ops_per_s.toFixed(0)} ops/s; ` +
-        `${op.ok ? 'every op pulled once, sequences gap-free' : 'PULL MISMATCH'}`))
-  if (name === 'concord') failed ||= !op.ok
-}
 if (rustRan) failed = rustTable() || failed
+console.log(`\nWall time of the whole run: ${(Number(opt.seconds) / 60).toFixed(1)} min.`)
 if (failed) {
   console.log('\nConcord failed a correctness check: its numbers above do not count.')
   process.exit(1)
@@ -142,12 +134,39 @@ function rustTable () {
   }
   const y3 = (n) => find(n, (r) => r.scenario === 'y3')
   rrows.push(['Y3 best edits/s, p99 < 100 ms, none lost', (n) => y3(n)?.best_rate ?? 0, 'higher', num(0)])
+  const y4 = (n) => find(n, (r) => r.scenario === 'y4')
+  const y4any = Object.values(runs).flat().find((r) => r.scenario === 'y4')
+  const y4label = y4any ? `Y4 ${y4any.clients} join a ${(y4any.doc_bytes / 1e6).toFixed(1)} MB doc` : 'Y4 join storm'
+  const mb = (kib) => (typeof kib === 'number' ? kib / 1024 : undefined)
+  rrows.push([`${y4label}: all synced (s)`, (n) => y4(n)?.all_synced_s, 'lower', num(2)])
+  rrows.push([`${y4label}: join p50 (ms)`, (n) => y4(n)?.join_p50_ms, 'lower', num(0)])
+  rrows.push([`${y4label}: server peak RSS (MB)`, (n) => mb(y4(n)?.server_rss_peak_kib), 'lower', num(1)])
+  const y5 = (n) => find(n, (r) => r.scenario === 'y5')
+  const y5any = Object.values(runs).flat().find((r) => r.scenario === 'y5-build')
+  const y5label = `Y5 doc of ${y5any?.updates ?? 'N'} updates`
+  rrows.push([`${y5label}: build (s)`, (n) => find(n, (r) => r.scenario === 'y5-build')?.build_s, 'lower', num(1)])
+  rrows.push([`${y5label}: cold connect-to-synced (ms)`, (n) => y5(n)?.cold_ms, 'lower', num(0)])
+  rrows.push([`${y5label}: warm connect-to-synced (ms)`, (n) => y5(n)?.warm_ms, 'lower', num(0)])
+  const o1 = (n) => find(n, (r) => r.scenario === 'o1')
+  const o1any = Object.values(runs).flat().find((r) => r.scenario === 'o1')
+  const o1label = `O1 ${o1any?.devices ?? 'D'} devices x ${o1any?.batch ?? 100} ops`
+  rrows.push([`${o1label}: push ops/s`, (n) => o1(n)?.push_ops_per_s, 'higher', num(0)])
+  rrows.push([`${o1label}: push p99 (ms)`, (n) => o1(n)?.push_p99_ms, 'lower', num(1)])
+  rrows.push([`O1 pull, pages of 100: ops/s`, (n) => o1(n)?.pull_ops_per_s, 'higher', num(0)])
+  const b1 = (n) => find(n, (r) => r.scenario === 'b1')
+  const b1any = Object.values(runs).flat().find((r) => r.scenario === 'b1')
+  const b1label = `B1 ${b1any?.mib ?? 'N'} MiB blob`
+  rrows.push([`${b1label}: upload MiB/s`, (n) => b1(n)?.upload_mib_per_s, 'higher', num(0)])
+  rrows.push([`${b1label}: download MiB/s`, (n) => b1(n)?.download_mib_per_s, 'higher', num(0)])
+  rrows.push([`${b1label}: server RSS growth (MB)`, (n) => (b1(n) ? mb(b1(n).server_rss_peak_kib - b1(n).server_rss_before_kib) : undefined), 'lower', num(1)])
   const converged = (n) => runs[n].length > 0 && runs[n].every((r) => !r.error && r.converged !== false)
   rrows.push(['every run converged, no run failed', converged, null, yesNo])
 
   const rtable = [header]
   for (const [label, get, better, fmt] of rrows) {
     const values = names.map(get)
+    // A scenario no server ran (Y1 at 50k for the alternatives, O1 in a quick run without Concord).
+    if (values.every((v) => v === undefined)) continue
     const line = [label, ...values.map(fmt)]
     if (hasConcord) {
       const ours = values[names.indexOf('concord')]
@@ -163,5 +182,74 @@ function rustTable () {
   p(w.map((x) => '-'.repeat(x)))
   rtable.slice(1).forEach(p)
   for (const n of names) for (const r of runs[n]) if (r.error) console.log(`${n}: ${r.error} (${r.args})`)
+
+  const floors = existsSync(`${opt.results}/floors.jsonl`)
+    ? readFileSync(`${opt.results}/floors.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    : []
+  const fsync = floors.find((r) => r.scenario === 'fsync')
+  const limit = floors.find((r) => r.scenario === 'o1-limit')
+  for (const r of floors) if (r.error) console.log(`floors: ${r.error}`)
+  console.log('')
+  console.log('Floors, on the disk the servers\' data is on:')
+  if (fsync) console.log(`  one 4 KiB write + fdatasync: p50 ${(fsync.p50_us / 1000).toFixed(2)} ms, p99 ${(fsync.p99_us / 1000).toFixed(2)} ms`)
+  if (limit) {
+    console.log(`  O1 limit (the same rows straight into SQLite, WAL, synchronous=FULL, one transaction per ${limit.batch}): ` +
+      `push ${limit.push_rows_per_s.toFixed(0)} rows/s, pull in pages of ${limit.page} ${limit.pull_rows_per_s.toFixed(0)} rows/s`)
+  }
+  const cb = hasConcord ? b1('concord') : undefined
+  if (cb) console.log(`  plain copy of the B1 file with fsync: ${cb.copy_mib_per_s.toFixed(0)} MiB/s`)
+
+  if (hasConcord && opt.mode === 'full') targets({ y2get: (n, o) => find(n, (r) => r.scenario === 'y2' && r.observers === o)?.run, y1: find, y3, y4, y5, o1, limit, cb })
   return hasConcord && !converged('concord')
 }
+
+/** Issue 13's targets, each met or not with the measured figures (full runs only). */
+function targets ({ y2get, y1, y3, y4, y5, o1, limit, cb }) {
+  const present = (n) => names.includes(n)
+  const alts = ['y-websocket', 'y-websocket-leveldb', 'hocuspocus', 'pycrdt-websocket'].filter(present)
+  const out = []
+  const mark = (label, ok, detail) => out.push(`  ${ok === undefined ? 'n/a    ' : ok ? 'met    ' : 'NOT MET'}  ${label}: ${detail}`)
+  const f = (v, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '-')
+  const c3 = y3('concord')?.best_rate
+  const h3 = present('hocuspocus') ? y3('hocuspocus')?.best_rate : undefined
+  const w3 = present('y-websocket') ? y3('y-websocket')?.best_rate : undefined
+  mark('Y3 >= 3x hocus and >= 2x y-ws', typeof h3 === 'number' && typeof w3 === 'number' ? c3 >= 3 * h3 && c3 >= 2 * w3 : undefined, `concord ${c3}, hocus ${h3 ?? '-'}, y-ws ${w3 ?? '-'} edits/s`)
+  for (const o of [100, 1000]) {
+    const ours = y2get('concord', o)?.p99_ms
+    const best = Math.min(...alts.map((n) => y2get(n, o)?.p99_ms).filter((v) => typeof v === 'number'))
+    mark(`Y2 p99 at ${o} observers <= the better alternative`, Number.isFinite(best) && ours !== undefined ? ours <= best : undefined, `concord ${f(ours, 2)} ms, best alternative ${f(best, 2)} ms`)
+  }
+  const c1 = y2get('concord', 1)?.p99_ms
+  const t1 = present('concord-tmpfs') ? y2get('concord-tmpfs', 1)?.p99_ms : undefined
+  mark('Y2 p99 at 1 observer within 1 ms of the fsync floor (c-tmpfs)', t1 !== undefined ? c1 - t1 <= 1 : undefined, `concord ${f(c1, 2)} ms, c-tmpfs ${f(t1, 2)} ms`)
+  const kib = [1000, 5000].map((c) => y1('concord', (r) => r.scenario === 'y1' && r.conns === c && !r.one_doc)?.kib_per_conn)
+  mark('Y1 <= 4 KiB per idle connection', kib.every((v) => typeof v === 'number') ? kib.every((v) => v <= 4) : undefined, `1k: ${f(kib[0])} KiB, 5k: ${f(kib[1])} KiB`)
+  const big = y1('concord', (r) => r.scenario === 'y1' && r.conns >= 50000)
+  if (big) out.push(`  (info)   Y1 at ${big.conns}: ${f(big.kib_per_conn)} KiB per connection, ${f(big.connect_per_s, 0)} connects/s, live edit p99 ${f(big.live_p99_ms, 2)} ms`)
+  const bestOf = (get) => Math.min(...alts.map(get).filter((v) => typeof v === 'number'))
+  const t4 = bestOf((n) => y4(n)?.all_synced_s)
+  const m4 = bestOf((n) => y4(n)?.server_rss_peak_kib)
+  const c4 = y4('concord')
+  mark('Y4 time <= 1/3 of the better alternative', c4 && Number.isFinite(t4) ? c4.all_synced_s <= t4 / 3 : undefined, `concord ${f(c4?.all_synced_s, 2)} s, best alternative ${f(t4, 2)} s`)
+  mark('Y4 peak memory <= 1/3 of the better alternative', c4 && Number.isFinite(m4) ? c4.server_rss_peak_kib <= m4 / 3 : undefined, `concord ${f(c4?.server_rss_peak_kib / 1024)} MB, best alternative ${f(m4 / 1024)} MB`)
+  const c5 = y5('concord')?.cold_ms
+  mark('Y5 cold load < 1 s', c5 !== undefined ? c5 < 1000 : undefined, `${f(c5, 0)} ms`)
+  const co = o1('concord')
+  mark('O1 push >= the limit program', co && limit ? co.push_ops_per_s >= limit.push_rows_per_s : undefined, `concord ${f(co?.push_ops_per_s, 0)} ops/s, limit ${f(limit?.push_rows_per_s, 0)} rows/s`)
+  mark('O1 pull >= 100k ops/s', co ? co.pull_ops_per_s >= 100000 : undefined, `${f(co?.pull_ops_per_s, 0)} ops/s (limit ${f(limit?.pull_rows_per_s, 0)} rows/s)`)
+  if (cb) {
+    // Flat: the server's resident memory grows by less than 32 MiB while a file of any size passes.
+    const growth = (cb.server_rss_peak_kib - cb.server_rss_before_kib) / 1024
+    mark('B1 >= 60% of the plain copy both ways', cb.upload_mib_per_s >= 0.6 * cb.copy_mib_per_s && cb.download_mib_per_s >= 0.6 * cb.copy_mib_per_s,
+      `upload ${f(cb.upload_mib_per_s, 0)}, download ${f(cb.download_mib_per_s, 0)}, copy ${f(cb.copy_mib_per_s, 0)} MiB/s`)
+    mark('B1 flat server memory (growth < 32 MiB)', growth < 32, `${f(growth)} MiB`)
+  }
+  const o = Math.max(...[1, 50, 100, 1000].filter((n) => y2get('concord', n)))
+  const cc = y2get('concord', o)?.server_cpu_us_per_delivery
+  const wc = present('y-websocket') ? y2get('y-websocket', o)?.server_cpu_us_per_delivery : undefined
+  mark(`server CPU per delivered update <= y-ws's (Y2, ${o} observers)`, wc !== undefined && cc !== undefined ? cc <= wc : undefined, `concord ${f(cc, 1)} us, y-ws ${f(wc, 1)} us`)
+  console.log('')
+  console.log('Targets of issue 13:')
+  out.forEach((l) => console.log(l))
+}
+

@@ -4,13 +4,17 @@
 //! The encoders and the frame decoder are `concord-core`'s, the same code the server parses with,
 //! so the load generator cannot drift from the protocol the server implements.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use anyhow::{Context, Result, bail};
 use concord_core::hocuspocus;
 use concord_core::yjs::{Incoming, decode_frame, encode_sync_step1, encode_sync_step2, encode_update};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::{Doc, GetString, ReadTxn, Text, TextRef, Transact, Update};
@@ -33,7 +37,18 @@ pub struct Target {
     pub protocol: Protocol,
     /// Concord's session token: `?token=` for y-websocket framing, the Auth token for Hocuspocus.
     pub token: Option<String>,
+    /// Local addresses the sockets are bound to in turn (127.0.0.x): one address has only ~28k
+    /// ephemeral ports towards one server port, so 50k connections need several. Empty: the
+    /// kernel's choice.
+    pub sources: Vec<IpAddr>,
 }
+
+/// tungstenite's default read buffer is 128 KiB per socket, allocated up front: 6 GiB at 50k
+/// clients. It is the read chunk, not a message limit, so 8 KiB only means more reads for the
+/// few large messages (a join storm's 5 MB sync).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Which of [`Target::sources`] the next socket binds to.
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 
 /// The Hocuspocus message types this client sends or must recognise (reference §1).
 const HP_AUTH: u32 = 2;
@@ -45,7 +60,7 @@ const HP_VERSION: &str = "4.7.0";
 const SYNC_STEP_2_PREFIX: [u8; 2] = [0, 1];
 
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<TcpStream>,
     doc: Doc,
     text: TextRef,
     /// The Hocuspocus key (document name); `None` with y-websocket framing.
@@ -67,7 +82,7 @@ impl Client {
             }
             Protocol::Hocuspocus => target.url.clone(),
         };
-        let (ws, _) = tokio_tungstenite::connect_async(&url).await.with_context(|| format!("connect {url}"))?;
+        let ws = connect(target, &url).await.with_context(|| format!("connect {url}"))?;
         let doc = Doc::new();
         let text = doc.get_or_insert_text("t");
         let key = (target.protocol == Protocol::Hocuspocus).then(|| doc_name.to_owned());
@@ -111,6 +126,19 @@ impl Client {
             txn.encode_update_v1()
         };
         self.send(&encode_update(&update)).await
+    }
+
+    /// Handles every message that has already arrived, without waiting for more.
+    pub async fn drain(&mut self) -> Result<()> {
+        // `next_frame` stops at its first await when nothing is buffered (reading is cancel-safe),
+        // so the `else` branch only ever drops a read that has not started.
+        loop {
+            tokio::select! {
+                biased;
+                frame = self.next_frame() => frame?,
+                () = std::future::ready(()) => return Ok(()),
+            }
+        }
     }
 
     /// Reads and handles one WebSocket message; errors when the socket ends.
@@ -180,4 +208,24 @@ impl Client {
     pub fn content(&self) -> String {
         self.text.get_string(&self.doc.transact())
     }
+}
+
+/// Opens the TCP connection (from the next source address, if any; Nagle off, as browsers and
+/// the Node `ws` client do) and runs the WebSocket handshake on it.
+async fn connect(target: &Target, url: &str) -> Result<WebSocketStream<TcpStream>> {
+    let authority = url.split_once("://").context("url scheme")?.1.split('/').next().unwrap_or_default();
+    let server: SocketAddr = tokio::net::lookup_host(authority).await?.next().context("no address")?;
+    let stream = match target.sources.as_slice() {
+        [] => TcpStream::connect(server).await?,
+        sources => {
+            let source = sources[NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % sources.len()];
+            let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(server).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+    Ok(ws)
 }

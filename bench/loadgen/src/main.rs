@@ -2,17 +2,32 @@
 //! one process against any server by URL, open-loop offered rates, connection setup outside the
 //! timings, convergence checked in every scenario. Prints one JSON object on stdout.
 
+mod blobs;
 mod client;
 mod fanout;
+mod oplog;
+mod storm;
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use client::{Client, Protocol, Target};
+
+/// Open files the load generator asks for: 50k sockets and some to spare.
+const WANTED_FILES: u64 = 120_000;
+/// Runs of one Y3 rate before it counts as failed.
+const Y3_ATTEMPTS: usize = 2;
+/// How often [`PeakRss`] samples the server's memory.
+const RSS_SAMPLE: Duration = Duration::from_millis(10);
 
 /// How long one client may take from opening its socket to holding the server's state.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
@@ -38,6 +53,14 @@ struct Args {
     /// Prefix of every document name, so runs against one server never share documents.
     #[arg(long, default_value = "loadgen")]
     prefix: String,
+    /// Bind the sockets to 127.0.0.1, 127.0.0.2, … 127.0.0.N in turn: one source address has only
+    /// ~28k ephemeral ports towards one server port.
+    #[arg(long, global = true, default_value_t = 0)]
+    sources: u8,
+    /// Sign in to Concord as this address (a Y5 build and its cold load must be one user);
+    /// default: a fresh one per run.
+    #[arg(long)]
+    email: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -73,16 +96,79 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Y4: a writer builds one large document, then N clients join it at once.
+    JoinStorm {
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 5_000_000)]
+        doc_bytes: usize,
+    },
+    /// Y5, first half: build document `--doc` from N one-edit updates (restart the server next).
+    ColdBuild {
+        #[arg(long)]
+        doc: String,
+        #[arg(long, default_value_t = 100_000)]
+        updates: usize,
+    },
+    /// Y5, second half: connect to synced on the restarted server, checking every edit.
+    ColdLoad {
+        #[arg(long)]
+        doc: String,
+        #[arg(long, default_value_t = 100_000)]
+        updates: usize,
+    },
+    /// O1 (Concord only): D devices push batches of 100 ops concurrently, then one pulls them all.
+    Oplog {
+        #[arg(long, default_value_t = 8)]
+        devices: usize,
+        /// Pushes per device at most.
+        #[arg(long, default_value_t = 250)]
+        pushes: usize,
+        /// Pushing stops after this long.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+    },
+    /// O1's limit: the same rows straight into SQLite with the same durability (no server).
+    OplogLimit {
+        /// Directory for the database: on the disk the server's data is on.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+    },
+    /// The disk's floor: the time of one 4 KiB write + fdatasync, as a database commit pays it.
+    Fsync {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
+    /// B1 (Concord only): upload and download one file, beside a plain copy with fsync.
+    Blobs {
+        /// Directory for the files: on the disk the server's data is on.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        mib: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    raise_open_files();
+    // The op-log, blob and limit scenarios talk HTTP or to SQLite; no Yjs session needed.
+    let yjs = !matches!(
+        args.scenario,
+        Scenario::Oplog { .. } | Scenario::OplogLimit { .. } | Scenario::Blobs { .. } | Scenario::Fsync { .. }
+    );
     let token = match &args.concord {
-        Some(base) => Some(concord_token(base).await?),
-        None => None,
+        Some(base) if yjs => Some(concord_token(base, args.email.as_deref()).await?),
+        _ => None,
     };
-    let target = Target { url: args.url.clone(), protocol: args.protocol, token };
+    let sources = (1..=args.sources).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect();
+    let target = Target { url: args.url.clone(), protocol: args.protocol, token, sources };
+    let concord = || args.concord.as_deref().context("this scenario needs --concord");
     // In-memory servers keep documents between runs: every run gets names of its own.
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     let prefix = &format!("{}-{nonce}", args.prefix);
@@ -95,6 +181,15 @@ async fn main() -> Result<()> {
         Scenario::Throughput { docs, rates, seconds } => {
             throughput(&target, args.pid, prefix, docs, &rates, seconds).await?
         }
+        Scenario::JoinStorm { clients, doc_bytes } => {
+            storm::join_storm(&target, args.pid, &format!("{prefix}-y4"), clients, doc_bytes).await?
+        }
+        Scenario::ColdBuild { doc, updates } => storm::cold_build(&target, &doc, updates).await?,
+        Scenario::ColdLoad { doc, updates } => storm::cold_load(&target, &doc, updates).await?,
+        Scenario::Oplog { devices, pushes, seconds } => oplog::run(concord()?, devices, pushes, seconds).await?,
+        Scenario::OplogLimit { dir, rows } => oplog::limit(&dir, rows).await?,
+        Scenario::Fsync { dir, rounds } => fsync_cost(&dir, rounds)?,
+        Scenario::Blobs { dir, mib } => blobs::run(concord()?, args.pid, &dir, mib).await?,
     };
     println!("{result}");
     Ok(())
@@ -105,17 +200,34 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     let names: Vec<String> =
         (0..conns).map(|i| if one_doc { format!("{prefix}-y1-one") } else { format!("{prefix}-y1-{i}") }).collect();
     let before = rss_kib(pid)?;
+    let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
-    let clients = connect_all(target, &names).await?;
+    let idlers: Vec<tokio::task::JoinHandle<Result<Client>>> = stream::iter(&names)
+        .map(|name| {
+            let stopped = stopped.clone();
+            async move {
+                let mut client = Client::open(target, name).await?;
+                tokio::time::timeout(CONNECT_DEADLINE, client.wait_synced())
+                    .await
+                    .with_context(|| format!("{name}: not synced within {CONNECT_DEADLINE:?}"))??;
+                Ok::<_, anyhow::Error>(tokio::spawn(keep_reading(client, stopped)))
+            }
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
     let connect = started.elapsed();
     // Let the server finish what it does after a sync (persisting a new document, sweeping).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(pid)?;
     // A live edit while every idle connection is held: one writer, one observer, its own document.
     let live = fanout::run(target, None, &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
-    // Every idle client completed its sync; each still holds the (empty) document it was sent.
-    let converged = live.converged && clients.iter().all(|c| c.len() == 0);
-    drop(clients);
+    stop.send(true).context("stop")?;
+    // Every idle client completed its sync, stayed connected and still holds the (empty) document.
+    let mut converged = live.converged;
+    for idler in idlers {
+        converged &= idler.await??.len() == 0;
+    }
     Ok(json!({
         "scenario": "y1",
         "conns": conns,
@@ -129,6 +241,17 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     }))
 }
 
+/// An idle client still reads, as a real one does: it answers the server's pings (pycrdt's
+/// `websockets` closes a client that does not within 20 s) until told to stop.
+async fn keep_reading(mut client: Client, mut stopped: watch::Receiver<bool>) -> Result<Client> {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return Ok(client),
+            frame = client.next_frame() => frame?,
+        }
+    }
+}
+
 async fn throughput(
     target: &Target,
     pid: Option<u32>,
@@ -140,24 +263,29 @@ async fn throughput(
     let mut steps = Vec::new();
     let mut best = None;
     let mut converged = true;
-    for &rate in rates {
-        let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{i}")).collect();
+    'rates: for &rate in rates {
         let per_doc = (rate as usize).div_ceil(docs) as u32;
-        let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
-        let p99 = run.percentile_ms(0.99);
-        let ok = run.converged && run.lost() == 0 && p99 < 100.0;
-        converged &= run.converged;
-        eprintln!(
-            "  [loadgen] y3 {} edits/s offered: p99 {p99:.1} ms, lost {}, {}",
-            per_doc as usize * docs,
-            run.lost(),
-            if ok { "ok" } else { "FAILED" }
-        );
-        steps.push(run.json());
-        if !ok {
-            break;
+        // A rate fails only when it fails twice: on a shared machine one slow second of another
+        // process's build can push a single run's p99 over the line, for any server alike.
+        for attempt in 0..Y3_ATTEMPTS {
+            let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{attempt}-{i}")).collect();
+            let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
+            let p99 = run.percentile_ms(0.99);
+            let ok = run.converged && run.lost() == 0 && p99 < 100.0;
+            converged &= run.converged;
+            eprintln!(
+                "  [loadgen] y3 {} edits/s offered: p99 {p99:.1} ms, lost {}, {}",
+                per_doc as usize * docs,
+                run.lost(),
+                if ok { "ok" } else { "FAILED" }
+            );
+            steps.push(run.json());
+            if ok {
+                best = Some(per_doc as usize * docs);
+                continue 'rates;
+            }
         }
-        best = Some(per_doc as usize * docs);
+        break;
     }
     Ok(
         json!({ "scenario": "y3", "docs": docs, "seconds": seconds, "best_rate": best, "converged": converged, "steps": steps }),
@@ -180,6 +308,68 @@ async fn connect_all(target: &Target, names: &[String]) -> Result<Vec<Client>> {
         .await
 }
 
+/// `rounds` appends of 4 KiB to one file, each followed by `fdatasync`: p50 and p99 in µs.
+fn fsync_cost(dir: &std::path::Path, rounds: usize) -> Result<Value> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let page = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    std::fs::remove_file(&path)?;
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((q * times.len() as f64) as usize).min(times.len() - 1)];
+    Ok(json!({ "scenario": "fsync", "rounds": rounds, "p50_us": at(0.5), "p99_us": at(0.99), "converged": true }))
+}
+
+/// Raises this process's open-file limit towards [`WANTED_FILES`]: as root both limits (the kernel
+/// allows up to `fs.nr_open`), otherwise the soft limit up to the hard one. Best effort: a scenario
+/// that then runs out of descriptors fails with the connect error.
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let want = WANTED_FILES.max(now.current.unwrap_or(0));
+    let raised = Rlimit { current: Some(want), maximum: Some(want.max(now.maximum.unwrap_or(0))) };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: now.maximum, maximum: now.maximum });
+    }
+}
+
+/// The highest `VmRSS` of a process while it runs, sampled every [`RSS_SAMPLE`].
+pub struct PeakRss {
+    before: u64,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<u64>>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> Result<PeakRss> {
+        let before = rss_kib(pid)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = before;
+            while !stopped.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid)?);
+                tokio::time::sleep(RSS_SAMPLE).await;
+            }
+            Ok(peak.max(rss_kib(pid)?))
+        });
+        Ok(PeakRss { before, stop, task })
+    }
+
+    /// `VmRSS` at the start and the highest sample, in KiB.
+    pub async fn stop(self) -> Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok((self.before, self.task.await??))
+    }
+}
+
 /// `VmRSS` of a process, in KiB.
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -198,10 +388,10 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// Dev-mode sign-in on Concord: a magic link whose `dev_link` carries the token, verified once.
-async fn concord_token(base: &str) -> Result<String> {
+async fn concord_token(base: &str, email: Option<&str>) -> Result<String> {
     let http = reqwest::Client::new();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let email = format!("loadgen-{}-{now}@example.com", std::process::id());
+    let email = email.map_or_else(|| format!("loadgen-{}-{now}@example.com", std::process::id()), str::to_owned);
     let link: Value = http
         .post(format!("{base}/auth/magic-link"))
         .json(&json!({ "email": email }))
