@@ -200,7 +200,7 @@ async fn upload(
 /// Serves a blob referenced by the caller's scope. Blobs never change under their name, so the
 /// hash is a strong `ETag`; single byte ranges are honoured, anything fancier gets the whole blob
 /// (which RFC 9110 allows); [`parse_range`] decides.
-#[utoipa::path(get, path = "/api/v1/blobs/{sha256}", tag = "blobs", security(("device_token" = [])), params(("sha256" = String, Path), ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header)), responses((status = 200, description = "the bytes", body = String), (status = 206, description = "one byte range"), (status = 304, description = "not modified (If-None-Match)"), (status = 416, description = "range not satisfiable"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
+#[utoipa::path(get, path = "/api/v1/blobs/{sha256}", tag = "blobs", security(("device_token" = [])), params(("sha256" = String, Path), ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header)), responses((status = 200, description = "the bytes", body = String), (status = 206, description = "one byte range"), (status = 304, description = "not modified (If-None-Match)"), (status = 400, description = "not a SHA-256 in lowercase hex (`invalid_blob_hash`)", body = crate::openapi::ErrorBody), (status = 416, description = "range not satisfiable"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -120,7 +120,9 @@ impl BlobBackend for FsBlobs {
         if range.start > 0 {
             file.seek(io::SeekFrom::Start(range.start)).await?;
         }
-        let body = ReaderStream::new(file.take(range.end.saturating_sub(range.start))).boxed();
+        // 64 KiB reads: the default 4 KiB chunk made a download a syscall and a frame per page
+        // (B1 read at half a plain copy's speed); memory per download stays 64 KiB.
+        let body = ReaderStream::with_capacity(file.take(range.end.saturating_sub(range.start)), 64 * 1024).boxed();
         Ok(Some(BlobRead { size, body }))
     }
 

@@ -85,6 +85,12 @@ impl TestAppBuilder {
     /// server (see `s3_moto`) instead of `<data>/blobs`; restarts keep the bucket.
     pub fn s3(self) -> Self {
         let store = crate::s3_moto::moto().fresh_store();
+        self.s3_store(store)
+    }
+
+    /// Blob storage (s3) in the given store of this test process's S3-compatible server: nodes
+    /// given the same one share their blobs.
+    pub fn s3_store(self, store: String) -> Self {
         self.env("CONCORD_BLOB_STORE", store)
             .env("BLOB_S3_ENDPOINT", crate::s3_moto::moto().endpoint())
             .env("BLOB_S3_ALLOW_HTTP", "true")

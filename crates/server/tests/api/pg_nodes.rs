@@ -1,10 +1,11 @@
-//! Two `concord` nodes on one PostgreSQL database, before any bus between them: what holds
+//! Two `concord` nodes on one PostgreSQL database without the bus between them: what holds
 //! because the database is the truth. Accounts and devices made on one node work on the other,
 //! pushers spread over both nodes get every op of a vault once and gap-free (the scope's head row
-//! lock serialises them across processes), and a device revoked through one node loses its event
-//! stream on the other (that node's credential watcher re-reads the database every 500 ms).
-//! A document open on both nodes loses nothing when both write and compact. Live Yjs fan-out and
-//! event-stream heads across nodes need the bus (issue 12's next step).
+//! lock serialises them across processes), a device revoked through one node loses its event
+//! stream on the other (that node's credential watcher re-reads the database every 500 ms), and a
+//! blob uploaded through one node downloads through the other from their shared bucket. A document
+//! open on both nodes loses nothing when both write and compact. Live Yjs fan-out and event-stream
+//! heads across nodes go over the bus (`bus_nodes`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ async fn a_device_revoked_through_one_node_loses_its_stream_on_the_other() {
     assert_eq!(stream.status(), 200, "a device paired through A streams from B");
     let answer = a.post_auth("/api/client/revoke-current", &revoked.token, &json!({})).await;
     assert_eq!(json_of(answer, 200).await["status"], "revoked");
-    // B hears no notice (there is no bus yet); its watcher re-reads every 500 ms. 3 s leaves room
+    // B hears no notice (these nodes have no bus); its watcher re-reads every 500 ms. 3 s leaves room
     // for a loaded machine while still failing if B never re-checks.
     let ended = tokio::time::timeout(Duration::from_secs(3), async {
         let mut stream = stream;
@@ -123,5 +124,19 @@ async fn a_document_written_and_compacted_on_both_nodes_keeps_every_update() {
         let mut reader = RawClient::connect(&url(node)).await;
         let whole = reader.pump_until(|c| c.text().contains("from-a") && c.text().contains("from-b")).await;
         assert!(whole, "lost an update: {:?}", reader.text());
+    }
+}
+
+#[tokio::test]
+async fn a_blob_uploaded_through_one_node_downloads_through_the_other_from_their_bucket() {
+    let url = crate::postgres_cluster::cluster().fresh_database().await;
+    let store = crate::s3_moto::moto().fresh_store();
+    let node = || TestApp::builder().env("DATABASE_URL", url.clone()).s3_store(store.clone()).spawn();
+    let (a, b) = (node().await, node().await);
+    let d = device(&a, "alice", "v").await;
+    // Larger than one multipart part (5 MiB), so both upload paths' objects are read back.
+    for data in [b"small blob".to_vec(), vec![7u8; 6 * 1024 * 1024 + 3]] {
+        let sha = crate::oplog_client::upload(&a, &d, &data).await;
+        assert_eq!(crate::oplog_client::download_verified(&b, &d, &sha, data.len()).await, data);
     }
 }
