@@ -367,6 +367,11 @@ pub struct Settings {
     /// by default, so a hook cannot reach inside the server's network)
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", default_value = "false")]
     pub webhook_allow_private: Option<bool>,
+    // Operation log.
+    /// Seconds an op-log push's idempotency key is remembered, so a retry with the same key is
+    /// answered from the first push instead of storing its ops again (a day by default)
+    #[arg(long, env = "OPLOG_IDEMPOTENCY_RETENTION_SECS", value_name = "SECONDS", default_value = "86400")]
+    pub oplog_idempotency_retention_secs: Option<u64>,
 }
 
 impl Settings {
@@ -464,6 +469,10 @@ impl Settings {
             webhook_retry_base_secs: self.webhook_retry_base_secs.or(lower.webhook_retry_base_secs),
             webhook_timeout_secs: self.webhook_timeout_secs.or(lower.webhook_timeout_secs),
             webhook_allow_private: self.webhook_allow_private.or(lower.webhook_allow_private),
+            // Operation log.
+            oplog_idempotency_retention_secs: self
+                .oplog_idempotency_retention_secs
+                .or(lower.oplog_idempotency_retention_secs),
         }
     }
 }
@@ -612,6 +621,9 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     // Webhooks.
     pub webhooks: WebhookSettings,
+    // Operation log.
+    /// How long idempotency keys are remembered (the maintenance job purges older ones).
+    pub oplog_idempotency_retention: std::time::Duration,
 }
 
 /// The `--blob-store` setting, resolved.
@@ -928,6 +940,11 @@ impl Config {
                 )?),
                 allow_private: s.webhook_allow_private.expect(HAS_DEFAULT),
             },
+            // Operation log.
+            oplog_idempotency_retention: std::time::Duration::from_secs(positive(
+                "OPLOG_IDEMPOTENCY_RETENTION_SECS",
+                s.oplog_idempotency_retention_secs.expect(HAS_DEFAULT),
+            )?),
         })
     }
 

@@ -3,7 +3,8 @@
 //! `/metrics` that the jobs run and whether they fail.
 //!
 //! Jobs: expired tokens and sessions, audit entries past their retention, idempotency records
-//! older than a day, stale temporary uploads and unreferenced blobs, WAL checkpoints, and
+//! past theirs (`OPLOG_IDEMPOTENCY_RETENTION_SECS`, a day by default: a client retrying later
+//! has long since learned the outcome from a pull), stale temporary uploads and unreferenced blobs, WAL checkpoints, and
 //! compaction of idle documents. (Scheduled backups keep their own schedule in [`super::backup`].)
 
 use std::future::Future;
@@ -14,9 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::clock;
 
-/// How long an idempotency record replays its push: a client retrying a day later has long
-/// since learned the outcome from a pull.
-const IDEMPOTENCY_RETENTION_SECS: i64 = 24 * 3600;
 /// How often the blob collector runs, and how long a temporary upload file may sit untouched
 /// before it counts as abandoned (an upload in progress writes to its file continually).
 const COLLECT_EVERY: Duration = Duration::from_secs(3600);
@@ -61,9 +59,9 @@ pub fn spawn_all(state: &AppState) {
     });
     let s = state.clone();
     every("idempotency_keys", maintenance, &state.shutdown, move || {
-        let store = s.store.clone();
+        let (store, retention) = (s.store.clone(), s.config.oplog_idempotency_retention.as_secs() as i64);
         async move {
-            let purged = store.purge_idempotency_keys(clock::now() - IDEMPOTENCY_RETENTION_SECS).await?;
+            let purged = store.purge_idempotency_keys(clock::now() - retention).await?;
             tracing::debug!(purged, "old idempotency records deleted");
             Ok::<_, concord_store::StoreError>(())
         }
