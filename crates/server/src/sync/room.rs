@@ -271,7 +271,8 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let mut acks = Vec::new();
         // Awareness frames of this node's connections, for the bus: (connection, frame).
         let mut awareness = Vec::new();
-        for event in events.drain(..) {
+        let mut batched = events.drain(..);
+        while let Some(event) = batched.next() {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
             if poisoned {
@@ -337,6 +338,8 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                 },
                 RoomEvent::Close(reason) => {
                     close_all(&peers, reason);
+                    rx.close();
+                    refuse_joins(batched.chain(std::iter::from_fn(|| rx.try_recv().ok())), reason);
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
@@ -609,6 +612,18 @@ async fn compact(hub: &Hub, doc: &mut Loaded) {
         }
         // The updates stay stored; the next batch tries again.
         Err(err) => tracing::error!(doc_id = %doc.doc_id, error = %err, "compacting document failed"),
+    }
+}
+
+/// Joins queued behind a close hear its reason instead of finding the queue closed unanswered,
+/// which would have them retry with a fresh room: one that could recreate a document being
+/// deleted. (Joins sent after the queue closes fail at once and ask the hub, which refuses them
+/// while the delete runs.)
+fn refuse_joins(events: impl Iterator<Item = RoomEvent>, reason: CloseReason) {
+    for event in events {
+        if let RoomEvent::Join { peer, .. } = event {
+            peer.closer.close(reason);
+        }
     }
 }
 
