@@ -48,10 +48,12 @@ pub enum Event {
     WorkspaceDeleted,
     StorageCleanup,
     BackupCreated,
+    WebhookCreated,
+    WebhookDeleted,
 }
 
 impl Event {
-    pub const ALL: [Event; 24] = [
+    pub const ALL: [Event; 26] = [
         Event::DeviceAuthFailed,
         Event::DevicePaired,
         Event::DeviceRevoked,
@@ -76,6 +78,8 @@ impl Event {
         Event::WorkspaceDeleted,
         Event::StorageCleanup,
         Event::BackupCreated,
+        Event::WebhookCreated,
+        Event::WebhookDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,8 @@ impl Event {
             Event::WorkspaceDeleted => "workspace_deleted",
             Event::StorageCleanup => "storage_cleanup",
             Event::BackupCreated => "backup_created",
+            Event::WebhookCreated => "webhook_created",
+            Event::WebhookDeleted => "webhook_deleted",
         }
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::deliver::{UrlError, check_url};
 use crate::api::admin::Admin;
 use crate::app::AppState;
+use crate::audit::{Entry, Event, Ip};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Auth};
@@ -205,10 +206,17 @@ async fn deliveries(
 #[utoipa::path(post, path = "/admin/api/webhooks", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), request_body = NewHookBody, responses((status = 201, description = "created", body = HookView), crate::openapi::JsonBody, crate::openapi::Authed, crate::openapi::Common))]
 async fn admin_create(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
+    ip: Ip,
     ApiJson(body): ApiJson<NewHookBody>,
 ) -> Result<Response, ApiError> {
-    create_hook(&state, HookOwner::Server, body).await
+    // A server-wide hook hears every workspace's events, so who added it, and where it sends them,
+    // belongs in the audit log. Only the origin: a hook's path often is its receiver's secret.
+    let origin = check_url(&body.url, true).map(|url| url.origin().ascii_serialization()).unwrap_or_default();
+    let detail = format!("server-wide webhook to {origin} for {}", body.events.join(", "));
+    let created = create_hook(&state, HookOwner::Server, body).await?;
+    state.audit.record(Entry::new(Event::WebhookCreated, &ip, detail).actor(admin.label()));
+    Ok(created)
 }
 
 /// `GET /admin/api/webhooks` → the server-wide hooks.
@@ -221,10 +229,15 @@ async fn admin_list(State(state): State<AppState>, _: Admin) -> Result<Json<Hook
 #[utoipa::path(delete, path = "/admin/api/webhooks/{hook}", tag = "admin", security(("device_token" = []), ("admin_session" = [], "csrf" = [])), params(("hook" = String, Path)), responses((status = 204, description = "deleted"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn admin_delete(
     State(state): State<AppState>,
-    _: Admin,
+    admin: Admin,
+    ip: Ip,
     Path(hook): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    delete_hook(&state, HookOwner::Server, &hook).await
+    let deleted = delete_hook(&state, HookOwner::Server, &hook).await?;
+    state.audit.record(
+        Entry::new(Event::WebhookDeleted, &ip, format!("server-wide webhook {hook} deleted")).actor(admin.label()),
+    );
+    Ok(deleted)
 }
 
 /// `GET /admin/api/webhooks/{hook}/deliveries` → the newest 100 deliveries.

@@ -392,4 +392,26 @@ async fn the_admins_server_wide_hook_hears_every_workspace() {
     assert_eq!(status, 204);
     let (status, _) = call(&app, "DELETE", &format!("/admin/api/webhooks/{hook_id}"), Some(&admin), None).await;
     assert_eq!(status, 404);
+
+    // Adding and removing a hook that hears everyone is audited, with the receiver's origin only
+    // (a hook's path is often its receiver's secret) and never the signing secret; Alice's refused
+    // attempt and the second (404) delete leave no entry.
+    let audited = async |event: &str| {
+        let path = format!("/admin/api/audit?event={event}");
+        eventually(|| async { !call(&app, "GET", &path, Some(&admin), None).await.1["items"][0].is_null() }).await;
+        call(&app, "GET", &path, Some(&admin), None).await.1
+    };
+    let created = audited("webhook_created").await;
+    let deleted = audited("webhook_deleted").await;
+    let origin = receiver.url.trim_end_matches("/hook");
+    assert_eq!(created["total"], 1, "{created}");
+    assert_eq!(
+        created["items"][0]["detail"],
+        format!("server-wide webhook to {origin} for share.created, document.updated")
+    );
+    assert_eq!(deleted["total"], 1, "{deleted}");
+    assert_eq!(deleted["items"][0]["detail"], format!("server-wide webhook {hook_id} deleted"));
+    for entry in [&created, &deleted] {
+        assert!(!entry.to_string().contains(&secret) && !entry.to_string().contains("/hook"), "{entry}");
+    }
 }
