@@ -6,7 +6,8 @@
 //! traits and runs the same contract tests.
 //!
 //! Architecture invariant: this crate knows SQL and files, never HTTP or JSON. Times are unix
-//! seconds passed in by the caller, so every rule about expiry is decided by the caller's clock.
+//! seconds passed in by the caller, so every rule about expiry is decided by the caller's clock;
+//! the one exception, blob claims, is timed by the database's clock (see [`BlobStore`]).
 
 mod accounts;
 mod admin;
@@ -31,7 +32,7 @@ pub use admin::{
     AuditEntry, AuditQuery, ConsoleStore, DeviceListing, DeviceQuery, DeviceState, NewAuditEntry, Page, Paging, Stats,
     UserFilter, UserQuery, UserSort, UserSummary, VaultStats, WorkspaceStats,
 };
-pub use blobs::{AddBlobRef, BlobStore};
+pub use blobs::{AddBlobRef, BlobClaim, BlobStore};
 pub use docs::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoredDoc};
 pub use error::{BackendError, ConflictKind, StoreError, StoreResult};
 pub use history::{HistoryStore, VersionRecord};

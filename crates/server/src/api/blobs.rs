@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use serde::Serialize;
 
 use crate::api::oplog::sync_scope;
 use crate::app::AppState;
-use crate::blobstore::UploadError;
+use crate::blobstore::{UPLOAD_WAITS_FOR_CLAIM, UploadError};
 use crate::clock;
 use crate::error::ApiError;
 use crate::extract::Auth;
@@ -182,17 +183,31 @@ async fn upload(
     let (hash, size) = (finished.hash.clone(), finished.size);
     state.blobs.prepare_place(&mut finished).await.map_err(ApiError::io)?;
 
-    let _placing = state.blobs.placement().await;
-    match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
-        AddBlobRef::QuotaExceeded => {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", "blob quota exceeded"));
-        }
-        // Placing again when already referenced repairs a file lost to a crash between the
-        // reference and the rename; an intact file makes it a no-op.
-        AddBlobRef::Added | AddBlobRef::AlreadyReferenced => {
-            state.blobs.place(finished).await.map_err(ApiError::io)?;
+    // A collector on any node may hold a claim on this blob while it deletes its bytes
+    // (`Blobs::collect_garbage`): the reference waits for the claim to end, and placement then
+    // puts the bytes back.
+    let waiting = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match state.store.add_blob_ref(&scope, &hash, size, limits.quota, clock::now()).await? {
+            AddBlobRef::QuotaExceeded => {
+                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", "blob quota exceeded"));
+            }
+            // Placing again when already referenced repairs bytes lost to a crash between the
+            // reference and the placement; over intact bytes it changes nothing.
+            AddBlobRef::Added | AddBlobRef::AlreadyReferenced => break,
+            AddBlobRef::BeingCollected if waiting.elapsed() < UPLOAD_WAITS_FOR_CLAIM => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            // A claim left by a collector that died: it expires within a minute, so a retry every
+            // few seconds gets through soon after.
+            AddBlobRef::BeingCollected => {
+                return Err(ApiError::unavailable(5, "blob_busy", "the blob is being collected; retry later"));
+            }
         }
     }
+    state.blobs.place(finished).await.map_err(ApiError::io)?;
     metrics::counter!("concord_blob_received_bytes_total").increment(size);
     Ok(axum::Json(Uploaded { sha256: hash.to_string(), size }))
 }

@@ -155,7 +155,12 @@ impl BlobBackend for FsBlobs {
         let now = SystemTime::now();
         let mut temps = tokio::fs::read_dir(&self.tmp).await?;
         while let Some(entry) = temps.next_entry().await? {
-            let metadata = entry.metadata().await?;
+            let metadata = match entry.metadata().await {
+                Ok(metadata) => metadata,
+                // Placed (renamed away) or removed since the listing: not staging any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if now.duration_since(metadata.modified()?).unwrap_or_default() >= stale_after {
                 remove_if_present(&entry.path()).await?;
                 count += 1;
@@ -195,16 +200,14 @@ impl Staged for FsStaged {
         tokio::fs::create_dir_all(fan_out_dir(&self.root, hash)).await
     }
 
-    /// Renames the file into place and makes the rename durable. If the file is already there
-    /// (another scope uploaded the same bytes) the temporary copy is dropped.
+    /// Renames the file into place and makes the rename durable, also over a blob that is there
+    /// already (the same bytes): placement never trusts that bytes it saw will stay, since a
+    /// collector's delete may have been ordered before this upload's reference (`Blobs`).
     async fn place(self: Box<Self>, hash: &BlobHash) -> io::Result<()> {
         let target = path_of(&self.root, hash);
         let dir = fan_out_dir(&self.root, hash);
         let FsStaged { temp, root } = *self;
         tokio::task::spawn_blocking(move || {
-            if target.is_file() {
-                return Ok(()); // `temp` drops here and removes the duplicate.
-            }
             // Normally made by `prepare` already; kept so placement never depends on it.
             std::fs::create_dir_all(&dir)?;
             std::fs::rename(temp.path(), &target)?;

@@ -6,7 +6,7 @@
 //! - [`s3`]: an S3-compatible bucket (`--blob-store s3://bucket/prefix`).
 //!
 //! What the backends share lives here, once: hashing and the size limit while an upload streams,
-//! the placement lock between uploads and the collector, and the collector's rule.
+//! and the collector's rule, ordered against uploads on every node by claims in the database.
 //!
 //! Crash safety rests on one ordering, the same on every backend (see `api/blobs.rs`): the bytes
 //! are staged durably (fsynced temporary file; completed multipart upload or, for a small blob, a
@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use concord_core::blob::{BlobHash, BlobHasher};
-use concord_store::BlobStore;
+use concord_store::{BlobClaim, BlobStore};
 use futures_util::stream::BoxStream;
-use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio::time::Instant;
 
 pub use fs::FsBlobs;
 pub use s3::{MAX_COPY_BYTES, S3Blobs};
@@ -101,12 +101,23 @@ pub struct Collected {
 /// The blob store the server uses: a backend and the rules every backend shares.
 pub struct Blobs {
     backend: Box<dyn BlobBackend>,
-    /// Uploads hold it shared while they add a reference and place the blob; the collector holds
-    /// it exclusively while it checks a blob is unreferenced and removes it. Without it the
-    /// collector could remove a blob between an upload's reference and its placement. It orders
-    /// one process only: several nodes on one bucket need one collecting node (see ARCHITECTURE.md).
-    placement: RwLock<()>,
 }
+
+/// How long the collector's claim on a blob lasts, by the database's clock (see
+/// [`Blobs::collect_garbage`]): long enough for [`DELETE_WITHIN`] plus [`CLAIM_MARGIN`] plus the
+/// round trips around them, short enough that a collector dying while it holds a claim keeps
+/// uploads of that one blob waiting ([`UPLOAD_WAITS_FOR_CLAIM`], then 503) for a minute at most.
+const CLAIM_FOR: Duration = Duration::from_secs(60);
+/// The longest one delete may run: it is abandoned then (and its claim kept to expire).
+const DELETE_WITHIN: Duration = Duration::from_secs(20);
+/// What must still be left of the claim when an abandoned delete's deadline passes: covers a
+/// request the client gave up on that the store still applies, and the clocks of the node and the
+/// database running at slightly different rates (NTP slews them by at most 0.05 %).
+const CLAIM_MARGIN: Duration = Duration::from_secs(20);
+/// How long an upload whose blob is claimed waits for the claim to end before answering 503:
+/// a claim normally lasts one delete (milliseconds); one left by a collector that died expires
+/// after [`CLAIM_FOR`], and the client's retry then goes through.
+pub const UPLOAD_WAITS_FOR_CLAIM: Duration = Duration::from_secs(10);
 
 /// An upload in progress: bytes go to staging and through the hasher together.
 pub struct Upload {
@@ -143,7 +154,7 @@ pub struct FinishedUpload {
 
 impl Blobs {
     pub fn new(backend: impl BlobBackend + 'static) -> Blobs {
-        Blobs { backend: Box::new(backend), placement: RwLock::new(()) }
+        Blobs { backend: Box::new(backend) }
     }
 
     /// Starts an upload of at most `limit` bytes.
@@ -151,18 +162,13 @@ impl Blobs {
         Ok(Upload { staging: self.backend.stage().await?, hasher: BlobHasher::new(), limit })
     }
 
-    /// Held by an upload from adding its reference until [`Blobs::place`] returns.
-    pub async fn placement(&self) -> RwLockReadGuard<'_, ()> {
-        self.placement.read().await
-    }
-
     /// See [`Staged::prepare`]; called before the upload's reference is committed.
     pub async fn prepare_place(&self, upload: &mut FinishedUpload) -> io::Result<()> {
         upload.staged.prepare(&upload.hash).await
     }
 
-    /// Places a finished upload at its content address durably. Call with [`Blobs::placement`]
-    /// held.
+    /// Places a finished upload at its content address durably, even when a blob is there already
+    /// (call it once the upload's reference is committed, see [`Blobs::collect_garbage`]).
     pub async fn place(&self, upload: FinishedUpload) -> io::Result<()> {
         upload.staged.place(&upload.hash).await
     }
@@ -177,6 +183,36 @@ impl Blobs {
     }
 
     /// Removes stale staging and every blob no scope references.
+    ///
+    /// # Why no acknowledged blob is deleted, with any number of nodes on one store
+    ///
+    /// A blob's bytes are deleted only under a claim in the database
+    /// ([`BlobStore::claim_unreferenced_blob`]), taken in one transaction with the check that no
+    /// scope references the blob, while `add_blob_ref` refuses in its own transaction as long as a
+    /// live claim exists (the store argues why the two cannot both succeed). An upload references
+    /// its blob before it places the bytes, and places them even when they look present. So:
+    ///
+    /// - An upload that referenced the blob before the claim: the claim is refused, nothing is
+    ///   deleted, whenever the upload's placement comes.
+    /// - An upload that comes after the claim (the blob placed and orphaned, or being placed again):
+    ///   its reference is refused, it waits ([`UPLOAD_WAITS_FOR_CLAIM`]) and retries. The delete
+    ///   returned before the claim was released, so the reference that then commits, and the
+    ///   placement after it, come after the delete: the bytes are put back.
+    /// - A collector that dies holding a claim: the claim expires after [`CLAIM_FOR`] and blocks
+    ///   nothing after that. Any delete it had issued was abandoned within [`DELETE_WITHIN`] of its
+    ///   check and applied within [`CLAIM_MARGIN`] of that, both before the expiry (below).
+    /// - A claim that expires while its delete still runs: just before deleting, the collector
+    ///   reads how much of its claim is left and deletes only if at least `DELETE_WITHIN +
+    ///   CLAIM_MARGIN` is; the database read its clock after the collector asked, so the claim
+    ///   lasts at least until `asked + left`. The delete is abandoned at `asked + DELETE_WITHIN`,
+    ///   and its claim then kept, not released, so it is still live for `CLAIM_MARGIN` more. A
+    ///   claim lost meanwhile (expired, taken over) shows as nothing left, and nothing is deleted.
+    ///
+    /// What this rests on: the node's and the database's clocks run at the same rate within
+    /// `CLAIM_MARGIN` per minute (not that they agree: claims are timed by the database alone), and
+    /// a delete the store received is applied within `CLAIM_MARGIN` of the client abandoning it.
+    /// A process frozen for longer than the margin between its check and its delete request (a
+    /// VM paused mid-step) is beyond any lease without fencing, which S3 deletes do not offer.
     pub async fn collect_garbage(
         &self,
         store: &(dyn BlobStore + Sync),
@@ -185,14 +221,37 @@ impl Blobs {
         let (temp_files, bytes) = self.backend.remove_stale_staging(stale_after).await?;
         let mut collected = Collected { temp_files, blobs: 0, bytes };
         for (hash, size) in self.backend.placed().await? {
-            let _exclusive = self.placement.write().await;
-            if !store.blob_referenced(&hash).await.map_err(io::Error::other)? {
-                self.backend.remove(&hash).await?;
+            // A read first: nearly every placed blob is referenced, and a claim is a write.
+            if store.blob_referenced(&hash).await.map_err(io::Error::other)? {
+                continue;
+            }
+            let Some(claim) = store.claim_unreferenced_blob(&hash, CLAIM_FOR).await.map_err(io::Error::other)? else {
+                continue; // referenced meanwhile, or another node's collector holds it
+            };
+            if self.remove_claimed(store, &claim).await? {
                 collected.blobs += 1;
                 collected.bytes += size;
             }
         }
         Ok(collected)
+    }
+
+    /// Deletes the claimed blob if enough of the claim is left, then releases it: whether it deleted.
+    async fn remove_claimed(&self, store: &(dyn BlobStore + Sync), claim: &BlobClaim) -> io::Result<bool> {
+        let asked = Instant::now();
+        let left = store.blob_claim_left(claim).await.map_err(io::Error::other)?;
+        if left.is_none_or(|left| left < DELETE_WITHIN + CLAIM_MARGIN) {
+            // Lost, or too little left to delete within: nothing deleted, so releasing is safe.
+            store.release_blob_claim(claim).await.map_err(io::Error::other)?;
+            return Ok(false);
+        }
+        let removed =
+            tokio::time::timeout_at(asked + DELETE_WITHIN, self.backend.remove(&claim.hash)).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "blob delete abandoned; its claim expires by itself")
+            })?;
+        // The store has answered, so no delete of ours is in flight any more.
+        store.release_blob_claim(claim).await.map_err(io::Error::other)?;
+        removed.map(|()| true)
     }
 }
 

@@ -12,6 +12,7 @@ mod admin_api;
 mod admin_browser;
 mod admin_console;
 mod admin_settings;
+mod blobs_collector;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;

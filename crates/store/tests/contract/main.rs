@@ -122,6 +122,9 @@ macro_rules! every_story {
             blobs: [
                 story_references_are_per_scope_and_quotas_count_vault_and_user,
                 story_concurrent_uploads_cannot_overshoot_a_quota,
+                story_a_claim_holds_off_references_until_released,
+                story_an_expired_claim_blocks_nothing_and_is_taken_over,
+                story_a_claim_and_a_reference_racing_never_both_win,
             ],
             shares: [
                 story_a_share_opens_while_live_and_only_its_owner_manages_it,
