@@ -36,6 +36,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A plain connection to it, for a test to talk RESP itself (`bus_limits`).
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap()
+    }
+
     /// Starts it (again) on its port.
     pub async fn restart(&mut self) {
         assert!(self.process.is_none(), "already running");
@@ -116,7 +121,7 @@ fn redis_server() -> String {
 }
 
 /// A node on `database` with the bus on `redis`, if given.
-async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
+pub(crate) async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
     let builder = TestApp::builder().env("DATABASE_URL", database);
     match redis {
         Some(redis) => builder.env("REDIS_URL", redis.url()).spawn().await,
@@ -125,7 +130,7 @@ async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
 }
 
 /// Two nodes on one fresh database and one Redis, each subscribed to the bus.
-async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
+pub(crate) async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
     let database = crate::postgres_cluster::cluster().fresh_database().await;
     let a = node(&database, Some(redis)).await;
     let b = node(&database, Some(redis)).await;
@@ -135,7 +140,7 @@ async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
     (database, a, b)
 }
 
-fn has_text(needles: &[&str]) -> impl FnMut(&Value) -> bool {
+pub(crate) fn has_text(needles: &[&str]) -> impl FnMut(&Value) -> bool {
     let needles: Vec<String> = needles.iter().map(|s| (*s).to_owned()).collect();
     move |s: &Value| needles.iter().all(|n| s["text"].as_str().unwrap().contains(n.as_str()))
 }

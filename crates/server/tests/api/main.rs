@@ -15,6 +15,7 @@ mod admin_settings;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
+mod bus_limits;
 mod bus_nodes;
 mod chaos;
 mod config_secrets;
