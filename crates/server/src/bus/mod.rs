@@ -4,6 +4,7 @@
 //!
 //! - `codec`: the messages and their bytes (pure).
 //! - `inbox`: what was heard, waiting for the listener (bounded).
+//! - `liveness`: which other nodes are alive, from their heartbeats (pure).
 //! - `redis_pubsub`: the implementation on Redis pub/sub (`REDIS_URL`).
 //!
 //! # The database log is the truth, the bus only a hint
@@ -33,6 +34,7 @@
 
 pub mod codec;
 mod inbox;
+mod liveness;
 pub mod redis_pubsub;
 
 use std::time::Duration;
@@ -54,6 +56,8 @@ const HEARD_QUEUE: usize = 4096;
 /// 64 KiB of updates), and what bounds the node's memory when large messages arrive faster than
 /// it handles them.
 const HEARD_BYTES: usize = 16 << 20;
+/// How often each node says it is alive (`liveness`).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How often to say so at most while this node keeps dropping received messages.
 const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -122,12 +126,24 @@ pub fn start(
 pub fn spawn_listener(state: &AppState, heard: Inbox) {
     tokio::spawn(listen(state.clone(), heard));
     tokio::spawn(forward_revocations(state.clone(), state.accounts.revocations.subscribe()));
+    tokio::spawn(heartbeat(state.clone()));
+}
+
+async fn heartbeat(state: AppState) {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => state.bus.publish(&Message::Heartbeat),
+            () = state.shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn listen(state: AppState, mut heard: Inbox) {
     // Down until first subscribed: rooms opened before that poll like any others.
     let mut down = true;
     let mut dropped_logged: Option<tokio::time::Instant> = None;
+    let mut liveness = liveness::Liveness::default();
     let mut poll = tokio::time::interval(POLL_WHILE_DOWN);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -135,9 +151,20 @@ async fn listen(state: AppState, mut heard: Inbox) {
             next = heard.recv() => match next {
                 None => return,
                 Some(Heard::Message(bytes)) => match codec::decode(&bytes) {
+                    Ok((from, Message::Heartbeat)) if from == state.bus.node => {
+                        for dead in liveness.beat() {
+                            tracing::info!(node = %uuid::Uuid::from_bytes(dead.0), "a node fell silent; dropping its connections' awareness");
+                            state.sync.node_gone(dead);
+                        }
+                    }
                     Ok((from, _)) if from == state.bus.node => {}
-                    Ok((_, Message::CatchUp)) => catch_up(&state).await,
-                    Ok((from, message)) => deliver(&state, from, message),
+                    Ok((from, message)) => {
+                        liveness.heard(from);
+                        match message {
+                            Message::CatchUp => catch_up(&state).await,
+                            message => deliver(&state, from, message),
+                        }
+                    }
                     Err(err) => {
                         metrics::counter!("concord_bus_undecodable_total").increment(1);
                         tracing::warn!(error = %err, "dropping a bus message this node cannot read");
@@ -145,10 +172,12 @@ async fn listen(state: AppState, mut heard: Inbox) {
                 },
                 Some(Heard::Missed) => {
                     down = false;
+                    liveness.forgive();
                     catch_up(&state).await;
                 }
                 Some(Heard::Down) => down = true,
                 Some(Heard::Dropped(count)) => {
+                    liveness.forgive();
                     if dropped_logged.is_none_or(|at| at.elapsed() >= DROPPED_LOG_INTERVAL) {
                         dropped_logged = Some(tokio::time::Instant::now());
                         tracing::warn!(count, "this node fell behind the bus and dropped messages; catching up from the database");
@@ -166,8 +195,8 @@ fn deliver(state: &AppState, from: NodeId, message: Message) {
     match message {
         Message::Head { user_id, vault_id, head } => state.events.publish(&Scope { user_id, vault_id }, head),
         Message::DeviceRevoked { device_id } => state.live.end_device(&device_id),
-        // Handled by `listen`, which can wait for the database.
-        Message::CatchUp => {}
+        // Handled by `listen`, which can wait for the database or knows the nodes.
+        Message::CatchUp | Message::Heartbeat => {}
         doc_message => state.sync.remote(from, doc_message),
     }
 }

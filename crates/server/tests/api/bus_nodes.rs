@@ -381,3 +381,68 @@ fn a_bad_redis_url_or_one_without_postgresql_stops_startup_naming_it() {
         assert!(stderr.contains("REDIS_URL") && stderr.contains(why), "{envs:?} {args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_document_deleted_through_a_closes_its_sockets_on_b_within_a_second_and_b_does_not_recreate_it() {
+    let redis = Redis::start().await;
+    let (_db, a, b) = two_nodes(&redis).await;
+    let alice = a.sign_in("alice@example.com").await;
+    let workspace = crate::shares_api::default_workspace(&a, &alice).await;
+    let mut typing = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    typing.insert("doomed;").await;
+    let mut reading = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    assert!(reading.pump_until(|c| c.text() == "doomed;").await, "B's room is open and stored it");
+
+    let started = Instant::now();
+    let path = format!("/api/workspaces/{workspace}/docs/notes");
+    assert_eq!(a.client.delete(a.url(&path)).bearer_auth(&alice).send().await.unwrap().status(), 204);
+    // An edit on B racing the delete's announcement: its append finds the document gone, or the
+    // room has closed already; either way the deletion close, never 1011.
+    typing.insert("raced;").await;
+    for client in [&mut typing, &mut reading] {
+        client.closed_code().await;
+        assert_eq!(client.closed.clone().unwrap(), (1000, "document deleted".to_owned()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+    // Nothing on B brought it back.
+    for n in [&a, &b] {
+        assert_eq!(n.get_auth(&path, &alice).await.status(), 404);
+        let listed = crate::helpers::json(n.get_auth(&format!("/api/workspaces/{workspace}/docs"), &alice).await, 200);
+        assert_eq!(listed.await, json!({"documents": []}));
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_awareness_leaves_the_other_nodes_within_seconds_and_a_live_nodes_stays() {
+    let redis = Redis::start().await;
+    let (database, mut a, b) = two_nodes(&redis).await;
+    let c = node(&database, Some(&redis)).await;
+    c.wait_for_log("subscribed to the bus").await;
+    let alice = a.sign_in("alice@example.com").await;
+    let mut on_a = Provider::start(&a, "notes", &alice).await;
+    let mut on_b = Provider::start(&b, "notes", &alice).await;
+    let mut on_c = Provider::start(&c, "notes", &alice).await;
+    for p in [&mut on_a, &mut on_b, &mut on_c] {
+        p.synced().await;
+    }
+    on_a.awareness(json!({"user": "on A"})).await;
+    on_c.awareness(json!({"user": "on C"})).await;
+    let both = |s: &Value| {
+        let peers = s["peers"].as_array().unwrap();
+        peers.contains(&json!({"user": "on A"})) && peers.contains(&json!({"user": "on C"}))
+    };
+    on_b.wait_for(both).await;
+
+    let started = Instant::now();
+    a.kill9().await;
+    // A's heartbeats stop; B counts three of its own (one a second) and drops A's states. 10 s
+    // leaves room for a loaded machine and is far below the 30 s awareness timeout this replaces.
+    on_b.wait_for(|s| s["peers"] == json!([{"user": "on C"}])).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "A's awareness left after {:?}", started.elapsed());
+    on_c.wait_for(|s| s["peers"] == json!([])).await;
+    assert!(b.logs().contains("a node fell silent"));
+    for p in [on_b, on_c] {
+        p.quit().await;
+    }
+    drop(on_a);
+}
