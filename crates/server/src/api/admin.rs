@@ -1015,10 +1015,10 @@ pub async fn remove_workspace(
 ) -> Result<(), ApiError> {
     recheck(state, admin, limit_ip, password).await?;
     let workspace = state.store.workspace_by_id(id).await?.ok_or_else(|| ApiError::not_found("workspace not found"))?;
-    if !state.store.delete_workspace(&workspace.user_id, id).await? {
+    let delete = state.store.delete_workspace(&workspace.user_id, id);
+    if !state.sync.deleting(crate::sync::Deleting::Workspaces(vec![id.to_owned()]), delete).await? {
         return Err(ApiError::not_found("workspace not found"));
     }
-    state.sync.close_workspace(id).await;
     let owner = state.store.user_by_id(&workspace.user_id).await?.map(|u| u.email).unwrap_or_default();
     let detail = format!("workspace {:?} of {owner}", workspace.name);
     state.audit.record(Entry::new(Event::WorkspaceDeleted, ip, detail).actor(admin.label()).subject(&owner));

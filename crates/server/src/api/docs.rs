@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::token_hash;
 use crate::sync::opener::Opener;
-use crate::sync::{ApplyError, Change, DocKey};
+use crate::sync::{ApplyError, Change, Deleting, DocKey};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(read, write, remove)).routes(routes!(read_json))
@@ -243,7 +243,8 @@ async fn remove(
         return Err(ApiError::forbidden("a share may not delete documents"));
     }
     let key = locate(&state, &opener, &workspace_id, &name).await?;
-    if !state.sync.deleting_doc(&key, state.store.delete_doc(&key.workspace_id, &key.name)).await? {
+    let delete = state.store.delete_doc(&key.workspace_id, &key.name);
+    if !state.sync.deleting(Deleting::Doc(key.clone()), delete).await? {
         return Err(ApiError::not_found("Document not found"));
     }
     Ok(StatusCode::NO_CONTENT)

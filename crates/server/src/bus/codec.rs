@@ -69,6 +69,12 @@ pub enum Message {
     DeviceRevoked { device_id: String },
     /// The sender dropped messages it could not publish: every node catches up from the database.
     CatchUp,
+    /// A document (`name`), or a whole workspace (no name), was deleted through the sender: rooms
+    /// of it elsewhere check the database and close.
+    Deleted { workspace_id: String, name: Option<String> },
+    /// The sender is alive (`bus::liveness`): sent every second, so the others notice its death
+    /// and drop the awareness of its connections.
+    Heartbeat,
 }
 
 impl Message {
@@ -78,7 +84,9 @@ impl Message {
             | Message::Awareness { .. }
             | Message::AwarenessQuery { .. }
             | Message::Stateless { .. }
-            | Message::CatchUp => Topic::Docs,
+            | Message::CatchUp
+            | Message::Deleted { .. }
+            | Message::Heartbeat => Topic::Docs,
             Message::Head { .. } => Topic::Heads,
             Message::DeviceRevoked { .. } => Topic::Revocations,
         }
@@ -144,6 +152,18 @@ pub fn encode(node: NodeId, message: &Message) -> Vec<u8> {
             out.bytes(device_id.as_bytes());
         }
         Message::CatchUp => out.0.push(7),
+        Message::Deleted { workspace_id, name } => {
+            out.0.push(8);
+            out.bytes(workspace_id.as_bytes());
+            match name {
+                None => out.0.push(0),
+                Some(name) => {
+                    out.0.push(1);
+                    out.bytes(name.as_bytes());
+                }
+            }
+        }
+        Message::Heartbeat => out.0.push(9),
     }
     out.0
 }
@@ -179,6 +199,15 @@ pub fn decode(bytes: &[u8]) -> Result<(NodeId, Message), DecodeError> {
         5 => Message::Head { user_id: r.string()?, vault_id: r.string()?, head: r.int()? },
         6 => Message::DeviceRevoked { device_id: r.string()? },
         7 => Message::CatchUp,
+        8 => {
+            let workspace_id = r.string()?;
+            let name = match r.byte()? {
+                0 => None,
+                _ => Some(r.string()?),
+            };
+            Message::Deleted { workspace_id, name }
+        }
+        9 => Message::Heartbeat,
         kind => return Err(DecodeError::Kind(kind)),
     };
     if !r.0.is_empty() {
@@ -275,6 +304,9 @@ mod tests {
             Message::Head { user_id: "u".into(), vault_id: "v".into(), head: i64::MAX },
             Message::DeviceRevoked { device_id: "dev_1".into() },
             Message::CatchUp,
+            Message::Deleted { workspace_id: "ws_1".into(), name: Some("notes/é".into()) },
+            Message::Deleted { workspace_id: "ws_1".into(), name: None },
+            Message::Heartbeat,
         ];
         for message in messages {
             check(&encode(NODE, &message), Ok(message));

@@ -3,6 +3,8 @@
 //! so clients on every node hear it at once.
 //!
 //! - `codec`: the messages and their bytes (pure).
+//! - `inbox`: what was heard, waiting for the listener (bounded).
+//! - `liveness`: which other nodes are alive, from their heartbeats (pure).
 //! - `redis_pubsub`: the implementation on Redis pub/sub (`REDIS_URL`).
 //!
 //! # The database log is the truth, the bus only a hint
@@ -25,23 +27,39 @@
 //! (`crate::live`, every 500 ms). A message a node failed to *publish* (Redis gone at that
 //! moment, though the others may be subscribed again already) is made up for by a
 //! [`Message::CatchUp`] the node publishes as soon as it can again: every node then catches up.
-//! Dropped messages are counted in `concord_bus_dropped_total`.
+//! Dropped messages are counted in `concord_bus_dropped_total`. A node that hears faster than it
+//! handles drops what finds its queue full (bounded in messages and bytes: `inbox`), counts it in
+//! `concord_bus_received_dropped_total`, and catches up from the database, as after a lost
+//! subscription: its memory stays bounded however fast the others talk.
 
 pub mod codec;
+mod inbox;
+mod liveness;
 pub mod redis_pubsub;
 
 use std::time::Duration;
 
 use concord_store::Scope;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use self::codec::{Message, NodeId, Topic};
+pub use self::inbox::Inbox;
 use crate::app::AppState;
 
 /// While the bus is down, how often every open room and event stream reads what it missed.
 pub const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
-/// Received messages waiting for the listener at most; a full queue holds the subscription back.
+/// Received messages waiting for the listener at most; past it (or [`HEARD_BYTES`]) new ones are
+/// dropped and the listener catches up from the database (`inbox`). A typing commit's message is
+/// a few hundred bytes: this is seconds of a busy deployment's traffic.
 const HEARD_QUEUE: usize = 4096;
+/// Bytes of received messages waiting for the listener at most: 256 of the largest (a commit's
+/// 64 KiB of updates), and what bounds the node's memory when large messages arrive faster than
+/// it handles them.
+const HEARD_BYTES: usize = 16 << 20;
+/// How often each node says it is alive (`liveness`).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often to say so at most while this node keeps dropping received messages.
+const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Carries messages to every node. Publishing never waits: a message that cannot be sent is
 /// dropped (see the module docs for why that is safe).
@@ -58,6 +76,8 @@ pub enum Heard {
     Missed,
     /// The subscription is lost; nothing is heard until the next [`Heard::Missed`].
     Down,
+    /// This many messages were dropped because the listener was behind (`inbox`): catch up.
+    Dropped(u64),
 }
 
 /// This node's end of the bus: its id and, when configured, the bus.
@@ -92,9 +112,9 @@ impl Fanout {
 pub fn start(
     redis_url: Option<&str>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(Fanout, Option<mpsc::Receiver<Heard>>), redis_pubsub::BadUrl> {
+) -> Result<(Fanout, Option<Inbox>), redis_pubsub::BadUrl> {
     let Some(url) = redis_url else { return Ok((Fanout::none(), None)) };
-    let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
+    let (heard, receiver) = inbox::bounded(HEARD_QUEUE, HEARD_BYTES);
     let node = NodeId::random();
     let notice = (Message::CatchUp.topic(), codec::encode(node, &Message::CatchUp));
     let bus = redis_pubsub::RedisBus::start(url, heard, notice, shutdown)?;
@@ -103,14 +123,27 @@ pub fn start(
 
 /// Starts delivering what the bus hears to this node's rooms, event streams and connections,
 /// and publishing this node's revocations.
-pub fn spawn_listener(state: &AppState, heard: mpsc::Receiver<Heard>) {
+pub fn spawn_listener(state: &AppState, heard: Inbox) {
     tokio::spawn(listen(state.clone(), heard));
     tokio::spawn(forward_revocations(state.clone(), state.accounts.revocations.subscribe()));
+    tokio::spawn(heartbeat(state.clone()));
 }
 
-async fn listen(state: AppState, mut heard: mpsc::Receiver<Heard>) {
+async fn heartbeat(state: AppState) {
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => state.bus.publish(&Message::Heartbeat),
+            () = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn listen(state: AppState, mut heard: Inbox) {
     // Down until first subscribed: rooms opened before that poll like any others.
     let mut down = true;
+    let mut dropped_logged: Option<tokio::time::Instant> = None;
+    let mut liveness = liveness::Liveness::default();
     let mut poll = tokio::time::interval(POLL_WHILE_DOWN);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -118,9 +151,20 @@ async fn listen(state: AppState, mut heard: mpsc::Receiver<Heard>) {
             next = heard.recv() => match next {
                 None => return,
                 Some(Heard::Message(bytes)) => match codec::decode(&bytes) {
+                    Ok((from, Message::Heartbeat)) if from == state.bus.node => {
+                        for dead in liveness.beat() {
+                            tracing::info!(node = %uuid::Uuid::from_bytes(dead.0), "a node fell silent; dropping its connections' awareness");
+                            state.sync.node_gone(dead);
+                        }
+                    }
                     Ok((from, _)) if from == state.bus.node => {}
-                    Ok((_, Message::CatchUp)) => catch_up(&state).await,
-                    Ok((from, message)) => deliver(&state, from, message),
+                    Ok((from, message)) => {
+                        liveness.heard(from);
+                        match message {
+                            Message::CatchUp => catch_up(&state).await,
+                            message => deliver(&state, from, message),
+                        }
+                    }
                     Err(err) => {
                         metrics::counter!("concord_bus_undecodable_total").increment(1);
                         tracing::warn!(error = %err, "dropping a bus message this node cannot read");
@@ -128,9 +172,18 @@ async fn listen(state: AppState, mut heard: mpsc::Receiver<Heard>) {
                 },
                 Some(Heard::Missed) => {
                     down = false;
+                    liveness.forgive();
                     catch_up(&state).await;
                 }
                 Some(Heard::Down) => down = true,
+                Some(Heard::Dropped(count)) => {
+                    liveness.forgive();
+                    if dropped_logged.is_none_or(|at| at.elapsed() >= DROPPED_LOG_INTERVAL) {
+                        dropped_logged = Some(tokio::time::Instant::now());
+                        tracing::warn!(count, "this node fell behind the bus and dropped messages; catching up from the database");
+                    }
+                    catch_up(&state).await;
+                }
             },
             _ = poll.tick(), if down => catch_up(&state).await,
             () = state.shutdown.cancelled() => return,
@@ -142,8 +195,8 @@ fn deliver(state: &AppState, from: NodeId, message: Message) {
     match message {
         Message::Head { user_id, vault_id, head } => state.events.publish(&Scope { user_id, vault_id }, head),
         Message::DeviceRevoked { device_id } => state.live.end_device(&device_id),
-        // Handled by `listen`, which can wait for the database.
-        Message::CatchUp => {}
+        // Handled by `listen`, which can wait for the database or knows the nodes.
+        Message::CatchUp | Message::Heartbeat => {}
         doc_message => state.sync.remote(from, doc_message),
     }
 }

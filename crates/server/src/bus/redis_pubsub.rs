@@ -1,15 +1,16 @@
-//! The bus on Redis pub/sub: one connection subscribed to every [`Topic`], one (a
-//! `ConnectionManager`, which reconnects by itself) publishing. Redis pub/sub keeps nothing: what
+//! The bus on Redis pub/sub: one connection subscribed to every [`Topic`] (RESP3, its messages
+//! handed straight to the bounded `bus::inbox`), one (a `ConnectionManager`, which reconnects by
+//! itself) publishing. Redis pub/sub keeps nothing: what
 //! is published while a node is not subscribed never reaches it, which the subscriber reports as
 //! [`Heard::Missed`] when it is subscribed again.
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::ConnectionManagerConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::inbox::Arrivals;
 use super::{Bus, Heard, Topic};
 
 /// Messages waiting to be published at most; past it (Redis slow or gone) new ones are dropped,
@@ -48,14 +49,15 @@ impl RedisBus {
     /// Both tasks end at `shutdown`.
     pub fn start(
         url: &str,
-        heard: mpsc::Sender<Heard>,
+        heard: Arrivals,
         notice: (Topic, Vec<u8>),
         shutdown: CancellationToken,
     ) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(url).map_err(BadUrl)?;
+        let subscriber = resp3(&client)?;
         let (queue, pending) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(publish(client.clone(), pending, notice, shutdown.clone()));
-        tokio::spawn(subscribe(client, heard, shutdown));
+        tokio::spawn(publish(client, pending, notice, shutdown.clone()));
+        tokio::spawn(subscribe(subscriber, heard, shutdown));
         Ok(RedisBus { queue })
     }
 }
@@ -120,40 +122,72 @@ impl Publisher {
     }
 }
 
-async fn subscribe(client: redis::Client, heard: mpsc::Sender<Heard>, shutdown: CancellationToken) {
+/// The push sender of the subscription's connection: called by the connection's reader for
+/// every push, so it must not wait. Messages go to the bounded inbox (dropped there when it is
+/// full); the connection's end cancels `lost`.
+struct Pushes {
+    arrivals: Arrivals,
+    lost: CancellationToken,
+}
+
+impl redis::aio::AsyncPushSender for Pushes {
+    fn send(&self, info: redis::PushInfo) -> Result<(), redis::aio::SendError> {
+        match info.kind {
+            redis::PushKind::Message => {
+                // `[channel, payload]`: the payload is moved out, not copied.
+                if let Some(redis::Value::BulkString(payload)) = info.data.into_iter().nth(1) {
+                    self.arrivals.message(payload);
+                }
+            }
+            redis::PushKind::Disconnection => self.lost.cancel(),
+            // Subscription confirmations.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The subscriber speaks RESP3, whatever the URL asks: only then does the redis crate hand each
+/// message to a push sender as it is read ([`Pushes`]) instead of into an unbounded queue of its
+/// own (its RESP2 `PubSub`), which grew without limit behind a slow listener. Redis 6 or later.
+fn resp3(client: &redis::Client) -> Result<redis::Client, BadUrl> {
+    let info = client.get_connection_info().clone();
+    let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings)).map_err(BadUrl)
+}
+
+async fn subscribe(client: redis::Client, arrivals: Arrivals, shutdown: CancellationToken) {
+    let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
     loop {
+        let lost = CancellationToken::new();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_push_sender(Pushes { arrivals: arrivals.clone(), lost: lost.clone() });
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
-            let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
-            tokio::time::timeout(TIMEOUT, pubsub.subscribe(&names)).await.ok()?.ok()?;
-            Some(pubsub.split())
+            let mut connection = client.get_multiplexed_async_connection_with_config(&config).await.ok()?;
+            connection.subscribe(&names).await.ok()?;
+            Some(connection)
         };
         let connected = tokio::select! {
             connected = subscribed => connected,
             () = shutdown.cancelled() => return,
         };
-        if let Some((mut sink, mut stream)) = connected {
+        if let Some(mut connection) = connected {
             tracing::info!("subscribed to the bus");
             // Whatever was published before this subscription is lost to this node.
-            if heard.send(Heard::Missed).await.is_err() {
+            if arrivals.status(Heard::Missed).await.is_err() {
                 return;
             }
             let mut ping = tokio::time::interval(PING_INTERVAL);
             loop {
                 tokio::select! {
-                    message = stream.next() => match message {
-                        Some(message) => {
-                            if heard.send(Heard::Message(message.get_payload_bytes().to_vec())).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => break,
-                    },
+                    () = lost.cancelled() => break,
                     _ = ping.tick() => {
-                        // Subscribed, Redis answers a PING with an array, not `PONG`: any answer will do.
-                        let answered: Option<redis::RedisResult<redis::Value>> =
-                            tokio::time::timeout(TIMEOUT, sink.ping()).await.ok();
-                        if !matches!(answered, Some(Ok(_))) {
+                        // Answered within the response timeout, or the connection is dead.
+                        let answered: redis::RedisResult<redis::Value> =
+                            redis::cmd("PING").query_async(&mut connection).await;
+                        if answered.is_err() {
                             break;
                         }
                     }
@@ -161,7 +195,7 @@ async fn subscribe(client: redis::Client, heard: mpsc::Sender<Heard>, shutdown: 
                 }
             }
             tracing::warn!("lost the bus; catching up from the database until it is back");
-            if heard.send(Heard::Down).await.is_err() {
+            if arrivals.status(Heard::Down).await.is_err() {
                 return;
             }
         }

@@ -231,12 +231,14 @@ impl Connection {
             Step::Room { key, ydoc } => {
                 let doc = &self.docs[key];
                 let event = RoomEvent::Frame { conn: doc.conn, data: data.slice_ref(ydoc) };
-                doc.room.send(event).await.map_err(|_| Some(CloseReason::StorageFailed))
+                // Raced a close (a delete): the closer says why.
+                doc.room.send(event).await.map_err(|_| self.closer.reason().or(Some(CloseReason::StorageFailed)))
             }
             Step::Stateless { key, payload } => {
                 let doc = &self.docs[key];
                 let event = RoomEvent::Stateless { conn: doc.conn, body: hocuspocus::stateless(payload).into() };
-                doc.room.send(event).await.map_err(|_| Some(CloseReason::StorageFailed))
+                // Raced a close (a delete): the closer says why.
+                doc.room.send(event).await.map_err(|_| self.closer.reason().or(Some(CloseReason::StorageFailed)))
             }
             Step::Close { key } => {
                 let key = key.to_owned();

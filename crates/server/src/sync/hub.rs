@@ -32,12 +32,37 @@ pub struct DocKey {
     pub name: String,
 }
 
+/// What a delete removes, which no room may hold open while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deleting {
+    Doc(DocKey),
+    /// Workspaces (a user's, when the user goes) with every document in them.
+    Workspaces(Vec<String>),
+}
+
+impl Deleting {
+    fn covers(&self, key: &DocKey) -> bool {
+        match self {
+            Deleting::Doc(doc) => doc == key,
+            Deleting::Workspaces(ids) => ids.contains(&key.workspace_id),
+        }
+    }
+
+    /// How the rooms it closes close their connections.
+    fn reason(&self) -> CloseReason {
+        match self {
+            Deleting::Doc(_) => CloseReason::DocumentDeleted,
+            Deleting::Workspaces(_) => CloseReason::WorkspaceDeleted,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Rooms {
     open: HashMap<DocKey, RoomEntry>,
-    /// Documents being deleted (with how many deletes are under way): no room starts for them,
-    /// so no connection that arrived before the delete recreates the document after it.
-    deleting: HashMap<DocKey, usize>,
+    /// Deletes under way (one entry each; deletes are rare, so a list): no room starts for what
+    /// they cover, so no connection that arrived before a delete recreates a document after it.
+    deleting: Vec<Deleting>,
 }
 
 struct RoomEntry {
@@ -82,21 +107,21 @@ impl Hub {
         })
     }
 
-    /// The queue of the document's room, starting the room if it is not running; `None` while
-    /// the document is being deleted.
-    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> Option<mpsc::Sender<RoomEvent>> {
+    /// The queue of the document's room, starting the room if it is not running; while the
+    /// document (or its workspace) is being deleted, the close reason that delete gives.
+    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> Result<mpsc::Sender<RoomEvent>, CloseReason> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if rooms.deleting.contains_key(key) {
-            return None;
+        if let Some(delete) = rooms.deleting.iter().find(|d| d.covers(key)) {
+            return Err(delete.reason());
         }
         if let Some(entry) = rooms.open.get(key).filter(|e| !e.tx.is_closed()) {
-            return Some(entry.tx.clone());
+            return Ok(entry.tx.clone());
         }
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         rooms.open.insert(key.clone(), RoomEntry { generation, tx: tx.clone() });
         tokio::spawn(room::run(self.clone(), key.clone(), generation, rx));
-        Some(tx)
+        Ok(tx)
     }
 
     /// Removes the room if nothing is queued for it. Returns whether it was removed; a connection
@@ -125,7 +150,7 @@ impl Hub {
     pub(crate) async fn apply(self: &Arc<Self>, key: &DocKey, change: Change) -> Result<Applied, ApplyError> {
         for _ in 0..APPLY_ATTEMPTS {
             let (done, answer) = oneshot::channel();
-            let room = self.room(key).ok_or(ApplyError::Deleted)?;
+            let room = self.room(key).map_err(|_| ApplyError::Deleted)?;
             if room.send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
                 continue;
             }
@@ -138,25 +163,40 @@ impl Hub {
         Err(ApplyError::Unavailable)
     }
 
-    /// Runs `delete` (the store's delete of the document) with the document closed: its room, if
-    /// open, closes its connections (1000, "document deleted") and stops before `delete` runs,
-    /// and no room starts for it until `delete` is done. Without this, a connection that arrived
-    /// just before the delete, whose room loads just after it, would recreate the document.
-    pub(crate) async fn deleting_doc<T>(&self, key: &DocKey, delete: impl Future<Output = T>) -> T {
-        let queue = {
+    /// Runs `delete` (the store's delete of a document or of workspaces) with what it deletes
+    /// closed: their open rooms close their connections (1000, "document deleted" or
+    /// "workspace deleted") and stop before `delete` runs, and no room starts for them until
+    /// `delete` is done. Without this, a connection that arrived just before the delete, whose
+    /// room loads just after it, would recreate the document; and a room's append racing the
+    /// delete would find its document gone and close with 1011. Afterwards the bus tells the
+    /// other nodes, whose rooms of it then find it gone in the database and close the same way.
+    pub(crate) async fn deleting<T>(&self, what: Deleting, delete: impl Future<Output = T>) -> T {
+        let queues: Vec<mpsc::Sender<RoomEvent>> = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            *rooms.deleting.entry(key.clone()).or_default() += 1;
-            rooms.open.remove(key).map(|e| e.tx)
+            rooms.deleting.push(what.clone());
+            let covered: Vec<DocKey> = rooms.open.keys().filter(|key| what.covers(key)).cloned().collect();
+            covered.iter().filter_map(|key| rooms.open.remove(key)).map(|e| e.tx).collect()
         };
         // Cleared however this ends, a cancelled request included.
-        let _gate = DeleteGate { hub: self, key };
-        if let Some(queue) = queue {
-            // An error means the room has already stopped. `closed` waits for the room to drop
-            // its queue: a load or a commit in flight is over by then.
-            let _ = queue.send(RoomEvent::Close(CloseReason::DocumentDeleted)).await;
+        let _gate = DeleteGate { hub: self, what: &what };
+        for queue in &queues {
+            // An error means the room has already stopped.
+            let _ = queue.send(RoomEvent::Close(what.reason())).await;
+        }
+        for queue in queues {
+            // `closed` waits for the room to drop its queue: a load or a commit in flight is over
+            // by then.
             queue.closed().await;
         }
-        delete.await
+        let deleted = delete.await;
+        let announced: Vec<(String, Option<String>)> = match &what {
+            Deleting::Doc(doc) => vec![(doc.workspace_id.clone(), Some(doc.name.clone()))],
+            Deleting::Workspaces(ids) => ids.iter().map(|id| (id.clone(), None)).collect(),
+        };
+        for (workspace_id, name) in announced {
+            self.bus.publish(&Message::Deleted { workspace_id, name });
+        }
+        deleted
     }
 
     /// Closes every open document of a deleted workspace.
@@ -189,11 +229,15 @@ impl Hub {
                 (doc, event)
             }
             Message::Awareness { doc, conn, frame } => {
-                (doc, Remote::Awareness { conn: room::remote_conn(from, conn), frame: frame.into() })
+                (doc, Remote::Awareness { node: from, conn: room::remote_conn(from, conn), frame: frame.into() })
             }
             Message::AwarenessQuery { doc } => (doc, Remote::AwarenessQuery),
             Message::Stateless { doc, body } => (doc, Remote::Stateless(body.into())),
-            Message::Head { .. } | Message::DeviceRevoked { .. } | Message::CatchUp => return,
+            Message::Deleted { workspace_id, name } => {
+                self.deleted_elsewhere(&workspace_id, name.as_deref());
+                return;
+            }
+            Message::Head { .. } | Message::DeviceRevoked { .. } | Message::CatchUp | Message::Heartbeat => return,
         };
         let key = DocKey { workspace_id: doc.workspace_id, name: doc.name };
         let queue = {
@@ -202,6 +246,35 @@ impl Hub {
         };
         if let Some(queue) = queue {
             tell(queue, RoomEvent::Remote(event));
+        }
+    }
+
+    /// Another node deleted a document (or, without a name, a workspace): its rooms here check
+    /// the database (the message is only a hint) and, finding the document gone, close their
+    /// connections as the delete would have here.
+    fn deleted_elsewhere(&self, workspace_id: &str, name: Option<&str>) {
+        let reason = if name.is_some() { CloseReason::DocumentDeleted } else { CloseReason::WorkspaceDeleted };
+        let queues: Vec<mpsc::Sender<RoomEvent>> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let covered = rooms
+                .open
+                .iter()
+                .filter(|(key, _)| key.workspace_id == workspace_id && name.is_none_or(|name| key.name == name));
+            covered.map(|(_, e)| e.tx.clone()).collect()
+        };
+        for queue in queues {
+            tell(queue, RoomEvent::Remote(Remote::Deleted(reason)));
+        }
+    }
+
+    /// Another node died (`bus::liveness`): every room drops the awareness of its connections.
+    pub fn node_gone(&self, node: NodeId) {
+        let queues: Vec<mpsc::Sender<RoomEvent>> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms.open.values().map(|e| e.tx.clone()).collect()
+        };
+        for queue in queues {
+            tell(queue, RoomEvent::Remote(Remote::NodeGone(node)));
         }
     }
 
@@ -234,20 +307,17 @@ fn tell(queue: mpsc::Sender<RoomEvent>, event: RoomEvent) {
     }
 }
 
-/// Ends one delete of [`Hub::deleting_doc`] when dropped.
+/// Ends one delete of [`Hub::deleting`] when dropped.
 struct DeleteGate<'a> {
     hub: &'a Hub,
-    key: &'a DocKey,
+    what: &'a Deleting,
 }
 
 impl Drop for DeleteGate<'_> {
     fn drop(&mut self) {
         let mut rooms = self.hub.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = rooms.deleting.get_mut(self.key) {
-            *count -= 1;
-            if *count == 0 {
-                rooms.deleting.remove(self.key);
-            }
+        if let Some(at) = rooms.deleting.iter().position(|d| d == self.what) {
+            rooms.deleting.swap_remove(at);
         }
     }
 }

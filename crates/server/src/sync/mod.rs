@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
 use concord_store::StoreError;
 pub use hocuspocus::root as hocuspocus_root;
-pub(crate) use hub::DocKey;
 pub use hub::Hub;
+pub(crate) use hub::{Deleting, DocKey};
 use opener::Opener;
 pub(crate) use room::{ApplyError, Change};
 use serde::{Deserialize, Serialize};
@@ -169,9 +169,13 @@ async fn delete_workspace(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_workspace(&principal.user.id, &id).await? {
+    // Only the caller's own workspace is held closed while it goes.
+    if !state.store.workspaces_of(&principal.user.id).await?.iter().any(|w| w.id == id) {
         return Err(ApiError::not_found("Workspace not found"));
     }
-    state.sync.close_workspace(&id).await;
+    let delete = state.store.delete_workspace(&principal.user.id, &id);
+    if !state.sync.deleting(Deleting::Workspaces(vec![id.clone()]), delete).await? {
+        return Err(ApiError::not_found("Workspace not found"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@
 //! bus that lost messages) makes it read what it lacks from the database. Why that loses nothing
 //! is argued in `crate::bus`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{DocKey, Hub};
 use super::socket::{CloseReason, Closer};
+use super::writer::AppendFailed;
 use crate::bus::codec::{DocRef, Message, NodeId};
 use crate::clock;
 
@@ -91,13 +92,18 @@ pub(super) enum Remote {
     /// Another node committed seqs `first..=last` of document `doc_id` (the bytes if small).
     Updates { doc_id: String, first: i64, last: i64, updates: Option<Vec<Vec<u8>>> },
     /// Awareness of another node's connection, under this room's name for it ([`remote_conn`]).
-    Awareness { conn: ConnId, frame: Bytes },
+    Awareness { node: NodeId, conn: ConnId, frame: Bytes },
     /// A room of the document opened elsewhere and asks for the awareness states.
     AwarenessQuery,
     /// A Hocuspocus stateless message for this room's Hocuspocus connections.
     Stateless(Bytes),
     /// Messages may have been lost: read from the database whatever the room lacks.
     CatchUp,
+    /// Another node deleted the document (or its workspace): check the database, and if it is
+    /// gone close every connection for this reason.
+    Deleted(CloseReason),
+    /// The node died: its connections' awareness states go now, not at their timeout.
+    NodeGone(NodeId),
 }
 
 /// The room's connection id for connection `conn` of node `node`: awareness states are kept per
@@ -200,6 +206,9 @@ struct Loaded {
     /// The room may lack updates after `last_seq` (another node appended them, or the bus lost
     /// messages): no compaction, and it catches up from the database after the current batch.
     behind: bool,
+    /// How the connections close when the document turns out to be gone (an append or a
+    /// catch-up finds it deleted through another node): what that node's delete said, if heard.
+    gone: CloseReason,
     /// When the newest version was taken (unix seconds), if there is one.
     last_version_at: Option<i64>,
     /// Whether anything was stored since that version (at load: whether updates follow the
@@ -244,6 +253,7 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
         pending_bytes,
         last_write: Instant::now(),
         behind: false,
+        gone: CloseReason::DocumentDeleted,
         last_version_at,
         changed_since_version: !stored.updates.is_empty(),
     })
@@ -251,6 +261,9 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
 
 async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver<RoomEvent>, doc: &mut Loaded) {
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    // Other nodes' connections whose awareness this room holds, by node, to drop them when the
+    // node dies.
+    let mut remote_conns: HashMap<NodeId, HashSet<ConnId>> = HashMap::new();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = Vec::new();
@@ -355,10 +368,11 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     }
                     // A document deleted and created again under the same name: not this one.
                     Remote::Updates { .. } => {}
-                    Remote::Awareness { conn, frame } if frame.first() == Some(&MSG_AWARENESS) => {
+                    Remote::Awareness { node, conn, frame } if frame.first() == Some(&MSG_AWARENESS) => {
                         // What the room says back to the sender stays here: the other node's
                         // room already told its connections.
                         if let Ok(effects) = doc.room.receive(conn, &frame, now) {
+                            remote_conns.entry(node).or_default().insert(conn);
                             batch.push((None, Effects { broadcast: effects.broadcast, ..Effects::default() }));
                         }
                     }
@@ -371,23 +385,46 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     // Sent as from no connection, so every Hocuspocus connection here gets it.
                     Remote::Stateless(body) => stateless.push((NO_CONN, body)),
                     Remote::CatchUp => doc.behind = true,
+                    Remote::Deleted(reason) => {
+                        doc.gone = reason;
+                        doc.behind = true;
+                    }
+                    // Relayed to this node's connections only: every node judges the death itself.
+                    Remote::NodeGone(node) => {
+                        for conn in remote_conns.remove(&node).unwrap_or_default() {
+                            let effects = doc.room.disconnect(conn, now);
+                            batch.push((None, Effects { broadcast: effects.broadcast, ..Effects::default() }));
+                        }
+                    }
                 },
             }
         }
         for (conn, frame) in awareness {
             hub.bus.publish(&Message::Awareness { doc: doc.bus_ref.clone(), conn, frame });
         }
-        if !persist(hub, key, doc, &mut batch).await {
-            close_all(&peers, CloseReason::StorageFailed);
+        if let Err(failed) = persist(hub, key, doc, &mut batch).await {
+            // Gone: deleted through another node (this node's deletes close the room first).
+            let gone = matches!(failed, AppendFailed::Gone);
             for (done, _) in acks {
-                let _ = done.send(Err(ApplyError::Storage));
+                let _ = done.send(Err(if gone { ApplyError::Deleted } else { ApplyError::Storage }));
             }
+            end(&peers, rx, if gone { doc.gone } else { CloseReason::StorageFailed });
             return;
         }
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
         if doc.behind && !poisoned {
-            poisoned = !catch_up(hub, doc, &peers).await;
+            match catch_up(hub, doc, &peers).await {
+                Caught::Up => {}
+                Caught::Corrupt => poisoned = true,
+                Caught::Gone => {
+                    for (done, _) in acks {
+                        let _ = done.send(Err(ApplyError::Deleted));
+                    }
+                    end(&peers, rx, doc.gone);
+                    return;
+                }
+            }
         }
         for (done, changed) in acks {
             let _ = done.send(Ok(Applied { changed, seq: doc.last_seq }));
@@ -445,19 +482,27 @@ fn receive_updates(
     Ok(relayed)
 }
 
+/// How a catch-up ended.
+enum Caught {
+    /// The room holds everything through the head (or the read failed: it stays behind and
+    /// tries again after the next batch).
+    Up,
+    /// The stored state does not apply: the room must reload.
+    Corrupt,
+    /// The document was deleted (through another node: this node's deletes close the room
+    /// before they run).
+    Gone,
+}
+
 /// Reads what the room lacks after `last_seq` from the database, applies it, relays it to the
-/// connections, and so holds everything through the head again (compaction may resume). Returns
-/// false if the stored state does not apply (the room must reload). A read that fails leaves the
-/// room behind, to try again after the next batch.
-async fn catch_up(hub: &Hub, doc: &mut Loaded, peers: &HashMap<ConnId, Peer>) -> bool {
+/// connections, and so holds everything through the head again (compaction may resume).
+async fn catch_up(hub: &Hub, doc: &mut Loaded, peers: &HashMap<ConnId, Peer>) -> Caught {
     let tail = match hub.store.doc_updates_after(&doc.doc_id, doc.last_seq).await {
         Ok(Some(tail)) => tail,
-        // Deleted: the delete closes the room (on this node through the hub, on others when
-        // their clients find it gone); nothing to catch up with.
-        Ok(None) => return true,
+        Ok(None) => return Caught::Gone,
         Err(err) => {
             tracing::warn!(doc_id = %doc.doc_id, error = %err, "catching up from the database failed");
-            return true;
+            return Caught::Up;
         }
     };
     let mut relayed = Effects::default();
@@ -466,7 +511,7 @@ async fn catch_up(hub: &Hub, doc: &mut Loaded, peers: &HashMap<ConnId, Peer>) ->
             Ok(effects) => relayed.broadcast.extend(effects.broadcast),
             Err(err) => {
                 tracing::error!(doc_id = %doc.doc_id, error = %err, "a stored update does not apply");
-                return false;
+                return Caught::Corrupt;
             }
         }
     }
@@ -474,7 +519,7 @@ async fn catch_up(hub: &Hub, doc: &mut Loaded, peers: &HashMap<ConnId, Peer>) ->
     doc.last_seq = doc.last_seq.max(tail.last_seq);
     doc.behind = false;
     dispatch(peers, vec![(None, relayed)]);
-    true
+    Caught::Up
 }
 
 /// What a change from no connection does to the room.
@@ -519,9 +564,14 @@ async fn take_version(hub: &Hub, doc: &mut Loaded, compacting: bool, state: Opti
     }
 }
 
-/// Appends every update of the batch in one group commit. Returns false if the store refused,
-/// in which case nothing of the batch may be sent.
-async fn persist(hub: &Hub, key: &DocKey, doc: &mut Loaded, batch: &mut [(Option<ConnId>, Effects)]) -> bool {
+/// Appends every update of the batch in one group commit. On an error nothing of the batch may
+/// be sent.
+async fn persist(
+    hub: &Hub,
+    key: &DocKey,
+    doc: &mut Loaded,
+    batch: &mut [(Option<ConnId>, Effects)],
+) -> Result<(), AppendFailed> {
     let at = clock::now();
     let updates: Vec<NewDocUpdate> = batch
         .iter_mut()
@@ -529,7 +579,7 @@ async fn persist(hub: &Hub, key: &DocKey, doc: &mut Loaded, batch: &mut [(Option
         .map(|data| NewDocUpdate { doc_id: doc.doc_id.clone(), data, at })
         .collect();
     if updates.is_empty() {
-        return true;
+        return Ok(());
     }
     let bytes: usize = updates.iter().map(|u| u.data.len()).sum();
     let count = updates.len() as u64;
@@ -555,9 +605,9 @@ async fn persist(hub: &Hub, key: &DocKey, doc: &mut Loaded, batch: &mut [(Option
             doc.pending_bytes += bytes;
             doc.changed_since_version = true;
             hub.webhooks.document_updated(key, seqs.last().copied().unwrap_or(doc.last_seq));
-            true
+            Ok(())
         }
-        Err(_) => false,
+        Err(failed) => Err(failed),
     }
 }
 
@@ -625,6 +675,14 @@ fn refuse_joins(events: impl Iterator<Item = RoomEvent>, reason: CloseReason) {
             peer.closer.close(reason);
         }
     }
+}
+
+/// Closes every connection and stops taking events, refusing joins already queued with the same
+/// reason (a join retried in a fresh room would recreate a deleted document).
+fn end(peers: &HashMap<ConnId, Peer>, rx: &mut mpsc::Receiver<RoomEvent>, reason: CloseReason) {
+    close_all(peers, reason);
+    rx.close();
+    refuse_joins(std::iter::from_fn(|| rx.try_recv().ok()), reason);
 }
 
 fn close_all(peers: &HashMap<ConnId, Peer>, reason: CloseReason) {

@@ -188,8 +188,10 @@ async fn pump(
                 last_heard = Instant::now();
                 match incoming {
                     Some(Ok(Message::Binary(data))) => {
+                        // A room that stopped after closing this connection (a delete) said why;
+                        // the frame may have raced the close.
                         if room.send(RoomEvent::Frame { conn, data }).await.is_err() {
-                            break Some(CloseReason::StorageFailed);
+                            break closer.reason().or(Some(CloseReason::StorageFailed));
                         }
                     }
                     Some(Ok(Message::Text(_))) => break Some(CloseReason::Protocol(1003)),
@@ -261,7 +263,7 @@ pub(super) async fn join(
     access: Access,
 ) -> Result<Joined, CloseReason> {
     for _ in 0..JOIN_ATTEMPTS {
-        let room = hub.room(key).ok_or(CloseReason::DocumentDeleted)?;
+        let room = hub.room(key)?;
         let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let peer = Peer {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use concord_store::{NewDocUpdate, Store};
+use concord_store::{NewDocUpdate, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches taken into one transaction at most; bounds the latency a huge backlog adds.
@@ -14,13 +14,27 @@ const MAX_BATCHES_PER_COMMIT: usize = 256;
 
 struct Request {
     updates: Vec<NewDocUpdate>,
-    done: oneshot::Sender<Result<Vec<i64>, ()>>,
+    done: oneshot::Sender<Result<Vec<i64>, AppendFailed>>,
 }
 
 /// Why an append did not happen; the cause was logged by the writer.
-#[derive(Debug, thiserror::Error)]
-#[error("the document store refused the updates")]
-pub struct AppendFailed;
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum AppendFailed {
+    /// The document no longer exists (deleted through another node).
+    #[error("the document no longer exists")]
+    Gone,
+    #[error("the document store refused the updates")]
+    Failed,
+}
+
+impl AppendFailed {
+    fn of(err: &StoreError) -> AppendFailed {
+        match err {
+            StoreError::Missing(_) => AppendFailed::Gone,
+            _ => AppendFailed::Failed,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Writer {
@@ -38,8 +52,8 @@ impl Writer {
     /// Appends `updates` durably and returns their seqs, in order. Returns only after the commit.
     pub async fn append(&self, updates: Vec<NewDocUpdate>) -> Result<Vec<i64>, AppendFailed> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Request { updates, done }).await.map_err(|_| AppendFailed)?;
-        wait.await.map_err(|_| AppendFailed)?.map_err(|()| AppendFailed)
+        self.tx.send(Request { updates, done }).await.map_err(|_| AppendFailed::Failed)?;
+        wait.await.map_err(|_| AppendFailed::Failed)?
     }
 }
 
@@ -61,16 +75,18 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
             }
             Err(err) if batch.len() == 1 => {
                 tracing::error!(error = %err, updates = all.len(), "appending Yjs updates failed");
-                let _ = batch.remove(0).done.send(Err(()));
+                let _ = batch.remove(0).done.send(Err(AppendFailed::of(&err)));
             }
             Err(_) => {
-                // One room's failure (say, its workspace was just deleted) must not fail the
-                // others that shared the transaction: retry each batch on its own.
+                // One room's failure (say, its document was just deleted through another node)
+                // must not fail the others that shared the transaction: retry each batch on its own.
+                metrics::counter!("concord_yjs_commit_retries_total").increment(1);
                 let mut all = all.into_iter();
                 for (request, count) in batch.drain(..).zip(counts) {
                     let updates: Vec<NewDocUpdate> = all.by_ref().take(count).collect();
                     let result = store.append_doc_updates(&updates).await.map_err(|err| {
                         tracing::error!(error = %err, updates = updates.len(), "appending Yjs updates failed");
+                        AppendFailed::of(&err)
                     });
                     let _ = request.done.send(result);
                 }

@@ -36,6 +36,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A plain connection to it, for a test to talk RESP itself (`bus_limits`).
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap()
+    }
+
     /// Starts it (again) on its port.
     pub async fn restart(&mut self) {
         assert!(self.process.is_none(), "already running");
@@ -116,7 +121,7 @@ fn redis_server() -> String {
 }
 
 /// A node on `database` with the bus on `redis`, if given.
-async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
+pub(crate) async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
     let builder = TestApp::builder().env("DATABASE_URL", database);
     match redis {
         Some(redis) => builder.env("REDIS_URL", redis.url()).spawn().await,
@@ -125,7 +130,7 @@ async fn node(database: &str, redis: Option<&Redis>) -> TestApp {
 }
 
 /// Two nodes on one fresh database and one Redis, each subscribed to the bus.
-async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
+pub(crate) async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
     let database = crate::postgres_cluster::cluster().fresh_database().await;
     let a = node(&database, Some(redis)).await;
     let b = node(&database, Some(redis)).await;
@@ -135,7 +140,7 @@ async fn two_nodes(redis: &Redis) -> (String, TestApp, TestApp) {
     (database, a, b)
 }
 
-fn has_text(needles: &[&str]) -> impl FnMut(&Value) -> bool {
+pub(crate) fn has_text(needles: &[&str]) -> impl FnMut(&Value) -> bool {
     let needles: Vec<String> = needles.iter().map(|s| (*s).to_owned()).collect();
     move |s: &Value| needles.iter().all(|n| s["text"].as_str().unwrap().contains(n.as_str()))
 }
@@ -375,4 +380,69 @@ fn a_bad_redis_url_or_one_without_postgresql_stops_startup_naming_it() {
         let stderr = concord_refuses_to_start(envs, args);
         assert!(stderr.contains("REDIS_URL") && stderr.contains(why), "{envs:?} {args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_document_deleted_through_a_closes_its_sockets_on_b_within_a_second_and_b_does_not_recreate_it() {
+    let redis = Redis::start().await;
+    let (_db, a, b) = two_nodes(&redis).await;
+    let alice = a.sign_in("alice@example.com").await;
+    let workspace = crate::shares_api::default_workspace(&a, &alice).await;
+    let mut typing = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    typing.insert("doomed;").await;
+    let mut reading = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    assert!(reading.pump_until(|c| c.text() == "doomed;").await, "B's room is open and stored it");
+
+    let started = Instant::now();
+    let path = format!("/api/workspaces/{workspace}/docs/notes");
+    assert_eq!(a.client.delete(a.url(&path)).bearer_auth(&alice).send().await.unwrap().status(), 204);
+    // An edit on B racing the delete's announcement: its append finds the document gone, or the
+    // room has closed already; either way the deletion close, never 1011.
+    typing.insert("raced;").await;
+    for client in [&mut typing, &mut reading] {
+        client.closed_code().await;
+        assert_eq!(client.closed.clone().unwrap(), (1000, "document deleted".to_owned()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+    // Nothing on B brought it back.
+    for n in [&a, &b] {
+        assert_eq!(n.get_auth(&path, &alice).await.status(), 404);
+        let listed = crate::helpers::json(n.get_auth(&format!("/api/workspaces/{workspace}/docs"), &alice).await, 200);
+        assert_eq!(listed.await, json!({"documents": []}));
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_awareness_leaves_the_other_nodes_within_seconds_and_a_live_nodes_stays() {
+    let redis = Redis::start().await;
+    let (database, mut a, b) = two_nodes(&redis).await;
+    let c = node(&database, Some(&redis)).await;
+    c.wait_for_log("subscribed to the bus").await;
+    let alice = a.sign_in("alice@example.com").await;
+    let mut on_a = Provider::start(&a, "notes", &alice).await;
+    let mut on_b = Provider::start(&b, "notes", &alice).await;
+    let mut on_c = Provider::start(&c, "notes", &alice).await;
+    for p in [&mut on_a, &mut on_b, &mut on_c] {
+        p.synced().await;
+    }
+    on_a.awareness(json!({"user": "on A"})).await;
+    on_c.awareness(json!({"user": "on C"})).await;
+    let both = |s: &Value| {
+        let peers = s["peers"].as_array().unwrap();
+        peers.contains(&json!({"user": "on A"})) && peers.contains(&json!({"user": "on C"}))
+    };
+    on_b.wait_for(both).await;
+
+    let started = Instant::now();
+    a.kill9().await;
+    // A's heartbeats stop; B counts three of its own (one a second) and drops A's states. 10 s
+    // leaves room for a loaded machine and is far below the 30 s awareness timeout this replaces.
+    on_b.wait_for(|s| s["peers"] == json!([{"user": "on C"}])).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "A's awareness left after {:?}", started.elapsed());
+    on_c.wait_for(|s| s["peers"] == json!([])).await;
+    assert!(b.logs().contains("a node fell silent"));
+    for p in [on_b, on_c] {
+        p.quit().await;
+    }
+    drop(on_a);
 }

@@ -16,6 +16,7 @@ mod blobs_collector;
 mod blobs_limits;
 mod blobs_range;
 mod blobs_upload;
+mod bus_limits;
 mod bus_nodes;
 mod chaos;
 mod config_secrets;

@@ -140,3 +140,56 @@ async fn a_blob_uploaded_through_one_node_downloads_through_the_other_from_their
         assert_eq!(crate::oplog_client::download_verified(&b, &d, &sha, data.len()).await, data);
     }
 }
+
+#[tokio::test]
+async fn a_document_deleted_through_another_node_closes_its_room_here_and_rooms_sharing_its_commit_go_on() {
+    // Without the bus, B hears nothing of A's deletes: its room of each deleted document learns
+    // of it from its own next append, which fails inside B's group commit. Three writers on B
+    // typing meanwhile share those commits, so some shared one fails; the writer then retries
+    // each room's batch alone. Rounds until B counts such a retry (each round makes one failing
+    // append; 30 bound it), and through all of them the writers are never disturbed.
+    const WRITERS: usize = 3;
+    const ROUNDS: usize = 30;
+    let (a, b) = two_nodes().await;
+    let alice = a.sign_in("alice@example.com").await;
+    let workspace = crate::shares_api::default_workspace(&a, &alice).await;
+    let mut writers = Vec::new();
+    for k in 0..WRITERS {
+        writers.push(RawClient::connect(&b.ws_url(&format!("/sync/x{k}?token={alice}"))).await);
+    }
+    let mut retried = false;
+    for round in 0..ROUNDS {
+        let name = format!("y{round}");
+        let mut doomed = RawClient::connect(&b.ws_url(&format!("/sync/{name}?token={alice}"))).await;
+        doomed.insert("y;").await;
+        let mut reader = RawClient::connect(&b.ws_url(&format!("/sync/{name}?token={alice}"))).await;
+        assert!(reader.pump_until(|c| c.text() == "y;").await);
+        let path = format!("/api/workspaces/{workspace}/docs/{name}");
+        assert_eq!(a.client.delete(a.url(&path)).bearer_auth(&alice).send().await.unwrap().status(), 204);
+        for (k, writer) in writers.iter_mut().enumerate() {
+            writer.insert(&format!("{k}.{round}a;")).await;
+        }
+        doomed.insert("after;").await;
+        for (k, writer) in writers.iter_mut().enumerate() {
+            writer.insert(&format!("{k}.{round}b;")).await;
+        }
+        for client in [&mut doomed, &mut reader] {
+            client.closed_code().await;
+            assert_eq!(client.closed.clone().unwrap(), (1000, "document deleted".to_owned()), "{name}");
+        }
+        assert_eq!(b.get_auth(&path, &alice).await.status(), 404, "{name} came back");
+        if crate::metrics::scrape(&b).await.sum("concord_yjs_commit_retries_total", &[]) > 0.0 {
+            retried = true;
+            break;
+        }
+    }
+    assert!(retried, "no deleted document's append shared a commit with the writers' in {ROUNDS} rounds");
+    // Every writer's every edit is stored, read back through the other node.
+    for (k, writer) in writers.iter_mut().enumerate() {
+        writer.pump_for(Duration::from_millis(100)).await;
+        assert!(writer.closed.is_none(), "writer {k} was closed: {:?}", writer.closed);
+        let expected = writer.text();
+        let mut reader = RawClient::connect(&a.ws_url(&format!("/sync/x{k}?token={alice}"))).await;
+        assert!(reader.pump_until(|c| c.text() == expected).await, "x{k}: {} != {expected}", reader.text());
+    }
+}

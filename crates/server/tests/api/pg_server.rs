@@ -46,6 +46,11 @@ async fn docs_deleting_a_document_closes_its_connections_and_forgets_it() {
 }
 
 #[tokio::test]
+async fn docs_deleting_a_workspace_closes_its_rooms_with_the_workspace_close_and_no_other() {
+    crate::docs_http::deleting_a_workspace_closes_its_rooms(TestApp::on_postgres().await).await;
+}
+
+#[tokio::test]
 async fn history_a_restore_reaches_every_provider_and_they_converge_on_the_versions_content() {
     crate::history_restore::restore_reaches_every_provider(TestApp::on_postgres().await).await;
 }
