@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use bytes::Bytes;
 use yrs::types::{AsPrelim, ToJson};
 use yrs::updates::decoder::Decode;
 use yrs::{Any, ArrayRef, Doc, GetString, In, MapRef, Out, ReadTxn, StateVector, TextRef, Transact, Update};
@@ -22,15 +23,17 @@ pub type ConnId = u64;
 /// What the caller must do after feeding the room an event.
 ///
 /// Order matters: `persist` must be durable before any frame is sent, so that nothing a client has
-/// seen can be lost by a crash. Frames within each list are in protocol order.
+/// seen can be lost by a crash. Frames within each list are in protocol order. Frames are
+/// reference-counted [`Bytes`], so the caller hands one frame to many connections (and the room
+/// one encoded state to many joiners) without copying it.
 #[derive(Debug, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Effects {
     /// Frames for the connection that sent the input.
-    pub reply: Vec<Vec<u8>>,
+    pub reply: Vec<Bytes>,
     /// Frames for every other connection of the document (all of them, for events without a
     /// sender). Encoded once; the caller shares each among its receivers.
-    pub broadcast: Vec<Vec<u8>>,
+    pub broadcast: Vec<Bytes>,
     /// Document updates (lib0 v1) that changed the document, to append to the store.
     pub persist: Vec<Vec<u8>>,
 }
@@ -64,19 +67,19 @@ impl Room {
 
     /// Registers a connection and returns the frames it receives first: the server's SyncStep1,
     /// then the current awareness states if there are any.
-    pub fn connect(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
+    pub fn connect(&mut self, conn: ConnId) -> Vec<Bytes> {
         self.conns.entry(conn).or_default();
         let mut frames = vec![self.sync_step1()];
         let live = self.awareness.live();
         if !live.is_empty() {
-            frames.push(self.awareness.encode(live.into_iter()));
+            frames.push(Bytes::from(self.awareness.encode(live.into_iter())));
         }
         frames
     }
 
     /// The server's SyncStep1: its state vector, asking the peer for what it lacks.
-    pub fn sync_step1(&self) -> Vec<u8> {
-        encode_sync_step1(&self.doc.transact().state_vector())
+    pub fn sync_step1(&self) -> Bytes {
+        Bytes::from(encode_sync_step1(&self.doc.transact().state_vector()))
     }
 
     /// Handles one frame from `conn`. On error nothing from this frame was applied unless an
@@ -111,14 +114,14 @@ impl Room {
         let mut refused = false;
         for message in messages {
             match message {
-                Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv)?)),
+                Incoming::SyncStep1(sv) => effects.reply.push(Bytes::from(encode_sync_step2(&self.diff(&sv)?))),
                 Incoming::Update(update) if !writable => {
                     let known = self.doc.transact().state_vector();
                     refused |= update.state_vector().iter().any(|(client, clock)| *clock > known.get(client));
                 }
                 Incoming::Update(update) => {
                     if let Some(applied) = self.apply(update)? {
-                        effects.broadcast.push(encode_update(&applied));
+                        effects.broadcast.push(Bytes::from(encode_update(&applied)));
                         effects.persist.push(applied);
                     }
                 }
@@ -135,12 +138,12 @@ impl Room {
                     // Awareness goes to the sender too, as y-websocket's own server does: a client
                     // alone in a document hears nothing else, and y-websocket reconnects after 30 s
                     // without a message.
-                    let frame = self.awareness.encode(changes.all().into_iter());
+                    let frame = Bytes::from(self.awareness.encode(changes.all().into_iter()));
                     effects.reply.push(frame.clone());
                     effects.broadcast.push(frame);
                 }
                 Incoming::QueryAwareness => {
-                    effects.reply.push(self.awareness.encode(self.awareness.live().into_iter()))
+                    effects.reply.push(Bytes::from(self.awareness.encode(self.awareness.live().into_iter())))
                 }
             }
         }
@@ -183,7 +186,7 @@ impl Room {
     pub fn apply_update(&mut self, update: &[u8]) -> Result<Effects, ProtocolError> {
         let mut effects = Effects::default();
         if let Some(applied) = self.apply(decode_update(update)?)? {
-            effects.broadcast.push(encode_update(&applied));
+            effects.broadcast.push(Bytes::from(encode_update(&applied)));
             effects.persist.push(applied);
         }
         Ok(effects)
@@ -265,7 +268,7 @@ impl Room {
         let removed = self.awareness.remove(ids, now);
         let mut effects = Effects::default();
         if !removed.is_empty() {
-            effects.broadcast.push(self.awareness.encode(removed.into_iter()));
+            effects.broadcast.push(Bytes::from(self.awareness.encode(removed.into_iter())));
         }
         effects
     }
@@ -540,7 +543,7 @@ mod tests {
     /// A simulated client: its own document and the frames the server has sent it, undelivered.
     struct Client {
         doc: Doc,
-        inbox: VecDeque<Vec<u8>>,
+        inbox: VecDeque<Bytes>,
         connected: bool,
     }
 

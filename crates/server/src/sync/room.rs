@@ -365,7 +365,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     Remote::Awareness { .. } => {}
                     Remote::AwarenessQuery => {
                         if let Ok(effects) = doc.room.receive(NO_CONN, QUERY_AWARENESS, now) {
-                            awareness.extend(effects.reply.into_iter().map(|frame| (NO_CONN, frame)));
+                            awareness.extend(effects.reply.iter().map(|frame| (NO_CONN, frame.to_vec())));
                         }
                     }
                     // Sent as from no connection, so every Hocuspocus connection here gets it.
@@ -412,9 +412,9 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
     }
 }
 
-/// The awareness frames among what the room broadcasts.
+/// The awareness frames among what the room broadcasts, copied for the bus (they are small).
 fn awareness_of(effects: &Effects) -> impl Iterator<Item = Vec<u8>> + '_ {
-    effects.broadcast.iter().filter(|frame| frame.first() == Some(&MSG_AWARENESS)).cloned()
+    effects.broadcast.iter().filter(|frame| frame.first() == Some(&MSG_AWARENESS)).map(|frame| frame.to_vec())
 }
 
 /// Another node's committed updates `first..=last`: applied and relayed (not stored: they are)
@@ -566,11 +566,10 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
     for (sender, effects) in batch {
         if let Some(peer) = sender.and_then(|conn| peers.get(&conn)) {
             for frame in effects.reply {
-                peer.send(&Bytes::from(frame));
+                peer.send(&frame);
             }
         }
         for frame in effects.broadcast {
-            let frame = Bytes::from(frame);
             for (_, peer) in peers.iter().filter(|(conn, _)| Some(**conn) != sender) {
                 peer.send(&frame);
                 metrics::counter!("concord_yjs_frames_relayed_total").increment(1);
