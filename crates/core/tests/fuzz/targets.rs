@@ -24,7 +24,13 @@ const OUTPUT_FACTOR: usize = 4;
 const OUTPUT_SLACK: usize = 4096;
 
 fn effects_len(effects: &Effects) -> usize {
-    effects.reply.iter().chain(&effects.broadcast).map(|frame| frame.len()).chain(effects.persist.iter().map(Vec::len)).sum()
+    effects
+        .reply
+        .iter()
+        .chain(&effects.broadcast)
+        .map(|frame| frame.len())
+        .chain(effects.persist.iter().map(Vec::len))
+        .sum()
 }
 
 /// Replays what a room persisted into a fresh room: both must hold the same document, or an

@@ -31,6 +31,8 @@ use super::socket::{CloseReason, Closer};
 use crate::bus::codec::{DocRef, Message, NodeId};
 use crate::clock;
 
+/// Stored bytes from which a document is rebuilt off the async runtime (see [`load`]).
+const BLOCKING_LOAD_BYTES: usize = 1 << 20;
 /// Events taken per batch at most; bounds how long one batch holds frames back.
 const MAX_EVENTS_PER_BATCH: usize = 512;
 /// How often stale awareness states are looked for; with the 30 s timeout, a state goes within
@@ -231,8 +233,18 @@ enum LoadError {
 
 async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
-    let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
+    let rebuild = |stored: &concord_store::StoredDoc| {
+        Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))
+    };
+    let (room, stored) = if stored.snapshot.as_ref().map_or(0, Vec::len) + pending_bytes < BLOCKING_LOAD_BYTES {
+        (rebuild(&stored), stored)
+    } else {
+        // Rebuilding megabytes takes tens of milliseconds: on a blocking thread, so the runtime's
+        // two workers keep serving every other document meanwhile.
+        tokio::task::spawn_blocking(move || (rebuild(&stored), stored)).await.expect("loading does not panic")
+    };
+    let room = room?;
     let last_version_at = hub.store.versions_of(&stored.id).await?.first().map(|v| v.created_at);
     let bus_ref =
         DocRef { workspace_id: key.workspace_id.clone(), name: key.name.clone(), doc_id: stored.id.to_string() };
