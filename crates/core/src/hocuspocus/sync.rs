@@ -5,6 +5,8 @@
 //! calls itself synced at zero. The status is part of the room's reply to the sender, and the
 //! server sends replies only after the batch's updates are committed, so zero means on disk.
 
+use bytes::Bytes;
+
 use super::wire::{MSG_SYNC_STATUS, SYNC_STEP_1, SYNC_STEP_2, SYNC_UPDATE};
 use crate::share::Access;
 use crate::yjs::{ConnId, Effects, ProtocolError, Room};
@@ -18,8 +20,8 @@ pub fn scope(access: Access) -> &'static str {
 }
 
 /// The `SyncStatus` body: applied, or rejected (a read-only connection's edit).
-fn status(applied: bool) -> Vec<u8> {
-    vec![MSG_SYNC_STATUS as u8, u8::from(applied)]
+fn status(applied: bool) -> Bytes {
+    Bytes::from(vec![MSG_SYNC_STATUS as u8, u8::from(applied)])
 }
 
 /// Feeds one y-protocols message of a Hocuspocus connection (the frame minus its key, as
@@ -56,7 +58,7 @@ mod tests {
 
     fn check(room: &mut Room, access: Access, ydoc: &[u8], expected_reply: &[&[u8]], persisted: usize) {
         let effects = receive(room, 1, ydoc, access, 0).unwrap();
-        let reply: Vec<&[u8]> = effects.reply.iter().map(Vec::as_slice).collect();
+        let reply: Vec<&[u8]> = effects.reply.iter().map(|frame| &frame[..]).collect();
         assert_eq!(reply, expected_reply, "reply to {ydoc:02x?}");
         assert_eq!(effects.persist.len(), persisted);
     }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use bytes::Bytes;
 use yrs::types::{AsPrelim, ToJson};
 use yrs::updates::decoder::Decode;
 use yrs::{Any, ArrayRef, Doc, GetString, In, MapRef, Out, ReadTxn, StateVector, TextRef, Transact, Update};
@@ -22,15 +23,17 @@ pub type ConnId = u64;
 /// What the caller must do after feeding the room an event.
 ///
 /// Order matters: `persist` must be durable before any frame is sent, so that nothing a client has
-/// seen can be lost by a crash. Frames within each list are in protocol order.
+/// seen can be lost by a crash. Frames within each list are in protocol order. Frames are
+/// reference-counted [`Bytes`], so the caller hands one frame to many connections (and the room
+/// one encoded state to many joiners) without copying it.
 #[derive(Debug, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Effects {
     /// Frames for the connection that sent the input.
-    pub reply: Vec<Vec<u8>>,
+    pub reply: Vec<Bytes>,
     /// Frames for every other connection of the document (all of them, for events without a
     /// sender). Encoded once; the caller shares each among its receivers.
-    pub broadcast: Vec<Vec<u8>>,
+    pub broadcast: Vec<Bytes>,
     /// Document updates (lib0 v1) that changed the document, to append to the store.
     pub persist: Vec<Vec<u8>>,
 }
@@ -42,6 +45,10 @@ pub struct Room {
     /// Awareness client ids each connection has set and not removed; removed with a broadcast when
     /// the connection goes, so its peers stop showing a cursor for a client that left.
     conns: HashMap<ConnId, BTreeSet<u64>>,
+    /// The whole document as a SyncStep2 frame, encoded at the first SyncStep1 that gets it and
+    /// shared by every later one until the document changes: a storm of joiners of a large
+    /// document costs one encoding and one copy of it, not one each (see [`Room::answer_step1`]).
+    full_state: Option<Bytes>,
 }
 
 impl Room {
@@ -64,19 +71,19 @@ impl Room {
 
     /// Registers a connection and returns the frames it receives first: the server's SyncStep1,
     /// then the current awareness states if there are any.
-    pub fn connect(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
+    pub fn connect(&mut self, conn: ConnId) -> Vec<Bytes> {
         self.conns.entry(conn).or_default();
         let mut frames = vec![self.sync_step1()];
         let live = self.awareness.live();
         if !live.is_empty() {
-            frames.push(self.awareness.encode(live.into_iter()));
+            frames.push(Bytes::from(self.awareness.encode(live.into_iter())));
         }
         frames
     }
 
     /// The server's SyncStep1: its state vector, asking the peer for what it lacks.
-    pub fn sync_step1(&self) -> Vec<u8> {
-        encode_sync_step1(&self.doc.transact().state_vector())
+    pub fn sync_step1(&self) -> Bytes {
+        Bytes::from(encode_sync_step1(&self.doc.transact().state_vector()))
     }
 
     /// Handles one frame from `conn`. On error nothing from this frame was applied unless an
@@ -111,14 +118,14 @@ impl Room {
         let mut refused = false;
         for message in messages {
             match message {
-                Incoming::SyncStep1(sv) => effects.reply.push(encode_sync_step2(&self.diff(&sv)?)),
+                Incoming::SyncStep1(sv) => effects.reply.push(self.answer_step1(&sv)?),
                 Incoming::Update(update) if !writable => {
                     let known = self.doc.transact().state_vector();
                     refused |= update.state_vector().iter().any(|(client, clock)| *clock > known.get(client));
                 }
                 Incoming::Update(update) => {
                     if let Some(applied) = self.apply(update)? {
-                        effects.broadcast.push(encode_update(&applied));
+                        effects.broadcast.push(Bytes::from(encode_update(&applied)));
                         effects.persist.push(applied);
                     }
                 }
@@ -135,12 +142,12 @@ impl Room {
                     // Awareness goes to the sender too, as y-websocket's own server does: a client
                     // alone in a document hears nothing else, and y-websocket reconnects after 30 s
                     // without a message.
-                    let frame = self.awareness.encode(changes.all().into_iter());
+                    let frame = Bytes::from(self.awareness.encode(changes.all().into_iter()));
                     effects.reply.push(frame.clone());
                     effects.broadcast.push(frame);
                 }
                 Incoming::QueryAwareness => {
-                    effects.reply.push(self.awareness.encode(self.awareness.live().into_iter()))
+                    effects.reply.push(Bytes::from(self.awareness.encode(self.awareness.live().into_iter())))
                 }
             }
         }
@@ -183,7 +190,7 @@ impl Room {
     pub fn apply_update(&mut self, update: &[u8]) -> Result<Effects, ProtocolError> {
         let mut effects = Effects::default();
         if let Some(applied) = self.apply(decode_update(update)?)? {
-            effects.broadcast.push(encode_update(&applied));
+            effects.broadcast.push(Bytes::from(encode_update(&applied)));
             effects.persist.push(applied);
         }
         Ok(effects)
@@ -223,6 +230,24 @@ impl Room {
         &self.doc
     }
 
+    /// The SyncStep2 answering a peer's SyncStep1 with state vector `sv`. A peer that lacks at
+    /// least half of the document's items (every fresh client: its state vector is empty) gets the
+    /// shared whole state: a correct answer to any SyncStep1, since applying what a document
+    /// already holds changes nothing (y-protocols clients, Hocuspocus and pycrdt all just apply
+    /// it), and one at most about twice the size of the diff it replaces. A peer that holds most
+    /// of the document (a reconnecting client) gets its own diff, which is then small.
+    fn answer_step1(&mut self, sv: &StateVector) -> Result<Bytes, ProtocolError> {
+        if !lacks_most(&self.doc.transact().state_vector(), sv) {
+            return Ok(Bytes::from(encode_sync_step2(&self.diff(sv)?)));
+        }
+        if let Some(frame) = &self.full_state {
+            return Ok(frame.clone());
+        }
+        let frame = Bytes::from(encode_sync_step2(&self.diff(&StateVector::default())?));
+        self.full_state = Some(frame.clone());
+        Ok(frame)
+    }
+
     /// What the document holds beyond `since`. yrs merges its pending updates into the answer and
     /// panics when one of them cannot be merged; such a document poisons the room like a refused
     /// update, since the pending set came from a client.
@@ -238,6 +263,9 @@ impl Room {
     /// A refusal or a panic inside yrs poisons the room (see [`ProtocolError::Poisoned`]): the
     /// update may be partly integrated, and only a reload from storage is known to be whole.
     fn apply(&mut self, update: Update) -> Result<Option<Vec<u8>>, ProtocolError> {
+        // Even an update that changes nothing visible may join yrs's pending set, which the
+        // encoded state includes: any update makes the shared state stale.
+        self.full_state = None;
         let doc = &self.doc;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut txn = doc.transact_mut();
@@ -265,10 +293,19 @@ impl Room {
         let removed = self.awareness.remove(ids, now);
         let mut effects = Effects::default();
         if !removed.is_empty() {
-            effects.broadcast.push(self.awareness.encode(removed.into_iter()));
+            effects.broadcast.push(Bytes::from(self.awareness.encode(removed.into_iter())));
         }
         effects
     }
+}
+
+/// Whether a peer at state vector `peer` lacks at least half of the items (counted by clock) of
+/// a document at `doc`.
+fn lacks_most(doc: &StateVector, peer: &StateVector) -> bool {
+    let (total, held) = doc.iter().fold((0u64, 0u64), |(total, held), (client, &clock)| {
+        (total + u64::from(clock), held + u64::from(clock.min(peer.get(client))))
+    });
+    total - held >= total.div_ceil(2)
 }
 
 #[cfg(test)]
@@ -406,6 +443,47 @@ mod tests {
     }
 
     #[test]
+    fn joiners_lacking_most_of_the_document_share_one_encoded_state_until_it_changes() {
+        let mut room = Room::default();
+        let writer = Doc::new();
+        // 100 characters in three updates; big enough that a diff's fixed costs (an origin)
+        // do not hide its size.
+        let typed: Vec<Vec<u8>> =
+            [("a", 20), ("b", 50), ("c", 30)].iter().map(|(c, n)| insert_text(&writer, &c.repeat(*n))).collect();
+        for update in &typed {
+            let _ = room.receive(1, &update_frame(update.clone()), 0).unwrap();
+        }
+        let holding = |updates: &[Vec<u8>]| {
+            let doc = Doc::new();
+            for update in updates {
+                doc.transact_mut().apply_update(Update::decode_v1(update).unwrap()).unwrap();
+            }
+            doc
+        };
+        // Answers `client`'s SyncStep1, applies the answer, and checks that it now holds the room's text.
+        let answer = |room: &mut Room, client: &Doc| {
+            let frame = room.receive(2, &step1(client), 0).unwrap().reply.remove(0);
+            let Message::Sync(SyncMessage::SyncStep2(diff)) = decode(&frame) else { panic!("not a SyncStep2") };
+            client.transact_mut().apply_update(Update::decode_v1(&diff).unwrap()).unwrap();
+            assert_eq!(text_of(client), text_of(room.doc()));
+            frame
+        };
+        let shared = answer(&mut room, &Doc::new());
+        // (updates the peer holds, whether it gets the shared state): fresh and far behind (20
+        // of 100 characters) share it; a peer lacking less than half (30) gets its own, smaller
+        // diff.
+        for (held, expect_shared) in [(0, true), (1, true), (2, false)] {
+            let frame = answer(&mut room, &holding(&typed[..held]));
+            assert_eq!(frame.as_ptr() == shared.as_ptr(), expect_shared, "peer holding {held} of 3 updates");
+            assert_eq!(frame.len() < shared.len(), !expect_shared);
+        }
+        let _ = room.receive(1, &update_frame(insert_text(&writer, "ij")), 0).unwrap();
+        let after = answer(&mut room, &Doc::new());
+        assert_ne!(after.as_ptr(), shared.as_ptr(), "an update makes the shared state stale");
+        assert!(text_of(room.doc()).ends_with("ij"));
+    }
+
+    #[test]
     fn a_frame_with_several_messages_yields_one_message_per_frame() {
         let mut room = Room::default();
         let client = Doc::new();
@@ -540,7 +618,7 @@ mod tests {
     /// A simulated client: its own document and the frames the server has sent it, undelivered.
     struct Client {
         doc: Doc,
-        inbox: VecDeque<Vec<u8>>,
+        inbox: VecDeque<Bytes>,
         connected: bool,
     }
 

@@ -24,7 +24,13 @@ const OUTPUT_FACTOR: usize = 4;
 const OUTPUT_SLACK: usize = 4096;
 
 fn effects_len(effects: &Effects) -> usize {
-    effects.reply.iter().chain(&effects.broadcast).chain(&effects.persist).map(Vec::len).sum()
+    effects
+        .reply
+        .iter()
+        .chain(&effects.broadcast)
+        .map(|frame| frame.len())
+        .chain(effects.persist.iter().map(Vec::len))
+        .sum()
 }
 
 /// Replays what a room persisted into a fresh room: both must hold the same document, or an
@@ -46,7 +52,7 @@ fn clocks(room: &Room) -> BTreeMap<yrs::block::ClientID, u32> {
 }
 
 /// Every frame the server sends is valid y-protocols: a fresh room accepts it.
-fn check_frames_valid(frames: &[Vec<u8>]) {
+fn check_frames_valid(frames: &[bytes::Bytes]) {
     for frame in frames {
         let mut peer = Room::default();
         let _ = peer.connect(1);
@@ -217,7 +223,7 @@ fn hocus_step(state: &mut HocusState, step: Step<'_>, frame: &[u8], now: i64) ->
                             "a read-only edit applied"
                         );
                     }
-                    let acks = effects.reply.iter().filter(|f| matches!(f.as_slice(), [8, 0 | 1])).count();
+                    let acks = effects.reply.iter().filter(|f| matches!(&f[..], [8, 0 | 1])).count();
                     match ydoc {
                         [0, 0, ..] => {
                             assert_eq!(effects.reply[0], state.room.sync_step1(), "the server's Step1 comes first");

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +27,7 @@ use concord_core::hocuspocus::{self, Session, SessionError, Step};
 use concord_core::share::Access;
 use concord_core::token::TokenHash;
 use concord_core::yjs::{ConnId, DocName};
-use futures_util::stream::{BoxStream, SelectAll, SplitSink};
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -37,7 +36,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::hub::DocKey;
 use super::opener::Opener;
 use super::room::{Protocol, RoomEvent};
-use super::socket::{self, CLOSE_GRACE, CloseReason, Closer, Counted, DEAD_AFTER, Joined, PING_INTERVAL};
+use super::socket::{self, CLOSE_GRACE, CloseReason, Closer, Counted, DEAD_AFTER, Joined, Outgoing, PING_INTERVAL};
+use super::ws::{self, Message, Sink, WebSocket};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::live::Lease;
@@ -51,15 +51,10 @@ const UNAUTHENTICATED_FOR: Duration = Duration::from_secs(60);
 #[utoipa::path(get, path = "/hocuspocus", tag = "hocuspocus", responses(crate::openapi::Upgrade, (status = 400, description = "not a WebSocket upgrade", body = crate::openapi::ErrorBody), crate::openapi::Common))]
 pub(super) async fn upgrade(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (mut parts, _body) = request.into_parts();
-    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
+    let ws = ws::Upgrade::from_parts(&mut parts)
+        .ok_or_else(|| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
     let max = state.sync.settings.max_frame_bytes;
-    Ok(ws
-        .read_buffer_size(super::READ_BUFFER_BYTES)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| serve(state, socket)))
+    Ok(ws.on_upgrade(super::READ_BUFFER_BYTES, max, move |socket| serve(state, socket)))
 }
 
 /// Middleware in front of every route: a WebSocket upgrade of `/` is a Hocuspocus provider
@@ -97,7 +92,9 @@ struct Connection {
     session: Session,
     docs: HashMap<Arc<str>, OpenDoc>,
     outbound: Outbound,
-    sink: SplitSink<WebSocket, Message>,
+    sink: Sink,
+    /// The frame being sent, in the vector [`socket::deliver`] takes.
+    sending: Vec<Bytes>,
 }
 
 async fn serve(state: AppState, socket: WebSocket) {
@@ -111,6 +108,7 @@ async fn serve(state: AppState, socket: WebSocket) {
         docs: HashMap::new(),
         outbound: SelectAll::new(),
         sink,
+        sending: Vec::with_capacity(1),
     };
     let reason = connection.pump(&mut stream).await;
     for doc in connection.docs.values() {
@@ -128,7 +126,7 @@ async fn serve(state: AppState, socket: WebSocket) {
 }
 
 impl Connection {
-    async fn pump(&mut self, stream: &mut futures_util::stream::SplitStream<WebSocket>) -> Option<CloseReason> {
+    async fn pump(&mut self, stream: &mut ws::Stream) -> Option<CloseReason> {
         let shutdown = self.state.shutdown.clone();
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut last_heard = Instant::now();
@@ -144,8 +142,8 @@ impl Connection {
                         Some(Ok(Message::Binary(data))) => self.receive(data).await,
                         Some(Ok(Message::Text(_))) => Err(Some(CloseReason::Protocol(1003))),
                         // As in `socket.rs`: the pong goes out before anything more is read.
-                        Some(Ok(Message::Ping(_))) => self.deliver(None).await,
-                        Some(Ok(Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Ping(_))) => self.deliver(Outgoing::Pong).await,
+                        Some(Ok(Message::Pong(_) | Message::Frame(_))) => Ok(()),
                         Some(Ok(Message::Close(_))) => {
                             let _ = tokio::time::timeout(CLOSE_GRACE, self.sink.flush()).await;
                             Err(None)
@@ -180,10 +178,10 @@ impl Connection {
         if lonely_since.is_some_and(|since| since.elapsed() >= UNAUTHENTICATED_FOR) {
             return Err(Some(CloseReason::Unauthenticated));
         }
-        self.deliver(Some(Message::Ping(Bytes::new()))).await?;
+        self.deliver(Outgoing::Ping).await?;
         // Providers count only application frames towards their 30 s reconnect timeout.
         if self.session.wants_ping() {
-            self.deliver(Some(Message::Binary(Bytes::from_static(hocuspocus::PING)))).await?;
+            self.send_binary(Bytes::from_static(hocuspocus::PING)).await?;
         }
         Ok(())
     }
@@ -201,12 +199,20 @@ impl Connection {
     }
 
     async fn send(&mut self, key: &str, body: &[u8]) -> Result<(), Option<CloseReason>> {
-        self.deliver(Some(Message::Binary(hocuspocus::frame(key, body).into()))).await
+        self.send_binary(hocuspocus::frame(key, body).into()).await
     }
 
-    async fn deliver(&mut self, message: Option<Message>) -> Result<(), Option<CloseReason>> {
+    async fn send_binary(&mut self, frame: Bytes) -> Result<(), Option<CloseReason>> {
+        let mut sending = std::mem::take(&mut self.sending);
+        sending.push(frame);
+        let sent = self.deliver(Outgoing::Binary(&mut sending)).await;
+        self.sending = sending;
+        sent
+    }
+
+    async fn deliver(&mut self, out: Outgoing<'_>) -> Result<(), Option<CloseReason>> {
         let limit = self.state.sync.settings.send_timeout;
-        socket::deliver(&mut self.sink, message, &self.closer, &self.state.shutdown, limit).await
+        socket::deliver(&mut self.sink, out, &self.closer, &self.state.shutdown, limit).await
     }
 
     /// Handles one client frame (and, after a successful Auth, the frames queued before it).

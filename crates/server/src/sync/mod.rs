@@ -18,9 +18,9 @@ pub(crate) mod opener;
 mod room;
 mod socket;
 mod writer;
+mod ws;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use concord_core::yjs::{DocName, DocNameError, DocPlacement, decode_url_component};
@@ -89,9 +89,8 @@ async fn upgrade(
     let (mut parts, _body) = request.into_parts();
     let token = token_hash(&parts)?;
     let opener = Opener::resolve(&state, &token).await?;
-    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|_| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
+    let ws = ws::Upgrade::from_parts(&mut parts)
+        .ok_or_else(|| ApiError::bad_request("websocket_required", "this endpoint only accepts WebSocket upgrades"))?;
     let lease = opener.lease(&state, token).map_err(|over| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -104,17 +103,10 @@ async fn upgrade(
     let max = state.sync.settings.max_frame_bytes;
     let hub = state.sync.clone();
     let shutdown = state.shutdown.clone();
-    Ok(ws
-        // tungstenite's default read buffer is 128 KiB, allocated and zeroed per connection: 5x
-        // y-websocket's memory per connection and 13 % of fan-out CPU in `memset` (bench/README.md,
-        // finding 1). It is only the read chunk; frames up to `max` still assemble.
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // No `max_write_buffer_size`: tungstenite must hold a frame whole, and a large document's
-        // SyncStep2 can exceed any bound worth setting (over it, the send fails). The write
-        // buffer is bounded by `socket::deliver` instead: one message and one pong at most.
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| socket::serve(hub, socket, key, access, lease, shutdown)))
+    // tungstenite's default read buffer is 128 KiB, allocated and zeroed per connection: 5x
+    // y-websocket's memory per connection and 13 % of fan-out CPU in `memset` (bench/README.md,
+    // finding 1). It is only the read chunk; frames up to `max` still assemble.
+    Ok(ws.on_upgrade(READ_BUFFER_BYTES, max, move |socket| socket::serve(hub, socket, key, access, lease, shutdown)))
 }
 
 /// The id of the workspace the document lives in (see [`DocName::placement`]).

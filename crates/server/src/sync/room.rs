@@ -32,6 +32,8 @@ use super::writer::AppendFailed;
 use crate::bus::codec::{DocRef, Message, NodeId};
 use crate::clock;
 
+/// Stored bytes from which a document is rebuilt off the async runtime (see [`load`]).
+const BLOCKING_LOAD_BYTES: usize = 1 << 20;
 /// Events taken per batch at most; bounds how long one batch holds frames back.
 const MAX_EVENTS_PER_BATCH: usize = 512;
 /// How often stale awareness states are looked for; with the 30 s timeout, a state goes within
@@ -240,8 +242,18 @@ enum LoadError {
 
 async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     let stored = hub.store.load_doc(&key.workspace_id, &key.name, clock::now()).await?;
-    let room = Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))?;
     let pending_bytes = stored.updates.iter().map(Vec::len).sum();
+    let rebuild = |stored: &concord_store::StoredDoc| {
+        Room::load(stored.snapshot.as_deref(), stored.updates.iter().map(Vec::as_slice))
+    };
+    let (room, stored) = if stored.snapshot.as_ref().map_or(0, Vec::len) + pending_bytes < BLOCKING_LOAD_BYTES {
+        (rebuild(&stored), stored)
+    } else {
+        // Rebuilding megabytes takes tens of milliseconds: on a blocking thread, so the runtime's
+        // two workers keep serving every other document meanwhile.
+        tokio::task::spawn_blocking(move || (rebuild(&stored), stored)).await.expect("loading does not panic")
+    };
+    let room = room?;
     let last_version_at = hub.store.versions_of(&stored.id).await?.first().map(|v| v.created_at);
     let bus_ref =
         DocRef { workspace_id: key.workspace_id.clone(), name: key.name.clone(), doc_id: stored.id.to_string() };
@@ -379,7 +391,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     Remote::Awareness { .. } => {}
                     Remote::AwarenessQuery => {
                         if let Ok(effects) = doc.room.receive(NO_CONN, QUERY_AWARENESS, now) {
-                            awareness.extend(effects.reply.into_iter().map(|frame| (NO_CONN, frame)));
+                            awareness.extend(effects.reply.iter().map(|frame| (NO_CONN, frame.to_vec())));
                         }
                     }
                     // Sent as from no connection, so every Hocuspocus connection here gets it.
@@ -449,9 +461,9 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
     }
 }
 
-/// The awareness frames among what the room broadcasts.
+/// The awareness frames among what the room broadcasts, copied for the bus (they are small).
 fn awareness_of(effects: &Effects) -> impl Iterator<Item = Vec<u8>> + '_ {
-    effects.broadcast.iter().filter(|frame| frame.first() == Some(&MSG_AWARENESS)).cloned()
+    effects.broadcast.iter().filter(|frame| frame.first() == Some(&MSG_AWARENESS)).map(|frame| frame.to_vec())
 }
 
 /// Another node's committed updates `first..=last`: applied and relayed (not stored: they are)
@@ -616,11 +628,10 @@ fn dispatch(peers: &HashMap<ConnId, Peer>, batch: Vec<(Option<ConnId>, Effects)>
     for (sender, effects) in batch {
         if let Some(peer) = sender.and_then(|conn| peers.get(&conn)) {
             for frame in effects.reply {
-                peer.send(&Bytes::from(frame));
+                peer.send(&frame);
             }
         }
         for frame in effects.broadcast {
-            let frame = Bytes::from(frame);
             for (_, peer) in peers.iter().filter(|(conn, _)| Some(**conn) != sender) {
                 peer.send(&frame);
                 metrics::counter!("concord_yjs_frames_relayed_total").increment(1);

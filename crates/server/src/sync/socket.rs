@@ -6,16 +6,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use concord_core::share::Access;
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tungstenite::protocol::CloseFrame;
 
 use super::hub::{DocKey, Hub};
 use super::room::{Peer, Protocol, RoomEvent};
+use super::ws::{self, Message, Sink, WebSocket};
 use crate::live::Lease;
 
 /// Frames queued for one client at most (bytes are bounded too, see [`Peer`]). A client this far
@@ -23,6 +23,9 @@ use crate::live::Lease;
 const OUTBOUND_QUEUE: usize = 1024;
 /// Bytes queued for one client at most, in multiples of the largest message a client may send.
 const QUEUED_FRAMES_OF_MAX_SIZE: usize = 4;
+/// Frames taken from the room's queue into one write and one flush at most: under load a
+/// connection catches up with one wake-up and one system call instead of one per frame.
+const FRAMES_PER_WRITE: usize = 64;
 pub(super) const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Silence after which a peer is dead: three missed pongs. With the ping interval this closes a
 /// dead connection within 60 s.
@@ -74,7 +77,7 @@ impl CloseReason {
             CloseReason::PendingQueueFull => (4205, "Reset Connection"),
             CloseReason::Unauthenticated => (4408, "Connection Timeout"),
         };
-        CloseFrame { code, reason: reason.into() }
+        CloseFrame { code: code.into(), reason: reason.into() }
     }
 }
 
@@ -173,14 +176,18 @@ async fn pump(
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
     let limit = hub.settings.send_timeout;
+    // Reused for every write, so a delivery allocates nothing here.
+    let mut frames = Vec::with_capacity(FRAMES_PER_WRITE);
     let reason = loop {
         tokio::select! {
-            frame = outbound.recv() => {
+            taken = outbound.recv_many(&mut frames, FRAMES_PER_WRITE) => {
                 // The room dropped this connection: either it closed it (the closer says why)
                 // or the room itself stopped.
-                let Some(frame) = frame else { break closer.reason().or(Some(CloseReason::StorageFailed)) };
-                queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                if let Err(end) = deliver(&mut sink, Some(Message::Binary(frame)), closer, shutdown, limit).await {
+                if taken == 0 {
+                    break closer.reason().or(Some(CloseReason::StorageFailed));
+                }
+                queued.fetch_sub(frames.iter().map(Bytes::len).sum(), Ordering::Relaxed);
+                if let Err(end) = deliver(&mut sink, Outgoing::Binary(&mut frames), closer, shutdown, limit).await {
                     break end;
                 }
             }
@@ -199,11 +206,12 @@ async fn pump(
                     // that pings and never reads is no longer read either: its pongs cannot pile
                     // up in the write buffer, and it is closed once one waits past the timeout.
                     Some(Ok(Message::Ping(_))) => {
-                        if let Err(end) = deliver(&mut sink, None, closer, shutdown, limit).await {
+                        if let Err(end) = deliver(&mut sink, Outgoing::Pong, closer, shutdown, limit).await {
                             break end;
                         }
                     }
-                    Some(Ok(Message::Pong(_))) => {}
+                    // Raw frames are never read: tungstenite reassembles them.
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) => {
                         // tungstenite has queued the echo of the client's close frame (1002 for an
                         // invalid code); it must reach the client before the socket drops.
@@ -218,7 +226,7 @@ async fn pump(
                 if last_heard.elapsed() >= DEAD_AFTER {
                     break Some(CloseReason::DeadPeer);
                 }
-                if let Err(end) = deliver(&mut sink, Some(Message::Ping(Bytes::new())), closer, shutdown, limit).await {
+                if let Err(end) = deliver(&mut sink, Outgoing::Ping, closer, shutdown, limit).await {
                     break end;
                 }
             }
@@ -291,22 +299,37 @@ pub(super) async fn join(
     Err(CloseReason::StorageFailed)
 }
 
-/// Sends `message` (or, given `None`, flushes what tungstenite queued itself: pongs), waiting at
-/// most `limit` for the client to take it. Everything queued for a socket is bounded this way: the
-/// room's queue by [`Peer`], tungstenite's write buffer by never holding more than one message
-/// and one pong, because nothing more is read or sent until they are out. The error is the close
+/// What [`deliver`] writes.
+pub(super) enum Outgoing<'a> {
+    /// Binary messages (taken out of the vector), written together and flushed once.
+    Binary(&'a mut Vec<Bytes>),
+    Ping,
+    /// Only what tungstenite queued itself: the pong to a ping it read.
+    Pong,
+}
+
+/// Writes `out` and flushes, waiting at most `limit` for the client to take it. Everything queued
+/// for a socket is bounded this way: the room's queue by [`Peer`], tungstenite's write buffer by
+/// never holding more than one batch of frames (large messages in fragments, see [`ws`]) and one
+/// pong, because nothing more is read or sent until they are out. The error is the close
 /// reason, or `None` if the socket is gone.
 pub(super) async fn deliver(
-    sink: &mut SplitSink<WebSocket, Message>,
-    message: Option<Message>,
+    sink: &mut Sink,
+    out: Outgoing<'_>,
     closer: &Closer,
     shutdown: &CancellationToken,
     limit: Duration,
 ) -> Result<(), Option<CloseReason>> {
     let write = async {
-        match message {
-            Some(message) => sink.send(message).await,
-            None => sink.flush().await,
+        match out {
+            Outgoing::Binary(frames) => {
+                for frame in frames.drain(..) {
+                    ws::feed_binary(sink, frame).await?;
+                }
+                sink.flush().await
+            }
+            Outgoing::Ping => sink.send(Message::Ping(Bytes::new())).await,
+            Outgoing::Pong => sink.flush().await,
         }
     };
     tokio::select! {
@@ -324,10 +347,9 @@ pub(super) async fn deliver(
 /// The close reason for a failed read: 1009 for a message over the configured maximum, 1002 for
 /// a violation of RFC 6455 (an unmasked frame, reserved bits, an oversized or fragmented control
 /// frame), 1007 for a text frame that is not UTF-8; `None` when the peer simply went away.
-/// tungstenite reports these wrapped in axum's error.
-pub(super) fn read_error(err: &axum::Error) -> Option<CloseReason> {
+pub(super) fn read_error(err: &tungstenite::Error) -> Option<CloseReason> {
     use tungstenite::error::ProtocolError;
-    match std::error::Error::source(err)?.downcast_ref::<tungstenite::Error>()? {
+    match err {
         tungstenite::Error::Capacity(_) => Some(CloseReason::TooBig),
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         tungstenite::Error::Protocol(_) => Some(CloseReason::Protocol(1002)),

@@ -73,5 +73,6 @@ mod yjs_isolation;
 mod yjs_limits;
 mod yjs_revocation;
 mod yjs_robustness;
+mod yjs_room;
 mod yjs_sync;
 mod yjs_wire;
