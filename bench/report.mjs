@@ -142,7 +142,7 @@ function rustTable () {
     rrows.push([`Y2 1 -> ${o}: server CPU per delivery (us)`, (n) => get(n)?.server_cpu_us_per_delivery, 'lower', num(0)])
   }
   const y3 = (n) => find(n, (r) => r.scenario === 'y3')
-  rrows.push(['Y3 best edits/s, p99 < 100 ms, none lost', (n) => y3(n)?.best_rate ?? 0, 'higher', num(0)])
+  rrows.push(['Y3 best edits/s, p99 < 100 ms, none lost', (n) => (y3(n) ? (y3(n).best_rate ?? 0) : undefined), 'higher', num(0)])
   const y4 = (n) => find(n, (r) => r.scenario === 'y4')
   const y4any = Object.values(runs).flat().find((r) => r.scenario === 'y4')
   const y4label = y4any ? `Y4 ${y4any.clients} join a ${(y4any.doc_bytes / 1e6).toFixed(1)} MB doc` : 'Y4 join storm'
@@ -290,7 +290,7 @@ function nodesTable () {
       console.log(`M1 mixed run, ${where}: ${m.devices} devices (${m.connections} connections), ${m.updates_per_s_offered} edits/s, ` +
         `${m.pushes_per_s_offered.toFixed(1)} pushes/s: server ${m.server_cores.toFixed(2)} cores, ${(m.rss_connected_kib / 1024).toFixed(0)} MiB ` +
         `(${m.kib_per_connection.toFixed(1)} KiB per connection), Yjs p99 ${num(1)(m.yjs.p99_ms)} ms, event p99 ${num(1)(m.event_p99_ms)} ms, ` +
-        `converged ${yesNo(m.converged)}`)
+        `event streams reopened ${m.stream_reconnects}, converged ${yesNo(m.converged)}`)
     }
   }
   if (![...pg, ...two].some((r) => r.scenario === 'y2' || r.scenario === 'y3' || r.error)) return two.length > 0 && !converged(two)

@@ -53,6 +53,12 @@ impl<'a> Placement<'a> {
         Placement { writers, observers }
     }
 
+    /// Document `i`'s writer on `writers[i]`, its observers on `observers[i]` (clients with their
+    /// own tokens).
+    pub fn per_document(writers: Vec<&'a Target>, observers: Vec<&'a Target>) -> Placement<'a> {
+        Placement { writers, observers }
+    }
+
     /// Every node this placement uses, once each.
     fn nodes(&self) -> Vec<&'a Target> {
         let mut nodes: Vec<&Target> = Vec::new();

@@ -28,6 +28,11 @@ use crate::{CONNECT_CONCURRENCY, CONNECT_DEADLINE, PeakRss, connect_all, cpu_sec
 
 /// After the last push, how long every event stream may take to show its vault's final head.
 const EVENT_DEADLINE: Duration = Duration::from_secs(20);
+/// Times one event stream may be ended by the server and opened again before the run fails.
+const MAX_RECONNECTS: usize = 5;
+/// Between opening the event streams and the Yjs sockets: longer than the server's credential
+/// re-check interval (500 ms), so every token the sockets use is known to that check by then.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// What one connected device does (SCALING.md's profile) and how many there are.
 pub struct Profile {
@@ -45,11 +50,15 @@ pub struct Node<'a> {
     pub http: &'a str,
 }
 
-/// One open event stream: the highest head it has shown, and every head with its arrival time.
+/// One open event stream: the highest head it has shown; its task returns every head with its
+/// arrival time and how often the stream was opened again.
 struct EventStream {
     latest: Arc<AtomicI64>,
-    task: JoinHandle<Result<Vec<(Instant, i64)>>>,
+    task: JoinHandle<Result<(Heard, usize)>>,
 }
+
+/// Every head an event stream showed, with its arrival time.
+type Heard = Vec<(Instant, i64)>;
 
 /// A push's outcome: its person, the vault head it leaves, when it was due, how long it took.
 struct Pushed {
@@ -71,28 +80,38 @@ pub async fn run(nodes: &[Node<'_>], pids: &[u32], prefix: &str, profile: &Profi
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let vaults: Vec<String> = (0..persons).map(|p| format!("{prefix}-v{p}")).collect();
     let devices = Arc::new(oplog::devices(&http, nodes[0].http, &vaults).await?);
+    // Pairing checks passwords with Argon2 (19 MiB each) whose memory the allocator may keep: the
+    // connections' share is measured from here.
+    let rss_paired = rss_kib(pids)?;
     // Event streams stay open for the whole run: a client without a timeout.
     let streaming = reqwest::Client::new();
     let (stop, stopped) = watch::channel(false);
     let stream_at: Vec<(usize, &str)> =
         (0..persons).flat_map(|p| [(p, node_of(p, 0).http), (p, node_of(p, 1).http)]).collect();
     let streams: Vec<EventStream> = stream::iter(&stream_at)
-        .map(|&(p, base)| open_events(&streaming, base, &devices[p].token, stopped.clone()))
+        .map(|&(p, base)| {
+            let url = format!("{base}/api/v1/sync/events");
+            open_events(streaming.clone(), url, devices[p].token.clone(), stopped.clone())
+        })
         .buffered(CONNECT_CONCURRENCY)
         .try_collect()
         .await?;
+    tokio::time::sleep(SETTLE).await;
 
-    let names: Vec<String> = (0..persons).map(|p| format!("{prefix}-m{p}")).collect();
-    let idle_at: Vec<(&Target, &str)> = (active..persons)
-        .flat_map(|p| [(node_of(p, 0).ws, names[p].as_str()), (node_of(p, 1).ws, &names[p])])
+    // Each device's Yjs socket uses its person's device token, as a client does.
+    let targets: Vec<[Target; 2]> = (0..persons)
+        .map(|p| {
+            let token = Some(devices[p].token.clone());
+            [0, 1].map(|d| Target { token: token.clone(), ..node_of(p, d).ws.clone() })
+        })
         .collect();
+    let names: Vec<String> = (0..persons).map(|p| format!("{prefix}-m{p}")).collect();
+    let idle_at: Vec<(&Target, &str)> =
+        (active..persons).flat_map(|p| [(&targets[p][0], names[p].as_str()), (&targets[p][1], &names[p])]).collect();
     let idlers: Vec<JoinHandle<Result<Client>>> =
         connect_all(&idle_at).await?.into_iter().map(|c| tokio::spawn(keep_reading(c, stopped.clone()))).collect();
-    let place = match nodes {
-        [one] => Placement::one(one.ws),
-        [a, b, ..] => Placement::across(a.ws, b.ws, true),
-        [] => unreachable!("at least one node"),
-    };
+    let writers = targets[..active].iter().map(|t| &t[0]).collect();
+    let place = Placement::per_document(writers, targets[..active].iter().map(|t| &t[1]).collect());
     let editors = fanout::connect(&place, &names[..active], 1).await?;
     let setup_s = setup.elapsed().as_secs_f64();
     let rss_connected = rss_kib(pids)?;
@@ -128,9 +147,11 @@ pub async fn run(nodes: &[Node<'_>], pids: &[u32], prefix: &str, profile: &Profi
     }
     let events_complete = complete(&streams);
     stop.send(true).context("stop")?;
-    let mut heard = Vec::with_capacity(streams.len());
+    let (mut heard, mut stream_reconnects) = (Vec::with_capacity(streams.len()), 0);
     for s in streams {
-        heard.push(s.task.await??);
+        let (heads, reconnects) = s.task.await??;
+        heard.push(heads);
+        stream_reconnects += reconnects;
     }
     let mut idle_synced = true;
     for idler in idlers {
@@ -175,13 +196,15 @@ pub async fn run(nodes: &[Node<'_>], pids: &[u32], prefix: &str, profile: &Profi
         "rss_idle_kib": rss_idle,
         "rss_connected_kib": rss_connected,
         "rss_peak_kib": rss_peak,
-        "kib_per_connection": (rss_connected as f64 - rss_idle as f64) / (profile.devices * 2) as f64,
+        "rss_paired_kib": rss_paired,
+        "kib_per_connection": (rss_connected as f64 - rss_paired as f64) / (profile.devices * 2) as f64,
         "yjs": yjs.json(),
         "push_p50_ms": percentile(&mut took, 0.5),
         "push_p99_ms": percentile(&mut took, 0.99),
         "event_p50_ms": percentile(&mut events, 0.5),
         "event_p99_ms": percentile(&mut events, 0.99),
         "events_complete": events_complete,
+        "stream_reconnects": stream_reconnects,
         "converged": converged,
     }))
 }
@@ -223,45 +246,55 @@ async fn push_open_loop(
     Ok(pushed)
 }
 
-/// Opens `GET /api/v1/sync/events` and waits for its first event (the current head), then keeps
-/// reading in a task until stopped.
+/// Opens `GET /api/v1/sync/events` in a task that keeps reading until stopped, and waits for its
+/// first event (the current head). A stream the server ends is opened again, as `EventSource`
+/// does; the reconnections are counted and reported.
 async fn open_events(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    mut stopped: watch::Receiver<bool>,
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    stopped: watch::Receiver<bool>,
 ) -> Result<EventStream> {
-    let mut response =
-        http.get(format!("{base}/api/v1/sync/events")).bearer_auth(token).send().await?.error_for_status()?;
     let latest = Arc::new(AtomicI64::new(-1));
-    let mut buffer = String::new();
-    let mut heard = Vec::new();
-    while heard.is_empty() {
-        let chunk = tokio::time::timeout(CONNECT_DEADLINE, response.chunk())
-            .await
-            .context("no first event")??
-            .context("the event stream ended")?;
-        buffer.push_str(std::str::from_utf8(&chunk)?);
-        heard.extend(take_heads(&mut buffer).into_iter().map(|h| (Instant::now(), h)));
+    let task = tokio::spawn(follow_events(http, url, token, latest.clone(), stopped));
+    let deadline = Instant::now() + CONNECT_DEADLINE;
+    while latest.load(Ordering::Acquire) < 0 {
+        ensure!(Instant::now() < deadline && !task.is_finished(), "no first event within {CONNECT_DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    latest.store(heard.iter().map(|(_, h)| *h).max().unwrap_or(-1), Ordering::Release);
-    let seen = latest.clone();
-    let task = tokio::spawn(async move {
+    Ok(EventStream { latest, task })
+}
+
+/// The reading task of [`open_events`]: every head with its arrival time, and how often the stream
+/// had to be opened again.
+async fn follow_events(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    latest: Arc<AtomicI64>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(Heard, usize)> {
+    let mut heard = Vec::new();
+    let mut reconnects = 0;
+    loop {
+        let mut response = http.get(&url).bearer_auth(&token).send().await?.error_for_status()?;
+        let mut buffer = String::new();
         loop {
             tokio::select! {
-                _ = stopped.changed() => return Ok(heard),
+                _ = stopped.changed() => return Ok((heard, reconnects)),
                 chunk = response.chunk() => {
-                    let chunk = chunk?.context("the event stream ended")?;
+                    let Some(chunk) = chunk? else { break };
                     buffer.push_str(std::str::from_utf8(&chunk)?);
                     for head in take_heads(&mut buffer) {
                         heard.push((Instant::now(), head));
-                        seen.fetch_max(head, Ordering::AcqRel);
+                        latest.fetch_max(head, Ordering::AcqRel);
                     }
                 }
             }
         }
-    });
-    Ok(EventStream { latest, task })
+        reconnects += 1;
+        ensure!(reconnects <= MAX_RECONNECTS, "{url}: the event stream ended {reconnects} times");
+    }
 }
 
 /// Takes every complete server-sent event out of `buffer` and returns the heads of the `head`
