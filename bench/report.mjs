@@ -8,7 +8,12 @@
 // With the floors (floors.jsonl: fsync cost, the op-log limit program) and, in a full run, issue 13's
 // targets, each met or not with its figures.
 //
-// Usage: node report.mjs --mode full|quick --loadgen node|rust|both --loadavg "a b c" --seconds S --results DIR name...
+// With the two-node results (rust-concord-pg.jsonl: one node on PostgreSQL; rust-concord-nodes.jsonl:
+// two nodes on PostgreSQL and Redis), X2 cross-node propagation and X3 throughput beside SQLite's
+// and one PostgreSQL node's figures, with ratios.
+//
+// Usage: node report.mjs --mode full|quick --loadgen node|rust|both --scenarios Y1,Y2,… --loadavg "a b c"
+//          --seconds S --results DIR name...
 import { readFileSync, existsSync } from 'node:fs'
 import { cpus } from 'node:os'
 
@@ -20,8 +25,11 @@ for (let i = 0; i < argv.length; i++) {
   else names.push(argv[i])
 }
 
-const nodeRan = opt.loadgen !== 'rust'
-const rustRan = opt.loadgen === 'rust' || opt.loadgen === 'both'
+const scenarios = (opt.scenarios ?? 'Y1,Y2,Y3,Y4,Y5,O1,B1,X2,X3,node').split(',')
+const nodeRan = opt.loadgen !== 'rust' && scenarios.includes('node')
+// Per-server Rust scenarios, and the two-node ones (Concord only).
+const rustRan = opt.loadgen !== 'node' && scenarios.some((s) => /^(Y[1-5]|O1|B1|M1)$/.test(s))
+const nodesRan = opt.loadgen !== 'node' && names.includes('concord') && ['X2', 'X3', 'M1'].some((s) => scenarios.includes(s))
 const read = (file) => (existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : { error: 'no result' })
 const results = Object.fromEntries(names.map((n) => [n, read(`${opt.results}/${n}.json`)]))
 
@@ -100,6 +108,7 @@ if (names.includes('concord-tmpfs')) {
 
 let failed = nodeRan && hasConcord && (results.concord.error || !results.concord.fanout?.ok || !results.concord.late?.ok)
 if (rustRan) failed = rustTable() || failed
+if (nodesRan) failed = nodesTable() || failed
 console.log(`\nWall time of the whole run: ${(Number(opt.seconds) / 60).toFixed(1)} min.`)
 if (failed) {
   console.log('\nConcord failed a correctness check: its numbers above do not count.')
@@ -133,7 +142,7 @@ function rustTable () {
     rrows.push([`Y2 1 -> ${o}: server CPU per delivery (us)`, (n) => get(n)?.server_cpu_us_per_delivery, 'lower', num(0)])
   }
   const y3 = (n) => find(n, (r) => r.scenario === 'y3')
-  rrows.push(['Y3 best edits/s, p99 < 100 ms, none lost', (n) => y3(n)?.best_rate ?? 0, 'higher', num(0)])
+  rrows.push(['Y3 best edits/s, p99 < 100 ms, none lost', (n) => (y3(n) ? (y3(n).best_rate ?? 0) : undefined), 'higher', num(0)])
   const y4 = (n) => find(n, (r) => r.scenario === 'y4')
   const y4any = Object.values(runs).flat().find((r) => r.scenario === 'y4')
   const y4label = y4any ? `Y4 ${y4any.clients} join a ${(y4any.doc_bytes / 1e6).toFixed(1)} MB doc` : 'Y4 join storm'
@@ -253,3 +262,66 @@ function targets ({ y2get, y1, y3, y4, y5, o1, limit, cb }) {
   out.forEach((l) => console.log(l))
 }
 
+
+/** Reads one result file of the Rust load generator: a JSON object per line. */
+function jsonl (file) {
+  return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []
+}
+
+/**
+ * X2 and X3: Concord on SQLite (its Y2/Y3 rows, when they ran), one node on PostgreSQL, and two
+ * nodes on PostgreSQL and Redis (writers on A, observers on B); returns whether a PostgreSQL or
+ * two-node run failed or did not converge.
+ */
+function nodesTable () {
+  const sqlite = jsonl(`${opt.results}/rust-concord.jsonl`)
+  const pg = jsonl(`${opt.results}/rust-concord-pg.jsonl`)
+  const two = jsonl(`${opt.results}/rust-concord-nodes.jsonl`)
+  console.log('')
+  const skipped = [...pg, ...two].find((r) => r.skipped)
+  if (skipped) {
+    console.log(`Two nodes: not run (${skipped.skipped}); not a Concord failure.`)
+    return false
+  }
+  const ok = (r) => !r.error
+  const converged = (runs) => runs.length > 0 && runs.every((r) => ok(r) && r.converged !== false)
+  for (const [where, runs] of [['one node, SQLite', sqlite], ['two nodes, PostgreSQL + Redis', two]]) {
+    for (const m of runs.filter((r) => ok(r) && r.scenario === 'm1')) {
+      console.log(`M1 mixed run, ${where}: ${m.devices} devices (${m.connections} connections), ${m.updates_per_s_offered} edits/s, ` +
+        `${m.pushes_per_s_offered.toFixed(1)} pushes/s: server ${m.server_cores.toFixed(2)} cores, ${(m.rss_connected_kib / 1024).toFixed(0)} MiB ` +
+        `(${m.kib_per_connection.toFixed(1)} KiB per connection), Yjs p99 ${num(1)(m.yjs.p99_ms)} ms, event p99 ${num(1)(m.event_p99_ms)} ms, ` +
+        `event streams reopened ${m.stream_reconnects}, converged ${yesNo(m.converged)}`)
+    }
+  }
+  if (![...pg, ...two].some((r) => r.scenario === 'y2' || r.scenario === 'y3' || r.error)) return two.length > 0 && !converged(two)
+  const y2 = (runs, o) => runs.find((r) => ok(r) && r.scenario === 'y2' && r.observers === o)?.run
+  const y3 = (runs) => runs.find((r) => ok(r) && r.scenario === 'y3')
+  const observers = [...new Set([...pg, ...two].filter((r) => r.scenario === 'y2').map((r) => r.observers))]
+  const rows = []
+  for (const o of observers) {
+    for (const [what, key, digits] of [['p50 (ms)', 'p50_ms', 2], ['p99 (ms)', 'p99_ms', 2], ['server CPU per delivery (us)', 'server_cpu_us_per_delivery', 0]]) {
+      rows.push([`X2 1 -> ${o}: ${what}`, (runs) => y2(runs, o)?.[key], 'lower', num(digits)])
+    }
+  }
+  if ([...pg, ...two].some((r) => r.scenario === 'y3')) {
+    rows.push(['X3 best edits/s, p99 < 100 ms, none lost', (runs) => (runs.length ? (y3(runs)?.best_rate ?? 0) : undefined), 'higher', num(0)])
+  }
+  const header = ['', 'sqlite', 'pg 1 node', 'pg+redis A->B', 'A->B vs pg', 'pg vs sqlite']
+  const table = [header]
+  for (const [label, get, better, fmt] of rows) {
+    const [s, p, t] = [sqlite, pg, two].map(get)
+    table.push([label, fmt(s), fmt(p), fmt(t), ratio(t, p, better), ratio(p, s, better)])
+  }
+  table.push(['every run converged (on both nodes), none failed', '', yesNo(converged(pg)), yesNo(converged(two)), '', ''])
+  const w = header.map((_, c) => Math.max(...table.map((row) => String(row[c]).length)))
+  const p = (row) => console.log(row.map((cell, c) => (c === 0 ? String(cell).padEnd(w[c]) : String(cell).padStart(w[c]))).join('  '))
+  console.log('Two nodes (X2, X3): sqlite = concord\'s Y2/Y3 above; pg 1 node = one node on PostgreSQL, no bus; pg+redis A->B = two')
+  console.log('nodes on that PostgreSQL and one Redis, the writer on A and every observer on B (X3: writers on both, each')
+  console.log('document\'s observer on the other node, every document then checked on both). CPU: both nodes together.')
+  p(table[0])
+  p(w.map((x) => '-'.repeat(x)))
+  table.slice(1).forEach(p)
+  for (const [n, runs] of [['concord-pg', pg], ['concord-nodes', two]]) for (const r of runs) if (r.error) console.log(`${n}: ${r.error} (${r.args})`)
+  // A part that did not run (M1 alone runs no concord-pg) is no failure; one that ran must converge.
+  return (pg.length > 0 && !converged(pg)) || !converged(two)
+}

@@ -30,21 +30,40 @@ def load(path):
         return json.load(f)
 
 
+def device_cost(inputs):
+    """What one connected device of the profile costs a node: CPU in cores, resident KiB."""
+    node, profile = inputs["node"], inputs["profile"]
+    # CPU: each update is received, stored (in a group commit) and relayed to its observers; each
+    # push is stored and announced; and every open connection costs a little while idle.
+    updates_per_device = profile["active_share"] * profile["updates_per_active_device_per_s"]
+    cpu_ms_per_s = updates_per_device * (
+        node["cpu_ms_per_update_stored"] + profile["observers_per_update"] * node["cpu_ms_per_delivery"]
+    )
+    cpu_ms_per_s += profile["oplog_pushes_per_device_per_s"] * node["cpu_ms_per_push"]
+    cpu_ms_per_s += profile["connections_per_device"] * node.get("cpu_ms_per_idle_connection_per_s", 0)
+    # Memory: resident bytes per idle connection (Y1).
+    return {"cores": cpu_ms_per_s / 1000, "kib": node["kib_per_connection"] * profile["connections_per_device"]}
+
+
+def predict(inputs, devices, nodes=1):
+    """What `devices` connected devices on `nodes` nodes should cost in all: cores and resident MiB
+    (each node's base plus the devices'), for bench/scaling/mixed-run to set beside a measurement."""
+    cost = device_cost(inputs)
+    return {
+        "cores": devices * cost["cores"],
+        "rss_mib": nodes * inputs["node"]["base_rss_mib"] + devices * cost["kib"] / 1024,
+    }
+
+
 def per_node(inputs):
     """What one node of the measured size holds, each limit on its own."""
     node, profile = inputs["node"], inputs["profile"]
     h = inputs["headroom"]
-    conns_per_device = profile["connections_per_device"]
-    # Memory: resident bytes per idle connection (Y1), on the node's memory less the base.
-    mem_devices = (node["ram_mib"] - node["base_rss_mib"]) * 1024 * h / (node["kib_per_connection"] * conns_per_device)
-    # CPU: each update is received, stored (in a group commit) and relayed to its observers.
-    updates_per_device = profile["active_share"] * profile["updates_per_active_device_per_s"]
-    cpu_per_device = updates_per_device * (
-        node["cpu_ms_per_update_stored"] + profile["observers_per_update"] * node["cpu_ms_per_delivery"]
-    ) / 1000
-    cpu_per_device += profile["oplog_pushes_per_device_per_s"] * node["cpu_ms_per_push"] / 1000
-    cpu_devices = node["cores"] * h / cpu_per_device
-    fd_devices = node["fd_limit"] * h / conns_per_device
+    cost = device_cost(inputs)
+    # Memory: on the node's memory less the base.
+    mem_devices = (node["ram_mib"] - node["base_rss_mib"]) * 1024 * h / cost["kib"]
+    cpu_devices = node["cores"] * h / cost["cores"]
+    fd_devices = node["fd_limit"] * h / profile["connections_per_device"]
     return {"memory": mem_devices, "cpu": cpu_devices, "descriptors": fd_devices}
 
 

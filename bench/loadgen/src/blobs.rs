@@ -36,7 +36,7 @@ pub async fn run(base: &str, pid: Option<u32>, dir: &Path, mib: usize) -> Result
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
     let token = crate::oplog::device_token(&http, base).await?;
-    let peak = pid.map(PeakRss::start).transpose()?;
+    let peak = pid.map(|pid| PeakRss::start(&[pid])).transpose()?;
     let started = Instant::now();
     let answer: Value = http
         .post(format!("{base}/api/v1/blobs/"))

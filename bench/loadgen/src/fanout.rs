@@ -1,5 +1,6 @@
-//! The measured core of Y1-Y3: one writer per document appending at a fixed, open-loop rate, N
-//! observers per document timing every delivery, then the convergence check.
+//! The measured core of Y1-Y3 (and X2/X3, the same across two nodes): one writer per document
+//! appending at a fixed, open-loop rate, N observers per document timing every delivery, then the
+//! convergence check.
 //!
 //! Open loop: edit `seq` of a document is due at `start + seq / rate` whatever the server answers,
 //! and its latency is measured from that due time (kept in a side table the observers read), so a
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
 use crate::client::{Client, Target};
+use crate::storm::edits_text;
 use crate::{connect_all, cpu_seconds};
 
 /// `{seq:07};`: seven digits and a separator.
@@ -30,6 +32,45 @@ const LEAD_IN: Duration = Duration::from_millis(200);
 /// Due times of one document's edits, nanoseconds after `base`; 0 until the writer reaches it.
 type Sent = Vec<AtomicU64>;
 
+/// Where one fan-out's clients connect: document `i`'s writer to `writers[i % len]`, its observers
+/// to `observers[i % len]`. One server is both lists of one; two nodes of one deployment put the
+/// observers on the other node from the writer, so every delivery crosses the bus.
+pub struct Placement<'a> {
+    writers: Vec<&'a Target>,
+    observers: Vec<&'a Target>,
+}
+
+impl<'a> Placement<'a> {
+    pub fn one(target: &'a Target) -> Placement<'a> {
+        Placement { writers: vec![target], observers: vec![target] }
+    }
+
+    /// Writers on `a`, observers on `b`; `spread`: document `i`'s writer on node `i % 2`, its
+    /// observers on the other, so both nodes take writes and both relay.
+    pub fn across(a: &'a Target, b: &'a Target, spread: bool) -> Placement<'a> {
+        let writers = if spread { vec![a, b] } else { vec![a] };
+        let observers = if spread { vec![b, a] } else { vec![b] };
+        Placement { writers, observers }
+    }
+
+    /// Document `i`'s writer on `writers[i]`, its observers on `observers[i]` (clients with their
+    /// own tokens).
+    pub fn per_document(writers: Vec<&'a Target>, observers: Vec<&'a Target>) -> Placement<'a> {
+        Placement { writers, observers }
+    }
+
+    /// Every node this placement uses, once each.
+    fn nodes(&self) -> Vec<&'a Target> {
+        let mut nodes: Vec<&Target> = Vec::new();
+        for target in self.writers.iter().chain(&self.observers) {
+            if !nodes.iter().any(|n| n.url == target.url) {
+                nodes.push(target);
+            }
+        }
+        nodes
+    }
+}
+
 pub struct Fanout {
     docs: usize,
     observers: usize,
@@ -39,6 +80,9 @@ pub struct Fanout {
     /// Delivery latencies in microseconds, sorted.
     latencies: Vec<u32>,
     pub converged: bool,
+    /// Nodes on which a fresh client had to find every edit after the run (0: one server, whose
+    /// observers are the check).
+    nodes_checked: usize,
     server_cpu_s: Option<f64>,
 }
 
@@ -66,80 +110,122 @@ impl Fanout {
             "p99_ms": self.percentile_ms(0.99),
             "max_ms": self.percentile_ms(1.0),
             "converged": self.converged,
+            "nodes_checked": self.nodes_checked,
             "server_cpu_s": self.server_cpu_s,
             "server_cpu_us_per_delivery": self.server_cpu_s.map(|s| s * 1e6 / self.delivered.max(1) as f64),
         })
     }
 }
 
-/// Runs one fan-out: per document one writer at `rate` edits/s for `seconds`, `observers` observers.
+/// Runs one fan-out: per document one writer at `rate` edits/s for `seconds`, `observers` observers,
+/// placed by `place`. Server CPU is the sum over `pids` (every node of the deployment).
 pub async fn run(
-    target: &Target,
-    pid: Option<u32>,
+    place: &Placement<'_>,
+    pids: &[u32],
     names: &[String],
     observers: usize,
     rate: u32,
     seconds: f64,
 ) -> Result<Fanout> {
-    let edits = (f64::from(rate) * seconds).round() as usize;
+    connect(place, names, observers).await?.measure(pids, rate, seconds).await
+}
+
+/// A fan-out's clients, connected and synced, before its first edit (the mixed run starts its
+/// other load between the two).
+pub struct Connected<'a> {
+    place: &'a Placement<'a>,
+    names: &'a [String],
+    observers: usize,
+    writers: Vec<Client>,
+    watchers: Vec<Client>,
+}
+
+/// Connects and syncs every writer and observer of [`run`], untimed.
+pub async fn connect<'a>(place: &'a Placement<'a>, names: &'a [String], observers: usize) -> Result<Connected<'a>> {
     // Writers first: pycrdt-websocket 0.16 drops concurrent first joins of a new room.
-    let writers = connect_all(target, names).await?;
-    let observer_names: Vec<String> = names.iter().flat_map(|n| std::iter::repeat_n(n.clone(), observers)).collect();
-    let watchers = connect_all(target, &observer_names).await?;
+    let writer_at: Vec<(&Target, &str)> =
+        names.iter().enumerate().map(|(i, n)| (place.writers[i % place.writers.len()], n.as_str())).collect();
+    let writers = connect_all(&writer_at).await?;
+    let observer_at: Vec<(&Target, &str)> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| std::iter::repeat_n((place.observers[i % place.observers.len()], n.as_str()), observers))
+        .collect();
+    let watchers = connect_all(&observer_at).await?;
+    Ok(Connected { place, names, observers, writers, watchers })
+}
 
-    let base = Instant::now();
-    let sent: Arc<Vec<Sent>> =
-        Arc::new(names.iter().map(|_| (0..edits).map(|_| AtomicU64::new(0)).collect()).collect());
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop, stopped) = watch::channel(false);
+impl Connected<'_> {
+    /// The timed part of [`run`]: the writers' open-loop edits, every delivery, the checks.
+    pub async fn measure(self, pids: &[u32], rate: u32, seconds: f64) -> Result<Fanout> {
+        let Connected { place, names, observers, writers, watchers } = self;
+        let edits = (f64::from(rate) * seconds).round() as usize;
+        let base = Instant::now();
+        let sent: Arc<Vec<Sent>> =
+            Arc::new(names.iter().map(|_| (0..edits).map(|_| AtomicU64::new(0)).collect()).collect());
+        let delivered = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = watch::channel(false);
 
-    let mut observing = JoinSet::new();
-    for (i, client) in watchers.into_iter().enumerate() {
-        let doc = i / observers.max(1);
-        observing.spawn(observe(client, doc, sent.clone(), base, delivered.clone(), stopped.clone()));
-    }
-    let cpu_before = pid.map(cpu_seconds).transpose()?;
-    let start = tokio::time::Instant::now() + LEAD_IN;
-    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut writing = JoinSet::new();
-    for (doc, client) in writers.into_iter().enumerate() {
-        writing.spawn(write(client, doc, edits, start, period, sent.clone(), base, stopped.clone()));
-    }
+        let mut observing = JoinSet::new();
+        for (i, client) in watchers.into_iter().enumerate() {
+            let doc = i / observers.max(1);
+            observing.spawn(observe(client, doc, sent.clone(), base, delivered.clone(), stopped.clone()));
+        }
+        let cpu_before = cpu_seconds(pids)?;
+        let start = tokio::time::Instant::now() + LEAD_IN;
+        let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let mut writing = JoinSet::new();
+        for (doc, client) in writers.into_iter().enumerate() {
+            writing.spawn(write(client, doc, edits, start, period, sent.clone(), base, stopped.clone()));
+        }
 
-    let expected = (edits * observers * names.len()) as u64;
-    let deadline = start + period * edits as u32 + SETTLE_DEADLINE;
-    while delivered.load(Ordering::Acquire) < expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let server_cpu_s = match (pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
-        _ => None,
-    };
-    stop.send(true).context("stop")?;
+        let expected = (edits * observers * names.len()) as u64;
+        let deadline = start + period * edits as u32 + SETTLE_DEADLINE;
+        while delivered.load(Ordering::Acquire) < expected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let server_cpu_s = if pids.is_empty() { None } else { Some(cpu_seconds(pids)? - cpu_before) };
+        // Across nodes, each node must hold every edit for a client that joins now, not only the
+        // observers' node: the writer's node stored them, the other applied them from the bus. Checked
+        // while the writers are still connected, after the timed window.
+        let nodes = place.nodes();
+        let nodes_checked = if nodes.len() > 1 { nodes.len() } else { 0 };
+        let mut held_everywhere = true;
+        if nodes_checked > 0 {
+            let expected_text = edits_text(edits);
+            let checks: Vec<(&Target, &str)> =
+                names.iter().flat_map(|n| nodes.iter().map(move |node| (*node, n.as_str()))).collect();
+            for checker in connect_all(&checks).await? {
+                held_everywhere &= checker.content() == expected_text;
+            }
+        }
+        stop.send(true).context("stop")?;
 
-    let mut reference = vec![String::new(); names.len()];
-    while let Some(joined) = writing.join_next().await {
-        let (doc, text) = joined??;
-        reference[doc] = text;
+        let mut reference = vec![String::new(); names.len()];
+        while let Some(joined) = writing.join_next().await {
+            let (doc, text) = joined??;
+            reference[doc] = text;
+        }
+        let mut converged = held_everywhere && reference.iter().all(|text| text.len() == edits * EDIT_BYTES);
+        let mut latencies = Vec::with_capacity(expected as usize);
+        while let Some(joined) = observing.join_next().await {
+            let (doc, text, mut lat) = joined??;
+            converged &= text == reference[doc];
+            latencies.append(&mut lat);
+        }
+        latencies.sort_unstable();
+        Ok(Fanout {
+            docs: names.len(),
+            observers,
+            offered_per_s: f64::from(rate) * names.len() as f64,
+            expected,
+            delivered: delivered.load(Ordering::Acquire),
+            latencies,
+            converged,
+            nodes_checked,
+            server_cpu_s,
+        })
     }
-    let mut converged = reference.iter().all(|text| text.len() == edits * EDIT_BYTES);
-    let mut latencies = Vec::with_capacity(expected as usize);
-    while let Some(joined) = observing.join_next().await {
-        let (doc, text, mut lat) = joined??;
-        converged &= text == reference[doc];
-        latencies.append(&mut lat);
-    }
-    latencies.sort_unstable();
-    Ok(Fanout {
-        docs: names.len(),
-        observers,
-        offered_per_s: f64::from(rate) * names.len() as f64,
-        expected,
-        delivered: delivered.load(Ordering::Acquire),
-        latencies,
-        converged,
-        server_cpu_s,
-    })
 }
 
 /// The writer: edit `seq` at `start + seq * period`, reading (and answering) the server in between;
@@ -224,6 +310,7 @@ mod tests {
             delivered: 0,
             latencies,
             converged: true,
+            nodes_checked: 0,
             server_cpu_s: None,
         };
         let got = run.percentile_ms(q);

@@ -5,6 +5,7 @@
 mod blobs;
 mod client;
 mod fanout;
+mod mixed;
 mod oplog;
 mod storm;
 
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use client::{Client, Protocol, Target};
+use fanout::Placement;
 
 /// Open files the load generator asks for: 50k sockets and some to spare.
 const WANTED_FILES: u64 = 120_000;
@@ -50,6 +52,17 @@ struct Args {
     /// The server's process id, for its memory and CPU from `/proc`.
     #[arg(long)]
     pid: Option<u32>,
+    /// A second node of the same deployment (one PostgreSQL, one Redis): its WebSocket base URL.
+    /// Scenarios given `--across` place clients on both nodes; a token signed in through
+    /// `--concord` (the first node) is valid on both.
+    #[arg(long)]
+    peer_url: Option<String>,
+    /// The second node's process id: server CPU and memory are then the sums over both nodes.
+    #[arg(long)]
+    peer_pid: Option<u32>,
+    /// The second node's HTTP base URL (the mixed run's pushes and event streams there).
+    #[arg(long)]
+    peer_concord: Option<String>,
     /// Prefix of every document name, so runs against one server never share documents.
     #[arg(long, default_value = "loadgen")]
     prefix: String,
@@ -84,6 +97,9 @@ enum Scenario {
         rate: u32,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// X2: the writer on the first node, the observers on `--peer-url`.
+        #[arg(long)]
+        across: bool,
     },
     /// Y3: W writers in W documents (one observer each) at rising total rates; the highest rate with
     /// every edit delivered, every document converged and p99 under 100 ms.
@@ -95,6 +111,10 @@ enum Scenario {
         rates: Vec<u32>,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// X3: writers spread over both nodes (document `i`'s on node `i % 2`), each document's
+        /// observer on the other node, and every document checked on both nodes after each run.
+        #[arg(long)]
+        across: bool,
     },
     /// Y4: a writer builds one large document, then N clients join it at once.
     JoinStorm {
@@ -143,6 +163,28 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         rounds: usize,
     },
+    /// M1 (Concord only): SCALING.md's device profile scaled down: every device holds a Yjs socket
+    /// and an event stream, a share edits and all push at the profile's rates (`bench/scaling/mixed-run`).
+    Mixed {
+        #[arg(long, default_value_t = 4000)]
+        devices: usize,
+        /// Share of devices editing at any moment.
+        #[arg(long, default_value_t = 0.05)]
+        active_share: f64,
+        /// Updates per second of an editing device.
+        #[arg(long, default_value_t = 2)]
+        updates_per_s: u32,
+        /// Seconds between two op-log pushes of one device.
+        #[arg(long, default_value_t = 300.0)]
+        push_every_s: f64,
+        #[arg(long, default_value_t = 10)]
+        ops_per_push: usize,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// On both nodes: a person's two devices on different nodes.
+        #[arg(long)]
+        across: bool,
+    },
     /// B1 (Concord only): upload and download one file, beside a plain copy with fsync.
     Blobs {
         /// Directory for the files: on the disk the server's data is on.
@@ -168,18 +210,31 @@ async fn main() -> Result<()> {
     };
     let sources = (1..=args.sources).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect();
     let target = Target { url: args.url.clone(), protocol: args.protocol, token, sources };
+    let peer = args.peer_url.as_ref().map(|url| Target { url: url.clone(), ..target.clone() });
+    let place = |across: bool, spread: bool| match (across, &peer) {
+        (false, _) => Ok(Placement::one(&target)),
+        (true, Some(peer)) => Ok(Placement::across(&target, peer, spread)),
+        (true, None) => bail!("--across needs --peer-url"),
+    };
+    let pids: Vec<u32> = args.pid.into_iter().chain(args.peer_pid).collect();
     let concord = || args.concord.as_deref().context("this scenario needs --concord");
     // In-memory servers keep documents between runs: every run gets names of its own.
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     let prefix = &format!("{}-{nonce}", args.prefix);
     let result = match args.scenario {
         Scenario::Idle { conns, one_doc } => idle(&target, args.pid, prefix, conns, one_doc).await?,
-        Scenario::Propagation { observers, rate, seconds } => {
-            let run = fanout::run(&target, args.pid, &[format!("{prefix}-y2")], observers, rate, seconds).await?;
-            json!({ "scenario": "y2", "observers": observers, "rate": rate, "seconds": seconds, "run": run.json() })
+        Scenario::Propagation { observers, rate, seconds, across } => {
+            let run =
+                fanout::run(&place(across, false)?, &pids, &[format!("{prefix}-y2")], observers, rate, seconds).await?;
+            json!({
+                "scenario": "y2", "across": across, "observers": observers, "rate": rate, "seconds": seconds,
+                "run": run.json(),
+            })
         }
-        Scenario::Throughput { docs, rates, seconds } => {
-            throughput(&target, args.pid, prefix, docs, &rates, seconds).await?
+        Scenario::Throughput { docs, rates, seconds, across } => {
+            let mut result = throughput(&place(across, true)?, &pids, prefix, docs, &rates, seconds).await?;
+            result["across"] = across.into();
+            result
         }
         Scenario::JoinStorm { clients, doc_bytes } => {
             storm::join_storm(&target, args.pid, &format!("{prefix}-y4"), clients, doc_bytes).await?
@@ -190,6 +245,17 @@ async fn main() -> Result<()> {
         Scenario::OplogLimit { dir, rows } => oplog::limit(&dir, rows).await?,
         Scenario::Fsync { dir, rounds } => fsync_cost(&dir, rounds)?,
         Scenario::Blobs { dir, mib } => blobs::run(concord()?, args.pid, &dir, mib).await?,
+        Scenario::Mixed { devices, active_share, updates_per_s, push_every_s, ops_per_push, seconds, across } => {
+            let mut nodes = vec![mixed::Node { ws: &target, http: concord()? }];
+            if across {
+                let (Some(ws), Some(http)) = (&peer, &args.peer_concord) else {
+                    bail!("--across needs --peer-url and --peer-concord")
+                };
+                nodes.push(mixed::Node { ws, http });
+            }
+            let profile = mixed::Profile { devices, active_share, updates_per_s, push_every_s, ops_per_push, seconds };
+            mixed::run(&nodes, &pids, &format!("{prefix}-m1"), &profile).await?
+        }
     };
     println!("{result}");
     Ok(())
@@ -199,7 +265,7 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     let pid = pid.context("the idle scenario needs --pid")?;
     let names: Vec<String> =
         (0..conns).map(|i| if one_doc { format!("{prefix}-y1-one") } else { format!("{prefix}-y1-{i}") }).collect();
-    let before = rss_kib(pid)?;
+    let before = rss_kib(&[pid])?;
     let (stop, stopped) = watch::channel(false);
     let started = Instant::now();
     let idlers: Vec<tokio::task::JoinHandle<Result<Client>>> = stream::iter(&names)
@@ -219,9 +285,9 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     let connect = started.elapsed();
     // Let the server finish what it does after a sync (persisting a new document, sweeping).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kib(pid)?;
+    let after = rss_kib(&[pid])?;
     // A live edit while every idle connection is held: one writer, one observer, its own document.
-    let live = fanout::run(target, None, &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
+    let live = fanout::run(&Placement::one(target), &[], &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
     stop.send(true).context("stop")?;
     // Every idle client completed its sync, stayed connected and still holds the (empty) document.
     let mut converged = live.converged;
@@ -253,8 +319,8 @@ async fn keep_reading(mut client: Client, mut stopped: watch::Receiver<bool>) ->
 }
 
 async fn throughput(
-    target: &Target,
-    pid: Option<u32>,
+    place: &Placement<'_>,
+    pids: &[u32],
     prefix: &str,
     docs: usize,
     rates: &[u32],
@@ -269,7 +335,7 @@ async fn throughput(
         // process's build can push a single run's p99 over the line, for any server alike.
         for attempt in 0..Y3_ATTEMPTS {
             let names: Vec<String> = (0..docs).map(|i| format!("{prefix}-y3-{rate}-{attempt}-{i}")).collect();
-            let run = fanout::run(target, pid, &names, 1, per_doc, seconds).await?;
+            let run = fanout::run(place, pids, &names, 1, per_doc, seconds).await?;
             let p99 = run.percentile_ms(0.99);
             let ok = run.converged && run.lost() == 0 && p99 < 100.0;
             converged &= run.converged;
@@ -292,11 +358,11 @@ async fn throughput(
     )
 }
 
-/// Connects one client per name (in order) and waits until each is synced, a bounded number at
-/// a time.
-async fn connect_all(target: &Target, names: &[String]) -> Result<Vec<Client>> {
-    stream::iter(names)
-        .map(|name| async move {
+/// Connects one client per (server, document name), in order, and waits until each is synced, a
+/// bounded number at a time.
+async fn connect_all(clients: &[(&Target, &str)]) -> Result<Vec<Client>> {
+    stream::iter(clients)
+        .map(|&(target, name)| async move {
             let mut client = Client::open(target, name).await?;
             tokio::time::timeout(CONNECT_DEADLINE, client.wait_synced())
                 .await
@@ -340,7 +406,8 @@ fn raise_open_files() {
     }
 }
 
-/// The highest `VmRSS` of a process while it runs, sampled every [`RSS_SAMPLE`].
+/// The highest `VmRSS` of processes (summed: every node of a deployment) while they run, sampled
+/// every [`RSS_SAMPLE`].
 pub struct PeakRss {
     before: u64,
     stop: Arc<AtomicBool>,
@@ -348,17 +415,18 @@ pub struct PeakRss {
 }
 
 impl PeakRss {
-    pub fn start(pid: u32) -> Result<PeakRss> {
-        let before = rss_kib(pid)?;
+    pub fn start(pids: &[u32]) -> Result<PeakRss> {
+        let pids = pids.to_vec();
+        let before = rss_kib(&pids)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut peak = before;
             while !stopped.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid)?);
+                peak = peak.max(rss_kib(&pids)?);
                 tokio::time::sleep(RSS_SAMPLE).await;
             }
-            Ok(peak.max(rss_kib(pid)?))
+            Ok(peak.max(rss_kib(&pids)?))
         });
         Ok(PeakRss { before, stop, task })
     }
@@ -370,20 +438,27 @@ impl PeakRss {
     }
 }
 
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+/// `VmRSS` of processes (every node of a deployment), summed, in KiB.
+fn rss_kib(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+        total += line.split_whitespace().nth(1).context("VmRSS value")?.parse::<u64>()?;
+    }
+    Ok(total)
 }
 
-/// utime + stime of a process, in seconds (Linux's `USER_HZ` is 100 on every architecture it
-/// exports to user space).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
-    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+/// utime + stime of processes (every node of a deployment), in seconds (Linux's `USER_HZ` is 100
+/// on every architecture it exports to user space).
+fn cpu_seconds(pids: &[u32]) -> Result<f64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+        ticks += fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    }
     Ok(ticks as f64 / 100.0)
 }
 

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -31,14 +32,33 @@ fn op(d: usize, k: usize) -> (String, String, String) {
     (format!("d{d}-op{k}"), entity, payload)
 }
 
-struct Device {
-    id: String,
-    token: String,
+/// The body of a push from `device` (number `d`) of its ops numbered `ops`.
+pub fn push_body(device: &Device, d: usize, ops: std::ops::Range<usize>) -> Value {
+    let ops: Vec<Value> = ops
+        .map(|k| {
+            let (op_id, entity_id, payload_json) = op(d, k);
+            json!({
+                "op_id": op_id, "entity_type": "file", "entity_id": entity_id, "op_type": "update",
+                "payload_json": payload_json, "client_sequence": k, "last_seen_server_seq": 0,
+                "created_at": CREATED_AT,
+            })
+        })
+        .collect();
+    json!({ "device_id": device.id, "ops": ops })
 }
 
-/// Registers one account (dev mode returns the confirmation link) and pairs `count` devices into
-/// one vault.
-async fn devices(http: &reqwest::Client, base: &str, count: usize) -> Result<Vec<Device>> {
+pub struct Device {
+    pub id: String,
+    pub token: String,
+}
+
+/// Pairings at once: each checks the password (Argon2, on the server's blocking threads), so a
+/// few keep both cores busy without queueing hundreds of requests.
+const PAIR_CONCURRENCY: usize = 4;
+
+/// Registers one account (dev mode returns the confirmation link) and pairs one device into each
+/// of `vaults` (names may repeat: several devices of one vault).
+pub async fn devices(http: &reqwest::Client, base: &str, vaults: &[String]) -> Result<Vec<Device>> {
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros();
     let username = format!("lg{nonce}");
     let password = "bench-password-123";
@@ -55,33 +75,30 @@ async fn devices(http: &reqwest::Client, base: &str, count: usize) -> Result<Vec
     let link = registered["dev_link"].as_str().context("no dev_link: is CONCORD_MAIL=dev set?")?;
     let token = link.split_once("token=").context("no token in dev_link")?.1.split('&').next().unwrap_or_default();
     post(http, base, "/api/v1/auth/confirm", None, &json!({ "token": token })).await?;
-    let mut out = Vec::with_capacity(count);
-    for d in 0..count {
-        let paired = post(
-            http,
-            base,
-            "/api/client/pair",
-            None,
-            &json!({
+    let username = &username;
+    stream::iter(vaults.iter().enumerate())
+        .map(|(d, vault)| async move {
+            let body = json!({
                 "login": username, "password": password, "device_name": format!("loadgen-{d}"),
-                "client_version": "loadgen", "vault_id": "bench-vault",
-            }),
-        )
-        .await?;
-        out.push(Device {
-            id: paired["device_id"].as_str().context("device_id")?.to_owned(),
-            token: paired["device_token"].as_str().context("device_token")?.to_owned(),
-        });
-    }
-    Ok(out)
+                "client_version": "loadgen", "vault_id": vault,
+            });
+            let paired = post(http, base, "/api/client/pair", None, &body).await?;
+            Ok::<_, anyhow::Error>(Device {
+                id: paired["device_id"].as_str().context("device_id")?.to_owned(),
+                token: paired["device_token"].as_str().context("device_token")?.to_owned(),
+            })
+        })
+        .buffered(PAIR_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Pairs one device of a fresh account (B1 uploads blobs with it); its bearer token.
 pub async fn device_token(http: &reqwest::Client, base: &str) -> Result<String> {
-    Ok(devices(http, base, 1).await?.remove(0).token)
+    Ok(devices(http, base, &["bench-vault".to_owned()]).await?.remove(0).token)
 }
 
-async fn post(http: &reqwest::Client, base: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
+pub async fn post(http: &reqwest::Client, base: &str, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
     let mut request = http.post(format!("{base}{path}")).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -97,7 +114,7 @@ async fn post(http: &reqwest::Client, base: &str, path: &str, token: Option<&str
 /// each made `pushes` requests or `seconds` passed; then pulls the whole log in pages.
 pub async fn run(base: &str, device_count: usize, pushes: usize, seconds: f64) -> Result<Value> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-    let devs = devices(&http, base, device_count).await?;
+    let devs = devices(&http, base, &vec!["bench-vault".to_owned(); device_count]).await?;
     let puller = devs[0].token.clone();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -110,18 +127,8 @@ pub async fn run(base: &str, device_count: usize, pushes: usize, seconds: f64) -
                 if Instant::now() >= deadline {
                     break;
                 }
-                let ops: Vec<Value> = (n * BATCH..(n + 1) * BATCH)
-                    .map(|k| {
-                        let (op_id, entity_id, payload_json) = op(d, k);
-                        json!({
-                            "op_id": op_id, "entity_type": "file", "entity_id": entity_id, "op_type": "update",
-                            "payload_json": payload_json, "client_sequence": k, "last_seen_server_seq": 0,
-                            "created_at": CREATED_AT,
-                        })
-                    })
-                    .collect();
+                let body = push_body(&device, d, n * BATCH..(n + 1) * BATCH);
                 let t0 = Instant::now();
-                let body = json!({ "device_id": device.id, "ops": ops });
                 let answer = post(&http, &base, "/api/v1/sync/push", Some(&device.token), &body).await?;
                 latencies.push(t0.elapsed());
                 ensure!(answer["count"] == BATCH, "push acknowledged {} of {BATCH} ops", answer["count"]);

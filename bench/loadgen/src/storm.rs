@@ -37,7 +37,7 @@ pub async fn join_storm(
     let reference = writer.content();
     holds(target, name, reference.len()).await?;
 
-    let peak = pid.map(PeakRss::start).transpose()?;
+    let peak = pid.map(|pid| PeakRss::start(&[pid])).transpose()?;
     let started = Instant::now();
     let mut joining = JoinSet::new();
     for _ in 0..clients {
@@ -80,8 +80,9 @@ pub async fn join_storm(
     }))
 }
 
-/// The text of a document built by [`cold_build`]: edit `i` is `{i:07};`.
-fn edits_text(updates: usize) -> String {
+/// The text of a document built by [`cold_build`] (and of every fan-out writer's): edit `i` is
+/// `{i:07};`.
+pub fn edits_text(updates: usize) -> String {
     (0..updates).map(|i| format!("{i:07};")).collect()
 }
 
