@@ -201,12 +201,7 @@ impl Hub {
 
     /// Closes every open document of a deleted workspace.
     pub async fn close_workspace(&self, workspace_id: &str) {
-        let queues: Vec<mpsc::Sender<RoomEvent>> = {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            let open = rooms.open.iter().filter(|(key, _)| key.workspace_id == workspace_id);
-            open.map(|(_, e)| e.tx.clone()).collect()
-        };
-        for queue in queues {
+        for queue in self.queues(|key| key.workspace_id == workspace_id) {
             // An error means the room has already stopped.
             let _ = queue.send(RoomEvent::Close(CloseReason::WorkspaceDeleted)).await;
         }
@@ -254,39 +249,30 @@ impl Hub {
     /// connections as the delete would have here.
     fn deleted_elsewhere(&self, workspace_id: &str, name: Option<&str>) {
         let reason = if name.is_some() { CloseReason::DocumentDeleted } else { CloseReason::WorkspaceDeleted };
-        let queues: Vec<mpsc::Sender<RoomEvent>> = {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            let covered = rooms
-                .open
-                .iter()
-                .filter(|(key, _)| key.workspace_id == workspace_id && name.is_none_or(|name| key.name == name));
-            covered.map(|(_, e)| e.tx.clone()).collect()
-        };
-        for queue in queues {
+        for queue in self.queues(|key| key.workspace_id == workspace_id && name.is_none_or(|name| key.name == name)) {
             tell(queue, RoomEvent::Remote(Remote::Deleted(reason)));
         }
     }
 
     /// Another node died (`bus::liveness`): every room drops the awareness of its connections.
     pub fn node_gone(&self, node: NodeId) {
-        let queues: Vec<mpsc::Sender<RoomEvent>> = {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            rooms.open.values().map(|e| e.tx.clone()).collect()
-        };
-        for queue in queues {
+        for queue in self.queues(|_| true) {
             tell(queue, RoomEvent::Remote(Remote::NodeGone(node)));
         }
     }
 
     /// Has every open room read what it lacks from the database (bus messages may be lost).
     pub fn catch_up_all(&self) {
-        let queues: Vec<mpsc::Sender<RoomEvent>> = {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            rooms.open.values().map(|e| e.tx.clone()).collect()
-        };
-        for queue in queues {
+        for queue in self.queues(|_| true) {
             tell(queue, RoomEvent::Remote(Remote::CatchUp));
         }
+    }
+
+    /// The queues of the open rooms whose document `covers` selects, taken under the lock and
+    /// used after it (sending may wait).
+    fn queues(&self, covers: impl Fn(&DocKey) -> bool) -> Vec<mpsc::Sender<RoomEvent>> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.open.iter().filter(|(key, _)| covers(key)).map(|(_, e)| e.tx.clone()).collect()
     }
 
     /// A fresh id for a connection.
