@@ -300,11 +300,13 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// Polls `condition` until it holds, failing the test after [`DEADLINE`]. Readiness is always
-/// awaited this way, never with a fixed sleep.
 /// A PyPI tool in the git-ignored venv `<dir>/.venv`, installed from `<dir>/requirements.txt`
 /// (pinned) on first use; later runs reuse it.
 pub fn python_tool(dir: &Path, bin: &str) -> PathBuf {
+    // Tests that share a venv start together on a fresh checkout: one makes it while the others
+    // wait, instead of each running `venv` and `pip` over the same folder at once.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = dir.join(".venv");
     let tool = venv.join("bin").join(bin);
     if !tool.exists() {
@@ -321,6 +323,8 @@ pub fn python_tool(dir: &Path, bin: &str) -> PathBuf {
     tool
 }
 
+/// Polls `condition` until it holds, failing the test after [`DEADLINE`]. Readiness is always
+/// awaited this way, never with a fixed sleep.
 pub async fn eventually<F, Fut>(mut condition: F)
 where
     F: FnMut() -> Fut,
