@@ -189,34 +189,57 @@ impl Live {
     /// Ends the connections whose token no longer authenticates a live device of an unblocked
     /// user, or a live share: one query for every distinct device token open, one for shares.
     async fn recheck(&self) {
-        let (devices, shares): (Vec<TokenHash>, Vec<TokenHash>) = {
-            let registry = self.lock();
-            let distinct: HashSet<(TokenHash, bool)> =
-                registry.entries.values().map(|e| (e.token, matches!(e.holder, Holder::Share(_)))).collect();
-            let (shares, devices): (Vec<_>, Vec<_>) = distinct.into_iter().partition(|(_, share)| *share);
-            (devices.into_iter().map(|(t, _)| t).collect(), shares.into_iter().map(|(t, _)| t).collect())
-        };
-        if devices.is_empty() && shares.is_empty() {
+        let open = self.open_tokens();
+        if open.devices.is_empty() && open.shares.is_empty() {
             return;
         }
-        let now = clock::now();
-        let checked = async {
-            let mut valid = if devices.is_empty() { Vec::new() } else { self.store.still_valid(&devices, now).await? };
-            if !shares.is_empty() {
-                valid.extend(self.store.live_share_tokens(&shares, now).await?);
-            }
-            Ok::<_, concord_store::StoreError>(valid)
-        };
-        let valid: HashSet<TokenHash> = match checked.await {
-            Ok(valid) => valid.into_iter().collect(),
+        match self.still_valid(&open).await {
+            Ok(valid) => self.end_invalid(&open, &valid),
             // A database error is not proof of revocation; the next interval asks again.
-            Err(err) => {
-                tracing::warn!(error = %err, "re-checking open connections' tokens failed");
-                return;
-            }
-        };
-        self.lock().entries.values().filter(|e| !valid.contains(&e.token)).for_each(|e| e.ended.cancel());
+            Err(err) => tracing::warn!(error = %err, "re-checking open connections' tokens failed"),
+        }
     }
+
+    /// The distinct tokens of the connections open now, split by what checks them.
+    fn open_tokens(&self) -> OpenTokens {
+        let registry = self.lock();
+        let distinct: HashSet<(TokenHash, bool)> =
+            registry.entries.values().map(|e| (e.token, matches!(e.holder, Holder::Share(_)))).collect();
+        let (shares, devices): (Vec<_>, Vec<_>) = distinct.into_iter().partition(|(_, share)| *share);
+        OpenTokens {
+            devices: devices.into_iter().map(|(t, _)| t).collect(),
+            shares: shares.into_iter().map(|(t, _)| t).collect(),
+        }
+    }
+
+    /// Which of `open`'s tokens still authenticate, as the database says now.
+    async fn still_valid(&self, open: &OpenTokens) -> Result<HashSet<TokenHash>, concord_store::StoreError> {
+        let now = clock::now();
+        let mut valid =
+            if open.devices.is_empty() { Vec::new() } else { self.store.still_valid(&open.devices, now).await? };
+        if !open.shares.is_empty() {
+            valid.extend(self.store.live_share_tokens(&open.shares, now).await?);
+        }
+        Ok(valid.into_iter().collect())
+    }
+
+    /// Ends the connections whose token was checked and found invalid. A connection opened while
+    /// the query ran was not in it, so it stays: its token was authenticated as it opened, and
+    /// the next interval checks it.
+    fn end_invalid(&self, checked: &OpenTokens, valid: &HashSet<TokenHash>) {
+        let checked: HashSet<&TokenHash> = checked.devices.iter().chain(&checked.shares).collect();
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| checked.contains(&e.token) && !valid.contains(&e.token))
+            .for_each(|e| e.ended.cancel());
+    }
+}
+
+/// The tokens one re-check asks the database about.
+struct OpenTokens {
+    devices: Vec<TokenHash>,
+    shares: Vec<TokenHash>,
 }
 
 async fn watch(live: Weak<Live>, mut revocations: broadcast::Receiver<RevokedDevice>, shutdown: CancellationToken) {
@@ -242,5 +265,35 @@ async fn watch(live: Weak<Live>, mut revocations: broadcast::Receiver<RevokedDev
             Some(notice) => live.end_device(&notice.device_id),
             None => live.recheck().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race the mixed-load run found: a connection that opens while the re-check's query
+    /// runs is not in that query, and must not be ended for being missing from its answer.
+    #[tokio::test]
+    async fn a_connection_opened_during_a_recheck_is_not_ended_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = concord_store::sqlite::SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let caps = Caps { websockets: 8, event_streams: 8 };
+        let live = Arc::new(Live { store: Arc::new(store), caps, registry: Mutex::default() });
+        let unknown = |name: &str| TokenHash::of(name);
+        let stale = live.insert(Kind::EventStream, "u", Holder::Device("d1".into()), unknown("stale")).unwrap();
+        let share = live.insert(Kind::WebSocket, "u", Holder::Share("s1".into()), unknown("share")).unwrap();
+
+        let open = live.open_tokens();
+        let valid = live.still_valid(&open).await.unwrap();
+        // Opened after the snapshot, before the answer is applied.
+        let fresh = live.insert(Kind::EventStream, "u", Holder::Device("d2".into()), unknown("fresh")).unwrap();
+        live.end_invalid(&open, &valid);
+
+        assert!(valid.is_empty(), "no such tokens in the database");
+        assert!(stale.ended().is_cancelled() && share.ended().is_cancelled(), "checked and invalid: ended");
+        assert!(!fresh.ended().is_cancelled(), "not checked yet: left to the next interval");
+        live.end_invalid(&live.open_tokens(), &valid);
+        assert!(fresh.ended().is_cancelled(), "the next check ends it");
     }
 }
