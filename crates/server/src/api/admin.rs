@@ -803,14 +803,14 @@ pub async fn delete(
     if user.id == admin.user.id {
         return Err(ApiError::bad_request("cannot_change_self", "you cannot delete yourself"));
     }
-    let workspaces = state.store.workspaces_of(&user.id).await?;
-    if !devices::delete_user(state, &user.id).await? {
+    // The user's workspaces go with them, held closed while they go as a workspace delete is
+    // (on every node): their rooms close with 1000 "workspace deleted" before the store delete, so
+    // that is the close the user's own sockets get, and no room reopens a document of them.
+    // Connections outside those rooms (event streams) end with the devices' revocation.
+    let workspaces = state.store.workspaces_of(&user.id).await?.into_iter().map(|w| w.id).collect();
+    let delete = devices::delete_user(state, &user.id);
+    if !state.sync.deleting(crate::sync::Deleting::Workspaces(workspaces), delete).await? {
         return Err(ApiError::not_found("user not found"));
-    }
-    // Workspaces went with the user; their open rooms close too, so no client keeps editing a
-    // document that no longer exists.
-    for workspace in workspaces {
-        state.sync.close_workspace(&workspace.id).await;
     }
     state.audit.record(
         Entry::new(Event::UserDeleted, ip, "deleted with everything they owned")

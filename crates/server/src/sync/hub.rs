@@ -199,14 +199,6 @@ impl Hub {
         deleted
     }
 
-    /// Closes every open document of a deleted workspace.
-    pub async fn close_workspace(&self, workspace_id: &str) {
-        for queue in self.queues(|key| key.workspace_id == workspace_id) {
-            // An error means the room has already stopped.
-            let _ = queue.send(RoomEvent::Close(CloseReason::WorkspaceDeleted)).await;
-        }
-    }
-
     /// Asks every open document to compact itself if nothing was written to it for `idle_for`
     /// (the maintenance job; closed documents compacted when they closed). Returns how many were
     /// asked. A room whose queue is full is busy, not idle, and is skipped.

@@ -413,6 +413,45 @@ async fn a_document_deleted_through_a_closes_its_sockets_on_b_within_a_second_an
 }
 
 #[tokio::test]
+async fn a_user_deleted_through_a_has_their_sockets_on_b_closed_within_a_second_and_never_with_1011() {
+    let redis = Redis::start().await;
+    let database = crate::postgres_cluster::cluster().fresh_database().await;
+    let builder = TestApp::builder().env("DATABASE_URL", &database).env("REDIS_URL", redis.url());
+    let a = crate::admin_api::with_admin(builder).spawn().await;
+    let b = node(&database, Some(&redis)).await;
+    for n in [&a, &b] {
+        n.wait_for_log("subscribed to the bus").await;
+    }
+    let alice = b.sign_in("alice@example.com").await;
+    let mut typing = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    typing.insert("doomed;").await;
+    let mut reading = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
+    assert!(reading.pump_until(|c| c.text() == "doomed;").await, "B's room is open and stored it");
+    let admin = crate::admin_api::admin_token(&a).await;
+    let users = crate::admin_api::call(&a, "GET", "/admin/api/users?q=alice", Some(&admin), None).await.1;
+    let alice_id = users["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let started = Instant::now();
+    let password = Some(json!({ "admin_password": crate::helpers::TEST_PASSWORD }));
+    let path = format!("/admin/api/users/{alice_id}");
+    let (status, body) = crate::admin_api::call(&a, "DELETE", &path, Some(&admin), password).await;
+    assert_eq!(status, 204, "{body}");
+    // An edit on B racing the announcements: never 1011. B hears both the workspace's deletion
+    // and the devices' revocation, so its sockets close with whichever it acts on first (on A,
+    // the node that deletes, rooms close before the delete runs, so always 1000: `admin_api`).
+    typing.insert("raced;").await;
+    let deleted = (1000, "workspace deleted".to_owned());
+    let revoked = (1008, "credentials no longer valid".to_owned());
+    for client in [&mut typing, &mut reading] {
+        client.closed_code().await;
+        let closed = client.closed.clone().unwrap();
+        assert!(closed == deleted || closed == revoked, "{closed:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+    assert_eq!(b.get_auth("/auth/me", &alice).await.status(), 401);
+}
+
+#[tokio::test]
 async fn a_killed_nodes_awareness_leaves_the_other_nodes_within_seconds_and_a_live_nodes_stays() {
     let redis = Redis::start().await;
     let (database, mut a, b) = two_nodes(&redis).await;
