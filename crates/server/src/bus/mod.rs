@@ -3,7 +3,8 @@
 //! so clients on every node hear it at once.
 //!
 //! - `codec`: the messages and their bytes (pure).
-//! - `inbox`: what was heard, waiting for the listener (bounded).
+//! - `queue`: what was heard, waiting for the listener, and what is to be published, waiting
+//!   for the publisher (both bounded).
 //! - `liveness`: which other nodes are alive, from their heartbeats (pure).
 //! - `redis_pubsub`: the implementation on Redis pub/sub (`REDIS_URL`).
 //!
@@ -28,13 +29,13 @@
 //! moment, though the others may be subscribed again already) is made up for by a
 //! [`Message::CatchUp`] the node publishes as soon as it can again: every node then catches up.
 //! Dropped messages are counted in `concord_bus_dropped_total`. A node that hears faster than it
-//! handles drops what finds its queue full (bounded in messages and bytes: `inbox`), counts it in
+//! handles drops what finds its queue full (bounded in messages and bytes: `queue`), counts it in
 //! `concord_bus_received_dropped_total`, and catches up from the database, as after a lost
 //! subscription: its memory stays bounded however fast the others talk.
 
 pub mod codec;
-mod inbox;
 mod liveness;
+mod queue;
 pub mod redis_pubsub;
 
 use std::time::Duration;
@@ -43,13 +44,13 @@ use concord_store::Scope;
 use tokio::sync::broadcast;
 
 use self::codec::{Message, NodeId, Topic};
-pub use self::inbox::Inbox;
+pub use self::queue::Inbox;
 use crate::app::AppState;
 
 /// While the bus is down, how often every open room and event stream reads what it missed.
 pub const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
 /// Received messages waiting for the listener at most; past it (or [`HEARD_BYTES`]) new ones are
-/// dropped and the listener catches up from the database (`inbox`). A typing commit's message is
+/// dropped and the listener catches up from the database (`queue`). A typing commit's message is
 /// a few hundred bytes: this is seconds of a busy deployment's traffic.
 const HEARD_QUEUE: usize = 4096;
 /// Bytes of received messages waiting for the listener at most: 256 of the largest (a commit's
@@ -76,7 +77,7 @@ pub enum Heard {
     Missed,
     /// The subscription is lost; nothing is heard until the next [`Heard::Missed`].
     Down,
-    /// This many messages were dropped because the listener was behind (`inbox`): catch up.
+    /// This many messages were dropped because the listener was behind (`queue`): catch up.
     Dropped(u64),
 }
 
@@ -114,7 +115,7 @@ pub fn start(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(Fanout, Option<Inbox>), redis_pubsub::BadUrl> {
     let Some(url) = redis_url else { return Ok((Fanout::none(), None)) };
-    let (heard, receiver) = inbox::bounded(HEARD_QUEUE, HEARD_BYTES);
+    let (heard, receiver) = queue::bounded(HEARD_QUEUE, HEARD_BYTES);
     let node = NodeId::random();
     let notice = (Message::CatchUp.topic(), codec::encode(node, &Message::CatchUp));
     let bus = redis_pubsub::RedisBus::start(url, heard, notice, shutdown)?;
@@ -148,7 +149,7 @@ async fn listen(state: AppState, mut heard: Inbox) {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            next = heard.recv() => match next {
+            next = heard.heard() => match next {
                 None => return,
                 Some(Heard::Message(bytes)) => match codec::decode(&bytes) {
                     Ok((from, Message::Heartbeat)) if from == state.bus.node => {

@@ -1,5 +1,5 @@
 //! The bus on Redis pub/sub: one connection subscribed to every [`Topic`] (RESP3, its messages
-//! handed straight to the bounded `bus::inbox`), one (a `ConnectionManager`, which reconnects by
+//! handed straight to the bounded `bus::queue`), one (a `ConnectionManager`, which reconnects by
 //! itself) publishing. Redis pub/sub keeps nothing: what
 //! is published while a node is not subscribed never reaches it, which the subscriber reports as
 //! [`Heard::Missed`] when it is subscribed again.
@@ -7,15 +7,18 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManagerConfig;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::inbox::Arrivals;
+use super::queue::{self, Offers, Outgoing, Queue};
 use super::{Bus, Heard, Topic};
 
-/// Messages waiting to be published at most; past it (Redis slow or gone) new ones are dropped,
-/// which receivers make up for by catching up (see `bus` module docs).
+/// Messages waiting to be published at most; past it, or past [`PUBLISH_BYTES`] (Redis slow or
+/// gone), new ones are dropped, which receivers make up for by catching up (see `bus` module
+/// docs).
 const PUBLISH_QUEUE: usize = 4096;
+/// Bytes of messages waiting to be published at most: 256 of the largest (a commit's 64 KiB of
+/// updates), so a slow Redis costs this node no more memory than that.
+const PUBLISH_BYTES: usize = 16 << 20;
 /// How long connecting, and each command, may take before Redis counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the subscription is pinged: a connection that died silently (no reset from a peer
@@ -29,14 +32,13 @@ const RETRY: Duration = Duration::from_millis(250);
 pub struct BadUrl(redis::RedisError);
 
 pub struct RedisBus {
-    queue: mpsc::Sender<(Topic, Vec<u8>)>,
+    queue: Offers<Outgoing>,
 }
 
 impl Bus for RedisBus {
     fn publish(&self, topic: Topic, payload: Vec<u8>) {
-        if self.queue.try_send((topic, payload)).is_err() {
-            // Not owed a notice: the queue is full because Redis is slow or gone, and the
-            // messages that then fail to go out are.
+        // A drop is owed a notice, which the publisher sends when it next can (`publish`).
+        if !self.queue.offer(Outgoing { topic, payload }) {
             metrics::counter!("concord_bus_dropped_total").increment(1);
         }
     }
@@ -44,18 +46,18 @@ impl Bus for RedisBus {
 
 impl RedisBus {
     /// Starts publishing and subscribing; neither needs Redis to be up yet (both retry). What
-    /// the subscription hears goes to `heard`. After dropping messages, the publisher sends
-    /// `notice` as soon as it can again, so other nodes catch up with what they never heard.
-    /// Both tasks end at `shutdown`.
+    /// the subscription hears goes to `heard`. After dropping messages (its queue full, or Redis
+    /// failing), the publisher sends `notice` as soon as it can again, so other nodes catch up
+    /// with what they never heard. Both tasks end at `shutdown`.
     pub fn start(
         url: &str,
-        heard: Arrivals,
+        heard: Offers<Heard>,
         notice: (Topic, Vec<u8>),
         shutdown: CancellationToken,
     ) -> Result<RedisBus, BadUrl> {
         let client = redis::Client::open(url).map_err(BadUrl)?;
         let subscriber = resp3(&client)?;
-        let (queue, pending) = mpsc::channel(PUBLISH_QUEUE);
+        let (queue, pending) = queue::bounded(PUBLISH_QUEUE, PUBLISH_BYTES);
         tokio::spawn(publish(client, pending, notice, shutdown.clone()));
         tokio::spawn(subscribe(subscriber, heard, shutdown));
         Ok(RedisBus { queue })
@@ -64,7 +66,7 @@ impl RedisBus {
 
 async fn publish(
     client: redis::Client,
-    mut pending: mpsc::Receiver<(Topic, Vec<u8>)>,
+    mut pending: Queue<Outgoing>,
     notice: (Topic, Vec<u8>),
     shutdown: CancellationToken,
 ) {
@@ -78,7 +80,7 @@ async fn publish(
     loop {
         tokio::select! {
             next = pending.recv() => {
-                let Some((topic, payload)) = next else { return };
+                let Some(Outgoing { topic, payload }) = next else { return };
                 if !publisher.send(topic, payload).await {
                     metrics::counter!("concord_bus_dropped_total").increment(1);
                     owed = true;
@@ -87,6 +89,8 @@ async fn publish(
             () = tokio::time::sleep(RETRY), if owed => {}
             () = shutdown.cancelled() => return,
         }
+        // Dropped because the queue was full (counted where they were offered).
+        owed |= pending.take_dropped() > 0;
         if owed {
             owed = !publisher.send(notice.0, notice.1.clone()).await;
         }
@@ -126,7 +130,7 @@ impl Publisher {
 /// every push, so it must not wait. Messages go to the bounded inbox (dropped there when it is
 /// full); the connection's end cancels `lost`.
 struct Pushes {
-    arrivals: Arrivals,
+    arrivals: Offers<Heard>,
     lost: CancellationToken,
 }
 
@@ -135,8 +139,10 @@ impl redis::aio::AsyncPushSender for Pushes {
         match info.kind {
             redis::PushKind::Message => {
                 // `[channel, payload]`: the payload is moved out, not copied.
-                if let Some(redis::Value::BulkString(payload)) = info.data.into_iter().nth(1) {
-                    self.arrivals.message(payload);
+                if let Some(redis::Value::BulkString(payload)) = info.data.into_iter().nth(1)
+                    && !self.arrivals.offer(Heard::Message(payload))
+                {
+                    metrics::counter!("concord_bus_received_dropped_total").increment(1);
                 }
             }
             redis::PushKind::Disconnection => self.lost.cancel(),
@@ -156,7 +162,7 @@ fn resp3(client: &redis::Client) -> Result<redis::Client, BadUrl> {
     redis::Client::open(info.set_redis_settings(settings)).map_err(BadUrl)
 }
 
-async fn subscribe(client: redis::Client, arrivals: Arrivals, shutdown: CancellationToken) {
+async fn subscribe(client: redis::Client, arrivals: Offers<Heard>, shutdown: CancellationToken) {
     let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
     loop {
         let lost = CancellationToken::new();
@@ -176,7 +182,7 @@ async fn subscribe(client: redis::Client, arrivals: Arrivals, shutdown: Cancella
         if let Some(mut connection) = connected {
             tracing::info!("subscribed to the bus");
             // Whatever was published before this subscription is lost to this node.
-            if arrivals.status(Heard::Missed).await.is_err() {
+            if arrivals.send(Heard::Missed).await.is_err() {
                 return;
             }
             let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -195,7 +201,7 @@ async fn subscribe(client: redis::Client, arrivals: Arrivals, shutdown: Cancella
                 }
             }
             tracing::warn!("lost the bus; catching up from the database until it is back");
-            if arrivals.status(Heard::Down).await.is_err() {
+            if arrivals.send(Heard::Down).await.is_err() {
                 return;
             }
         }
