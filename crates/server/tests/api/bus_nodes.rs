@@ -413,7 +413,7 @@ async fn a_document_deleted_through_a_closes_its_sockets_on_b_within_a_second_an
 }
 
 #[tokio::test]
-async fn a_user_deleted_through_a_has_their_sockets_on_b_closed_within_a_second_and_never_with_1011() {
+async fn blocking_or_deleting_a_user_through_a_closes_their_sockets_and_streams_on_b_within_a_second() {
     let redis = Redis::start().await;
     let database = crate::postgres_cluster::cluster().fresh_database().await;
     let builder = TestApp::builder().env("DATABASE_URL", &database).env("REDIS_URL", redis.url());
@@ -422,18 +422,34 @@ async fn a_user_deleted_through_a_has_their_sockets_on_b_closed_within_a_second_
     for n in [&a, &b] {
         n.wait_for_log("subscribed to the bus").await;
     }
+    let admin = crate::admin_api::admin_token(&a).await;
+    let user_id = async |email: &str| {
+        let users = crate::admin_api::call(&a, "GET", &format!("/admin/api/users?q={email}"), Some(&admin), None).await;
+        users.1["items"][0]["id"].as_str().unwrap().to_owned()
+    };
+
+    // Blocking: a device's socket and event stream on B.
+    let (_, bob) = b.paired_device("bob@example.com", "vault-b").await;
+    let mut socket = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={bob}"))).await;
+    socket.pump_for(Duration::from_millis(100)).await;
+    let stream = b.client.get(b.url("/api/v1/sync/events")).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let started = Instant::now();
+    let path = format!("/admin/api/users/{}/block", user_id("bob").await);
+    assert_eq!(crate::admin_api::call(&a, "POST", &path, Some(&admin), None).await.0, 200);
+    assert_eq!(socket.closed_code().await, 1008);
+    crate::oplog_push_pull::ends_within(stream, Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+
+    // Deleting: the user's rooms on B, one with an edit racing the delete.
     let alice = b.sign_in("alice@example.com").await;
     let mut typing = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
     typing.insert("doomed;").await;
     let mut reading = RawClient::connect(&b.ws_url(&format!("/sync/notes?token={alice}"))).await;
     assert!(reading.pump_until(|c| c.text() == "doomed;").await, "B's room is open and stored it");
-    let admin = crate::admin_api::admin_token(&a).await;
-    let users = crate::admin_api::call(&a, "GET", "/admin/api/users?q=alice", Some(&admin), None).await.1;
-    let alice_id = users["items"][0]["id"].as_str().unwrap().to_owned();
-
+    let path = format!("/admin/api/users/{}", user_id("alice").await);
     let started = Instant::now();
     let password = Some(json!({ "admin_password": crate::helpers::TEST_PASSWORD }));
-    let path = format!("/admin/api/users/{alice_id}");
     let (status, body) = crate::admin_api::call(&a, "DELETE", &path, Some(&admin), password).await;
     assert_eq!(status, 204, "{body}");
     // An edit on B racing the announcements: never 1011. B hears both the workspace's deletion

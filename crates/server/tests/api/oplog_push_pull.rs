@@ -353,7 +353,7 @@ pub(crate) async fn events_announce_new_heads(app: TestApp) {
 }
 
 /// Reads an event stream until the server ends it, failing after `within`.
-async fn ends_within(mut stream: reqwest::Response, within: Duration) {
+pub(crate) async fn ends_within(mut stream: reqwest::Response, within: Duration) {
     let ended = tokio::time::timeout(within, async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
     assert!(ended.is_ok(), "the event stream was still open after {within:?}");
 }
