@@ -45,6 +45,8 @@ pub trait BlobBackend: Send + Sync {
     /// Reads `range` of the blob (all of it for `None`), with the blob's whole size; `None` when
     /// no blob is placed under `hash`. `range` is never empty.
     async fn read(&self, hash: &BlobHash, range: Option<Range<u64>>) -> io::Result<Option<BlobRead>>;
+    /// The placed blob's size, without reading it (`HEAD`); `None` when no blob is placed.
+    async fn size(&self, hash: &BlobHash) -> io::Result<Option<u64>>;
     /// Every blob placed at its content address, with its size. Anything else in the store is not
     /// ours to judge and is left out.
     async fn placed(&self) -> io::Result<Vec<(BlobHash, u64)>>;
@@ -101,7 +103,16 @@ pub struct Collected {
 /// The blob store the server uses: a backend and the rules every backend shares.
 pub struct Blobs {
     backend: Box<dyn BlobBackend>,
+    /// The last writability probe: when it started and what it found (see [`PROBE_FRESH_FOR`]).
+    /// Held across a probe, so callers arriving meanwhile wait for its answer instead of probing.
+    probed: tokio::sync::Mutex<Option<(Instant, Result<(), (io::ErrorKind, String)>)>>,
 }
+
+/// How long a writability probe's answer is reused: `/readyz` is polled by load balancers, often
+/// several times a second, and each probe is a write and a delete in the blob store (two S3
+/// requests). So readiness reports the blob store as it was at most this long ago (plus one
+/// probe's duration).
+pub const PROBE_FRESH_FOR: Duration = Duration::from_secs(2);
 
 /// How long the collector's claim on a blob lasts, by the database's clock (see
 /// [`Blobs::collect_garbage`]): long enough for [`DELETE_WITHIN`] plus [`CLAIM_MARGIN`] plus the
@@ -154,7 +165,7 @@ pub struct FinishedUpload {
 
 impl Blobs {
     pub fn new(backend: impl BlobBackend + 'static) -> Blobs {
-        Blobs { backend: Box::new(backend) }
+        Blobs { backend: Box::new(backend), probed: tokio::sync::Mutex::new(None) }
     }
 
     /// Starts an upload of at most `limit` bytes.
@@ -178,8 +189,25 @@ impl Blobs {
         self.backend.read(hash, range).await
     }
 
-    pub async fn probe_writable(&self) -> io::Result<()> {
-        self.backend.probe_writable().await
+    /// The placed blob's size without reading its bytes; `None` when it is not there.
+    pub async fn blob_size(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        self.backend.size(hash).await
+    }
+
+    /// Whether the store takes a write, as probed at most [`PROBE_FRESH_FOR`] before `now` (passed
+    /// in, so that tests can step time).
+    pub async fn probe_writable(&self, now: Instant) -> io::Result<()> {
+        let mut probed = self.probed.lock().await;
+        let answer = match &*probed {
+            Some((at, answer)) if now.saturating_duration_since(*at) < PROBE_FRESH_FOR => answer.clone(),
+            _ => {
+                let at = now;
+                let answer = self.backend.probe_writable().await.map_err(|e| (e.kind(), e.to_string()));
+                *probed = Some((at, answer.clone()));
+                answer
+            }
+        };
+        answer.map_err(|(kind, message)| io::Error::new(kind, message))
     }
 
     /// Removes stale staging and every blob no scope references.
