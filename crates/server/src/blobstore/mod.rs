@@ -105,8 +105,11 @@ pub struct Blobs {
     backend: Box<dyn BlobBackend>,
     /// The last writability probe: when it started and what it found (see [`PROBE_FRESH_FOR`]).
     /// Held across a probe, so callers arriving meanwhile wait for its answer instead of probing.
-    probed: tokio::sync::Mutex<Option<(Instant, Result<(), (io::ErrorKind, String)>)>>,
+    probed: tokio::sync::Mutex<Option<(Instant, ProbeAnswer)>>,
 }
+
+/// A probe's outcome, kept to be answered again (an `io::Error` cannot be cloned).
+type ProbeAnswer = Result<(), (io::ErrorKind, String)>;
 
 /// How long a writability probe's answer is reused: `/readyz` is polled by load balancers, often
 /// several times a second, and each probe is a write and a delete in the blob store (two S3
