@@ -416,13 +416,17 @@ mod tests {
         blobs.probe_writable(later(2)).await.unwrap();
     }
 
-    /// Reads of every length around the batch size, whole and ranged, give exactly the bytes.
+    /// An upload of several batches (written and hashed batch by batch) names and stores exactly
+    /// its bytes, and reads of every length around the batch size, whole and ranged, give them.
     #[tokio::test]
-    async fn reads_cross_batches_exactly() {
+    async fn uploads_and_reads_cross_batches_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let (blobs, _root) = open(dir.path());
         let data: Vec<u8> = (0..(2 * IO_BATCH + 7) as u32).map(|i| (i % 251) as u8).collect();
         let done = upload(&blobs, &data, u64::MAX).await.unwrap();
+        let mut expect = BlobHasher::new();
+        expect.update(&data);
+        assert_eq!((done.hash.clone(), done.size), expect.finish());
         let hash = done.hash.clone();
         blobs.place(done).await.unwrap();
         let n = data.len() as u64;

@@ -133,28 +133,69 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(20);
 /// after [`CLAIM_FOR`], and the client's retry then goes through.
 pub const UPLOAD_WAITS_FOR_CLAIM: Duration = Duration::from_secs(10);
 
-/// An upload in progress: bytes go to staging and through the hasher together.
+/// Bytes hashed per blocking call while an upload streams.
+const HASH_BATCH: usize = 1 << 20;
+
+/// An upload in progress: bytes go to staging and through the hasher together. The hashing runs in
+/// a blocking thread, a batch of [`HASH_BATCH`] at a time, while the next batch is received and
+/// staged: SHA-256 is the costliest step per byte, and on the async thread it delayed receiving.
+/// The batch holds the same `Bytes` that staging holds, so it costs no copy.
 pub struct Upload {
     staging: Box<dyn Staging>,
-    hasher: BlobHasher,
+    hasher: Hasher,
+    /// Chunks received since the last batch was handed to the hasher.
+    batch: Vec<Bytes>,
+    batch_len: usize,
+    /// Bytes received so far, for the size limit.
+    size: u64,
     limit: u64,
+}
+
+/// The hasher, idle or busy with one batch.
+enum Hasher {
+    Idle(BlobHasher),
+    Hashing(tokio::task::JoinHandle<BlobHasher>),
 }
 
 impl Upload {
     /// Appends a chunk. Over the limit, the upload fails and (once dropped) leaves nothing.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), UploadError> {
-        if self.hasher.size() + chunk.len() as u64 > self.limit {
+        if self.size + chunk.len() as u64 > self.limit {
             return Err(UploadError::TooLarge);
         }
-        self.hasher.update(&chunk);
+        self.size += chunk.len() as u64;
+        self.batch_len += chunk.len();
+        self.batch.push(chunk.clone());
         self.staging.write(chunk).await?;
+        if self.batch_len >= HASH_BATCH {
+            let hasher = self.idle_hasher().await?;
+            let batch = std::mem::take(&mut self.batch);
+            self.batch_len = 0;
+            self.hasher = Hasher::Hashing(tokio::task::spawn_blocking(move || {
+                let mut hasher = hasher;
+                batch.iter().for_each(|chunk| hasher.update(chunk));
+                hasher
+            }));
+        }
         Ok(())
     }
 
+    /// The hasher once its batch is done.
+    async fn idle_hasher(&mut self) -> io::Result<BlobHasher> {
+        match std::mem::replace(&mut self.hasher, Hasher::Idle(BlobHasher::new())) {
+            Hasher::Idle(hasher) => Ok(hasher),
+            Hasher::Hashing(hashing) => hashing.await.map_err(io::Error::other),
+        }
+    }
+
     /// Makes the staged bytes durable and names their content.
-    pub async fn finish(self) -> io::Result<FinishedUpload> {
+    pub async fn finish(mut self) -> io::Result<FinishedUpload> {
+        // The rest (under one batch) is hashed here: for a small blob, a thread hand-off would
+        // cost more than the hashing.
+        let mut hasher = self.idle_hasher().await?;
+        self.batch.iter().for_each(|chunk| hasher.update(chunk));
         let staged = self.staging.finish().await?;
-        let (hash, size) = self.hasher.finish();
+        let (hash, size) = hasher.finish();
         Ok(FinishedUpload { hash, size, staged })
     }
 }
@@ -173,7 +214,14 @@ impl Blobs {
 
     /// Starts an upload of at most `limit` bytes.
     pub async fn begin_upload(&self, limit: u64) -> io::Result<Upload> {
-        Ok(Upload { staging: self.backend.stage().await?, hasher: BlobHasher::new(), limit })
+        Ok(Upload {
+            staging: self.backend.stage().await?,
+            hasher: Hasher::Idle(BlobHasher::new()),
+            batch: Vec::new(),
+            batch_len: 0,
+            size: 0,
+            limit,
+        })
     }
 
     /// See [`Staged::prepare`]; called before the upload's reference is committed.
