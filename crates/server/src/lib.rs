@@ -173,7 +173,10 @@ async fn open_blobs(config: &Config) -> Result<Blobs, StartError> {
         BlobStoreConfig::S3(settings) => {
             let failed = |reason: String| StartError::BlobStore { url: settings.url(), reason };
             let blobs = Blobs::new(S3Blobs::new(settings).map_err(|e| failed(e.to_string()))?);
-            blobs.probe_writable().await.map_err(|e| failed(format!("cannot write a probe object: {e}")))?;
+            blobs
+                .probe_writable(tokio::time::Instant::now())
+                .await
+                .map_err(|e| failed(format!("cannot write a probe object: {e}")))?;
             tracing::info!(store = %settings.url(), "blobs are stored in S3");
             Ok(blobs)
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use concord_core::blob::{BlobHash, ByteRange, MultipartHead, parse_range};
 use concord_store::AddBlobRef;
@@ -214,12 +214,14 @@ async fn upload(
 
 /// Serves a blob referenced by the caller's scope. Blobs never change under their name, so the
 /// hash is a strong `ETag`; single byte ranges are honoured, anything fancier gets the whole blob
-/// (which RFC 9110 allows); [`parse_range`] decides.
+/// (which RFC 9110 allows); [`parse_range`] decides. `HEAD` (which axum routes here) answers the
+/// same headers from the blob's size alone: an S3 store is asked with a HEAD, not a GET.
 #[utoipa::path(get, path = "/api/v1/blobs/{sha256}", tag = "blobs", security(("device_token" = [])), params(("sha256" = String, Path), ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header)), responses((status = 200, description = "the bytes", body = String), (status = 206, description = "one byte range"), (status = 304, description = "not modified (If-None-Match)"), (status = 400, description = "not a SHA-256 in lowercase hex (`invalid_blob_hash`)", body = crate::openapi::ErrorBody), (status = 416, description = "range not satisfiable"), crate::openapi::Authed, crate::openapi::NotFound, crate::openapi::Common))]
 async fn download(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(sha256): Path<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let scope = sync_scope(&principal)?;
@@ -247,16 +249,26 @@ async fn download(
     };
     // The whole blob is read without a range, so an empty one needs no empty range.
     let wanted = (status == StatusCode::PARTIAL_CONTENT).then_some(start..start + len);
-    let Some(read) = state.blobs.open_blob(&hash, wanted).await.map_err(ApiError::internal)? else {
+    let (stored, body) = if method == Method::HEAD {
+        (state.blobs.blob_size(&hash).await.map_err(ApiError::internal)?, Body::empty())
+    } else {
+        match state.blobs.open_blob(&hash, wanted).await.map_err(ApiError::internal)? {
+            Some(read) => (Some(read.size), Body::from_stream(read.body)),
+            None => (None, Body::empty()),
+        }
+    };
+    let Some(stored) = stored else {
         tracing::error!(%hash, "referenced blob is missing from the blob store");
         return Err(not_found());
     };
-    if read.size != size {
-        tracing::error!(%hash, size, stored = read.size, "stored blob has the wrong size");
+    if stored != size {
+        tracing::error!(%hash, size, stored, "stored blob has the wrong size");
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_unavailable", "blob is unavailable"));
     }
-    metrics::counter!("concord_blob_sent_bytes_total").increment(len);
-    let mut response = Response::new(Body::from_stream(read.body));
+    if method != Method::HEAD {
+        metrics::counter!("concord_blob_sent_bytes_total").increment(len);
+    }
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

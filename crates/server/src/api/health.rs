@@ -52,7 +52,10 @@ struct Readiness {
 /// 200 when the database answers and takes a write and the blob store takes a write (a probe
 /// file, or a probe object in S3), 503 otherwise, so a load balancer stops sending traffic to an
 /// instance that would fail writes. The probes are real writes, so the answer turns back to ok by
-/// itself once space is freed.
+/// itself once space is freed. The blob store's probe is reused for
+/// [`PROBE_FRESH_FOR`](crate::blobstore::PROBE_FRESH_FOR) (2 s), so `blob_storage_writable` may be
+/// up to 2 s stale (plus one probe's duration): polled often, this endpoint still costs an S3
+/// bucket at most one PUT and one DELETE per 2 s.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "ready", body = Readiness), (status = 503, description = "degraded", body = Readiness),
     (status = 429, body = ErrorBody), (status = 500, body = ErrorBody)))]
@@ -76,7 +79,7 @@ async fn readiness(State(state): State<AppState>) -> (StatusCode, axum::Json<Rea
             (false, 0)
         }
     };
-    let blob_storage_writable = match state.blobs.probe_writable().await {
+    let blob_storage_writable = match state.blobs.probe_writable(tokio::time::Instant::now()).await {
         Ok(()) => true,
         Err(err) => {
             tracing::warn!(error = %err, "health: blob storage not writable");

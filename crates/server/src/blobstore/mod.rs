@@ -45,6 +45,8 @@ pub trait BlobBackend: Send + Sync {
     /// Reads `range` of the blob (all of it for `None`), with the blob's whole size; `None` when
     /// no blob is placed under `hash`. `range` is never empty.
     async fn read(&self, hash: &BlobHash, range: Option<Range<u64>>) -> io::Result<Option<BlobRead>>;
+    /// The placed blob's size, without reading it (`HEAD`); `None` when no blob is placed.
+    async fn size(&self, hash: &BlobHash) -> io::Result<Option<u64>>;
     /// Every blob placed at its content address, with its size. Anything else in the store is not
     /// ours to judge and is left out.
     async fn placed(&self) -> io::Result<Vec<(BlobHash, u64)>>;
@@ -101,7 +103,19 @@ pub struct Collected {
 /// The blob store the server uses: a backend and the rules every backend shares.
 pub struct Blobs {
     backend: Box<dyn BlobBackend>,
+    /// The last writability probe: when it started and what it found (see [`PROBE_FRESH_FOR`]).
+    /// Held across a probe, so callers arriving meanwhile wait for its answer instead of probing.
+    probed: tokio::sync::Mutex<Option<(Instant, ProbeAnswer)>>,
 }
+
+/// A probe's outcome, kept to be answered again (an `io::Error` cannot be cloned).
+type ProbeAnswer = Result<(), (io::ErrorKind, String)>;
+
+/// How long a writability probe's answer is reused: `/readyz` is polled by load balancers, often
+/// several times a second, and each probe is a write and a delete in the blob store (two S3
+/// requests). So readiness reports the blob store as it was at most this long ago (plus one
+/// probe's duration).
+pub const PROBE_FRESH_FOR: Duration = Duration::from_secs(2);
 
 /// How long the collector's claim on a blob lasts, by the database's clock (see
 /// [`Blobs::collect_garbage`]): long enough for [`DELETE_WITHIN`] plus [`CLAIM_MARGIN`] plus the
@@ -119,28 +133,69 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(20);
 /// after [`CLAIM_FOR`], and the client's retry then goes through.
 pub const UPLOAD_WAITS_FOR_CLAIM: Duration = Duration::from_secs(10);
 
-/// An upload in progress: bytes go to staging and through the hasher together.
+/// Bytes hashed per blocking call while an upload streams.
+const HASH_BATCH: usize = 1 << 20;
+
+/// An upload in progress: bytes go to staging and through the hasher together. The hashing runs in
+/// a blocking thread, a batch of [`HASH_BATCH`] at a time, while the next batch is received and
+/// staged: SHA-256 is the costliest step per byte, and on the async thread it delayed receiving.
+/// The batch holds the same `Bytes` that staging holds, so it costs no copy.
 pub struct Upload {
     staging: Box<dyn Staging>,
-    hasher: BlobHasher,
+    hasher: Hasher,
+    /// Chunks received since the last batch was handed to the hasher.
+    batch: Vec<Bytes>,
+    batch_len: usize,
+    /// Bytes received so far, for the size limit.
+    size: u64,
     limit: u64,
+}
+
+/// The hasher, idle or busy with one batch.
+enum Hasher {
+    Idle(BlobHasher),
+    Hashing(tokio::task::JoinHandle<BlobHasher>),
 }
 
 impl Upload {
     /// Appends a chunk. Over the limit, the upload fails and (once dropped) leaves nothing.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), UploadError> {
-        if self.hasher.size() + chunk.len() as u64 > self.limit {
+        if self.size + chunk.len() as u64 > self.limit {
             return Err(UploadError::TooLarge);
         }
-        self.hasher.update(&chunk);
+        self.size += chunk.len() as u64;
+        self.batch_len += chunk.len();
+        self.batch.push(chunk.clone());
         self.staging.write(chunk).await?;
+        if self.batch_len >= HASH_BATCH {
+            let hasher = self.idle_hasher().await?;
+            let batch = std::mem::take(&mut self.batch);
+            self.batch_len = 0;
+            self.hasher = Hasher::Hashing(tokio::task::spawn_blocking(move || {
+                let mut hasher = hasher;
+                batch.iter().for_each(|chunk| hasher.update(chunk));
+                hasher
+            }));
+        }
         Ok(())
     }
 
+    /// The hasher once its batch is done.
+    async fn idle_hasher(&mut self) -> io::Result<BlobHasher> {
+        match std::mem::replace(&mut self.hasher, Hasher::Idle(BlobHasher::new())) {
+            Hasher::Idle(hasher) => Ok(hasher),
+            Hasher::Hashing(hashing) => hashing.await.map_err(io::Error::other),
+        }
+    }
+
     /// Makes the staged bytes durable and names their content.
-    pub async fn finish(self) -> io::Result<FinishedUpload> {
+    pub async fn finish(mut self) -> io::Result<FinishedUpload> {
+        // The rest (under one batch) is hashed here: for a small blob, a thread hand-off would
+        // cost more than the hashing.
+        let mut hasher = self.idle_hasher().await?;
+        self.batch.iter().for_each(|chunk| hasher.update(chunk));
         let staged = self.staging.finish().await?;
-        let (hash, size) = self.hasher.finish();
+        let (hash, size) = hasher.finish();
         Ok(FinishedUpload { hash, size, staged })
     }
 }
@@ -154,12 +209,19 @@ pub struct FinishedUpload {
 
 impl Blobs {
     pub fn new(backend: impl BlobBackend + 'static) -> Blobs {
-        Blobs { backend: Box::new(backend) }
+        Blobs { backend: Box::new(backend), probed: tokio::sync::Mutex::new(None) }
     }
 
     /// Starts an upload of at most `limit` bytes.
     pub async fn begin_upload(&self, limit: u64) -> io::Result<Upload> {
-        Ok(Upload { staging: self.backend.stage().await?, hasher: BlobHasher::new(), limit })
+        Ok(Upload {
+            staging: self.backend.stage().await?,
+            hasher: Hasher::Idle(BlobHasher::new()),
+            batch: Vec::new(),
+            batch_len: 0,
+            size: 0,
+            limit,
+        })
     }
 
     /// See [`Staged::prepare`]; called before the upload's reference is committed.
@@ -178,8 +240,25 @@ impl Blobs {
         self.backend.read(hash, range).await
     }
 
-    pub async fn probe_writable(&self) -> io::Result<()> {
-        self.backend.probe_writable().await
+    /// The placed blob's size without reading its bytes; `None` when it is not there.
+    pub async fn blob_size(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        self.backend.size(hash).await
+    }
+
+    /// Whether the store takes a write, as probed at most [`PROBE_FRESH_FOR`] before `now` (passed
+    /// in, so that tests can step time).
+    pub async fn probe_writable(&self, now: Instant) -> io::Result<()> {
+        let mut probed = self.probed.lock().await;
+        let answer = match &*probed {
+            Some((at, answer)) if now.saturating_duration_since(*at) < PROBE_FRESH_FOR => answer.clone(),
+            _ => {
+                let at = now;
+                let answer = self.backend.probe_writable().await.map_err(|e| (e.kind(), e.to_string()));
+                *probed = Some((at, answer.clone()));
+                answer
+            }
+        };
+        answer.map_err(|(kind, message)| io::Error::new(kind, message))
     }
 
     /// Removes stale staging and every blob no scope references.

@@ -117,6 +117,15 @@ impl BlobBackend for S3Blobs {
         }
     }
 
+    /// A HEAD request: the object's bytes are not fetched.
+    async fn size(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        match self.store.head(&self.key(&hash.relative_path())).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     async fn placed(&self) -> io::Result<Vec<(BlobHash, u64)>> {
         let mut placed = Vec::new();
         let mut listing = self.list(&self.root);

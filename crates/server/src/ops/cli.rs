@@ -59,6 +59,10 @@ struct DataArgs {
     /// (`backup`, `restore`, `doctor`) refuse (pg).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true, global = true)]
     database_url: Option<String>,
+    /// The server's blob store: with an S3 bucket (`s3://bucket/prefix`) `backup` and `doctor`,
+    /// which read `<data>/blobs`, refuse rather than archive or check an empty folder
+    #[arg(long, env = "CONCORD_BLOB_STORE", value_name = "URL", global = true)]
+    blob_store: Option<String>,
 }
 
 impl DataArgs {
@@ -233,11 +237,25 @@ async fn execute(cli: OpsCli) -> Result<ExitCode, CliError> {
     if let Some(url) = &cli.data.database_url {
         return on_postgres(url, cli.command).await;
     }
+    // The blob store's settings (credentials, endpoint) are the server's; these commands read only
+    // `<data>/blobs`, which beside a bucket holds nothing.
+    if let Some(url) = cli.data.blob_store.as_deref().filter(|url| url.starts_with("s3://")) {
+        let instead = match cli.command {
+            Command::Backup { .. } => {
+                Some("the server's scheduled backups (CONCORD_BACKUP_DIR) archive the bucket's blobs")
+            }
+            Command::Doctor => Some("check the bucket with the S3 provider's tools"),
+            _ => None,
+        };
+        if let Some(instead) = instead {
+            return Err(CliError::Usage(format!(
+                "backup and doctor read <data>/blobs only, and the blob store is the S3 bucket {url}: {instead}"
+            )));
+        }
+    }
     match cli.command {
         Command::Backup { out } => {
             let store = open_existing(&target, Access::ReadOnly).await?;
-            // Blob storage: reads `<data>/blobs` (with an S3 store, the server's scheduled backups
-            // read the bucket).
             let blobs = crate::blobstore::Blobs::new(crate::blobstore::FsBlobs::at(&target.data_dir.join("blobs")));
             let result = backup::create(&store, std::sync::Arc::new(blobs), &out).await;
             store.close().await;

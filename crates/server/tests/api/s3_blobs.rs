@@ -176,6 +176,47 @@ async fn the_collector_removes_unreferenced_objects_and_leaves_the_rest() {
     download_verified(&app, &d, &kept, 10).await;
 }
 
+/// `HEAD` of a blob answers its headers from a HEAD request to the bucket: it never GETs the
+/// object (which would start sending all its bytes, to be thrown away).
+#[tokio::test]
+async fn blobs_head_does_not_get_the_object() {
+    let app = TestApp::on_s3().await;
+    let store = app.env_value("CONCORD_BLOB_STORE").unwrap();
+    let d = device(&app, "alice", "v").await;
+    let data = vec![5u8; 1000];
+    let sha = upload(&app, &d, &data).await;
+    let key = key_of(&sha);
+    let gets = s3_moto::requests(&store, "GET", &key);
+    let url = app.url(&format!("/api/v1/blobs/{sha}"));
+    let head = app.client.head(&url).bearer_auth(&d.token).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()["content-length"].to_str().unwrap()), (200, "1000"));
+    assert_eq!(s3_moto::requests(&store, "GET", &key), gets, "HEAD of a blob GETs no object");
+    assert_eq!(s3_moto::requests(&store, "HEAD", &key), 1);
+    download_verified(&app, &d, &sha, data.len()).await;
+    assert_eq!(s3_moto::requests(&store, "GET", &key), gets + 1, "the GET does read the object");
+}
+
+/// `/readyz` polled in a burst probes the bucket once per two seconds (`PROBE_FRESH_FOR`), not once
+/// per call: a load balancer polling it cannot load the bucket.
+#[tokio::test]
+async fn readyz_polled_in_a_burst_probes_the_bucket_at_most_every_two_seconds() {
+    let app = TestApp::on_s3().await;
+    let store = app.env_value("CONCORD_BLOB_STORE").unwrap();
+    let probes = || s3_moto::requests(&store, "PUT", "tmp/.health-");
+    let before = probes();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let ready = app.get("/readyz").await;
+        assert_eq!(ready.status(), 200);
+        assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["blob_storage_writable"], true);
+    }
+    // At most one probe per started two seconds, however slow this machine ran the burst.
+    let allowed = 1 + started.elapsed().as_secs() as usize / 2;
+    let made = probes() - before;
+    // None at all when the server's start-up probe is still fresh.
+    assert!(made <= allowed, "{made} probes for 20 calls, at most {allowed} allowed");
+}
+
 /// A scheduled backup reads the blobs from the bucket (a small one and a multipart one), and its
 /// restore puts them in `<data>/blobs`, where a server on the filesystem store serves them: the
 /// way from S3 back to a single machine, or a copy to load into a new bucket (same layout).
@@ -211,6 +252,28 @@ async fn a_scheduled_backup_archives_the_buckets_blobs_and_restores_them_to_the_
     let on_disk = TestApp::builder().data_dir(restored.path()).spawn().await;
     download_verified(&on_disk, &d, &small, 10).await;
     download_verified(&on_disk, &d, &large, large_bytes.len()).await;
+}
+
+/// `concord backup` and `doctor` read `<data>/blobs`: given the server's S3 store they refuse,
+/// naming the bucket, instead of archiving or checking a folder that holds none of its blobs.
+#[tokio::test]
+async fn backup_and_doctor_refuse_an_s3_blob_store_naming_it() {
+    let app = TestApp::on_s3().await;
+    let store = app.env_value("CONCORD_BLOB_STORE").unwrap();
+    let d = device(&app, "alice", "v").await;
+    upload(&app, &d, b"in the bucket").await;
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("b.tar");
+    let data = app.data_dir().to_str().unwrap();
+    for args in [vec!["backup", "--out", archive.to_str().unwrap()], vec!["doctor"]] {
+        let run = concord_cli(&[&args[..], &["--data", data, "--blob-store", &store]].concat(), "").await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(&format!("the blob store is the S3 bucket {store}")), "{args:?}: {run:?}");
+    }
+    assert!(!archive.exists(), "no archive without the bucket's blobs");
+    // On the filesystem store they run as before.
+    let run = concord_cli(&["doctor", "--data", data, "--blob-store", ""], "").await;
+    assert_ne!(run.code, 2, "{run:?}");
 }
 
 /// (store, settings changed (an empty value removes one), what the refusal names)

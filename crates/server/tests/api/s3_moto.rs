@@ -30,6 +30,8 @@ pub struct Moto {
     port: u16,
     /// Numbers the buckets handed out by this process.
     next: AtomicU32,
+    /// moto's log, one line per request it answered (werkzeug's access log).
+    log: std::path::PathBuf,
     /// The write end of the shell's pipe: held until the process exits, then moto stops.
     _lifeline: std::process::ChildStdin,
     /// The shell, never waited for: it outlives nothing but this process.
@@ -119,6 +121,15 @@ pub fn unfinished_uploads(store: &str) -> usize {
     body.matches("<Upload>").count()
 }
 
+/// How many `method` requests moto has answered for keys below the store's prefix that start with
+/// `key` (a blob's key, or `tmp/.health-` for the readiness probes), from its access log.
+pub fn requests(store: &str, method: &str, key: &str) -> usize {
+    let (bucket, prefix) = bucket_of(store);
+    let line_start = format!("\"{method} /{bucket}/{prefix}/{key}");
+    let log = std::fs::read_to_string(&moto().log).expect("moto's log");
+    log.lines().filter(|line| line.contains(&line_start)).count()
+}
+
 /// Puts an object at `key` below the store's prefix, as another writer (or a crash) leaves one.
 pub fn put(store: &str, key: &str, bytes: &[u8]) {
     let (bucket, prefix) = bucket_of(store);
@@ -152,7 +163,7 @@ fn start() -> Moto {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let moto = Moto { port, next: AtomicU32::new(0), _lifeline: lifeline, _shell: shell };
+            let moto = Moto { port, next: AtomicU32::new(0), log, _lifeline: lifeline, _shell: shell };
             assert_eq!(moto.request("GET", "/", b"").0, 200, "moto answers");
             return moto;
         }
