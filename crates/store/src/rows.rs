@@ -5,9 +5,9 @@ use concord_core::share::Access;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    AuditEntry, DeviceKind, DeviceListing, DeviceRecord, DocumentUsage, NewAuditEntry, ShareRecord, StoreError,
-    StoreResult, StoredOp, TokenKind, UserRecord, UserSummary, VaultStats, VaultUsage, WorkspaceRecord, WorkspaceStats,
-    WorkspaceUsage,
+    AuditEntry, DeviceKind, DeviceListing, DeviceRecord, DocumentUsage, NewAuditEntry, PullSnapshot, ShareRecord,
+    StoreError, StoreResult, StoredOp, TokenKind, UserRecord, UserSummary, VaultStats, VaultUsage, WorkspaceRecord,
+    WorkspaceStats, WorkspaceUsage,
 };
 
 /// The column types Concord's records use, decodable by the backend of `R`.
@@ -114,6 +114,19 @@ where
         payload_json: row.text("payload_json"),
         created_at: row.text("created_at"),
     }
+}
+
+/// From the rows of a pull's one statement: the scope's head row joined (left) to the page of ops
+/// after the cursor, so head and ops come from one snapshot without a transaction around two
+/// statements. No head row means a scope that never pushed (head 0, no rows); a head without ops
+/// after the cursor is one row whose op columns are NULL.
+pub(crate) fn pull_snapshot_from<R: StoreRow>(rows: &[R]) -> PullSnapshot
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let head = rows.first().map_or(0, |row| row.int("head"));
+    let ops = rows.iter().filter(|row| row.opt_int("server_sequence").is_some()).map(stored_op_from).collect();
+    PullSnapshot { head, ops }
 }
 
 pub(crate) fn share_from<R: StoreRow>(row: &R) -> StoreResult<ShareRecord>

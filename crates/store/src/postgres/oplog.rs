@@ -3,7 +3,7 @@
 //! pushers of one scope on every node run one at a time until commit; everything the push then
 //! reads (blob references, the idempotency record, conflict candidates) is read after the previous
 //! pusher committed, so a retried idempotency key replays even when both copies raced. A pull is
-//! one REPEATABLE READ snapshot of head and page.
+//! one statement, hence one snapshot of head and page at any isolation level.
 
 use std::collections::HashMap;
 
@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::blobs::BLOB_SIZE;
 use super::{PgStore, write_error};
-use crate::rows::stored_op_from;
+use crate::rows::pull_snapshot_from;
 use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = $1 AND vault_id = $2";
@@ -180,22 +180,23 @@ impl OplogStore for PgStore {
     }
 
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
-        let mut tx = self.snapshot().await?;
-        let head: Option<i64> =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&mut *tx).await?;
-        let ops = sqlx::query(
-            "SELECT op_id, server_sequence, device_id, entity_type, entity_id, op_type, payload_json, created_at
-             FROM oplog_ops WHERE user_id = $1 AND vault_id = $2 AND server_sequence > $3
-             ORDER BY server_sequence LIMIT $4",
+        // One statement reads one snapshot on both backends, so the head and the page agree
+        // without a transaction around two statements (see the module docs).
+        let rows = sqlx::query(
+            "SELECT h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type,
+                    o.payload_json, o.created_at
+             FROM oplog_heads h LEFT JOIN oplog_ops o
+               ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > $3
+             WHERE h.user_id = $1 AND h.vault_id = $2
+             ORDER BY o.server_sequence LIMIT $4",
         )
         .bind(&scope.user_id)
         .bind(&scope.vault_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(PullSnapshot { head: head.unwrap_or(0), ops: ops.iter().map(stored_op_from).collect() })
+        Ok(pull_snapshot_from(&rows))
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<i64> {

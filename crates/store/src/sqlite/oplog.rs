@@ -9,15 +9,17 @@
 //! A rolled-back push advances nothing, so no number is ever skipped.
 //!
 //! A puller that has seen sequence N never later meets an op numbered ≤ N: a pull reads the head
-//! and its page inside one read transaction (one WAL snapshot), and a snapshot contains either all
+//! and its page in one statement (the head row left-joined to the page), which SQLite runs in one
+//! read transaction (one WAL snapshot), and a snapshot contains either all
 //! of a push's ops and its new head or none of them. Because the next push in a scope can only
 //! number its ops after the previous push committed, sequences become visible in ascending order.
 //!
 //! The same design carries to PostgreSQL with several server nodes: the push transaction does
 //! `INSERT … ON CONFLICT DO NOTHING` on the head row and then `SELECT head … FOR UPDATE`. The row
 //! lock serialises pushers of one scope across all nodes until commit (pushers of other scopes do
-//! not wait), so commit order equals sequence order, and a pull runs as one `REPEATABLE READ`
-//! transaction. Nothing relies on a process-wide counter or on in-memory state of one node.
+//! not wait), so commit order equals sequence order, and a pull's one statement reads one MVCC
+//! snapshot (true at any isolation level). Nothing relies on a process-wide counter or on
+//! in-memory state of one node.
 
 use std::collections::HashMap;
 
@@ -26,7 +28,7 @@ use sqlx::Row;
 
 use super::blobs::BLOB_SIZE;
 use super::{SqliteStore, write_error};
-use crate::rows::stored_op_from;
+use crate::rows::pull_snapshot_from;
 use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2";
@@ -194,23 +196,23 @@ impl OplogStore for SqliteStore {
     }
 
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
-        // One read transaction = one WAL snapshot for both statements (see the module docs).
-        let mut tx = self.reader.begin().await?;
-        let head: Option<i64> =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&mut *tx).await?;
-        let ops = sqlx::query(
-            "SELECT op_id, server_sequence, device_id, entity_type, entity_id, op_type, payload_json, created_at
-             FROM oplog_ops WHERE user_id = ?1 AND vault_id = ?2 AND server_sequence > ?3
-             ORDER BY server_sequence LIMIT ?4",
+        // One statement reads one snapshot on both backends, so the head and the page agree
+        // without a transaction around two statements (see the module docs).
+        let rows = sqlx::query(
+            "SELECT h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type,
+                    o.payload_json, o.created_at
+             FROM oplog_heads h LEFT JOIN oplog_ops o
+               ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > ?3
+             WHERE h.user_id = ?1 AND h.vault_id = ?2
+             ORDER BY o.server_sequence LIMIT ?4",
         )
         .bind(&scope.user_id)
         .bind(&scope.vault_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
-        tx.commit().await?;
-        Ok(PullSnapshot { head: head.unwrap_or(0), ops: ops.iter().map(stored_op_from).collect() })
+        Ok(pull_snapshot_from(&rows))
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<i64> {
