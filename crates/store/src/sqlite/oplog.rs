@@ -21,13 +21,14 @@
 //! snapshot (true at any isolation level). Nothing relies on a process-wide counter or on
 //! in-memory state of one node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use concord_core::oplog::{ValidPush, conflict_floor, is_conflict, is_delete};
 use sqlx::Row;
 
 use super::blobs::BLOB_SIZE;
 use super::{SqliteStore, write_error};
+use crate::oplog::{NewOps, new_ops};
 use crate::rows::pull_snapshot_from;
 use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
@@ -81,93 +82,111 @@ impl OplogStore for SqliteStore {
             .bind(&scope.vault_id)
             .execute(&mut *tx)
             .await?;
-        let mut head: i64 =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_one(&mut *tx).await?;
+        let head: i64 = sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_one(&mut *tx).await?;
 
-        let mut accepted: Vec<String> = Vec::with_capacity(push.ops.len());
+        // Conflicts first: a candidate must come from another device, so ops of this batch (all
+        // from `device_id`) never are one, and every check may run before the batch is written.
         let mut conflicts = Vec::new();
         for op in &push.ops {
-            if let Some(floor) = conflict_floor(op) {
-                let candidates = sqlx::query(
-                    "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
-                     WHERE user_id = ?1 AND vault_id = ?2 AND entity_type = ?3 AND entity_id = ?4
-                       AND server_sequence > ?5
-                     ORDER BY server_sequence",
-                )
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(&op.entity_type)
-                .bind(&op.entity_id)
-                .bind(floor)
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in candidates {
-                    let (candidate_device, candidate_type): (String, String) =
-                        (row.get("device_id"), row.get("op_type"));
-                    if is_conflict(device_id, &candidate_device, &candidate_type) {
-                        conflicts.push(Conflict {
-                            device_id: candidate_device,
-                            entity_type: op.entity_type.clone(),
-                            entity_id: op.entity_id.clone(),
-                            op_id: row.get("op_id"),
-                            op_type: candidate_type,
-                            server_sequence: row.get("server_sequence"),
-                        });
-                    }
-                }
-            }
-            // A batch that repeats an op id acknowledges it once; at most 100 ops, so a scan is fine.
-            if accepted.contains(&op.op_id) {
-                continue;
-            }
-            // One statement both checks and stores: an op id the scope already holds is skipped
-            // by its unique key, and only a stored op consumes a sequence number. The conflict
-            // target is named so that a clash on `server_sequence` (a bug) still fails loudly.
-            let stored = sqlx::query(
-                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
-                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (user_id, vault_id, op_id) DO NOTHING",
+            let Some(floor) = conflict_floor(op) else { continue };
+            let candidates = sqlx::query(
+                "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
+                 WHERE user_id = ?1 AND vault_id = ?2 AND entity_type = ?3 AND entity_id = ?4
+                   AND server_sequence > ?5
+                 ORDER BY server_sequence",
             )
             .bind(&scope.user_id)
             .bind(&scope.vault_id)
-            .bind(head + 1)
-            .bind(&op.op_id)
-            .bind(device_id)
             .bind(&op.entity_type)
             .bind(&op.entity_id)
-            .bind(&op.op_type)
-            .bind(&op.payload_json)
-            .bind(op.client_sequence)
-            .bind(op.last_seen_server_seq)
-            .bind(&op.created_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?
-            .rows_affected()
-                > 0;
-            if stored {
-                head += 1;
-                if is_delete(op) {
-                    sqlx::query(
-                        "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
-                            op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
-                    )
-                    .bind(&scope.user_id)
-                    .bind(&scope.vault_id)
-                    .bind(&op.entity_type)
-                    .bind(&op.entity_id)
-                    .bind(&op.op_id)
-                    .bind(head)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            .bind(floor)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in candidates {
+                let (candidate_device, candidate_type): (String, String) = (row.get("device_id"), row.get("op_type"));
+                if is_conflict(device_id, &candidate_device, &candidate_type) {
+                    conflicts.push(Conflict {
+                        device_id: candidate_device,
+                        entity_type: op.entity_type.clone(),
+                        entity_id: op.entity_id.clone(),
+                        op_id: row.get("op_id"),
+                        op_type: candidate_type,
+                        server_sequence: row.get("server_sequence"),
+                    });
                 }
             }
-            accepted.push(op.op_id.clone());
+        }
+
+        // Two statements for the whole batch instead of one per op: the ids the scope already
+        // holds, then one insert of the rest, numbered in Rust. Both pass the batch as one JSON
+        // parameter (`json_each`), so the statement text is fixed and stays prepared. The insert
+        // has no `ON CONFLICT`: after the check, a clash on either unique key is a bug and fails.
+        let ids = serde_json::Value::from(push.ops.iter().map(|op| op.op_id.as_str()).collect::<Vec<_>>()).to_string();
+        let known: HashSet<String> = sqlx::query_scalar(
+            "SELECT op_id FROM oplog_ops
+             WHERE user_id = ?1 AND vault_id = ?2 AND op_id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let NewOps { stored, accepted, head } = new_ops(&push.ops, &known, head);
+        if !stored.is_empty() {
+            let rows = serde_json::Value::from(
+                stored
+                    .iter()
+                    .map(|(sequence, op)| {
+                        serde_json::json!([
+                            sequence,
+                            op.op_id,
+                            op.entity_type,
+                            op.entity_id,
+                            op.op_type,
+                            op.payload_json,
+                            op.client_sequence,
+                            op.last_seen_server_seq,
+                            op.created_at
+                        ])
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .to_string();
+            sqlx::query(
+                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
+                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
+                 SELECT ?1, ?2, r.value ->> 0, r.value ->> 1, ?3, r.value ->> 2, r.value ->> 3, r.value ->> 4,
+                    r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, ?4
+                 FROM json_each(?5) r",
+            )
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(device_id)
+            .bind(now)
+            .bind(rows)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        // Deletes are rare: one statement each, in request order, so the last delete of an entity wins.
+        for (sequence, op) in stored.iter().filter(|(_, op)| is_delete(op)) {
+            sqlx::query(
+                "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
+                    op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
+            )
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(&op.entity_type)
+            .bind(&op.entity_id)
+            .bind(&op.op_id)
+            .bind(sequence)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
 
         sqlx::query("UPDATE oplog_heads SET head = ?3 WHERE user_id = ?1 AND vault_id = ?2")

@@ -112,6 +112,7 @@ macro_rules! every_story {
             ],
             oplog: [
                 story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,
+                story_a_full_batch_is_stored_field_for_field_and_resent_parts_take_no_number,
                 story_pull_pages_through_the_log_with_the_head,
                 story_idempotency_key_replays_the_stored_response_per_scope,
                 story_purged_idempotency_keys_are_new_pushes_and_younger_ones_still_replay,

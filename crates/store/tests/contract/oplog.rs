@@ -79,6 +79,47 @@ pub async fn story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once(
     assert_eq!(store.head(&Scope { user_id: a.user_id.clone(), vault_id: "none".into() }).await.unwrap(), 0);
 }
 
+/// A batch is written in one statement per backend (the batch travels as JSON on SQLite, as
+/// arrays on PostgreSQL): every field must come back exactly as sent, and a batch that re-sends
+/// some stored ops among new ones numbers only the new ones.
+pub async fn story_a_full_batch_is_stored_field_for_field_and_resent_parts_take_no_number(store: Arc<dyn Store>) {
+    let store = &*store;
+    let s = scope(store, "a@example.com", "v1").await;
+    let tricky = |i: usize| PushOp {
+        op_id: format!("op-{i}"),
+        entity_type: "file".into(),
+        entity_id: format!("notes/ü \\ \"q\" {i}.md"),
+        op_type: "update".into(),
+        payload_json: format!(r#"{{"path":"ü\\n\"{i}\"","big":9007199254740993,"emoji":"🙂"}}"#),
+        client_sequence: i64::MAX - i as i64,
+        last_seen_server_seq: 0,
+        created_at: format!("2026-07-10T00:00:{:02}Z", i % 60),
+    };
+    let first: Vec<PushOp> = (0..100).map(tricky).collect();
+    let r = committed(push(store, &s, "dev_a", valid("", first.clone())).await);
+    assert_eq!((r.accepted.len(), r.head), (100, 100));
+    let snap = store.pull(&s, 0, 100).await.unwrap();
+    assert_eq!(sequences(&snap), (1..=100).collect::<Vec<_>>());
+    for (sent, stored) in first.iter().zip(&snap.ops) {
+        assert_eq!(
+            (&stored.op_id, &stored.entity_id, &stored.op_type, &stored.payload_json, &stored.created_at),
+            (&sent.op_id, &sent.entity_id, &sent.op_type, &sent.payload_json, &sent.created_at)
+        );
+        assert_eq!((stored.entity_type.as_str(), stored.device_id.as_str()), ("file", "dev_a"));
+    }
+
+    // Stored ops interleaved with new ones: the new ones take 101, 102 in request order.
+    let mixed = vec![tricky(5), tricky(100), tricky(7), tricky(101), tricky(100)];
+    let r = committed(push(store, &s, "dev_b", valid("", mixed)).await);
+    assert_eq!(r.accepted, ["op-5", "op-100", "op-7", "op-101"]);
+    assert_eq!(r.head, 102);
+    let snap = store.pull(&s, 100, 100).await.unwrap();
+    let tail: Vec<(i64, &str)> = snap.ops.iter().map(|o| (o.server_sequence, o.op_id.as_str())).collect();
+    assert_eq!(tail, [(101, "op-100"), (102, "op-101")]);
+    // Nothing new at all: the head stays.
+    assert_eq!(committed(push(store, &s, "dev_b", valid("", vec![tricky(1)])).await).head, 102);
+}
+
 pub async fn story_pull_pages_through_the_log_with_the_head(store: Arc<dyn Store>) {
     let store = &*store;
     let s = scope(store, "a@example.com", "v1").await;
