@@ -63,8 +63,9 @@ pub enum PushOutcome {
 }
 
 /// Encodes a push response for the idempotency record. The store keeps the bytes opaque so it
-/// never learns the wire format, yet writes them in the same transaction as the ops.
-pub type EncodeResponse<'a> = &'a (dyn Fn(&PushResult) -> Vec<u8> + Send + Sync);
+/// never learns the wire format, yet writes them in the same transaction as the ops. A plain
+/// function, so a push can be handed to the task that commits it (SQLite's group commit).
+pub type EncodeResponse = fn(&PushResult) -> Vec<u8>;
 
 /// A scope's head and the ops after a cursor, read in one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +86,7 @@ pub trait OplogStore {
         scope: &Scope,
         device_id: &str,
         push: &ValidPush,
-        encode: EncodeResponse<'_>,
+        encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome>;
 

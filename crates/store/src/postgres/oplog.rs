@@ -25,7 +25,7 @@ impl OplogStore for PgStore {
         scope: &Scope,
         device_id: &str,
         push: &ValidPush,
-        encode: EncodeResponse<'_>,
+        encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome> {
         // Dropping `tx` on any early return rolls it back, so a rejected push writes nothing.

@@ -119,6 +119,7 @@ macro_rules! every_story {
                 story_conflicts_are_advisory,
                 story_blob_references_are_checked_per_scope_inside_the_push,
                 story_concurrent_pushers_get_every_op_once_gap_free_in_commit_order,
+                story_concurrent_pushes_with_mixed_outcomes_each_get_their_own,
             ],
             blobs: [
                 story_references_are_per_scope_and_quotas_count_vault_and_user,

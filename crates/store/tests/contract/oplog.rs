@@ -36,7 +36,7 @@ fn encode(result: &PushResult) -> Vec<u8> {
 
 /// Pushes at time 100.
 async fn push(store: &dyn Store, scope: &Scope, device: &str, push: ValidPush) -> PushOutcome {
-    store.push(scope, device, &push, &encode, 100).await.unwrap()
+    store.push(scope, device, &push, encode, 100).await.unwrap()
 }
 
 fn committed(outcome: PushOutcome) -> PushResult {
@@ -271,4 +271,72 @@ pub async fn story_concurrent_pushers_get_every_op_once_gap_free_in_commit_order
             (0..BATCHES).flat_map(|b| (0..PER_BATCH).map(move |i| format!("{p}-{b}-{i}"))).collect();
         assert_eq!(mine, expected);
     }
+}
+
+/// Many pushes at once into one scope, as SQLite's group commit runs them in one transaction:
+/// among them rejected ones (a blob the scope does not own) and one idempotency key sent by
+/// several. Each push must get its own outcome: the rejected store nothing and leave no gap, the
+/// key commits once and replays the same bytes to the others, every committed op is stored once.
+pub async fn story_concurrent_pushes_with_mixed_outcomes_each_get_their_own(store: Arc<dyn Store>) {
+    let s = scope(&*store, "a@example.com", "v1").await;
+    const PUSHERS: usize = 16;
+    let unowned = format!(r#"{{"path":"p","blob":{{"sha256":"{}","size":1}}}}"#, "cd".repeat(32));
+    let mut tasks = Vec::new();
+    for p in 0..PUSHERS {
+        let (store, s, unowned) = (store.clone(), s.clone(), unowned.clone());
+        tasks.push(tokio::spawn(async move {
+            let ops: Vec<PushOp> = (0..10).map(|i| op(&format!("{p}-{i}"), "e", "update", 0)).collect();
+            let request = match p % 4 {
+                // A rejected push: its last op references a blob nobody stored.
+                0 => {
+                    let mut ops = ops;
+                    ops[9].payload_json = unowned;
+                    valid("", ops)
+                }
+                // Four pushers send the same key, each with its own ops: one of them commits.
+                1 => valid("shared-key", ops),
+                _ => valid("", ops),
+            };
+            (p, push(&*store, &s, &format!("dev_{p}"), request).await)
+        }));
+    }
+    let mut keyed = Vec::new();
+    let mut expected = Vec::new();
+    for t in tasks {
+        let (p, outcome) = t.await.unwrap();
+        match (p % 4, outcome) {
+            (0, PushOutcome::Rejected(e)) => assert_eq!(e.code, "blob_not_owned"),
+            (1, outcome) => keyed.push((p, outcome)),
+            (_, PushOutcome::Committed(r)) => {
+                assert_eq!(r.accepted.len(), 10);
+                expected.extend(r.accepted);
+            }
+            (p, other) => panic!("pusher {p}: unexpected {other:?}"),
+        }
+    }
+    let first: Vec<&PushResult> = keyed
+        .iter()
+        .filter_map(|(_, o)| match o {
+            PushOutcome::Committed(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first.len(), 1, "one push of the shared key commits: {keyed:?}");
+    expected.extend(first[0].accepted.clone());
+    for (p, outcome) in &keyed {
+        if !matches!(outcome, PushOutcome::Committed(_)) {
+            assert_eq!(outcome, &PushOutcome::Replayed(encode(first[0])), "pusher {p}");
+        }
+    }
+    let snap = store.pull(&s, 0, 1000).await.unwrap();
+    assert_eq!(
+        sequences(&snap),
+        (1..=expected.len() as i64).collect::<Vec<_>>(),
+        "gap-free, rejections took no number"
+    );
+    assert_eq!(snap.head, expected.len() as i64);
+    let mut stored: Vec<String> = snap.ops.into_iter().map(|o| o.op_id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "every committed op exactly once, nothing of the others");
 }
