@@ -7,14 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use concord_core::oplog::{PushOp, ValidPush, conflict_floor, is_conflict, is_delete};
-use sqlx::Row;
+use concord_core::oplog::{PushOp, ValidPush, conflict_floor, is_delete};
 
 use super::blobs::BLOB_SIZE;
 use super::{PgStore, write_error};
 use crate::oplog::{NewOps, new_ops};
-use crate::rows::pull_snapshot_from;
-use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
+use crate::rows::{conflicts_from, pull_snapshot_from};
+use crate::{EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = $1 AND vault_id = $2";
 
@@ -90,19 +89,7 @@ impl OplogStore for PgStore {
             .bind(floor)
             .fetch_all(&mut *tx)
             .await?;
-            for row in candidates {
-                let (candidate_device, candidate_type): (String, String) = (row.get("device_id"), row.get("op_type"));
-                if is_conflict(device_id, &candidate_device, &candidate_type) {
-                    conflicts.push(Conflict {
-                        device_id: candidate_device,
-                        entity_type: op.entity_type.clone(),
-                        entity_id: op.entity_id.clone(),
-                        op_id: row.get("op_id"),
-                        op_type: candidate_type,
-                        server_sequence: row.get("server_sequence"),
-                    });
-                }
-            }
+            conflicts.extend(conflicts_from(&candidates, device_id, op));
         }
 
         // Two statements for the whole batch instead of one per op: the ids the scope already

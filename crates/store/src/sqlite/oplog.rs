@@ -49,18 +49,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use concord_core::oplog::{ValidPush, conflict_floor, is_conflict, is_delete};
+use concord_core::oplog::{ValidPush, conflict_floor, is_delete};
+use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::BLOB_SIZE;
 use super::{SqliteStore, write_error};
 use crate::oplog::{NewOps, new_ops};
-use crate::rows::pull_snapshot_from;
-use crate::{
-    Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreError, StoreResult,
-};
+use crate::rows::{conflicts_from, pull_snapshot_from};
+use crate::{EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreError, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2";
 
@@ -210,19 +208,7 @@ async fn push_in(tx: &mut SqliteConnection, pending: &PendingPush) -> StoreResul
         .bind(floor)
         .fetch_all(&mut *tx)
         .await?;
-        for row in candidates {
-            let (candidate_device, candidate_type): (String, String) = (row.get("device_id"), row.get("op_type"));
-            if is_conflict(device_id, &candidate_device, &candidate_type) {
-                conflicts.push(Conflict {
-                    device_id: candidate_device,
-                    entity_type: op.entity_type.clone(),
-                    entity_id: op.entity_id.clone(),
-                    op_id: row.get("op_id"),
-                    op_type: candidate_type,
-                    server_sequence: row.get("server_sequence"),
-                });
-            }
-        }
+        conflicts.extend(conflicts_from(&candidates, device_id, op));
     }
 
     // Two statements for the whole batch instead of one per op: the ids the scope already
