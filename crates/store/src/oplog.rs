@@ -85,7 +85,7 @@ pub trait OplogStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
+        push: ValidPush,
         encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome>;

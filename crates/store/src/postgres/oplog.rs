@@ -23,7 +23,7 @@ impl OplogStore for PgStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
+        push: ValidPush,
         encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome> {

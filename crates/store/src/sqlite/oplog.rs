@@ -313,19 +313,12 @@ impl OplogStore for SqliteStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
+        push: ValidPush,
         encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome> {
         let (reply, outcome) = oneshot::channel();
-        let pending = PendingPush {
-            scope: scope.clone(),
-            device_id: device_id.to_owned(),
-            push: push.clone(),
-            encode,
-            now,
-            reply,
-        };
+        let pending = PendingPush { scope: scope.clone(), device_id: device_id.to_owned(), push, encode, now, reply };
         // Either error means the task is gone, which happens only when the runtime shuts down.
         let gone = || StoreError::Unsupported("the op-log writer has stopped");
         self.pushes.send(pending).await.map_err(|_| gone())?;
@@ -396,10 +389,7 @@ mod tests {
         let push =
             validate_push(PushRequest { ops: vec![op("1", "create"), op("2", "delete")], ..PushRequest::default() })
                 .unwrap();
-        assert!(matches!(
-            store.push(&s, "dev_a", &push, |_| Vec::new(), 100).await.unwrap(),
-            PushOutcome::Committed(_)
-        ));
+        assert!(matches!(store.push(&s, "dev_a", push, |_| Vec::new(), 100).await.unwrap(), PushOutcome::Committed(_)));
         let tombstones: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT entity_id, op_id, server_sequence FROM oplog_tombstones WHERE user_id = ?1 AND vault_id = ?2",
         )

@@ -36,7 +36,7 @@ fn encode(result: &PushResult) -> Vec<u8> {
 
 /// Pushes at time 100.
 async fn push(store: &dyn Store, scope: &Scope, device: &str, push: ValidPush) -> PushOutcome {
-    store.push(scope, device, &push, encode, 100).await.unwrap()
+    store.push(scope, device, push, encode, 100).await.unwrap()
 }
 
 fn committed(outcome: PushOutcome) -> PushResult {
