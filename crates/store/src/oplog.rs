@@ -1,7 +1,9 @@
 //! The operation-log part of the contract: per-scope sequences, push with idempotency and
 //! conflicts, and consistent pull snapshots.
 
-use concord_core::oplog::{PushError, ValidPush};
+use std::collections::HashSet;
+
+use concord_core::oplog::{PushError, PushOp, ValidPush};
 
 use crate::StoreResult;
 
@@ -61,8 +63,9 @@ pub enum PushOutcome {
 }
 
 /// Encodes a push response for the idempotency record. The store keeps the bytes opaque so it
-/// never learns the wire format, yet writes them in the same transaction as the ops.
-pub type EncodeResponse<'a> = &'a (dyn Fn(&PushResult) -> Vec<u8> + Send + Sync);
+/// never learns the wire format, yet writes them in the same transaction as the ops. A plain
+/// function, so a push can be handed to the task that commits it (SQLite's group commit).
+pub type EncodeResponse = fn(&PushResult) -> Vec<u8>;
 
 /// A scope's head and the ops after a cursor, read in one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +85,8 @@ pub trait OplogStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
-        encode: EncodeResponse<'_>,
+        push: ValidPush,
+        encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome>;
 
@@ -97,4 +100,36 @@ pub trait OplogStore {
     /// Deletes idempotency records made before `before` (a retry that late is a new push);
     /// returns how many went.
     async fn purge_idempotency_keys(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// What a push writes, decided before any op is written so that each backend stores the whole
+/// batch in one statement: the ops to store, each with its sequence, and the response's
+/// `accepted`.
+pub(crate) struct NewOps<'a> {
+    /// The first op of each id the scope has not stored, in request order, numbered `head + 1`,
+    /// `head + 2`, …: only a stored op consumes a number, so the log stays gap-free.
+    pub stored: Vec<(i64, &'a PushOp)>,
+    /// Every op id of the request once, in request order, stored now or before.
+    pub accepted: Vec<String>,
+    /// The scope's head once `stored` is written.
+    pub head: i64,
+}
+
+/// Numbers the ops of a push against the ids the scope already holds (`known`, read in the same
+/// write transaction) and its head.
+pub(crate) fn new_ops<'a>(ops: &'a [PushOp], known: &HashSet<String>, mut head: i64) -> NewOps<'a> {
+    let mut seen = HashSet::with_capacity(ops.len());
+    let mut stored = Vec::with_capacity(ops.len());
+    let mut accepted = Vec::with_capacity(ops.len());
+    for op in ops {
+        if !seen.insert(op.op_id.as_str()) {
+            continue;
+        }
+        accepted.push(op.op_id.clone());
+        if !known.contains(&op.op_id) {
+            head += 1;
+            stored.push((head, op));
+        }
+    }
+    NewOps { stored, accepted, head }
 }

@@ -1,13 +1,14 @@
 //! Rows to records, once for every backend: each mapping is generic over the driver's row type,
 //! so the SQLite and PostgreSQL backends select the same column names and share one reading.
 
+use concord_core::oplog::{PushOp, is_conflict};
 use concord_core::share::Access;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::{
-    AuditEntry, DeviceKind, DeviceListing, DeviceRecord, DocumentUsage, NewAuditEntry, ShareRecord, StoreError,
-    StoreResult, StoredOp, TokenKind, UserRecord, UserSummary, VaultStats, VaultUsage, WorkspaceRecord, WorkspaceStats,
-    WorkspaceUsage,
+    AuditEntry, Conflict, DeviceKind, DeviceListing, DeviceRecord, DocumentUsage, NewAuditEntry, PullSnapshot,
+    ShareRecord, StoreError, StoreResult, StoredOp, TokenKind, UserRecord, UserSummary, VaultStats, VaultUsage,
+    WorkspaceRecord, WorkspaceStats, WorkspaceUsage,
 };
 
 /// The column types Concord's records use, decodable by the backend of `R`.
@@ -114,6 +115,38 @@ where
         payload_json: row.text("payload_json"),
         created_at: row.text("created_at"),
     }
+}
+
+/// From the rows of a pull's one statement: the scope's head row joined (left) to the page of ops
+/// after the cursor, so head and ops come from one snapshot without a transaction around two
+/// statements. No head row means a scope that never pushed (head 0, no rows); a head without ops
+/// after the cursor is one row whose op columns are NULL.
+pub(crate) fn pull_snapshot_from<R: StoreRow>(rows: &[R]) -> PullSnapshot
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let head = rows.first().map_or(0, |row| row.int("head"));
+    let ops = rows.iter().filter(|row| row.opt_int("server_sequence").is_some()).map(stored_op_from).collect();
+    PullSnapshot { head, ops }
+}
+
+/// The conflicts among the candidate rows a push's op met (see `concord_core::oplog::is_conflict`):
+/// `op_id, device_id, op_type, server_sequence` of later ops on the op's entity.
+pub(crate) fn conflicts_from<R: StoreRow>(rows: &[R], pusher_device: &str, op: &PushOp) -> Vec<Conflict>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    rows.iter()
+        .filter(|row| is_conflict(pusher_device, &row.text("device_id"), &row.text("op_type")))
+        .map(|row| Conflict {
+            device_id: row.text("device_id"),
+            entity_type: op.entity_type.clone(),
+            entity_id: op.entity_id.clone(),
+            op_id: row.text("op_id"),
+            op_type: row.text("op_type"),
+            server_sequence: row.int("server_sequence"),
+        })
+        .collect()
 }
 
 pub(crate) fn share_from<R: StoreRow>(row: &R) -> StoreResult<ShareRecord>

@@ -156,7 +156,7 @@ async fn push(
     let body: PushBody = wire_body(body)?;
     let valid = oplog::validate_push(body.into()).map_err(rejection)?;
     // The authenticated device is recorded, never the body's `device_id`.
-    let outcome = state.store.push(&scope, &principal.device.id, &valid, &encode_push, clock::now()).await?;
+    let outcome = state.store.push(&scope, &principal.device.id, valid, encode_push, clock::now()).await?;
     metrics::counter!("concord_oplog_pushes_total").increment(1);
     match outcome {
         PushOutcome::Committed(result) => {

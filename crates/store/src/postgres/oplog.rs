@@ -3,17 +3,17 @@
 //! pushers of one scope on every node run one at a time until commit; everything the push then
 //! reads (blob references, the idempotency record, conflict candidates) is read after the previous
 //! pusher committed, so a retried idempotency key replays even when both copies raced. A pull is
-//! one REPEATABLE READ snapshot of head and page.
+//! one statement, hence one snapshot of head and page at any isolation level.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use concord_core::oplog::{ValidPush, conflict_floor, is_conflict, is_delete};
-use sqlx::Row;
+use concord_core::oplog::{PushOp, ValidPush, conflict_floor, is_delete};
 
 use super::blobs::BLOB_SIZE;
 use super::{PgStore, write_error};
-use crate::rows::stored_op_from;
-use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
+use crate::oplog::{NewOps, new_ops};
+use crate::rows::{conflicts_from, pull_snapshot_from};
+use crate::{EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = $1 AND vault_id = $2";
 
@@ -23,8 +23,8 @@ impl OplogStore for PgStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
-        encode: EncodeResponse<'_>,
+        push: ValidPush,
+        encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome> {
         // Dropping `tx` on any early return rolls it back, so a rejected push writes nothing.
@@ -34,7 +34,7 @@ impl OplogStore for PgStore {
             .bind(&scope.vault_id)
             .execute(&mut *tx)
             .await?;
-        let mut head: i64 =
+        let head: i64 =
             sqlx::query_scalar("SELECT head FROM oplog_heads WHERE user_id = $1 AND vault_id = $2 FOR UPDATE")
                 .bind(&scope.user_id)
                 .bind(&scope.vault_id)
@@ -71,87 +71,88 @@ impl OplogStore for PgStore {
             }
         }
 
-        let mut accepted: Vec<String> = Vec::with_capacity(push.ops.len());
+        // Conflicts first: a candidate must come from another device, so ops of this batch (all
+        // from `device_id`) never are one, and every check may run before the batch is written.
         let mut conflicts = Vec::new();
         for op in &push.ops {
-            if let Some(floor) = conflict_floor(op) {
-                let candidates = sqlx::query(
-                    "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
-                     WHERE user_id = $1 AND vault_id = $2 AND entity_type = $3 AND entity_id = $4
-                       AND server_sequence > $5
-                     ORDER BY server_sequence",
-                )
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(&op.entity_type)
-                .bind(&op.entity_id)
-                .bind(floor)
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in candidates {
-                    let (candidate_device, candidate_type): (String, String) =
-                        (row.get("device_id"), row.get("op_type"));
-                    if is_conflict(device_id, &candidate_device, &candidate_type) {
-                        conflicts.push(Conflict {
-                            device_id: candidate_device,
-                            entity_type: op.entity_type.clone(),
-                            entity_id: op.entity_id.clone(),
-                            op_id: row.get("op_id"),
-                            op_type: candidate_type,
-                            server_sequence: row.get("server_sequence"),
-                        });
-                    }
-                }
-            }
-            if accepted.contains(&op.op_id) {
-                continue;
-            }
-            // As in SQLite: one statement checks and stores, and only a stored op takes a number.
-            let stored = sqlx::query(
-                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
-                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (user_id, vault_id, op_id) DO NOTHING",
+            let Some(floor) = conflict_floor(op) else { continue };
+            let candidates = sqlx::query(
+                "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
+                 WHERE user_id = $1 AND vault_id = $2 AND entity_type = $3 AND entity_id = $4
+                   AND server_sequence > $5
+                 ORDER BY server_sequence",
             )
             .bind(&scope.user_id)
             .bind(&scope.vault_id)
-            .bind(head + 1)
-            .bind(&op.op_id)
-            .bind(device_id)
             .bind(&op.entity_type)
             .bind(&op.entity_id)
-            .bind(&op.op_type)
-            .bind(&op.payload_json)
-            .bind(op.client_sequence)
-            .bind(op.last_seen_server_seq)
-            .bind(&op.created_at)
+            .bind(floor)
+            .fetch_all(&mut *tx)
+            .await?;
+            conflicts.extend(conflicts_from(&candidates, device_id, op));
+        }
+
+        // Two statements for the whole batch instead of one per op: the ids the scope already
+        // holds, then one insert of the rest, numbered in Rust, its columns passed as arrays
+        // (`UNNEST`). The insert has no `ON CONFLICT`: after the check (made under the head row's
+        // lock), a clash on either unique key is a bug and fails.
+        let ids: Vec<&str> = push.ops.iter().map(|op| op.op_id.as_str()).collect();
+        let known: HashSet<String> =
+            sqlx::query_scalar("SELECT op_id FROM oplog_ops WHERE user_id = $1 AND vault_id = $2 AND op_id = ANY($3)")
+                .bind(&scope.user_id)
+                .bind(&scope.vault_id)
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let NewOps { stored, accepted, head } = new_ops(&push.ops, &known, head);
+        if !stored.is_empty() {
+            let column = |f: fn(&PushOp) -> &str| stored.iter().map(|(_, op)| f(op)).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
+                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
+                 SELECT $1, $2, r.sequence, r.op_id, $3, r.entity_type, r.entity_id, r.op_type, r.payload_json,
+                    r.client_sequence, r.last_seen_server_seq, r.created_at, $4
+                 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                    $11::bigint[], $12::bigint[], $13::text[])
+                   AS r(sequence, op_id, entity_type, entity_id, op_type, payload_json, client_sequence,
+                    last_seen_server_seq, created_at)",
+            )
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(device_id)
             .bind(now)
+            .bind(stored.iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>())
+            .bind(column(|op| &op.op_id))
+            .bind(column(|op| &op.entity_type))
+            .bind(column(|op| &op.entity_id))
+            .bind(column(|op| &op.op_type))
+            .bind(column(|op| &op.payload_json))
+            .bind(stored.iter().map(|(_, op)| op.client_sequence).collect::<Vec<_>>())
+            .bind(stored.iter().map(|(_, op)| op.last_seen_server_seq).collect::<Vec<_>>())
+            .bind(column(|op| &op.created_at))
             .execute(&mut *tx)
             .await
-            .map_err(write_error)?
-            .rows_affected()
-                > 0;
-            if stored {
-                head += 1;
-                if is_delete(op) {
-                    sqlx::query(
-                        "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
-                            op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
-                    )
-                    .bind(&scope.user_id)
-                    .bind(&scope.vault_id)
-                    .bind(&op.entity_type)
-                    .bind(&op.entity_id)
-                    .bind(&op.op_id)
-                    .bind(head)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            accepted.push(op.op_id.clone());
+            .map_err(write_error)?;
+        }
+        // Deletes are rare: one statement each, in request order, so the last delete of an entity wins.
+        for (sequence, op) in stored.iter().filter(|(_, op)| is_delete(op)) {
+            sqlx::query(
+                "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
+                    op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
+            )
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(&op.entity_type)
+            .bind(&op.entity_id)
+            .bind(&op.op_id)
+            .bind(sequence)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
 
         sqlx::query("UPDATE oplog_heads SET head = $3 WHERE user_id = $1 AND vault_id = $2")
@@ -180,22 +181,23 @@ impl OplogStore for PgStore {
     }
 
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
-        let mut tx = self.snapshot().await?;
-        let head: Option<i64> =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&mut *tx).await?;
-        let ops = sqlx::query(
-            "SELECT op_id, server_sequence, device_id, entity_type, entity_id, op_type, payload_json, created_at
-             FROM oplog_ops WHERE user_id = $1 AND vault_id = $2 AND server_sequence > $3
-             ORDER BY server_sequence LIMIT $4",
+        // One statement reads one snapshot on both backends, so the head and the page agree
+        // without a transaction around two statements (see the module docs).
+        let rows = sqlx::query(
+            "SELECT h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type,
+                    o.payload_json, o.created_at
+             FROM oplog_heads h LEFT JOIN oplog_ops o
+               ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > $3
+             WHERE h.user_id = $1 AND h.vault_id = $2
+             ORDER BY o.server_sequence LIMIT $4",
         )
         .bind(&scope.user_id)
         .bind(&scope.vault_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(PullSnapshot { head: head.unwrap_or(0), ops: ops.iter().map(stored_op_from).collect() })
+        Ok(pull_snapshot_from(&rows))
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<i64> {

@@ -23,7 +23,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { writer: pool.clone(), reader: pool })
+        Ok(SqliteStore { writer: pool.clone(), pushes: super::oplog::group_commit(pool.clone()), reader: pool })
     }
 
     /// The schema version this build migrates to: a database above it was written by a newer

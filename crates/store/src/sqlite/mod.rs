@@ -49,6 +49,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections for queries that change nothing.
     reader: SqlitePool,
+    /// The op-log pushes' queue to their group-commit task (see `oplog`).
+    pushes: tokio::sync::mpsc::Sender<oplog::PendingPush>,
 }
 
 impl SqliteStore {
@@ -73,7 +75,8 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let pushes = oplog::group_commit(writer.clone());
+        Ok(SqliteStore { writer, reader, pushes })
     }
 }
 

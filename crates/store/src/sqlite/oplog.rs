@@ -9,27 +9,303 @@
 //! A rolled-back push advances nothing, so no number is ever skipped.
 //!
 //! A puller that has seen sequence N never later meets an op numbered ≤ N: a pull reads the head
-//! and its page inside one read transaction (one WAL snapshot), and a snapshot contains either all
+//! and its page in one statement (the head row left-joined to the page), which SQLite runs in one
+//! read transaction (one WAL snapshot), and a snapshot contains either all
 //! of a push's ops and its new head or none of them. Because the next push in a scope can only
 //! number its ops after the previous push committed, sequences become visible in ascending order.
+//!
+//! # Group commit, and why the argument still holds
+//!
+//! Every push goes through one task ([`group_commit`]) that owns the order of op-log writes. It
+//! takes the first queued push plus whatever else queued meanwhile (other devices, any vault, at
+//! most [`GROUP`]) and runs them in one write transaction, one after another, each inside its own
+//! savepoint, then commits once: one fsync for the group instead of one per push.
+//!
+//! - Gap-free: the pushes of a group run sequentially on one connection, so each reads the head
+//!   as left by the previous push of the group (its own transaction's writes) and numbers from
+//!   there. A push that fails is rolled back to its savepoint, head update included, so the next
+//!   one numbers from where the failed one started: nothing is skipped.
+//! - Commit order: a group commits atomically, so a snapshot holds all of it or none of it, and
+//!   the next group starts only after this commit. Within a group, sequences rise in the order
+//!   the pushes ran; all of them become visible together.
+//! - Isolation of outcomes: a rejected or replayed push writes nothing; a push that fails rolls
+//!   back only its savepoint and gets its own error. If the shared transaction itself is lost (a
+//!   failed commit, or `SQLITE_FULL` rolling the whole transaction back, detected when the
+//!   savepoint cannot be rolled back), nothing of the group is stored, and each push runs again
+//!   alone in its own transaction and earns its own outcome (re-running is safe: nothing of the
+//!   first run is stored).
+//! - Acknowledged = committed: a push's outcome is sent back only after its group's commit (or
+//!   its own, on the fallback path) returned, with `synchronous=FULL` as before.
+//!
+//! PostgreSQL keeps one transaction per push (below): its pushers of different scopes already
+//! commit in parallel.
 //!
 //! The same design carries to PostgreSQL with several server nodes: the push transaction does
 //! `INSERT … ON CONFLICT DO NOTHING` on the head row and then `SELECT head … FOR UPDATE`. The row
 //! lock serialises pushers of one scope across all nodes until commit (pushers of other scopes do
-//! not wait), so commit order equals sequence order, and a pull runs as one `REPEATABLE READ`
-//! transaction. Nothing relies on a process-wide counter or on in-memory state of one node.
+//! not wait), so commit order equals sequence order, and a pull's one statement reads one MVCC
+//! snapshot (true at any isolation level). Nothing relies on a process-wide counter or on
+//! in-memory state of one node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use concord_core::oplog::{ValidPush, conflict_floor, is_conflict, is_delete};
-use sqlx::Row;
+use concord_core::oplog::{ValidPush, conflict_floor, is_delete};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::BLOB_SIZE;
 use super::{SqliteStore, write_error};
-use crate::rows::stored_op_from;
-use crate::{Conflict, EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
+use crate::oplog::{NewOps, new_ops};
+use crate::rows::{conflicts_from, pull_snapshot_from};
+use crate::{EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreError, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = ?1 AND vault_id = ?2";
+
+/// Pushes waiting for the writer, at most: beyond it a pusher waits to enqueue, so memory stays
+/// bounded under any load.
+const QUEUED_PUSHES: usize = 256;
+/// Pushes sharing one transaction, at most: bounds how long the first of a group waits for the
+/// others' statements before its commit.
+const GROUP: usize = 64;
+
+/// A push handed to the group-commit task, with the channel its outcome goes back on.
+pub(super) struct PendingPush {
+    scope: Scope,
+    device_id: String,
+    push: ValidPush,
+    encode: EncodeResponse,
+    now: i64,
+    reply: oneshot::Sender<StoreResult<PushOutcome>>,
+}
+
+/// The sender half of the group-commit queue; spawns the task that drains it. The task ends when
+/// the last store clone (every sender) is gone.
+pub(super) fn group_commit(writer: SqlitePool) -> mpsc::Sender<PendingPush> {
+    let (sender, mut queue) = mpsc::channel::<PendingPush>(QUEUED_PUSHES);
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            // No waiting for company: whatever queued while the previous group ran (its commit's
+            // fsync, mostly) forms the next group, so a lone push commits at once.
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                match queue.try_recv() {
+                    Ok(pending) => group.push(pending),
+                    Err(_) => break,
+                }
+            }
+            let outcomes = match commit_group(&writer, &group).await {
+                Some(outcomes) => outcomes,
+                // The shared transaction failed as a whole (its commit, or an error that took the
+                // transaction with it): nothing of it is stored, so each push runs again alone
+                // and earns its own outcome.
+                None => {
+                    let mut outcomes = Vec::with_capacity(group.len());
+                    for pending in &group {
+                        outcomes.push(push_alone(&writer, pending).await);
+                    }
+                    outcomes
+                }
+            };
+            for (pending, outcome) in group.into_iter().zip(outcomes) {
+                // The pusher may have gone (its client hung up); the push stands, as when a
+                // response is lost on the way.
+                let _ = pending.reply.send(outcome);
+            }
+        }
+    });
+    sender
+}
+
+/// Runs a group in one transaction, each push inside its own savepoint, and commits once. Returns
+/// each push's outcome, or `None` when the transaction itself failed.
+async fn commit_group(writer: &SqlitePool, group: &[PendingPush]) -> Option<Vec<StoreResult<PushOutcome>>> {
+    let mut tx = writer.begin().await.ok()?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for pending in group {
+        // A nested sqlx transaction is a SAVEPOINT: an error rolls back this push alone.
+        let mut savepoint = Connection::begin(&mut *tx).await.ok()?;
+        let outcome = push_in(&mut savepoint, pending).await;
+        if outcome.is_ok() {
+            savepoint.commit().await.ok()?;
+        } else {
+            // Fails when SQLite already rolled the whole transaction back (`SQLITE_FULL`, I/O
+            // errors; see the module docs of `sqlite`): then nothing of the group is left.
+            savepoint.rollback().await.ok()?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await.ok()?;
+    Some(outcomes)
+}
+
+/// One push in its own transaction: the path of a group whose shared transaction failed.
+async fn push_alone(writer: &SqlitePool, pending: &PendingPush) -> StoreResult<PushOutcome> {
+    // Dropping `tx` on any early return rolls it back, so a failed push writes nothing.
+    let mut tx = writer.begin().await?;
+    let outcome = push_in(&mut tx, pending).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// A push's statements, inside a transaction or savepoint the caller commits. A rejected or
+/// replayed push returns before writing anything.
+async fn push_in(tx: &mut SqliteConnection, pending: &PendingPush) -> StoreResult<PushOutcome> {
+    let PendingPush { scope, device_id, push, encode, now, .. } = pending;
+    let (device_id, now) = (device_id.as_str(), *now);
+    let mut sizes = HashMap::new();
+    for hash in push.referenced_blobs() {
+        let size: Option<i64> = sqlx::query_scalar(BLOB_SIZE)
+            .bind(&scope.user_id)
+            .bind(&scope.vault_id)
+            .bind(hash.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(size) = size {
+            sizes.insert(hash.clone(), u64::try_from(size).unwrap_or(0));
+        }
+    }
+    if let Err(rejection) = push.check_blobs(|hash| sizes.get(hash).copied()) {
+        return Ok(PushOutcome::Rejected(rejection));
+    }
+
+    if let Some(key) = &push.idempotency_key {
+        let stored: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT response FROM oplog_idempotency WHERE user_id = ?1 AND vault_id = ?2 AND idempotency_key = ?3",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(response) = stored {
+            return Ok(PushOutcome::Replayed(response));
+        }
+    }
+
+    sqlx::query("INSERT INTO oplog_heads (user_id, vault_id, head) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING")
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .execute(&mut *tx)
+        .await?;
+    let head: i64 = sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_one(&mut *tx).await?;
+
+    // Conflicts first: a candidate must come from another device, so ops of this batch (all
+    // from `device_id`) never are one, and every check may run before the batch is written.
+    let mut conflicts = Vec::new();
+    for op in &push.ops {
+        let Some(floor) = conflict_floor(op) else { continue };
+        let candidates = sqlx::query(
+            "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
+             WHERE user_id = ?1 AND vault_id = ?2 AND entity_type = ?3 AND entity_id = ?4
+               AND server_sequence > ?5
+             ORDER BY server_sequence",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(&op.entity_type)
+        .bind(&op.entity_id)
+        .bind(floor)
+        .fetch_all(&mut *tx)
+        .await?;
+        conflicts.extend(conflicts_from(&candidates, device_id, op));
+    }
+
+    // Two statements for the whole batch instead of one per op: the ids the scope already
+    // holds, then one insert of the rest, numbered in Rust. Both pass the batch as one JSON
+    // parameter (`json_each`), so the statement text is fixed and stays prepared. The insert
+    // has no `ON CONFLICT`: after the check, a clash on either unique key is a bug and fails.
+    let ids = serde_json::Value::from(push.ops.iter().map(|op| op.op_id.as_str()).collect::<Vec<_>>()).to_string();
+    let known: HashSet<String> = sqlx::query_scalar(
+        "SELECT op_id FROM oplog_ops
+         WHERE user_id = ?1 AND vault_id = ?2 AND op_id IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(&scope.user_id)
+    .bind(&scope.vault_id)
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let NewOps { stored, accepted, head } = new_ops(&push.ops, &known, head);
+    if !stored.is_empty() {
+        let rows = serde_json::Value::from(
+            stored
+                .iter()
+                .map(|(sequence, op)| {
+                    serde_json::json!([
+                        sequence,
+                        op.op_id,
+                        op.entity_type,
+                        op.entity_id,
+                        op.op_type,
+                        op.payload_json,
+                        op.client_sequence,
+                        op.last_seen_server_seq,
+                        op.created_at
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        sqlx::query(
+            "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
+                entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
+             SELECT ?1, ?2, r.value ->> 0, r.value ->> 1, ?3, r.value ->> 2, r.value ->> 3, r.value ->> 4,
+                r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, ?4
+             FROM json_each(?5) r",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(device_id)
+        .bind(now)
+        .bind(rows)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+    }
+    // Deletes are rare: one statement each, in request order, so the last delete of an entity wins.
+    for (sequence, op) in stored.iter().filter(|(_, op)| is_delete(op)) {
+        sqlx::query(
+            "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
+                op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(&op.entity_type)
+        .bind(&op.entity_id)
+        .bind(&op.op_id)
+        .bind(sequence)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    sqlx::query("UPDATE oplog_heads SET head = ?3 WHERE user_id = ?1 AND vault_id = ?2")
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(head)
+        .execute(&mut *tx)
+        .await?;
+    let result = PushResult { accepted, conflicts, head };
+    if let Some(key) = &push.idempotency_key {
+        sqlx::query(
+            "INSERT INTO oplog_idempotency (user_id, vault_id, idempotency_key, response, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&scope.user_id)
+        .bind(&scope.vault_id)
+        .bind(key)
+        .bind(encode(&result))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+    }
+    Ok(PushOutcome::Committed(result))
+}
 
 #[async_trait::async_trait]
 impl OplogStore for SqliteStore {
@@ -37,180 +313,36 @@ impl OplogStore for SqliteStore {
         &self,
         scope: &Scope,
         device_id: &str,
-        push: &ValidPush,
-        encode: EncodeResponse<'_>,
+        push: ValidPush,
+        encode: EncodeResponse,
         now: i64,
     ) -> StoreResult<PushOutcome> {
-        // Dropping `tx` on any early return rolls it back, so a rejected push writes nothing.
-        let mut tx = self.writer.begin().await?;
-
-        let mut sizes = HashMap::new();
-        for hash in push.referenced_blobs() {
-            let size: Option<i64> = sqlx::query_scalar(BLOB_SIZE)
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(hash.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(size) = size {
-                sizes.insert(hash.clone(), u64::try_from(size).unwrap_or(0));
-            }
-        }
-        if let Err(rejection) = push.check_blobs(|hash| sizes.get(hash).copied()) {
-            return Ok(PushOutcome::Rejected(rejection));
-        }
-
-        if let Some(key) = &push.idempotency_key {
-            let stored: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT response FROM oplog_idempotency WHERE user_id = ?1 AND vault_id = ?2 AND idempotency_key = ?3",
-            )
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(response) = stored {
-                return Ok(PushOutcome::Replayed(response));
-            }
-        }
-
-        sqlx::query("INSERT INTO oplog_heads (user_id, vault_id, head) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING")
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .execute(&mut *tx)
-            .await?;
-        let mut head: i64 =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_one(&mut *tx).await?;
-
-        let mut accepted: Vec<String> = Vec::with_capacity(push.ops.len());
-        let mut conflicts = Vec::new();
-        for op in &push.ops {
-            if let Some(floor) = conflict_floor(op) {
-                let candidates = sqlx::query(
-                    "SELECT op_id, device_id, op_type, server_sequence FROM oplog_ops
-                     WHERE user_id = ?1 AND vault_id = ?2 AND entity_type = ?3 AND entity_id = ?4
-                       AND server_sequence > ?5
-                     ORDER BY server_sequence",
-                )
-                .bind(&scope.user_id)
-                .bind(&scope.vault_id)
-                .bind(&op.entity_type)
-                .bind(&op.entity_id)
-                .bind(floor)
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in candidates {
-                    let (candidate_device, candidate_type): (String, String) =
-                        (row.get("device_id"), row.get("op_type"));
-                    if is_conflict(device_id, &candidate_device, &candidate_type) {
-                        conflicts.push(Conflict {
-                            device_id: candidate_device,
-                            entity_type: op.entity_type.clone(),
-                            entity_id: op.entity_id.clone(),
-                            op_id: row.get("op_id"),
-                            op_type: candidate_type,
-                            server_sequence: row.get("server_sequence"),
-                        });
-                    }
-                }
-            }
-            // A batch that repeats an op id acknowledges it once; at most 100 ops, so a scan is fine.
-            if accepted.contains(&op.op_id) {
-                continue;
-            }
-            // One statement both checks and stores: an op id the scope already holds is skipped
-            // by its unique key, and only a stored op consumes a sequence number. The conflict
-            // target is named so that a clash on `server_sequence` (a bug) still fails loudly.
-            let stored = sqlx::query(
-                "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
-                    entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (user_id, vault_id, op_id) DO NOTHING",
-            )
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .bind(head + 1)
-            .bind(&op.op_id)
-            .bind(device_id)
-            .bind(&op.entity_type)
-            .bind(&op.entity_id)
-            .bind(&op.op_type)
-            .bind(&op.payload_json)
-            .bind(op.client_sequence)
-            .bind(op.last_seen_server_seq)
-            .bind(&op.created_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?
-            .rows_affected()
-                > 0;
-            if stored {
-                head += 1;
-                if is_delete(op) {
-                    sqlx::query(
-                        "INSERT INTO oplog_tombstones (user_id, vault_id, entity_type, entity_id, op_id, server_sequence, deleted_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (user_id, vault_id, entity_type, entity_id) DO UPDATE SET
-                            op_id = excluded.op_id, server_sequence = excluded.server_sequence, deleted_at = excluded.deleted_at",
-                    )
-                    .bind(&scope.user_id)
-                    .bind(&scope.vault_id)
-                    .bind(&op.entity_type)
-                    .bind(&op.entity_id)
-                    .bind(&op.op_id)
-                    .bind(head)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            accepted.push(op.op_id.clone());
-        }
-
-        sqlx::query("UPDATE oplog_heads SET head = ?3 WHERE user_id = ?1 AND vault_id = ?2")
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .bind(head)
-            .execute(&mut *tx)
-            .await?;
-        let result = PushResult { accepted, conflicts, head };
-        if let Some(key) = &push.idempotency_key {
-            sqlx::query(
-                "INSERT INTO oplog_idempotency (user_id, vault_id, idempotency_key, response, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&scope.user_id)
-            .bind(&scope.vault_id)
-            .bind(key)
-            .bind(encode(&result))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-        }
-        tx.commit().await?;
-        Ok(PushOutcome::Committed(result))
+        let (reply, outcome) = oneshot::channel();
+        let pending = PendingPush { scope: scope.clone(), device_id: device_id.to_owned(), push, encode, now, reply };
+        // Either error means the task is gone, which happens only when the runtime shuts down.
+        let gone = || StoreError::Unsupported("the op-log writer has stopped");
+        self.pushes.send(pending).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
     }
 
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
-        // One read transaction = one WAL snapshot for both statements (see the module docs).
-        let mut tx = self.reader.begin().await?;
-        let head: Option<i64> =
-            sqlx::query_scalar(HEAD).bind(&scope.user_id).bind(&scope.vault_id).fetch_optional(&mut *tx).await?;
-        let ops = sqlx::query(
-            "SELECT op_id, server_sequence, device_id, entity_type, entity_id, op_type, payload_json, created_at
-             FROM oplog_ops WHERE user_id = ?1 AND vault_id = ?2 AND server_sequence > ?3
-             ORDER BY server_sequence LIMIT ?4",
+        // One statement reads one snapshot on both backends, so the head and the page agree
+        // without a transaction around two statements (see the module docs).
+        let rows = sqlx::query(
+            "SELECT h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type,
+                    o.payload_json, o.created_at
+             FROM oplog_heads h LEFT JOIN oplog_ops o
+               ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > ?3
+             WHERE h.user_id = ?1 AND h.vault_id = ?2
+             ORDER BY o.server_sequence LIMIT ?4",
         )
         .bind(&scope.user_id)
         .bind(&scope.vault_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
-        tx.commit().await?;
-        Ok(PullSnapshot { head: head.unwrap_or(0), ops: ops.iter().map(stored_op_from).collect() })
+        Ok(pull_snapshot_from(&rows))
     }
 
     async fn head(&self, scope: &Scope) -> StoreResult<i64> {
@@ -257,8 +389,7 @@ mod tests {
         let push =
             validate_push(PushRequest { ops: vec![op("1", "create"), op("2", "delete")], ..PushRequest::default() })
                 .unwrap();
-        let encode = |_: &PushResult| Vec::new();
-        assert!(matches!(store.push(&s, "dev_a", &push, &encode, 100).await.unwrap(), PushOutcome::Committed(_)));
+        assert!(matches!(store.push(&s, "dev_a", push, |_| Vec::new(), 100).await.unwrap(), PushOutcome::Committed(_)));
         let tombstones: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT entity_id, op_id, server_sequence FROM oplog_tombstones WHERE user_id = ?1 AND vault_id = ?2",
         )

@@ -39,7 +39,7 @@ async fn push_ops(store: &dyn Store, scope: &Scope, n: usize, now: i64) {
         })
         .collect();
     let push = validate_push(PushRequest { ops, ..PushRequest::default() }).unwrap();
-    store.push(scope, "dev", &push, &encode, now).await.unwrap();
+    store.push(scope, "dev", push, encode, now).await.unwrap();
 }
 
 async fn client(store: &dyn Store, user_id: &str, vault: &str, token: &str) -> String {

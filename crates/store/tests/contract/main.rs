@@ -112,12 +112,14 @@ macro_rules! every_story {
             ],
             oplog: [
                 story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once,
+                story_a_full_batch_is_stored_field_for_field_and_resent_parts_take_no_number,
                 story_pull_pages_through_the_log_with_the_head,
                 story_idempotency_key_replays_the_stored_response_per_scope,
                 story_purged_idempotency_keys_are_new_pushes_and_younger_ones_still_replay,
                 story_conflicts_are_advisory,
                 story_blob_references_are_checked_per_scope_inside_the_push,
                 story_concurrent_pushers_get_every_op_once_gap_free_in_commit_order,
+                story_concurrent_pushes_with_mixed_outcomes_each_get_their_own,
             ],
             blobs: [
                 story_references_are_per_scope_and_quotas_count_vault_and_user,

@@ -36,7 +36,7 @@ fn encode(result: &PushResult) -> Vec<u8> {
 
 /// Pushes at time 100.
 async fn push(store: &dyn Store, scope: &Scope, device: &str, push: ValidPush) -> PushOutcome {
-    store.push(scope, device, &push, &encode, 100).await.unwrap()
+    store.push(scope, device, push, encode, 100).await.unwrap()
 }
 
 fn committed(outcome: PushOutcome) -> PushResult {
@@ -77,6 +77,47 @@ pub async fn story_sequences_are_per_scope_and_resent_ops_are_acknowledged_once(
     assert_eq!(store.pull(&b, 0, 100).await.unwrap().ops.len(), 1);
     assert_eq!(store.head(&a2).await.unwrap(), 1);
     assert_eq!(store.head(&Scope { user_id: a.user_id.clone(), vault_id: "none".into() }).await.unwrap(), 0);
+}
+
+/// A batch is written in one statement per backend (the batch travels as JSON on SQLite, as
+/// arrays on PostgreSQL): every field must come back exactly as sent, and a batch that re-sends
+/// some stored ops among new ones numbers only the new ones.
+pub async fn story_a_full_batch_is_stored_field_for_field_and_resent_parts_take_no_number(store: Arc<dyn Store>) {
+    let store = &*store;
+    let s = scope(store, "a@example.com", "v1").await;
+    let tricky = |i: usize| PushOp {
+        op_id: format!("op-{i}"),
+        entity_type: "file".into(),
+        entity_id: format!("notes/ü \\ \"q\" {i}.md"),
+        op_type: "update".into(),
+        payload_json: format!(r#"{{"path":"ü\\n\"{i}\"","big":9007199254740993,"emoji":"🙂"}}"#),
+        client_sequence: i64::MAX - i as i64,
+        last_seen_server_seq: 0,
+        created_at: format!("2026-07-10T00:00:{:02}Z", i % 60),
+    };
+    let first: Vec<PushOp> = (0..100).map(tricky).collect();
+    let r = committed(push(store, &s, "dev_a", valid("", first.clone())).await);
+    assert_eq!((r.accepted.len(), r.head), (100, 100));
+    let snap = store.pull(&s, 0, 100).await.unwrap();
+    assert_eq!(sequences(&snap), (1..=100).collect::<Vec<_>>());
+    for (sent, stored) in first.iter().zip(&snap.ops) {
+        assert_eq!(
+            (&stored.op_id, &stored.entity_id, &stored.op_type, &stored.payload_json, &stored.created_at),
+            (&sent.op_id, &sent.entity_id, &sent.op_type, &sent.payload_json, &sent.created_at)
+        );
+        assert_eq!((stored.entity_type.as_str(), stored.device_id.as_str()), ("file", "dev_a"));
+    }
+
+    // Stored ops interleaved with new ones: the new ones take 101, 102 in request order.
+    let mixed = vec![tricky(5), tricky(100), tricky(7), tricky(101), tricky(100)];
+    let r = committed(push(store, &s, "dev_b", valid("", mixed)).await);
+    assert_eq!(r.accepted, ["op-5", "op-100", "op-7", "op-101"]);
+    assert_eq!(r.head, 102);
+    let snap = store.pull(&s, 100, 100).await.unwrap();
+    let tail: Vec<(i64, &str)> = snap.ops.iter().map(|o| (o.server_sequence, o.op_id.as_str())).collect();
+    assert_eq!(tail, [(101, "op-100"), (102, "op-101")]);
+    // Nothing new at all: the head stays.
+    assert_eq!(committed(push(store, &s, "dev_b", valid("", vec![tricky(1)])).await).head, 102);
 }
 
 pub async fn story_pull_pages_through_the_log_with_the_head(store: Arc<dyn Store>) {
@@ -230,4 +271,72 @@ pub async fn story_concurrent_pushers_get_every_op_once_gap_free_in_commit_order
             (0..BATCHES).flat_map(|b| (0..PER_BATCH).map(move |i| format!("{p}-{b}-{i}"))).collect();
         assert_eq!(mine, expected);
     }
+}
+
+/// Many pushes at once into one scope, as SQLite's group commit runs them in one transaction:
+/// among them rejected ones (a blob the scope does not own) and one idempotency key sent by
+/// several. Each push must get its own outcome: the rejected store nothing and leave no gap, the
+/// key commits once and replays the same bytes to the others, every committed op is stored once.
+pub async fn story_concurrent_pushes_with_mixed_outcomes_each_get_their_own(store: Arc<dyn Store>) {
+    let s = scope(&*store, "a@example.com", "v1").await;
+    const PUSHERS: usize = 16;
+    let unowned = format!(r#"{{"path":"p","blob":{{"sha256":"{}","size":1}}}}"#, "cd".repeat(32));
+    let mut tasks = Vec::new();
+    for p in 0..PUSHERS {
+        let (store, s, unowned) = (store.clone(), s.clone(), unowned.clone());
+        tasks.push(tokio::spawn(async move {
+            let ops: Vec<PushOp> = (0..10).map(|i| op(&format!("{p}-{i}"), "e", "update", 0)).collect();
+            let request = match p % 4 {
+                // A rejected push: its last op references a blob nobody stored.
+                0 => {
+                    let mut ops = ops;
+                    ops[9].payload_json = unowned;
+                    valid("", ops)
+                }
+                // Four pushers send the same key, each with its own ops: one of them commits.
+                1 => valid("shared-key", ops),
+                _ => valid("", ops),
+            };
+            (p, push(&*store, &s, &format!("dev_{p}"), request).await)
+        }));
+    }
+    let mut keyed = Vec::new();
+    let mut expected = Vec::new();
+    for t in tasks {
+        let (p, outcome) = t.await.unwrap();
+        match (p % 4, outcome) {
+            (0, PushOutcome::Rejected(e)) => assert_eq!(e.code, "blob_not_owned"),
+            (1, outcome) => keyed.push((p, outcome)),
+            (_, PushOutcome::Committed(r)) => {
+                assert_eq!(r.accepted.len(), 10);
+                expected.extend(r.accepted);
+            }
+            (p, other) => panic!("pusher {p}: unexpected {other:?}"),
+        }
+    }
+    let first: Vec<&PushResult> = keyed
+        .iter()
+        .filter_map(|(_, o)| match o {
+            PushOutcome::Committed(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first.len(), 1, "one push of the shared key commits: {keyed:?}");
+    expected.extend(first[0].accepted.clone());
+    for (p, outcome) in &keyed {
+        if !matches!(outcome, PushOutcome::Committed(_)) {
+            assert_eq!(outcome, &PushOutcome::Replayed(encode(first[0])), "pusher {p}");
+        }
+    }
+    let snap = store.pull(&s, 0, 1000).await.unwrap();
+    assert_eq!(
+        sequences(&snap),
+        (1..=expected.len() as i64).collect::<Vec<_>>(),
+        "gap-free, rejections took no number"
+    );
+    assert_eq!(snap.head, expected.len() as i64);
+    let mut stored: Vec<String> = snap.ops.into_iter().map(|o| o.op_id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "every committed op exactly once, nothing of the others");
 }

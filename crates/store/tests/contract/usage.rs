@@ -24,7 +24,7 @@ pub async fn story_usage_counts_a_users_vaults_workspaces_and_documents_only(sto
         })
         .collect();
     let push = validate_push(PushRequest { ops, ..PushRequest::default() }).unwrap();
-    store.push(&v1, "dev", &push, &|_| Vec::new(), 1).await.unwrap();
+    store.push(&v1, "dev", push, |_| Vec::new(), 1).await.unwrap();
     store.add_blob_ref(&v1, &BlobHash::parse(&"a".repeat(64)).unwrap(), 70, quota, 1).await.unwrap();
     store.add_blob_ref(&v1, &BlobHash::parse(&"b".repeat(64)).unwrap(), 30, quota, 1).await.unwrap();
     // A vault known only from a paired device counts too, empty; another user's vault does not.
