@@ -4,7 +4,7 @@
 //!
 //! The task loads the document when it starts, compacts it when the updates stored after the
 //! snapshot pass the threshold (and, whatever their size, when the maintenance job finds it idle
-//! or its last connection leaves), and ends (unloading the document) once its last connection
+//! or its last connection leaves), hibernates it when the maintenance job finds it idle, and ends (unloading the document) once its last connection
 //! has left and everything is flushed.
 //!
 //! With several nodes, the room publishes on the bus what it committed (with the seqs the store
@@ -460,6 +460,13 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         let closing = peers.is_empty();
         if doc.pending_bytes > hub.settings.compact_bytes || ((idle || closing) && doc.pending_bytes > 0) {
             Box::pin(compact(hub, doc)).await;
+        }
+        // An idle document, once compacted, hibernates: its connections stay, but the room keeps
+        // the document encoded until an event needs it (see `concord_core::yjs::room`), which
+        // for a real document is a fraction of yrs's in-memory size. A room that may lack updates
+        // stays awake, so that it catches up on them.
+        if idle && !doc.behind && doc.pending_bytes == 0 && !doc.room.is_hibernating() && doc.room.hibernate() {
+            metrics::counter!("concord_yjs_hibernations_total").increment(1);
         }
         if closing && hub.unload_if_idle(key, generation, rx) {
             return;
