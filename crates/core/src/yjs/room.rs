@@ -55,13 +55,10 @@ enum Content {
 }
 
 impl Content {
-    /// The in-memory document, rebuilt from the encoded state if the room hibernates. A state
-    /// that no longer decodes poisons the room: only a reload from storage is known to be whole.
+    /// The in-memory document, rebuilt from the encoded state if the room hibernates.
     fn live(&mut self) -> Result<&Doc, ProtocolError> {
         if let Content::Hibernating { state, .. } = self {
-            let doc = rebuild([state.as_slice()])
-                .map_err(|e| ProtocolError::Poisoned(format!("hibernated state does not load: {e}")))?;
-            *self = Content::Live(doc);
+            *self = Content::Live(wake(state)?);
         }
         match self {
             Content::Live(doc) => Ok(doc),
@@ -123,9 +120,7 @@ impl Room {
     fn read<T>(&self, read: impl FnOnce(&Doc) -> T) -> Result<T, ProtocolError> {
         match &self.content {
             Content::Live(doc) => Ok(read(doc)),
-            Content::Hibernating { state, .. } => rebuild([state.as_slice()])
-                .map(|doc| read(&doc))
-                .map_err(|e| ProtocolError::Poisoned(format!("hibernated state does not load: {e}"))),
+            Content::Hibernating { state, .. } => wake(state).map(|doc| read(&doc)),
         }
     }
 
@@ -386,6 +381,12 @@ fn rebuild<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> Result<Doc, yrs::
         }
     }
     Ok(doc)
+}
+
+/// The document of a hibernating room's encoded state. One that no longer loads poisons the
+/// room: only a reload from storage is known to be whole.
+fn wake(state: &[u8]) -> Result<Doc, ProtocolError> {
+    rebuild([state]).map_err(|e| ProtocolError::Poisoned(format!("hibernated state does not load: {e}")))
 }
 
 /// What `doc` holds beyond `since`. yrs merges its pending updates into the answer and panics
