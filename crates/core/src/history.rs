@@ -223,7 +223,7 @@ mod tests {
     }
 
     fn json(state: &[u8]) -> serde_json::Value {
-        serde_json::to_value(Room::load(Some(state), []).unwrap().to_json()).unwrap()
+        serde_json::to_value(Room::load(Some(state), []).unwrap().to_json().unwrap()).unwrap()
     }
 
     fn edit(doc: &Doc, f: impl FnOnce(&mut TransactionMut)) {

@@ -67,6 +67,10 @@ fn describe() {
     histogram!("concord_yjs_commit_batch_updates", "Yjs updates per group commit");
     histogram!("concord_yjs_commit_duration_seconds", "Group commit latency");
     counter!("concord_yjs_compactions_total", "Yjs document snapshots written");
+    counter!(
+        "concord_yjs_hibernations_total",
+        "Idle Yjs rooms that dropped their in-memory document, keeping it encoded"
+    );
     counter!("concord_oplog_pushes_total", "Op-log push requests stored or replayed");
     counter!("concord_oplog_ops_pushed_total", "Ops stored by pushes");
     counter!("concord_oplog_pulls_total", "Op-log pull requests served");

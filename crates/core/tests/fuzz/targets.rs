@@ -48,7 +48,14 @@ fn load_persisted(persisted: &[Vec<u8>]) -> Room {
 /// The document's state vector without clock-0 entries, which yrs adds for a client whose
 /// update waits for a missing predecessor and which mean "nothing of this client".
 fn clocks(room: &Room) -> BTreeMap<yrs::block::ClientID, u32> {
-    room.doc().transact().state_vector().iter().filter(|(_, clock)| **clock > 0).map(|(c, k)| (*c, *k)).collect()
+    room.doc()
+        .expect("a fuzzed room never hibernates")
+        .transact()
+        .state_vector()
+        .iter()
+        .filter(|(_, clock)| **clock > 0)
+        .map(|(c, k)| (*c, *k))
+        .collect()
 }
 
 /// Every frame the server sends is valid y-protocols: a fresh room accepts it.

@@ -175,7 +175,7 @@ async fn read_json(
 ) -> Result<Response, ApiError> {
     let key = locate(&state, &opener, &workspace_id, &name).await?;
     let (_, room) = stored(&state, &key).await?;
-    Ok(axum::Json(room.to_json()).into_response())
+    Ok(axum::Json(room.to_json().map_err(ApiError::internal)?).into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -151,7 +151,7 @@ impl Hub {
         for _ in 0..APPLY_ATTEMPTS {
             let (done, answer) = oneshot::channel();
             let room = self.room(key).map_err(|_| ApplyError::Deleted)?;
-            if room.send(RoomEvent::Apply { change: change.clone(), done }).await.is_err() {
+            if room.send(RoomEvent::Apply { change: Box::new(change.clone()), done }).await.is_err() {
                 continue;
             }
             // A room that unloads (or fails to load) before taking the event drops it unanswered,
@@ -232,7 +232,7 @@ impl Hub {
             rooms.open.get(&key).map(|e| e.tx.clone())
         };
         if let Some(queue) = queue {
-            tell(queue, RoomEvent::Remote(event));
+            tell(queue, RoomEvent::Remote(Box::new(event)));
         }
     }
 
@@ -242,21 +242,21 @@ impl Hub {
     fn deleted_elsewhere(&self, workspace_id: &str, name: Option<&str>) {
         let reason = if name.is_some() { CloseReason::DocumentDeleted } else { CloseReason::WorkspaceDeleted };
         for queue in self.queues(|key| key.workspace_id == workspace_id && name.is_none_or(|name| key.name == name)) {
-            tell(queue, RoomEvent::Remote(Remote::Deleted(reason)));
+            tell(queue, RoomEvent::Remote(Box::new(Remote::Deleted(reason))));
         }
     }
 
     /// Another node died (`bus::liveness`): every room drops the awareness of its connections.
     pub fn node_gone(&self, node: NodeId) {
         for queue in self.queues(|_| true) {
-            tell(queue, RoomEvent::Remote(Remote::NodeGone(node)));
+            tell(queue, RoomEvent::Remote(Box::new(Remote::NodeGone(node))));
         }
     }
 
     /// Has every open room read what it lacks from the database (bus messages may be lost).
     pub fn catch_up_all(&self) {
         for queue in self.queues(|_| true) {
-            tell(queue, RoomEvent::Remote(Remote::CatchUp));
+            tell(queue, RoomEvent::Remote(Box::new(Remote::CatchUp)));
         }
     }
 

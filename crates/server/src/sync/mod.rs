@@ -40,8 +40,11 @@ use crate::extract::{ApiJson, Auth, token_hash};
 
 const MAX_WORKSPACE_NAME: usize = 100;
 
-/// Bytes read from a WebSocket per system call; what tungstenite recommends for many connections.
-const READ_BUFFER_BYTES: usize = 4096;
+/// Bytes read from a WebSocket per system call, and what tungstenite's read buffer holds for the
+/// socket's lifetime (it keeps its first capacity): at 4 KiB it was most of an idle connection's
+/// memory (Y1). Typing and awareness frames are a few hundred bytes, one read each; a large
+/// update takes one read per KiB into a buffer reserved for its whole length at once.
+const READ_BUFFER_BYTES: usize = 1024;
 
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     utoipa_axum::router::OpenApiRouter::new()

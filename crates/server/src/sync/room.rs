@@ -4,7 +4,7 @@
 //!
 //! The task loads the document when it starts, compacts it when the updates stored after the
 //! snapshot pass the threshold (and, whatever their size, when the maintenance job finds it idle
-//! or its last connection leaves), and ends (unloading the document) once its last connection
+//! or its last connection leaves), hibernates it when the maintenance job finds it idle, and ends (unloading the document) once its last connection
 //! has left and everything is flushed.
 //!
 //! With several nodes, the room publishes on the bus what it committed (with the seqs the store
@@ -53,11 +53,12 @@ const QUERY_AWARENESS: &[u8] = &[3];
 /// connection has it (ids start at 1).
 const NO_CONN: ConnId = 0;
 
-/// What a connection tells its room.
+/// What a connection tells its room. Kept to a frame's size (the rare, larger variants are
+/// boxed): every room's queue allocates its first block of 32 slots when it opens, idle or not.
 pub(super) enum RoomEvent {
     Join {
         conn: ConnId,
-        peer: Peer,
+        peer: Box<Peer>,
     },
     Frame {
         conn: ConnId,
@@ -75,7 +76,7 @@ pub(super) enum RoomEvent {
     /// An update from the document HTTP API, as a connection's would be applied; answered once
     /// its batch has committed (and its frames are queued for every connection), or failed.
     Apply {
-        change: Change,
+        change: Box<Change>,
         done: oneshot::Sender<Result<Applied, ApplyError>>,
     },
     /// The document (or its workspace) was deleted: close every connection and stop.
@@ -86,8 +87,11 @@ pub(super) enum RoomEvent {
         idle_for: Duration,
     },
     /// What another node's room of this document (or the bus itself) says.
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
+
+// A frame event (a connection id and `Bytes`) and the enum's tag; see [`RoomEvent`].
+const _: () = assert!(std::mem::size_of::<RoomEvent>() <= 48);
 
 /// What the bus brings a room (see `crate::bus::codec::Message`).
 pub(super) enum Remote {
@@ -220,7 +224,9 @@ struct Loaded {
 
 pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
     hub.stats.rooms.fetch_add(1, Ordering::Relaxed);
-    match load(&hub, &key).await {
+    // Boxed, like the rarer steps in `serve`: a task's allocation holds its future's largest state,
+    // and one that holds only what waiting for events needs keeps idle rooms small (Y1).
+    match Box::pin(load(&hub, &key)).await {
         Ok(mut doc) => serve(&hub, &key, generation, &mut rx, &mut doc).await,
         // Connections waiting in the queue see their channel close and report the failure.
         Err(err) => {
@@ -306,7 +312,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
             match event {
                 RoomEvent::Join { conn, peer } => {
                     let reply = doc.room.connect(conn);
-                    peers.insert(conn, peer);
+                    peers.insert(conn, *peer);
                     batch.push((Some(conn), Effects { reply, ..Effects::default() }));
                 }
                 // Frames of a connection already closed for misbehaving are dropped.
@@ -351,7 +357,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     }
                     batch.push((Some(conn), effects));
                 }
-                RoomEvent::Apply { change, done } => match apply(&mut doc.room, change) {
+                RoomEvent::Apply { change, done } => match apply(&mut doc.room, *change) {
                     Ok(effects) => {
                         acks.push((done, !effects.persist.is_empty()));
                         batch.push((None, effects));
@@ -368,7 +374,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
-                RoomEvent::Remote(remote) => match remote {
+                RoomEvent::Remote(remote) => match *remote {
                     Remote::Updates { doc_id, first, last, updates } if doc_id == doc.doc_id.as_str() => {
                         match receive_updates(doc, first, last, updates) {
                             Ok(effects) => batch.push((None, effects)),
@@ -414,7 +420,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         for (conn, frame) in awareness {
             hub.bus.publish(&Message::Awareness { doc: doc.bus_ref.clone(), conn, frame });
         }
-        if let Err(failed) = persist(hub, key, doc, &mut batch).await {
+        if let Err(failed) = Box::pin(persist(hub, key, doc, &mut batch)).await {
             // Gone: deleted through another node (this node's deletes close the room first).
             let gone = matches!(failed, AppendFailed::Gone);
             for (done, _) in acks {
@@ -426,7 +432,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
         if doc.behind && !poisoned {
-            match catch_up(hub, doc, &peers).await {
+            match Box::pin(catch_up(hub, doc, &peers)).await {
                 Caught::Up => {}
                 Caught::Corrupt => poisoned = true,
                 Caught::Gone => {
@@ -441,7 +447,7 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         for (done, changed) in acks {
             let _ = done.send(Ok(Applied { changed, seq: doc.last_seq }));
         }
-        take_version(hub, doc, false, None).await;
+        Box::pin(take_version(hub, doc, false, None)).await;
         if poisoned {
             // The updates applied before the poisoning frame were whole and are now stored; the
             // document in memory may not be. Everyone reconnects to a copy loaded from storage.
@@ -453,7 +459,14 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         // then reads one snapshot instead of replaying every update.
         let closing = peers.is_empty();
         if doc.pending_bytes > hub.settings.compact_bytes || ((idle || closing) && doc.pending_bytes > 0) {
-            compact(hub, doc).await;
+            Box::pin(compact(hub, doc)).await;
+        }
+        // An idle document, once compacted, hibernates: its connections stay, but the room keeps
+        // the document encoded until an event needs it (see `concord_core::yjs::room`), which
+        // for a real document is a fraction of yrs's in-memory size. A room that may lack updates
+        // stays awake, so that it catches up on them.
+        if idle && !doc.behind && doc.pending_bytes == 0 && !doc.room.is_hibernating() && doc.room.hibernate() {
+            metrics::counter!("concord_yjs_hibernations_total").increment(1);
         }
         if closing && hub.unload_if_idle(key, generation, rx) {
             return;

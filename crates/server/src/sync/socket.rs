@@ -162,7 +162,9 @@ async fn pump(
 ) -> Option<CloseReason> {
     let (mut sink, mut stream) = socket.split();
     let Joined { room, greeting, mut outbound, queued } =
-        match join(hub, key, conn, closer, Protocol::YWebsocket, access).await {
+        // Boxed, like every step but the wait for the next event: a task's allocation holds its
+        // future's largest state, and the idle wait needs little (Y1).
+        match Box::pin(join(hub, key, conn, closer, Protocol::YWebsocket, access)).await {
             Ok(joined) => joined,
             Err(reason) => {
                 let _ = sink.send(Message::Close(Some(reason.frame()))).await;
@@ -176,8 +178,9 @@ async fn pump(
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
     let limit = hub.settings.send_timeout;
-    // Reused for every write, so a delivery allocates nothing here.
-    let mut frames = Vec::with_capacity(FRAMES_PER_WRITE);
+    // Empty while idle: the capacity a batch needed (up to 2 KiB of `Bytes`) is given back after
+    // each write, so thousands of idle sockets hold none of it (Y1).
+    let mut frames = Vec::new();
     let reason = loop {
         tokio::select! {
             taken = outbound.recv_many(&mut frames, FRAMES_PER_WRITE) => {
@@ -187,9 +190,10 @@ async fn pump(
                     break closer.reason().or(Some(CloseReason::StorageFailed));
                 }
                 queued.fetch_sub(frames.iter().map(Bytes::len).sum(), Ordering::Relaxed);
-                if let Err(end) = deliver(&mut sink, Outgoing::Binary(&mut frames), closer, shutdown, limit).await {
+                if let Err(end) = Box::pin(deliver(&mut sink, Outgoing::Binary(&mut frames), closer, shutdown, limit)).await {
                     break end;
                 }
+                frames = Vec::new();
             }
             incoming = stream.next() => {
                 last_heard = Instant::now();
@@ -206,7 +210,7 @@ async fn pump(
                     // that pings and never reads is no longer read either: its pongs cannot pile
                     // up in the write buffer, and it is closed once one waits past the timeout.
                     Some(Ok(Message::Ping(_))) => {
-                        if let Err(end) = deliver(&mut sink, Outgoing::Pong, closer, shutdown, limit).await {
+                        if let Err(end) = Box::pin(deliver(&mut sink, Outgoing::Pong, closer, shutdown, limit)).await {
                             break end;
                         }
                     }
@@ -226,7 +230,7 @@ async fn pump(
                 if last_heard.elapsed() >= DEAD_AFTER {
                     break Some(CloseReason::DeadPeer);
                 }
-                if let Err(end) = deliver(&mut sink, Outgoing::Ping, closer, shutdown, limit).await {
+                if let Err(end) = Box::pin(deliver(&mut sink, Outgoing::Ping, closer, shutdown, limit)).await {
                     break end;
                 }
             }
@@ -274,14 +278,14 @@ pub(super) async fn join(
         let room = hub.room(key)?;
         let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
-        let peer = Peer {
+        let peer = Box::new(Peer {
             tx,
             queued: queued.clone(),
             max_queued: QUEUED_FRAMES_OF_MAX_SIZE * hub.settings.max_frame_bytes,
             closer: closer.clone(),
             protocol,
             access,
-        };
+        });
         if room.send(RoomEvent::Join { conn, peer }).await.is_err() {
             continue;
         }

@@ -25,8 +25,9 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 
 pub(super) use tungstenite::Message;
 
-/// An upgraded sync connection.
-pub(super) type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// An upgraded sync connection. Boxed: tungstenite's state is large, and every async function it
+/// is passed through keeps a slot for its arguments in its future for the connection's lifetime.
+pub(super) type WebSocket = Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
 pub(super) type Sink = SplitSink<WebSocket, Message>;
 pub(super) type Stream = SplitStream<WebSocket>;
 
@@ -76,8 +77,8 @@ impl Upgrade {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    serve(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
-                        .await
+                    let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config));
+                    serve(Box::new(socket.await)).await
                 }
                 Err(err) => tracing::debug!(error = %err, "WebSocket upgrade failed"),
             }

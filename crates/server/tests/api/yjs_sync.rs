@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::helpers::{TestApp, eventually};
+use crate::metrics::scrape;
 use crate::yjs_client::{Provider, RawClient, live_counts};
 
 #[tokio::test]
@@ -111,4 +112,50 @@ async fn a_diaryx_like_client_converges_with_a_provider() {
     let state = provider.wait_for(|s| both(s["text"].as_str().unwrap())).await;
     assert_eq!(state["text"], diaryx.text());
     provider.quit().await;
+}
+
+#[tokio::test]
+async fn an_idle_room_hibernates_and_still_serves_joiners_edits_and_a_restart() {
+    // The idle-compaction job, which also hibernates, finds a document idle after one interval.
+    let mut app = TestApp::builder().env("CONCORD_MAINTENANCE_INTERVAL_SECS", "1").spawn().await;
+    let alice = app.sign_in("alice@example.com").await;
+    let hibernations = || async { scrape(&app).await.sum("concord_yjs_hibernations_total", &[]) };
+    let mut writer = Provider::start(&app, "sleepy", &alice).await;
+    writer.synced().await;
+    writer.insert("before").await;
+    writer.set("k", json!("v")).await;
+    writer.awareness(json!({"user": "writer"})).await;
+    let mut witness = Provider::start(&app, "sleepy", &alice).await;
+    witness.wait_for(|s| s["text"] == "before" && s["map"]["k"] == "v").await;
+
+    // Both stay connected while the room hibernates.
+    eventually(|| async { hibernations().await >= 1.0 }).await;
+    assert_eq!(live_counts(&app).await, (2, 1));
+
+    // A joiner of the hibernating room gets the whole document and the writer's awareness.
+    let mut joiner = Provider::start(&app, "sleepy", &alice).await;
+    joiner
+        .wait_for(|s| {
+            s["text"] == "before"
+                && s["map"]["k"] == "v"
+                && s["peers"].as_array().unwrap().contains(&json!({"user": "writer"}))
+        })
+        .await;
+    // An edit wakes it and reaches everyone, on top of what was there.
+    writer.insert(" after").await;
+    witness.wait_for(|s| s["text"] == "before after").await;
+    joiner.wait_for(|s| s["text"] == "before after").await;
+
+    // Idle again it hibernates again; an edit made then survives a restart with everything else.
+    let slept = hibernations().await;
+    eventually(|| async { hibernations().await > slept }).await;
+    joiner.insert("!").await;
+    witness.wait_for(|s| s["text"] == "before after!").await;
+    for provider in [writer, witness, joiner] {
+        provider.quit().await;
+    }
+    app.restart().await;
+    let mut reader = Provider::start(&app, "sleepy", &alice).await;
+    reader.wait_for(|s| s["text"] == "before after!" && s["map"]["k"] == "v").await;
+    reader.quit().await;
 }
