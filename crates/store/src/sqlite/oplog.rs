@@ -51,7 +51,8 @@ use std::collections::{HashMap, HashSet};
 
 use concord_core::oplog::{ValidPush, conflict_floor, is_delete};
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::QueryBuilder;
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::BLOB_SIZE;
@@ -212,57 +213,39 @@ async fn push_in(tx: &mut SqliteConnection, pending: &PendingPush) -> StoreResul
     }
 
     // Two statements for the whole batch instead of one per op: the ids the scope already
-    // holds, then one insert of the rest, numbered in Rust. Both pass the batch as one JSON
-    // parameter (`json_each`), so the statement text is fixed and stays prepared. The insert
-    // has no `ON CONFLICT`: after the check, a clash on either unique key is a bug and fails.
-    let ids = serde_json::Value::from(push.ops.iter().map(|op| op.op_id.as_str()).collect::<Vec<_>>()).to_string();
-    let known: HashSet<String> = sqlx::query_scalar(
-        "SELECT op_id FROM oplog_ops
-         WHERE user_id = ?1 AND vault_id = ?2 AND op_id IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(&scope.user_id)
-    .bind(&scope.vault_id)
-    .bind(ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    // holds, then one multi-row insert of the rest, numbered in Rust (at most 100 ops of 13
+    // parameters, far below SQLite's 32 766). The insert has no `ON CONFLICT`: after the check, a
+    // clash on either unique key is a bug and fails.
+    let mut known = QueryBuilder::<Sqlite>::new("SELECT op_id FROM oplog_ops WHERE user_id = ");
+    known.push_bind(&scope.user_id).push(" AND vault_id = ").push_bind(&scope.vault_id).push(" AND op_id IN (");
+    let mut ids = known.separated(", ");
+    for op in &push.ops {
+        ids.push_bind(&op.op_id);
+    }
+    known.push(")");
+    let known: HashSet<String> = known.build_query_scalar().fetch_all(&mut *tx).await?.into_iter().collect();
     let NewOps { stored, accepted, head } = new_ops(&push.ops, &known, head);
     if !stored.is_empty() {
-        let rows = serde_json::Value::from(
-            stored
-                .iter()
-                .map(|(sequence, op)| {
-                    serde_json::json!([
-                        sequence,
-                        op.op_id,
-                        op.entity_type,
-                        op.entity_id,
-                        op.op_type,
-                        op.payload_json,
-                        op.client_sequence,
-                        op.last_seen_server_seq,
-                        op.created_at
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        sqlx::query(
+        let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO oplog_ops (user_id, vault_id, server_sequence, op_id, device_id, entity_type,
-                entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at)
-             SELECT ?1, ?2, r.value ->> 0, r.value ->> 1, ?3, r.value ->> 2, r.value ->> 3, r.value ->> 4,
-                r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, ?4
-             FROM json_each(?5) r",
-        )
-        .bind(&scope.user_id)
-        .bind(&scope.vault_id)
-        .bind(device_id)
-        .bind(now)
-        .bind(rows)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error)?;
+                entity_id, op_type, payload_json, client_sequence, last_seen_server_seq, created_at, pushed_at) ",
+        );
+        insert.push_values(&stored, |mut row, (sequence, op)| {
+            row.push_bind(&scope.user_id)
+                .push_bind(&scope.vault_id)
+                .push_bind(*sequence)
+                .push_bind(&op.op_id)
+                .push_bind(device_id)
+                .push_bind(&op.entity_type)
+                .push_bind(&op.entity_id)
+                .push_bind(&op.op_type)
+                .push_bind(&op.payload_json)
+                .push_bind(op.client_sequence)
+                .push_bind(op.last_seen_server_seq)
+                .push_bind(&op.created_at)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *tx).await.map_err(write_error)?;
     }
     // Deletes are rare: one statement each, in request order, so the last delete of an entity wins.
     for (sequence, op) in stored.iter().filter(|(_, op)| is_delete(op)) {
