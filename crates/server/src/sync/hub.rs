@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +69,21 @@ struct RoomEntry {
     /// Tells this room's task from a later one for the same document.
     generation: u64,
     tx: mpsc::Sender<RoomEvent>,
+    /// Set when a bus event for the room found its queue full and was dropped ([`tell`]).
+    missed: Arc<AtomicBool>,
+}
+
+/// What the bus's events reach a room through: its queue, and the flag that says one was dropped.
+#[derive(Clone)]
+struct RoomQueue {
+    tx: mpsc::Sender<RoomEvent>,
+    missed: Arc<AtomicBool>,
+}
+
+impl RoomEntry {
+    fn queue(&self) -> RoomQueue {
+        RoomQueue { tx: self.tx.clone(), missed: self.missed.clone() }
+    }
 }
 
 pub struct Hub {
@@ -119,8 +134,9 @@ impl Hub {
         }
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
-        rooms.open.insert(key.clone(), RoomEntry { generation, tx: tx.clone() });
-        tokio::spawn(room::run(self.clone(), key.clone(), generation, rx));
+        let missed = Arc::new(AtomicBool::new(false));
+        rooms.open.insert(key.clone(), RoomEntry { generation, tx: tx.clone(), missed: missed.clone() });
+        tokio::spawn(room::run(self.clone(), key.clone(), generation, rx, missed));
         Ok(tx)
     }
 
@@ -229,10 +245,10 @@ impl Hub {
         let key = DocKey { workspace_id: doc.workspace_id, name: doc.name };
         let queue = {
             let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            rooms.open.get(&key).map(|e| e.tx.clone())
+            rooms.open.get(&key).map(RoomEntry::queue)
         };
         if let Some(queue) = queue {
-            tell(queue, RoomEvent::Remote(Box::new(event)));
+            tell(queue, event);
         }
     }
 
@@ -242,29 +258,29 @@ impl Hub {
     fn deleted_elsewhere(&self, workspace_id: &str, name: Option<&str>) {
         let reason = if name.is_some() { CloseReason::DocumentDeleted } else { CloseReason::WorkspaceDeleted };
         for queue in self.queues(|key| key.workspace_id == workspace_id && name.is_none_or(|name| key.name == name)) {
-            tell(queue, RoomEvent::Remote(Box::new(Remote::Deleted(reason))));
+            tell(queue, Remote::Deleted(reason));
         }
     }
 
     /// Another node died (`bus::liveness`): every room drops the awareness of its connections.
     pub fn node_gone(&self, node: NodeId) {
         for queue in self.queues(|_| true) {
-            tell(queue, RoomEvent::Remote(Box::new(Remote::NodeGone(node))));
+            tell(queue, Remote::NodeGone(node));
         }
     }
 
     /// Has every open room read what it lacks from the database (bus messages may be lost).
     pub fn catch_up_all(&self) {
         for queue in self.queues(|_| true) {
-            tell(queue, RoomEvent::Remote(Box::new(Remote::CatchUp)));
+            tell(queue, Remote::CatchUp);
         }
     }
 
     /// The queues of the open rooms whose document `covers` selects, taken under the lock and
     /// used after it (sending may wait).
-    fn queues(&self, covers: impl Fn(&DocKey) -> bool) -> Vec<mpsc::Sender<RoomEvent>> {
+    fn queues(&self, covers: impl Fn(&DocKey) -> bool) -> Vec<RoomQueue> {
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.open.iter().filter(|(key, _)| covers(key)).map(|(_, e)| e.tx.clone()).collect()
+        rooms.open.iter().filter(|(key, _)| covers(key)).map(|(_, e)| e.queue()).collect()
     }
 
     /// A fresh id for a connection.
@@ -273,15 +289,30 @@ impl Hub {
     }
 }
 
-/// Queues a bus event for a room without holding up the bus listener: a busy room's event waits
-/// in a task of its own. Its order among other events does not matter: a room applies a message
-/// only when it continues what it holds, and catches up otherwise.
-fn tell(queue: mpsc::Sender<RoomEvent>, event: RoomEvent) {
-    if let Err(mpsc::error::TrySendError::Full(event)) = queue.try_send(event) {
-        tokio::spawn(async move {
-            // An error means the room stopped; there is nobody left to tell.
-            let _ = queue.send(event).await;
-        });
+/// Queues a bus event for a room without holding up the bus listener. A room whose queue is full
+/// is busy, and what does not fit is not queued elsewhere (a task per event would grow without
+/// bound under a flood): what the database holds (updates, a catch-up) sets the room's `missed`
+/// flag, and the room reads what it lacks once it has worked through its queue; presence and
+/// stateless messages, stored nowhere, are dropped as the bus may drop them (clients renew their
+/// awareness); only the rare events a room must hear (a delete, a node's death) wait in a task.
+/// Order does not matter: a room applies a message only when it continues what it holds, and
+/// catches up otherwise.
+fn tell(room: RoomQueue, event: Remote) {
+    let event = match room.tx.try_send(RoomEvent::Remote(Box::new(event))) {
+        Err(mpsc::error::TrySendError::Full(RoomEvent::Remote(event))) => *event,
+        // Queued, or the room stopped and there is nobody left to tell.
+        _ => return,
+    };
+    match event {
+        Remote::Updates { .. } | Remote::CatchUp => room.missed.store(true, Ordering::Release),
+        Remote::Awareness { .. } | Remote::AwarenessQuery | Remote::Stateless(_) => {
+            metrics::counter!("concord_bus_received_dropped_total").increment(1);
+        }
+        owed @ (Remote::Deleted(_) | Remote::NodeGone(_)) => {
+            tokio::spawn(async move {
+                let _ = room.tx.send(RoomEvent::Remote(Box::new(owed))).await;
+            });
+        }
     }
 }
 
@@ -297,5 +328,36 @@ impl Drop for DeleteGate<'_> {
         if let Some(at) = rooms.deleting.iter().position(|d| d == self.what) {
             rooms.deleting.swap_remove(at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(event: Option<RoomEvent>) -> Remote {
+        match event {
+            Some(RoomEvent::Remote(remote)) => *remote,
+            _ => panic!("expected a bus event"),
+        }
+    }
+
+    /// A busy room's full queue: updates set its `missed` flag instead of waiting anywhere,
+    /// presence is dropped, and only an owed event (a node's death) waits to be delivered.
+    #[tokio::test]
+    async fn a_full_room_queue_holds_no_bus_event_it_can_do_without() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let room = RoomQueue { tx, missed: Arc::new(AtomicBool::new(false)) };
+        tell(room.clone(), Remote::CatchUp);
+        assert!(!room.missed.load(Ordering::Acquire), "it fitted");
+        tell(room.clone(), Remote::Updates { doc_id: "d".into(), first: 1, last: 1, updates: None });
+        assert!(room.missed.load(Ordering::Acquire), "the room will read it from the database");
+        tell(room.clone(), Remote::AwarenessQuery);
+        tell(room.clone(), Remote::NodeGone(NodeId([1; 16])));
+
+        assert!(matches!(taken(rx.recv().await), Remote::CatchUp));
+        assert!(matches!(taken(rx.recv().await), Remote::NodeGone(_)), "the owed event, once there was room");
+        drop(room);
+        assert!(rx.recv().await.is_none(), "nothing else was queued or is waiting");
     }
 }

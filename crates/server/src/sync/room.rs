@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -222,12 +222,18 @@ struct Loaded {
     changed_since_version: bool,
 }
 
-pub(super) async fn run(hub: Arc<Hub>, key: DocKey, generation: u64, mut rx: mpsc::Receiver<RoomEvent>) {
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    key: DocKey,
+    generation: u64,
+    mut rx: mpsc::Receiver<RoomEvent>,
+    missed: Arc<AtomicBool>,
+) {
     hub.stats.rooms.fetch_add(1, Ordering::Relaxed);
     // Boxed, like the rarer steps in `serve`: a task's allocation holds its future's largest state,
     // and one that holds only what waiting for events needs keeps idle rooms small (Y1).
     match Box::pin(load(&hub, &key)).await {
-        Ok(mut doc) => serve(&hub, &key, generation, &mut rx, &mut doc).await,
+        Ok(mut doc) => serve(&hub, &key, generation, &mut rx, &missed, &mut doc).await,
         // Connections waiting in the queue see their channel close and report the failure.
         Err(err) => {
             tracing::error!(workspace = %key.workspace_id, doc = %key.name, error = %err, "loading document failed")
@@ -277,7 +283,14 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
     })
 }
 
-async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver<RoomEvent>, doc: &mut Loaded) {
+async fn serve(
+    hub: &Hub,
+    key: &DocKey,
+    generation: u64,
+    rx: &mut mpsc::Receiver<RoomEvent>,
+    missed: &AtomicBool,
+    doc: &mut Loaded,
+) {
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     // Other nodes' connections whose awareness this room holds, by node, to drop them when the
     // node dies.
@@ -431,6 +444,10 @@ async fn serve(hub: &Hub, key: &DocKey, generation: u64, rx: &mut mpsc::Receiver
         }
         dispatch(&peers, batch);
         relay_stateless(&peers, stateless);
+        // A bus message that found the queue full was dropped (`hub::tell`): read what it held.
+        if missed.swap(false, Ordering::AcqRel) {
+            doc.behind = true;
+        }
         if doc.behind && !poisoned {
             match Box::pin(catch_up(hub, doc, &peers)).await {
                 Caught::Up => {}
