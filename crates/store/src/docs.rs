@@ -1,6 +1,8 @@
 //! The Yjs documents part of the contract: documents inside workspaces, stored as a snapshot plus
 //! the updates appended after it.
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::{StoreResult, WorkspaceRecord};
 
 /// A document's id: opaque, made by the store, the same on every node and backend. Callers only
@@ -45,6 +47,46 @@ pub struct NewDocUpdate {
     pub data: Vec<u8>,
     /// When it was received (unix seconds): the document's last change from then on.
     pub at: i64,
+}
+
+/// One document's share of an append batch: its head advances by `count` in one statement, and
+/// its last change becomes the newest of the updates' times (`at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadAdvance<'a> {
+    pub doc_id: &'a DocId,
+    pub count: i64,
+    pub at: i64,
+}
+
+/// The documents of an append batch, each once, in id order. One head advance per document
+/// (instead of one per update) keeps a batch of many updates to a few statements; the id order
+/// means two batches (on PostgreSQL, two nodes) lock the head rows they share in the same order,
+/// so they queue instead of deadlocking.
+pub(crate) fn head_advances(batch: &[NewDocUpdate]) -> Vec<HeadAdvance<'_>> {
+    let mut docs = BTreeMap::<&str, HeadAdvance<'_>>::new();
+    for update in batch {
+        docs.entry(update.doc_id.as_str())
+            .and_modify(|doc| {
+                doc.count += 1;
+                doc.at = doc.at.max(update.at);
+            })
+            .or_insert(HeadAdvance { doc_id: &update.doc_id, count: 1, at: update.at });
+    }
+    docs.into_values().collect()
+}
+
+/// The seq of each update of `batch`, in batch order, from each document's first new seq
+/// (its head after the advance minus its count, plus one): a document's updates take its new
+/// seqs in the order the batch holds them.
+pub(crate) fn number_batch<'a>(batch: &'a [NewDocUpdate], mut next: HashMap<&'a str, i64>) -> Vec<i64> {
+    batch
+        .iter()
+        .map(|update| {
+            let seq = next.get_mut(update.doc_id.as_str()).expect("every document of the batch was advanced");
+            *seq += 1;
+            *seq - 1
+        })
+        .collect()
 }
 
 /// A document as a listing shows it.

@@ -1,12 +1,15 @@
 //! PostgreSQL implementation of [`DocStore`]. Why seqs stay gap-free and in commit order with
 //! appenders on several nodes, and why compaction stays correct, is argued in `src/sqlite/docs.rs`:
-//! here the `UPDATE docs SET head = head + 1` of an append and the `UPDATE docs SET snapshot …` of
+//! here the `UPDATE docs SET head = head + n` of an append and the `UPDATE docs SET snapshot …` of
 //! a compaction take the document row's lock, held until commit.
+
+use std::collections::HashMap;
 
 use concord_core::id::{new_document_id, new_workspace_id};
 use sqlx::Row;
 
 use super::{PgStore, write_error};
+use crate::docs::{head_advances, number_batch};
 use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
 
 #[async_trait::async_trait]
@@ -40,27 +43,32 @@ impl DocStore for PgStore {
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
         let mut tx = self.write().await?;
-        let mut seqs = Vec::with_capacity(batch.len());
-        for update in batch {
-            let seq: i64 = sqlx::query_scalar("UPDATE docs SET head = head + 1 WHERE id = $1 RETURNING head")
-                .bind(update.doc_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::Missing("the document no longer exists"))?;
-            sqlx::query("INSERT INTO doc_updates (doc_id, seq, data) VALUES ($1, $2, $3)")
-                .bind(update.doc_id.as_str())
-                .bind(seq)
-                .bind(&update.data)
-                .execute(&mut *tx)
-                .await?;
-            seqs.push(seq);
-            // The row is already locked by this transaction; a clock that stepped back moves nothing.
-            sqlx::query("UPDATE docs SET updated_at = $2 WHERE id = $1 AND updated_at < $2")
-                .bind(update.doc_id.as_str())
-                .bind(update.at)
-                .execute(&mut *tx)
-                .await?;
+        // One statement per document (in id order: see `head_advances`) and one insert for the
+        // whole batch, its columns passed as arrays, not three statements per update.
+        let advances = head_advances(batch);
+        let mut next = HashMap::with_capacity(advances.len());
+        for doc in &advances {
+            // The row lock holds until commit; a clock that stepped back moves `updated_at` nothing.
+            let head: i64 = sqlx::query_scalar(
+                "UPDATE docs SET head = head + $2, updated_at = GREATEST(updated_at, $3) WHERE id = $1 RETURNING head",
+            )
+            .bind(doc.doc_id.as_str())
+            .bind(doc.count)
+            .bind(doc.at)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::Missing("the document no longer exists"))?;
+            next.insert(doc.doc_id.as_str(), head - doc.count + 1);
         }
+        let seqs = number_batch(batch, next);
+        sqlx::query(
+            "INSERT INTO doc_updates (doc_id, seq, data) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])",
+        )
+        .bind(batch.iter().map(|update| update.doc_id.as_str()).collect::<Vec<_>>())
+        .bind(&seqs)
+        .bind(batch.iter().map(|update| update.data.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(seqs)
     }

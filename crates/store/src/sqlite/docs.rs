@@ -3,12 +3,14 @@
 //! # Why document seqs stay gap-free and in commit order, and compaction stays correct
 //!
 //! Each document's row in `docs` is its head row: `head` is the seq of its newest update. An
-//! append reads and advances it (`UPDATE docs SET head = head + 1 … RETURNING head`) and inserts
-//! the update under that seq, in the same write transaction as every other update of the batch.
-//! Two appends to one document cannot interleave: here every write goes through the single
-//! writer connection; on PostgreSQL the `UPDATE` takes the row lock, which holds until commit, so
-//! appenders of one document on any number of nodes queue on it (appenders of other documents do
-//! not) and the next one numbers its updates only after the previous one committed. A rolled-back
+//! append advances it by the batch's updates of that document (`UPDATE docs SET head = head + n
+//! … RETURNING head`) and inserts them under the seqs up to the new head, in batch order, in the
+//! same write transaction as every other update of the batch. Two appends to one document cannot
+//! interleave: here every write goes through the single writer connection; on PostgreSQL the
+//! `UPDATE` takes the row lock, which holds until commit, so appenders of one document on any
+//! number of nodes queue on it (appenders of other documents do not; a batch takes its rows in
+//! document-id order, so two batches sharing documents queue instead of deadlocking) and the next
+//! one numbers its updates only after the previous one committed. A rolled-back
 //! batch advances nothing, so no seq is skipped, and seqs become visible in ascending order. A
 //! load reads head, snapshot and updates in one read transaction, so what it returns is every
 //! update from `snapshot_seq + 1` to `head` with nothing missing.
@@ -25,11 +27,17 @@
 //! transaction means one compaction of a document at a time across all nodes; appends of the
 //! document wait for it and then number after the head it left unchanged.
 
+use std::collections::HashMap;
+
 use concord_core::id::{new_document_id, new_workspace_id};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{SqliteStore, write_error};
+use crate::docs::{head_advances, number_batch};
 use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
+
+/// Updates per multi-row insert: three parameters each, far below SQLite's 32 766.
+const INSERT_ROWS: usize = 1000;
 
 #[async_trait::async_trait]
 impl DocStore for SqliteStore {
@@ -61,28 +69,39 @@ impl DocStore for SqliteStore {
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
         let mut txn = self.writer.begin().await?;
-        let mut seqs = Vec::with_capacity(batch.len());
-        for update in batch {
-            // The head row numbers the update (see the module docs); a missing document (its
-            // workspace was deleted meanwhile) fails the whole batch.
-            let (id, seq): (i64, i64) =
-                sqlx::query_as("UPDATE docs SET head = head + 1 WHERE uid = ?1 RETURNING id, head")
-                    .bind(update.doc_id.as_str())
-                    .fetch_optional(&mut *txn)
-                    .await?
-                    .ok_or(StoreError::Missing("the document no longer exists"))?;
-            sqlx::query("INSERT INTO doc_updates (doc_id, seq, data) VALUES (?1, ?2, ?3)")
-                .bind(id)
-                .bind(seq)
-                .bind(&update.data)
-                .execute(&mut *txn)
-                .await?;
-            seqs.push(seq);
-            sqlx::query("UPDATE docs SET updated_at = ?2 WHERE id = ?1 AND updated_at < ?2")
-                .bind(id)
-                .bind(update.at)
-                .execute(&mut *txn)
-                .await?;
+        // One statement per document and one insert per chunk of updates, not three statements
+        // per update: each is a round trip to SQLite's worker thread.
+        let advances = head_advances(batch);
+        let mut next = HashMap::with_capacity(advances.len());
+        let mut row_ids = HashMap::with_capacity(advances.len());
+        for doc in &advances {
+            // The head row numbers the updates (see the module docs); a missing document (its
+            // workspace was deleted meanwhile) fails the whole batch. A clock that stepped back
+            // moves `updated_at` nothing.
+            let (id, head): (i64, i64) = sqlx::query_as(
+                "UPDATE docs SET head = head + ?2, updated_at = MAX(updated_at, ?3) WHERE uid = ?1 RETURNING id, head",
+            )
+            .bind(doc.doc_id.as_str())
+            .bind(doc.count)
+            .bind(doc.at)
+            .fetch_optional(&mut *txn)
+            .await?
+            .ok_or(StoreError::Missing("the document no longer exists"))?;
+            next.insert(doc.doc_id.as_str(), head - doc.count + 1);
+            row_ids.insert(doc.doc_id.as_str(), id);
+        }
+        let seqs = number_batch(batch, next);
+        let rows: Vec<(i64, i64, &[u8])> = batch
+            .iter()
+            .zip(&seqs)
+            .map(|(update, &seq)| (row_ids[update.doc_id.as_str()], seq, &update.data[..]))
+            .collect();
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO doc_updates (doc_id, seq, data) ");
+            insert.push_values(chunk, |mut row, &(id, seq, data)| {
+                row.push_bind(id).push_bind(seq).push_bind(data);
+            });
+            insert.build().execute(&mut *txn).await?;
         }
         txn.commit().await?;
         Ok(seqs)

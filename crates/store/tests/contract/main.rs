@@ -103,6 +103,8 @@ macro_rules! every_story {
                 story_a_stale_or_overreaching_compaction_changes_nothing,
                 story_racing_compactions_keep_the_latest_snapshot,
                 story_concurrent_appenders_get_gap_free_seqs_in_commit_order,
+                story_a_large_interleaved_batch_is_numbered_in_batch_order,
+                story_concurrent_batches_sharing_documents_in_opposite_orders_both_commit,
                 story_a_failed_batch_stores_nothing,
                 story_documents_are_listed_found_and_deleted_by_name,
                 story_updates_after_a_seq_are_what_a_holder_of_it_lacks,
