@@ -18,6 +18,8 @@ use crate::{CONNECT_DEADLINE, PeakRss};
 const STORM_CHUNK: usize = 100_000;
 /// How long the server may take to hold a whole built document.
 const BUILD_DEADLINE: Duration = Duration::from_secs(300);
+/// Checkers [`holds`] starts at most, one after another.
+const HOLDS_ATTEMPTS: u32 = 5;
 
 /// Y4: a writer builds a `doc_bytes` document, then `clients` clients connect at once; the time
 /// until the last one is synced, each one's join time, and the server's peak RSS meanwhile.
@@ -133,11 +135,26 @@ pub async fn cold_load(target: &Target, name: &str, updates: usize) -> Result<Va
 }
 
 /// Waits until a fresh client of `name` holds `len` bytes of text: the server has taken every
-/// update sent so far.
+/// update sent so far. A checker that joins while the server still relays the writer's backlog
+/// gets every update as its own frame, and on a loaded machine may fall behind and be closed as
+/// too slow (Concord's 1013, correct behaviour): a fresh checker then joins again, and gets what
+/// the server holds by then in one SyncStep2.
 async fn holds(target: &Target, name: &str, len: usize) -> Result<()> {
-    let mut checker = Client::open(target, name).await?;
     let deadline = tokio::time::Instant::now() + BUILD_DEADLINE;
-    checker.wait_synced().await?;
+    for attempt in 1.. {
+        match check_holds(target, name, len, deadline).await {
+            Err(err) if attempt < HOLDS_ATTEMPTS && tokio::time::Instant::now() < deadline => {
+                eprintln!("  [loadgen] checker of {name} failed ({err:#}); joining again");
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+async fn check_holds(target: &Target, name: &str, len: usize, deadline: tokio::time::Instant) -> Result<()> {
+    let mut checker = Client::open(target, name).await?;
+    tokio::time::timeout_at(deadline, checker.wait_synced()).await.context("the checker did not sync in time")??;
     while (checker.len() as usize) < len {
         tokio::time::timeout_at(deadline, checker.next_frame())
             .await
