@@ -87,6 +87,10 @@ enum Scenario {
         /// All connections in one document instead of one document each.
         #[arg(long)]
         one_doc: bool,
+        /// Also hold the connections idle this long and report the server's CPU per connection
+        /// per second over it (long enough to span its keepalive pings: 15 s each).
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
     },
     /// Y2: one writer, N observers in one document; p50/p99 from the writer's edit to each observer.
     Propagation {
@@ -222,7 +226,9 @@ async fn main() -> Result<()> {
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     let prefix = &format!("{}-{nonce}", args.prefix);
     let result = match args.scenario {
-        Scenario::Idle { conns, one_doc } => idle(&target, args.pid, prefix, conns, one_doc).await?,
+        Scenario::Idle { conns, one_doc, hold_secs } => {
+            idle(&target, args.pid, prefix, conns, one_doc, hold_secs).await?
+        }
         Scenario::Propagation { observers, rate, seconds, across } => {
             let run =
                 fanout::run(&place(across, false)?, &pids, &[format!("{prefix}-y2")], observers, rate, seconds).await?;
@@ -261,7 +267,14 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one_doc: bool) -> Result<Value> {
+async fn idle(
+    target: &Target,
+    pid: Option<u32>,
+    prefix: &str,
+    conns: usize,
+    one_doc: bool,
+    hold_secs: u64,
+) -> Result<Value> {
     let pid = pid.context("the idle scenario needs --pid")?;
     let names: Vec<String> =
         (0..conns).map(|i| if one_doc { format!("{prefix}-y1-one") } else { format!("{prefix}-y1-{i}") }).collect();
@@ -286,6 +299,14 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
     // Let the server finish what it does after a sync (persisting a new document, sweeping).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(&[pid])?;
+    // Server CPU while nothing happens but keepalives: what holding a connection open costs.
+    let idle_cpu_us = if hold_secs > 0 {
+        let start = cpu_seconds(&[pid])?;
+        tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+        Some((cpu_seconds(&[pid])? - start) * 1e6 / hold_secs as f64 / conns as f64)
+    } else {
+        None
+    };
     // A live edit while every idle connection is held: one writer, one observer, its own document.
     let live = fanout::run(&Placement::one(target), &[], &[format!("{prefix}-y1-live")], 1, 20, 2.0).await?;
     stop.send(true).context("stop")?;
@@ -302,6 +323,7 @@ async fn idle(target: &Target, pid: Option<u32>, prefix: &str, conns: usize, one
         "rss_after_kib": after,
         "kib_per_conn": (after as f64 - before as f64) / conns as f64,
         "connect_per_s": conns as f64 / connect.as_secs_f64(),
+        "idle_cpu_us_per_conn_per_s": idle_cpu_us,
         "live_p99_ms": live.percentile_ms(0.99),
         "converged": converged,
     }))

@@ -152,6 +152,13 @@ impl AwarenessTable {
         ids
     }
 
+    /// When [`Self::outdated`] or [`Self::forget_removed`] next has something to do: the first
+    /// `now` at which an entry (live or removed) is [`AWARENESS_TIMEOUT_SECS`] old. `None` for an
+    /// empty table, which needs no sweeping.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.clients.values().map(|m| m.last_updated + AWARENESS_TIMEOUT_SECS).min()
+    }
+
     /// Clients with a live state.
     pub fn live(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.clients.iter().filter(|(_, m)| m.state.is_some()).map(|(id, _)| *id).collect();

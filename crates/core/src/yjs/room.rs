@@ -218,8 +218,8 @@ impl Room {
         self.remove_awareness(asserted, now)
     }
 
-    /// Drops awareness states not renewed within [`super::AWARENESS_TIMEOUT_SECS`]; call it every
-    /// few seconds.
+    /// Drops awareness states not renewed within [`super::AWARENESS_TIMEOUT_SECS`]; call it at
+    /// [`Room::next_sweep`].
     pub fn sweep(&mut self, now: i64) -> Effects {
         self.awareness.forget_removed(now);
         let outdated = self.awareness.outdated(now);
@@ -229,6 +229,13 @@ impl Room {
             }
         }
         self.remove_awareness(outdated, now)
+    }
+
+    /// When [`Room::sweep`] next changes anything (unix seconds), unless an event renews or
+    /// removes states before; `None` while the room holds no awareness at all, so a room of
+    /// clients without presence needs no timer.
+    pub fn next_sweep(&self) -> Option<i64> {
+        self.awareness.next_expiry()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -672,10 +679,29 @@ mod tests {
     fn sweep_expires_states_after_thirty_seconds() {
         let mut room = Room::default();
         let _ = room.connect(1);
+        assert_eq!(room.next_sweep(), None, "no awareness, nothing to sweep");
         let _ = room.receive(1, &awareness_frame(&[(7, 1, Some("{}"))]), 100).unwrap();
+        assert_eq!(room.next_sweep(), Some(130));
         assert!(room.sweep(129).broadcast.is_empty());
         assert_eq!(room.sweep(130).broadcast.len(), 1);
         assert!(room.disconnect(1, 131).broadcast.is_empty(), "already expired");
+        // The removed entry is remembered (its clock guards against stale messages) until it
+        // too is thirty seconds old; then the room needs no sweep at all.
+        assert_eq!(room.next_sweep(), Some(160));
+        assert!(room.sweep(160).broadcast.is_empty());
+        assert_eq!(room.next_sweep(), None);
+    }
+
+    /// A renewal moves the next sweep, so a room whose clients renew in time never wakes for it.
+    #[test]
+    fn a_renewed_state_moves_the_next_sweep() {
+        let mut room = Room::default();
+        let _ = room.connect(1);
+        let _ = room.receive(1, &awareness_frame(&[(7, 1, Some("{}")), (8, 1, Some("{}"))]), 100).unwrap();
+        let _ = room.receive(1, &awareness_frame(&[(7, 2, Some("{}"))]), 115).unwrap();
+        assert_eq!(room.next_sweep(), Some(130), "the state not renewed");
+        let _ = room.receive(1, &awareness_frame(&[(8, 2, Some("{}"))]), 120).unwrap();
+        assert_eq!(room.next_sweep(), Some(145));
     }
 
     #[test]

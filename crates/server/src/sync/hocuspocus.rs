@@ -29,12 +29,12 @@ use concord_core::token::TokenHash;
 use concord_core::yjs::{ConnId, DocName};
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::hub::DocKey;
 use super::opener::Opener;
+use super::queue;
 use super::room::{Protocol, RoomEvent};
 use super::socket::{self, CLOSE_GRACE, CloseReason, Closer, Counted, DEAD_AFTER, Joined, Outgoing, PING_INTERVAL};
 use super::ws::{self, Message, Sink, WebSocket};
@@ -73,7 +73,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// One authenticated document of the socket.
 struct OpenDoc {
     conn: ConnId,
-    room: mpsc::Sender<RoomEvent>,
+    room: queue::Sender<RoomEvent>,
     /// Bytes waiting in the room's queue for this document (see `room::Peer`).
     queued: Arc<AtomicUsize>,
     /// This document's place among the user's open connections.
@@ -313,7 +313,7 @@ async fn admit(state: &AppState, key: &str, token: &str) -> Result<(Lease, DocKe
 fn frames(
     key: Arc<str>,
     conn: ConnId,
-    rx: mpsc::Receiver<Bytes>,
+    rx: queue::Receiver<Bytes>,
 ) -> BoxStream<'static, (Arc<str>, ConnId, Option<Bytes>)> {
     futures_util::stream::unfold(Some(rx), move |rx| {
         let key = key.clone();

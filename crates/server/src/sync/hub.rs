@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use concord_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::queue;
 use super::room::{self, Applied, ApplyError, Change, Remote, RoomEvent};
 use super::socket::CloseReason;
 use super::writer::Writer;
@@ -68,7 +69,7 @@ struct Rooms {
 struct RoomEntry {
     /// Tells this room's task from a later one for the same document.
     generation: u64,
-    tx: mpsc::Sender<RoomEvent>,
+    tx: queue::Sender<RoomEvent>,
     /// Set when a bus event for the room found its queue full and was dropped ([`tell`]).
     missed: Arc<AtomicBool>,
 }
@@ -76,7 +77,7 @@ struct RoomEntry {
 /// What the bus's events reach a room through: its queue, and the flag that says one was dropped.
 #[derive(Clone)]
 struct RoomQueue {
-    tx: mpsc::Sender<RoomEvent>,
+    tx: queue::Sender<RoomEvent>,
     missed: Arc<AtomicBool>,
 }
 
@@ -124,7 +125,7 @@ impl Hub {
 
     /// The queue of the document's room, starting the room if it is not running; while the
     /// document (or its workspace) is being deleted, the close reason that delete gives.
-    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> Result<mpsc::Sender<RoomEvent>, CloseReason> {
+    pub(super) fn room(self: &Arc<Self>, key: &DocKey) -> Result<queue::Sender<RoomEvent>, CloseReason> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(delete) = rooms.deleting.iter().find(|d| d.covers(key)) {
             return Err(delete.reason());
@@ -133,7 +134,7 @@ impl Hub {
             return Ok(entry.tx.clone());
         }
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let (tx, rx) = queue::channel(ROOM_QUEUE);
         let missed = Arc::new(AtomicBool::new(false));
         rooms.open.insert(key.clone(), RoomEntry { generation, tx: tx.clone(), missed: missed.clone() });
         tokio::spawn(room::run(self.clone(), key.clone(), generation, rx, missed));
@@ -142,7 +143,7 @@ impl Hub {
 
     /// Removes the room if nothing is queued for it. Returns whether it was removed; a connection
     /// that took the room's queue just before sees its join fail and asks again.
-    pub(super) fn unload_if_idle(&self, key: &DocKey, generation: u64, rx: &mpsc::Receiver<RoomEvent>) -> bool {
+    pub(super) fn unload_if_idle(&self, key: &DocKey, generation: u64, rx: &queue::Receiver<RoomEvent>) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if !rx.is_empty() {
             return false;
@@ -187,7 +188,7 @@ impl Hub {
     /// delete would find its document gone and close with 1011. Afterwards the bus tells the
     /// other nodes, whose rooms of it then find it gone in the database and close the same way.
     pub(crate) async fn deleting<T>(&self, what: Deleting, delete: impl Future<Output = T>) -> T {
-        let queues: Vec<mpsc::Sender<RoomEvent>> = {
+        let queues: Vec<queue::Sender<RoomEvent>> = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
             rooms.deleting.push(what.clone());
             let covered: Vec<DocKey> = rooms.open.keys().filter(|key| what.covers(key)).cloned().collect();
@@ -299,7 +300,7 @@ impl Hub {
 /// catches up otherwise.
 fn tell(room: RoomQueue, event: Remote) {
     let event = match room.tx.try_send(RoomEvent::Remote(Box::new(event))) {
-        Err(mpsc::error::TrySendError::Full(RoomEvent::Remote(event))) => *event,
+        Err(queue::TrySendError::Full(RoomEvent::Remote(event))) => *event,
         // Queued, or the room stopped and there is nobody left to tell.
         _ => return,
     };
@@ -346,7 +347,7 @@ mod tests {
     /// presence is dropped, and only an owed event (a node's death) waits to be delivered.
     #[tokio::test]
     async fn a_full_room_queue_holds_no_bus_event_it_can_do_without() {
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = queue::channel(1);
         let room = RoomQueue { tx, missed: Arc::new(AtomicBool::new(false)) };
         tell(room.clone(), Remote::CatchUp);
         assert!(!room.missed.load(Ordering::Acquire), "it fitted");

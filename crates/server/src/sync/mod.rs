@@ -6,6 +6,7 @@
 //!   fan-out, compaction.
 //! - `socket`: one task per connection: frame pump, ping/pong, limits, close codes.
 //! - `writer`: the group-commit writer shared by all rooms.
+//! - `queue`: the bounded queues between sockets and rooms, which hold no memory while empty.
 //! - `hocuspocus`: the Hocuspocus endpoint, many documents per socket, over the same rooms.
 //! - `opener`: who opens a document (a device or a share), for both protocols and `api::docs`.
 //!
@@ -15,6 +16,7 @@
 mod hocuspocus;
 mod hub;
 pub(crate) mod opener;
+mod queue;
 mod room;
 mod socket;
 mod writer;

@@ -15,6 +15,7 @@
 //! is argued in `crate::bus`.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,9 +25,11 @@ use concord_core::share::Access;
 use concord_core::yjs::{ConnId, Effects, Room};
 use concord_core::{history, hocuspocus};
 use concord_store::NewDocUpdate;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use super::hub::{DocKey, Hub};
+use super::queue;
 use super::socket::{CloseReason, Closer};
 use super::writer::AppendFailed;
 use crate::bus::codec::{DocRef, Message, NodeId};
@@ -36,9 +39,9 @@ use crate::clock;
 const BLOCKING_LOAD_BYTES: usize = 1 << 20;
 /// Events taken per batch at most; bounds how long one batch holds frames back.
 const MAX_EVENTS_PER_BATCH: usize = 512;
-/// How often stale awareness states are looked for; with the 30 s timeout, a state goes within
-/// 35 s of its last renewal.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest wait for an awareness sweep, so that a wall clock behind tokio's cannot make a
+/// room wake again and again for a state that is not quite due.
+const SWEEP_AT_LEAST: Duration = Duration::from_secs(1);
 /// Update bytes a bus message carries at most: a commit of more (a paste, an import) is announced
 /// by its seqs alone, and the rooms that hear it read it from the database. Typing commits a few
 /// hundred bytes, so nearly every message is applied straight from the bus, while no message
@@ -54,7 +57,7 @@ const QUERY_AWARENESS: &[u8] = &[3];
 const NO_CONN: ConnId = 0;
 
 /// What a connection tells its room. Kept to a frame's size (the rare, larger variants are
-/// boxed): every room's queue allocates its first block of 32 slots when it opens, idle or not.
+/// boxed): a busy room's queue holds up to a thousand of them.
 pub(super) enum RoomEvent {
     Join {
         conn: ConnId,
@@ -171,7 +174,7 @@ pub(super) enum Protocol {
 pub(super) struct Peer {
     /// Frames waiting for the socket. When the client does not read, this fills up and the
     /// client is disconnected (1013) rather than buffered for without limit.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: queue::Sender<Bytes>,
     /// Bytes in `tx`, shared with the socket task, which subtracts what it has sent.
     pub queued: Arc<AtomicUsize>,
     /// Most bytes that may wait in `tx`; one frame is always accepted into an empty queue, so a
@@ -226,7 +229,7 @@ pub(super) async fn run(
     hub: Arc<Hub>,
     key: DocKey,
     generation: u64,
-    mut rx: mpsc::Receiver<RoomEvent>,
+    mut rx: queue::Receiver<RoomEvent>,
     missed: Arc<AtomicBool>,
 ) {
     hub.stats.rooms.fetch_add(1, Ordering::Relaxed);
@@ -287,7 +290,7 @@ async fn serve(
     hub: &Hub,
     key: &DocKey,
     generation: u64,
-    rx: &mut mpsc::Receiver<RoomEvent>,
+    rx: &mut queue::Receiver<RoomEvent>,
     missed: &AtomicBool,
     doc: &mut Loaded,
 ) {
@@ -295,17 +298,22 @@ async fn serve(
     // Other nodes' connections whose awareness this room holds, by node, to drop them when the
     // node dies.
     let mut remote_conns: HashMap<NodeId, HashSet<ConnId>> = HashMap::new();
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed only while the room holds awareness, for the moment its oldest entry expires: a room
+    // whose clients hold no presence, or renew it in time, never wakes for a sweep (the idle CPU
+    // of thousands of rooms was mostly these wake-ups, every 5 s each).
+    let mut sweep: Option<Pin<Box<Sleep>>> = None;
     let mut events = Vec::new();
     // Other nodes' rooms of this document answer with their connections' awareness.
     hub.bus.publish(&Message::AwarenessQuery { doc: doc.bus_ref.clone() });
     let publishing = hub.bus.enabled();
     loop {
+        sweep = arm_sweep(sweep, doc.room.next_sweep(), clock::now());
         let mut swept = Effects::default();
         tokio::select! {
             received = rx.recv_many(&mut events, MAX_EVENTS_PER_BATCH) => if received == 0 { return },
-            _ = sweep.tick() => swept = doc.room.sweep(clock::now()),
+            () = async { sweep.as_mut().expect("armed").await }, if sweep.is_some() => {
+                swept = doc.room.sweep(clock::now());
+            }
         }
         let mut batch = vec![(None, swept)];
         let mut stateless = Vec::new();
@@ -315,7 +323,8 @@ async fn serve(
         let mut acks = Vec::new();
         // Awareness frames of this node's connections, for the bus: (connection, frame).
         let mut awareness = Vec::new();
-        let mut batched = events.drain(..);
+        // Taken whole, so that between batches (idle) the room holds no buffer of events.
+        let mut batched = std::mem::take(&mut events).into_iter();
         while let Some(event) = batched.next() {
             // Events after a poisoning frame are dropped with the room; their connections see
             // their channels close and reconnect to the reloaded document.
@@ -383,7 +392,7 @@ async fn serve(
                 RoomEvent::Close(reason) => {
                     close_all(&peers, reason);
                     rx.close();
-                    refuse_joins(batched.chain(std::iter::from_fn(|| rx.try_recv().ok())), reason);
+                    refuse_joins(batched.chain(std::iter::from_fn(|| rx.try_recv())), reason);
                     return;
                 }
                 RoomEvent::CompactIfIdle { idle_for } => idle = doc.last_write.elapsed() >= idle_for,
@@ -489,6 +498,20 @@ async fn serve(
             return;
         }
     }
+}
+
+/// The sweep timer for `due` (unix seconds, see [`Room::next_sweep`]), reusing `timer`; none
+/// when nothing is due.
+fn arm_sweep(timer: Option<Pin<Box<Sleep>>>, due: Option<i64>, now: i64) -> Option<Pin<Box<Sleep>>> {
+    let wait = Duration::from_secs(u64::try_from(due? - now).unwrap_or(0)).max(SWEEP_AT_LEAST);
+    let at = tokio::time::Instant::now() + wait;
+    Some(match timer {
+        Some(mut timer) => {
+            timer.as_mut().reset(at);
+            timer
+        }
+        None => Box::pin(tokio::time::sleep_until(at)),
+    })
 }
 
 /// The awareness frames among what the room broadcasts, copied for the bus (they are small).
@@ -726,10 +749,10 @@ fn refuse_joins(events: impl Iterator<Item = RoomEvent>, reason: CloseReason) {
 
 /// Closes every connection and stops taking events, refusing joins already queued with the same
 /// reason (a join retried in a fresh room would recreate a deleted document).
-fn end(peers: &HashMap<ConnId, Peer>, rx: &mut mpsc::Receiver<RoomEvent>, reason: CloseReason) {
+fn end(peers: &HashMap<ConnId, Peer>, rx: &mut queue::Receiver<RoomEvent>, reason: CloseReason) {
     close_all(peers, reason);
     rx.close();
-    refuse_joins(std::iter::from_fn(|| rx.try_recv().ok()), reason);
+    refuse_joins(std::iter::from_fn(|| rx.try_recv()), reason);
 }
 
 fn close_all(peers: &HashMap<ConnId, Peer>, reason: CloseReason) {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use concord_core::share::Access;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tungstenite::protocol::CloseFrame;
 
 use super::hub::{DocKey, Hub};
+use super::queue;
 use super::room::{Peer, Protocol, RoomEvent};
 use super::ws::{self, Message, Sink, WebSocket};
 use crate::live::Lease;
@@ -255,10 +255,10 @@ async fn pump(
 
 /// A connection's place in its room.
 pub(super) struct Joined {
-    pub room: mpsc::Sender<RoomEvent>,
+    pub room: queue::Sender<RoomEvent>,
     /// The room's first frame for this connection (its SyncStep1).
     pub greeting: Bytes,
-    pub outbound: mpsc::Receiver<Bytes>,
+    pub outbound: queue::Receiver<Bytes>,
     /// Bytes waiting in `outbound`; this task subtracts each frame it takes.
     pub queued: Arc<AtomicUsize>,
 }
@@ -276,7 +276,7 @@ pub(super) async fn join(
 ) -> Result<Joined, CloseReason> {
     for _ in 0..JOIN_ATTEMPTS {
         let room = hub.room(key)?;
-        let (tx, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, mut outbound) = queue::channel(OUTBOUND_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let peer = Box::new(Peer {
             tx,

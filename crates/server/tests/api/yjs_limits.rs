@@ -135,3 +135,47 @@ async fn awareness_floods_are_bounded_and_real_presence_keeps_working() {
         provider.quit().await;
     }
 }
+
+/// A presence its client stops renewing goes after y-protocols' 30 s while the socket stays open,
+/// and the other clients hear its removal; not before. (Rooms sweep awareness only while they
+/// hold some, at the moment the oldest entry is due, rather than every few seconds.)
+#[tokio::test]
+async fn an_unrenewed_presence_expires_after_thirty_seconds() {
+    use futures_util::StreamExt;
+    use std::time::{Duration, Instant};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use yrs::sync::Message;
+    use yrs::updates::decoder::Decode;
+
+    const CLIENT: u64 = 4711;
+    let app = TestApp::spawn().await;
+    let token = app.sign_in("alice@example.com").await;
+    let url = app.ws_url(&format!("/sync/fading?token={token}"));
+    let mut observer = RawClient::connect(&url).await;
+    let mut silent = RawClient::connect(&url).await;
+    let set_at = Instant::now();
+    silent.send(awareness(vec![(CLIENT, 1, Some(json!({"user": "silent"}).to_string()))])).await;
+    // The observer's awareness frames, in order: the state as relayed, then its removal.
+    let mut seen = Vec::new();
+    let watch = async {
+        while seen.last().is_none_or(|state: &String| state != "null") {
+            // Pings (answered by tungstenite as it reads) and sync frames pass by.
+            let frame = match observer.ws.next().await {
+                Some(Ok(WsMessage::Binary(frame))) => frame,
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                other => panic!("observer closed: {other:?}"),
+            };
+            if let Ok(Message::Awareness(update)) = Message::decode_v1(&frame)
+                && let Some(entry) = update.clients.iter().find(|(id, _)| id.get() == CLIENT).map(|(_, e)| e)
+            {
+                seen.push(entry.json.to_string());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(45), watch).await.expect("the presence never expired");
+    let after = set_at.elapsed();
+    assert_eq!(seen.len(), 2, "relayed once, then removed: {seen:?}");
+    assert!(seen[0].contains("silent"), "{seen:?}");
+    // Unix seconds on both ends: set at second s, expired at s + 30, so more than 29 s later.
+    assert!(after > Duration::from_secs(29) && after < Duration::from_secs(36), "expired after {after:?}");
+}
