@@ -216,8 +216,9 @@ struct Loaded {
     /// messages): no compaction, and it catches up from the database after the current batch.
     behind: bool,
     /// How the connections close when the document turns out to be gone (an append or a
-    /// catch-up finds it deleted through another node): what that node's delete said, if heard.
-    gone: CloseReason,
+    /// catch-up finds it deleted through another node): what that node's delete said, if heard
+    /// (else [`why_gone`] asks the database).
+    gone: Option<CloseReason>,
     /// When the newest version was taken (unix seconds), if there is one.
     last_version_at: Option<i64>,
     /// Whether anything was stored since that version (at load: whether updates follow the
@@ -280,7 +281,7 @@ async fn load(hub: &Hub, key: &DocKey) -> Result<Loaded, LoadError> {
         pending_bytes,
         last_write: Instant::now(),
         behind: false,
-        gone: CloseReason::DocumentDeleted,
+        gone: None,
         last_version_at,
         changed_since_version: !stored.updates.is_empty(),
     })
@@ -312,6 +313,8 @@ async fn serve(
         tokio::select! {
             received = rx.recv_many(&mut events, MAX_EVENTS_PER_BATCH) => if received == 0 { return },
             () = async { sweep.as_mut().expect("armed").await }, if sweep.is_some() => {
+                // Spent: the next loop arms a fresh one for whatever is due then.
+                sweep = None;
                 swept = doc.room.sweep(clock::now());
             }
         }
@@ -426,7 +429,7 @@ async fn serve(
                     Remote::Stateless(body) => stateless.push((NO_CONN, body)),
                     Remote::CatchUp => doc.behind = true,
                     Remote::Deleted(reason) => {
-                        doc.gone = reason;
+                        doc.gone = Some(reason);
                         doc.behind = true;
                     }
                     // Relayed to this node's connections only: every node judges the death itself.
@@ -448,7 +451,8 @@ async fn serve(
             for (done, _) in acks {
                 let _ = done.send(Err(if gone { ApplyError::Deleted } else { ApplyError::Storage }));
             }
-            end(&peers, rx, if gone { doc.gone } else { CloseReason::StorageFailed });
+            let reason = if gone { Box::pin(why_gone(hub, key, doc.gone)).await } else { CloseReason::StorageFailed };
+            end(&peers, rx, reason);
             return;
         }
         dispatch(&peers, batch);
@@ -465,7 +469,7 @@ async fn serve(
                     for (done, _) in acks {
                         let _ = done.send(Err(ApplyError::Deleted));
                     }
-                    end(&peers, rx, doc.gone);
+                    end(&peers, rx, Box::pin(why_gone(hub, key, doc.gone)).await);
                     return;
                 }
             }
@@ -500,12 +504,28 @@ async fn serve(
     }
 }
 
+/// How a room whose document is gone closes its connections: as the delete that other node
+/// announced, or, when the room found it gone before hearing why (an append racing the bus),
+/// as the database tells: the workspace too is gone, or only the document.
+async fn why_gone(hub: &Hub, key: &DocKey, heard: Option<CloseReason>) -> CloseReason {
+    if let Some(reason) = heard {
+        return reason;
+    }
+    match hub.store.workspace_by_id(&key.workspace_id).await {
+        Ok(None) => CloseReason::WorkspaceDeleted,
+        _ => CloseReason::DocumentDeleted,
+    }
+}
+
 /// The sweep timer for `due` (unix seconds, see [`Room::next_sweep`]), reusing `timer`; none
-/// when nothing is due.
+/// when nothing is due. A timer already set to fire sooner is kept: re-armed at every batch, a
+/// room busier than one batch per [`SWEEP_AT_LEAST`] would push a due sweep back for ever and
+/// keep a crashed client's cursor; firing early (a state was renewed since) only sweeps nothing.
 fn arm_sweep(timer: Option<Pin<Box<Sleep>>>, due: Option<i64>, now: i64) -> Option<Pin<Box<Sleep>>> {
     let wait = Duration::from_secs(u64::try_from(due? - now).unwrap_or(0)).max(SWEEP_AT_LEAST);
     let at = tokio::time::Instant::now() + wait;
     Some(match timer {
+        Some(timer) if timer.deadline() <= at => timer,
         Some(mut timer) => {
             timer.as_mut().reset(at);
             timer
@@ -758,5 +778,26 @@ fn end(peers: &HashMap<ConnId, Peer>, rx: &mut queue::Receiver<RoomEvent>, reaso
 fn close_all(peers: &HashMap<ConnId, Peer>, reason: CloseReason) {
     for peer in peers.values() {
         peer.closer.close(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy room re-arms its sweep at every batch: a sweep already due must not move later, or
+    /// it never fires while events keep coming; one due sooner moves the timer earlier.
+    #[tokio::test]
+    async fn a_due_sweep_is_not_pushed_back_by_later_batches() {
+        let now = clock::now();
+        let due = arm_sweep(None, Some(now), now).expect("armed");
+        let deadline = due.deadline();
+        let again = arm_sweep(Some(due), Some(now), now).expect("armed");
+        assert_eq!(again.deadline(), deadline, "kept, not pushed back");
+
+        let later = arm_sweep(None, Some(now + 20), now).expect("armed");
+        let sooner = arm_sweep(Some(later), Some(now + 5), now).expect("armed");
+        assert!(sooner.deadline() < tokio::time::Instant::now() + Duration::from_secs(6), "moved earlier");
+        assert!(arm_sweep(Some(sooner), None, now).is_none(), "nothing held, no timer");
     }
 }
