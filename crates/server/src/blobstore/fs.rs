@@ -112,11 +112,18 @@ impl FsStaging {
 /// it; with this, ~5 ms). On Linux, DONTNEED queues a range's dirty pages for writeback without
 /// waiting for it and drops only clean pages, which these are not yet, so they stay cached for
 /// downloads. Only advice: durability rests on the fsync alone.
+#[cfg(target_os = "linux")]
 fn start_writeback(file: Arc<std::fs::File>, at: u64, len: u64) -> Option<JoinHandle<()>> {
     let len = std::num::NonZeroU64::new(len)?;
     Some(tokio::task::spawn_blocking(move || {
         let _ = rustix::fs::fadvise(&*file, at, Some(len), rustix::fs::Advice::DontNeed);
     }))
+}
+
+/// Elsewhere (macOS has no `fadvise`) the final fsync writes everything, as it did before.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: Arc<std::fs::File>, _at: u64, _len: u64) -> Option<JoinHandle<()>> {
+    None
 }
 
 /// A complete, fsynced temporary file.
