@@ -20,6 +20,7 @@ fn target() -> fn(&[u8]) {
             "range_raw" => targets::range_raw,
             "range_oracle" => targets::range_oracle,
             "multipart_head" => targets::multipart_head,
+            "multipart_file" => targets::multipart_file,
             "doc_name" => targets::doc_name,
             "oplog_push" => targets::oplog_push,
             other => panic!("unknown CONCORD_FUZZ_TARGET {other:?}"),

@@ -37,6 +37,11 @@ fn fuzz_multipart_head() {
 }
 
 #[test]
+fn fuzz_multipart_file() {
+    fuzz("multipart_file", targets::multipart_file);
+}
+
+#[test]
 fn fuzz_doc_name() {
     fuzz("doc_name", targets::doc_name);
 }

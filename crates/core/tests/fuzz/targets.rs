@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Result as ArbResult, Unstructured};
-use concord_core::blob::{ByteRange, MAX_MULTIPART_HEADERS, MAX_MULTIPART_PREAMBLE, MultipartHead, parse_range};
+use concord_core::blob::{
+    ByteRange, MAX_MULTIPART_HEADERS, MAX_MULTIPART_PREAMBLE, MultipartError, MultipartFile, MultipartHead, parse_range,
+};
 use concord_core::hocuspocus::{self, Session, Step};
 use concord_core::oplog::{MAX_PUSH_OPS, PushOp, PushRequest, validate_push};
 use concord_core::share::Access;
@@ -384,6 +386,72 @@ fn multipart_head_inner(u: &mut Unstructured<'_>) -> ArbResult<()> {
     }
     assert_eq!(verdict, whole_verdict, "chunking changed the verdict for boundary {boundary:?}");
     Ok(())
+}
+
+/// The upload's multipart parser: the same body cut into arbitrary chunks gives the same file
+/// bytes or the same refusal as fed whole, and a well-formed upload of any bytes (delimiter
+/// look-alikes included) gives exactly those bytes.
+pub fn multipart_file(data: &[u8]) {
+    let _ = multipart_file_inner(&mut Unstructured::new(data));
+}
+
+fn multipart_file_inner(u: &mut Unstructured<'_>) -> ArbResult<()> {
+    let boundary = *u.choose(&["b", "X-BOUNDARY", "----WebKitFormBoundary7MA4YWxkTrZu0gW"])?;
+    let delimiter = format!("\r\n--{boundary}");
+    // File bytes drawn from pieces of the delimiter and arbitrary bytes, so near misses abound.
+    let mut file = Vec::new();
+    for _ in 0..u.int_in_range(0..=8)? {
+        if u.arbitrary()? {
+            let len = u.int_in_range(1..=delimiter.len() - 1)?;
+            file.extend_from_slice(&delimiter.as_bytes()[..len]);
+        } else {
+            let len = u.int_in_range(0..=16)?;
+            file.extend_from_slice(u.bytes(len)?);
+        }
+    }
+    // The file ends where the delimiter first appears after it.
+    let ended = [&file[..], delimiter.as_bytes()].concat();
+    let well_formed = ended.windows(delimiter.len()).position(|w| w == delimiter.as_bytes()) == Some(file.len());
+    let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n");
+    let mut body = [head.as_bytes(), &file, delimiter.as_bytes(), b"--\r\n"].concat();
+    if u.arbitrary()? {
+        // Damaged: cut short, or with bytes flipped.
+        let keep = u.int_in_range(0..=body.len())?;
+        body.truncate(keep);
+        for _ in 0..u.int_in_range(0..=2)? {
+            if !body.is_empty() {
+                let at = u.int_in_range(0..=body.len() - 1)?;
+                body[at] ^= u.int_in_range(1..=255u8)?;
+            }
+        }
+    } else if well_formed {
+        assert_eq!(parse_upload(boundary, &body, &[]), Ok(file.clone()), "boundary {boundary:?}");
+    }
+    let whole = parse_upload(boundary, &body, &[]);
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    while at < body.len() && u.arbitrary()? {
+        at += u.int_in_range(1..=body.len() - at)?;
+        cuts.push(at);
+    }
+    assert_eq!(parse_upload(boundary, &body, &cuts), whole, "chunking changed the outcome for {boundary:?}");
+    Ok(())
+}
+
+/// The file bytes of `body` cut at `cuts`, or why it was refused.
+fn parse_upload(boundary: &str, body: &[u8], cuts: &[usize]) -> Result<Vec<u8>, MultipartError> {
+    let mut parser = MultipartFile::new(boundary);
+    let (mut file, mut from) = (Vec::new(), 0);
+    for &to in cuts.iter().chain([&body.len()]) {
+        for piece in parser.feed(bytes::Bytes::copy_from_slice(&body[from..to]))? {
+            file.extend_from_slice(&piece);
+        }
+        from = to;
+        if parser.is_complete() {
+            return Ok(file);
+        }
+    }
+    Err(parser.ended_early())
 }
 
 fn repeat_byte(u: &mut Unstructured<'_>, byte: u8, max: usize) -> ArbResult<Vec<u8>> {

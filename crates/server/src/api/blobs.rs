@@ -1,17 +1,15 @@
 //! `POST /api/v1/blobs/` and `GET`/`HEAD /api/v1/blobs/{sha256}`: content-addressed attachments,
 //! readable only from the scope that uploaded them. The bytes are handled by [`crate::blobstore`].
 
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::body::Bytes;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use concord_core::blob::{BlobHash, ByteRange, MultipartHead, parse_range};
+use concord_core::blob::{BlobHash, ByteRange, MultipartError, MultipartFile, multipart_boundary, parse_range};
 use concord_store::AddBlobRef;
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::api::oplog::sync_scope;
@@ -28,8 +26,8 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(download))
 }
 
-fn invalid_multipart(message: &'static str) -> ApiError {
-    ApiError::bad_request("invalid_multipart", message)
+fn refused(err: MultipartError) -> ApiError {
+    ApiError::bad_request("invalid_multipart", err.to_string())
 }
 
 fn too_large() -> ApiError {
@@ -42,88 +40,13 @@ struct Uploaded {
     size: u64,
 }
 
-/// Most bytes read after the file part's data ends: the closing delimiter and an epilogue, which
-/// clients leave empty. Without a bound, a second part whose header never ends would be buffered
-/// whole while the parser looks for its end.
-const MAX_MULTIPART_TAIL: usize = 8 * 1024;
-
-/// What the multipart parser may still read, shared between it (through [`BoundedBody`]) and
-/// the handler, which says when the file part's data has ended.
-#[derive(Default)]
-struct BodyBounds {
-    /// Set once the file part's data has ended: bytes read since then.
-    tail: Option<usize>,
-    /// Why the body was cut off, for the client's answer.
-    refused: Option<String>,
-}
-
-/// The request body on its way to the multipart parser, refused (the stream fails) once its
-/// preamble, its first part's headers ([`MultipartHead`]) or its tail pass their bounds.
-struct BoundedBody {
-    inner: axum::body::BodyDataStream,
-    /// `None` once the first part's headers are complete.
-    head: Option<MultipartHead>,
-    bounds: Arc<Mutex<BodyBounds>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct BodyRefused(String);
-
-impl futures_util::Stream for BoundedBody {
-    type Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
-        let chunk = match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => chunk,
-            other => return other.map(|next| next.map(|result| result.map_err(Into::into))),
-        };
-        let refused = match self.head.as_mut().map(|head| head.feed(&chunk)) {
-            Some(Err(err)) => Some(err.to_string()),
-            Some(Ok(done)) => {
-                if done {
-                    self.head = None;
-                }
-                None
-            }
-            None => {
-                let mut bounds = self.bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match bounds.tail.as_mut() {
-                    Some(tail) => {
-                        *tail += chunk.len();
-                        (*tail > MAX_MULTIPART_TAIL)
-                            .then(|| format!("more than {MAX_MULTIPART_TAIL} bytes follow the file part"))
-                    }
-                    None => None,
-                }
-            }
-        };
-        if let Some(reason) = refused {
-            self.bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refused = Some(reason.clone());
-            return Poll::Ready(Some(Err(BodyRefused(reason).into())));
-        }
-        Poll::Ready(Some(Ok(chunk)))
-    }
-}
-
-/// The multipart parser over the bounded request body, and the bounds it shares with the handler.
-fn bounded_multipart(request: Request) -> Result<(multer::Multipart<'static>, Arc<Mutex<BodyBounds>>), ApiError> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|_| invalid_multipart("invalid multipart request"))?;
-    let bounds = Arc::new(Mutex::new(BodyBounds::default()));
-    let body = BoundedBody {
-        inner: request.into_body().into_data_stream(),
-        head: Some(MultipartHead::new(&boundary)),
-        bounds: bounds.clone(),
-    };
-    Ok((multer::Multipart::new(body, boundary), bounds))
-}
-
-/// The answer to a multipart error: the bound that cut the body off, if one did.
-fn multipart_error(bounds: &Mutex<BodyBounds>, otherwise: &'static str) -> ApiError {
-    match bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refused.take() {
-        Some(reason) => ApiError::bad_request("invalid_multipart", reason),
-        None => invalid_multipart(otherwise),
+/// The body's next chunk. A body that fails (the client gone, too slow, over a limit) or ends
+/// before the closing delimiter is refused.
+async fn next_chunk(body: &mut BodyDataStream, parser: &MultipartFile) -> Result<Bytes, ApiError> {
+    match body.next().await {
+        Some(Ok(chunk)) => Ok(chunk),
+        Some(Err(_)) => Err(refused(MultipartError::Malformed)),
+        None => Err(refused(parser.ended_early())),
     }
 }
 
@@ -144,32 +67,31 @@ async fn upload(
     request: Request,
 ) -> Result<axum::Json<Uploaded>, ApiError> {
     let scope = sync_scope(&principal)?;
-    let (mut multipart, bounds) = bounded_multipart(request)?;
-    let mut field = match multipart.next_field().await {
-        Ok(Some(field)) => field,
-        Ok(None) => return Err(invalid_multipart("file field is required")),
-        Err(_) => return Err(multipart_error(&bounds, "invalid multipart request")),
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multipart_boundary(content_type).ok_or_else(|| refused(MultipartError::Malformed))?;
+    let mut parser = MultipartFile::new(&boundary);
+    let mut body = request.into_body().into_data_stream();
+    // No upload is begun before the part's headers are accepted, so a refused head never
+    // touches the blob store.
+    let mut pieces = loop {
+        let pieces = parser.feed(next_chunk(&mut body, &parser).await?).map_err(refused)?;
+        if parser.in_file() {
+            break pieces;
+        }
     };
-    if field.name() != Some("file") || field.file_name().is_none_or(str::is_empty) {
-        return Err(invalid_multipart("exactly one file field is required"));
-    }
     let limits = state.config.blobs;
     let mut upload = state.blobs.begin_upload(limits.max_bytes).await.map_err(ApiError::io)?;
     loop {
-        match field.chunk().await {
-            Ok(Some(chunk)) => upload.write(chunk).await.map_err(|e| match e {
+        for piece in pieces {
+            upload.write(piece).await.map_err(|e| match e {
                 UploadError::TooLarge => too_large(),
                 UploadError::Io(e) => ApiError::io(e),
-            })?,
-            Ok(None) => break,
-            Err(_) => return Err(multipart_error(&bounds, "invalid multipart request")),
+            })?;
         }
-    }
-    drop(field);
-    bounds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tail = Some(0);
-    // One unambiguous contract: a second part could smuggle data past the checks above.
-    if !matches!(multipart.next_field().await, Ok(None)) {
-        return Err(multipart_error(&bounds, "exactly one file field is required"));
+        if parser.is_complete() {
+            break;
+        }
+        pieces = parser.feed(next_chunk(&mut body, &parser).await?).map_err(refused)?;
     }
     // Durability, on every blob store: the bytes are staged durably first (fsynced temporary file;
     // completed S3 multipart upload, or a small blob's buffer), then the reference commits, then

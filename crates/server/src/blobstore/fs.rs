@@ -7,11 +7,11 @@
 //! Bytes move in batches of [`IO_BATCH`], one batch in a blocking thread while the next one is
 //! received and hashed (upload) or sent (download): a system call and a thread hand-off per MiB
 //! instead of per network chunk, and the disk and the socket work at the same time. An upload or a
-//! download holds at most two batches.
+//! download holds at most two batches. An upload's written batches are sent on to the disk while
+//! the rest arrives ([`start_writeback`]), so its fsync has little left to wait for.
 
 use std::io::{self, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -68,6 +68,13 @@ struct FsStaging {
     /// Chunks received since the last batch was handed off, kept as they came (no copy).
     batch: Vec<Bytes>,
     batch_len: usize,
+    /// Bytes handed off to be written: where the next batch starts in the file.
+    written: u64,
+    /// Bytes from which no writeback has been started yet ([`start_writeback`]), and the one
+    /// writeback that may be running: at most one, so a disk slower than the network never piles
+    /// up blocking threads.
+    flushed_to: u64,
+    writeback: Option<JoinHandle<()>>,
     /// The batch being written. Dropped with the upload, it still finishes into the unlinked file.
     writing: Option<JoinHandle<io::Result<()>>>,
     temp: TempPath,
@@ -78,7 +85,13 @@ impl FsStaging {
     /// Waits for the batch being written, then hands off the one collected since.
     async fn hand_off(&mut self) -> io::Result<()> {
         self.wait_for_write().await?;
+        if self.writeback.as_ref().is_none_or(JoinHandle::is_finished) {
+            // Everything written so far is in the file: have the disk start on it.
+            self.writeback = start_writeback(self.file.clone(), self.flushed_to, self.written - self.flushed_to);
+            self.flushed_to = self.written;
+        }
         let (file, batch) = (self.file.clone(), std::mem::take(&mut self.batch));
+        self.written += self.batch_len as u64;
         self.batch_len = 0;
         self.writing =
             Some(tokio::task::spawn_blocking(move || batch.iter().try_for_each(|chunk| (&*file).write_all(chunk))));
@@ -91,6 +104,26 @@ impl FsStaging {
             None => Ok(()),
         }
     }
+}
+
+/// Has the kernel start writing `len` written bytes from `at` to disk, in a blocking thread
+/// that nothing waits for, so the final fsync waits for about the last batch rather than the
+/// whole upload (B1: the fsync of a 100 MiB upload left dirty took ~65 ms, a fifth of receiving
+/// it; with this, ~5 ms). On Linux, DONTNEED queues a range's dirty pages for writeback without
+/// waiting for it and drops only clean pages, which these are not yet, so they stay cached for
+/// downloads. Only advice: durability rests on the fsync alone.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: Arc<std::fs::File>, at: u64, len: u64) -> Option<JoinHandle<()>> {
+    let len = std::num::NonZeroU64::new(len)?;
+    Some(tokio::task::spawn_blocking(move || {
+        let _ = rustix::fs::fadvise(&*file, at, Some(len), rustix::fs::Advice::DontNeed);
+    }))
+}
+
+/// Elsewhere (macOS has no `fadvise`) the final fsync writes everything, as it did before.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: Arc<std::fs::File>, _at: u64, _len: u64) -> Option<JoinHandle<()>> {
+    None
 }
 
 /// A complete, fsynced temporary file.
@@ -147,6 +180,9 @@ impl BlobBackend for FsBlobs {
             file: Arc::new(file.into_std().await),
             batch: Vec::new(),
             batch_len: 0,
+            written: 0,
+            flushed_to: 0,
+            writeback: None,
             writing: None,
             temp: TempPath(Some(path)),
             root: self.root.clone(),
@@ -234,12 +270,7 @@ fn read_ahead(file: Arc<std::fs::File>, range: Range<u64>) -> super::BlobStream 
     let read_from = move |file: &Arc<std::fs::File>, at: u64| {
         let file = file.clone();
         let len = (end - at).min(IO_BATCH as u64) as usize;
-        tokio::task::spawn_blocking(move || {
-            let mut batch = vec![0; len];
-            // Placed blobs never change, so a short read means the file was damaged: an error.
-            file.read_exact_at(&mut batch, at)?;
-            Ok::<_, io::Error>(Bytes::from(batch))
-        })
+        tokio::task::spawn_blocking(move || read_batch(&file, at, len))
     };
     let first = (range.start < end).then(|| read_from(&file, range.start));
     let state = (file, range.start, first);
@@ -251,6 +282,24 @@ fn read_ahead(file: Arc<std::fs::File>, range: Range<u64>) -> super::BlobStream 
         Ok(Some((batch, (file, next, reading))))
     })
     .boxed()
+}
+
+/// `len` bytes of `file` from `at`, read into a buffer that is not zeroed first: a reused 1 MiB
+/// allocation was filled with zeros before every read (perf, B1), only to be overwritten.
+fn read_batch(file: &std::fs::File, at: u64, len: usize) -> io::Result<Bytes> {
+    let mut batch = Vec::with_capacity(len);
+    while batch.len() < len {
+        let offset = at + batch.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut batch), offset) {
+            // Placed blobs never change, so a short file means it was damaged: an error.
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The allocator may give more capacity than asked for, and the read fills all of it.
+    batch.truncate(len);
+    Ok(Bytes::from(batch))
 }
 
 #[async_trait::async_trait]

@@ -205,3 +205,78 @@ pub(crate) async fn large_upload_keeps_memory_flat(app: TestAppBuilder, size: u6
     assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB for a {size}-byte upload");
     assert_eq!(stored_size(&app, sha.as_str()), Some(size));
 }
+
+/// Uploads `body` as a chunked stream cut at `cuts`: each piece reaches the server as a chunk of
+/// its own (or several), never merged with the next.
+async fn upload_in_pieces(
+    app: &TestApp,
+    d: &crate::oplog_client::Device,
+    body: &[u8],
+    cuts: &[usize],
+) -> reqwest::Response {
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for &to in cuts.iter().chain([&body.len()]) {
+        pieces.push(Ok::<_, std::io::Error>(body[from..to].to_vec()));
+        from = to;
+    }
+    app.client
+        .post(app.url("/api/v1/blobs/"))
+        .bearer_auth(&d.token)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The server finds the file's end however the body's chunks cut the closing delimiter, and
+/// bytes that look like the start of the delimiter (held back until the next chunk says) are the
+/// file's: its hash covers them, up to its very last byte.
+#[tokio::test]
+async fn chunk_boundaries_inside_the_delimiter_change_nothing() {
+    let app = TestApp::spawn().await;
+    let d = device(&app, "alice", "v").await;
+    let delimiter = format!("\r\n--{BOUNDARY}");
+    let near = &delimiter.as_bytes()[..delimiter.len() - 1];
+    // The file ends with all but the last byte of the delimiter, and holds it in the middle.
+    let data = [&b"start"[..], near, b"middle\r\n-", near].concat();
+    let body = multipart_body("f", &data);
+    let data_end = body.len() - format!("{delimiter}--\r\n").len();
+    for cuts in (data_end - near.len() - 2..body.len())
+        .map(|cut| vec![cut])
+        .chain([(1..body.len()).collect(), (data_end - 3..data_end + delimiter.len() + 3).collect()])
+    {
+        let response = upload_in_pieces(&app, &d, &body, &cuts).await;
+        let answer = json_of(response, 200).await;
+        assert_eq!(answer, json!({"sha256": sha256_hex(&data), "size": data.len()}), "cut at {cuts:?}");
+    }
+    // The same file but for its last byte is another blob, and each downloads as itself.
+    let mut other = data.clone();
+    *other.last_mut().unwrap() ^= 1;
+    let other_sha = upload(&app, &d, &other).await;
+    assert_ne!(other_sha, sha256_hex(&data));
+    assert_eq!(download_verified(&app, &d, &sha256_hex(&data), data.len()).await, data);
+    assert_eq!(download_verified(&app, &d, &other_sha, other.len()).await, other);
+    assert_eq!(stored_blobs(&app).len(), 2);
+}
+
+/// A body that ends anywhere before its closing delimiter is complete (in the data, inside the
+/// delimiter, before its `--`) is refused, and leaves no blob, no staging and no reference.
+#[tokio::test]
+async fn a_truncated_body_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let d = device(&app, "alice", "v").await;
+    let data = vec![5u8; 3 << 20];
+    let body = multipart_body("t", &data);
+    let closing = body.len() - 4; // where the final "--\r\n" starts
+    for end in [closing - (2 << 20), closing - BOUNDARY.len() - 4, closing - 1, closing, closing + 1] {
+        let response = upload_raw(&app, &d, body[..end].to_vec()).await;
+        assert_eq!(json_of(response, 400).await["code"], "invalid_multipart", "cut off at {end}");
+    }
+    assert_eq!(staged_uploads(&app), 0);
+    assert!(stored_blobs(&app).is_empty(), "{:?}", stored_blobs(&app));
+    assert_eq!(download(&app, &d, &sha256_hex(&data)).await.status(), 404);
+    // Whole, the same body is accepted.
+    assert_eq!(json_of(upload_raw(&app, &d, body).await, 200).await["sha256"], sha256_hex(&data));
+}
