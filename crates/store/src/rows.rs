@@ -11,16 +11,18 @@ use crate::{
     WorkspaceRecord, WorkspaceStats, WorkspaceUsage,
 };
 
-/// The column types Concord's records use, decodable by the backend of `R`.
+/// The column types Concord's records use, decodable by the backend of `R`, read by name or, on
+/// hot paths whose select list is fixed (a pull's page), by position: sqlx looks a name up in a
+/// hash map for every cell.
 pub(crate) trait StoreRow: Row
 where
     for<'a> &'a str: ColumnIndex<Self>,
 {
-    fn text(&self, column: &str) -> String;
-    fn opt_text(&self, column: &str) -> Option<String>;
-    fn int(&self, column: &str) -> i64;
-    fn opt_int(&self, column: &str) -> Option<i64>;
-    fn flag(&self, column: &str) -> bool;
+    fn text<I: ColumnIndex<Self>>(&self, column: I) -> String;
+    fn opt_text<I: ColumnIndex<Self>>(&self, column: I) -> Option<String>;
+    fn int<I: ColumnIndex<Self>>(&self, column: I) -> i64;
+    fn opt_int<I: ColumnIndex<Self>>(&self, column: I) -> Option<i64>;
+    fn flag<I: ColumnIndex<Self>>(&self, column: I) -> bool;
 }
 
 impl<R: Row> StoreRow for R
@@ -30,19 +32,19 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
 {
-    fn text(&self, column: &str) -> String {
+    fn text<I: ColumnIndex<Self>>(&self, column: I) -> String {
         self.get(column)
     }
-    fn opt_text(&self, column: &str) -> Option<String> {
+    fn opt_text<I: ColumnIndex<Self>>(&self, column: I) -> Option<String> {
         self.get(column)
     }
-    fn int(&self, column: &str) -> i64 {
+    fn int<I: ColumnIndex<Self>>(&self, column: I) -> i64 {
         self.get(column)
     }
-    fn opt_int(&self, column: &str) -> Option<i64> {
+    fn opt_int<I: ColumnIndex<Self>>(&self, column: I) -> Option<i64> {
         self.get(column)
     }
-    fn flag(&self, column: &str) -> bool {
+    fn flag<I: ColumnIndex<Self>>(&self, column: I) -> bool {
         self.get(column)
     }
 }
@@ -101,32 +103,40 @@ where
     }
 }
 
-pub(crate) fn stored_op_from<R: StoreRow>(row: &R) -> StoredOp
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
-    StoredOp {
-        op_id: row.text("op_id"),
-        server_sequence: row.int("server_sequence"),
-        device_id: row.text("device_id"),
-        entity_type: row.text("entity_type"),
-        entity_id: row.text("entity_id"),
-        op_type: row.text("op_type"),
-        payload_json: row.text("payload_json"),
-        created_at: row.text("created_at"),
-    }
+/// The select list of a pull's one statement on every backend (the scope's head row `h`
+/// left-joined to its ops `o`), in the order [`pull_snapshot_from`] reads by position.
+macro_rules! pull_columns {
+    () => {
+        "h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type, o.payload_json, o.created_at"
+    };
 }
+pub(crate) use pull_columns;
 
-/// From the rows of a pull's one statement: the scope's head row joined (left) to the page of ops
-/// after the cursor, so head and ops come from one snapshot without a transaction around two
-/// statements. No head row means a scope that never pushed (head 0, no rows); a head without ops
-/// after the cursor is one row whose op columns are NULL.
+/// From the rows of a pull's one statement (columns: [`pull_columns!`]): the scope's head row
+/// joined (left) to the page of ops after the cursor, so head and ops come from one snapshot
+/// without a transaction around two statements. No head row means a scope that never pushed
+/// (head 0, no rows); a head without ops after the cursor is one row whose op columns are NULL.
 pub(crate) fn pull_snapshot_from<R: StoreRow>(rows: &[R]) -> PullSnapshot
 where
     for<'a> &'a str: ColumnIndex<R>,
+    usize: ColumnIndex<R>,
 {
-    let head = rows.first().map_or(0, |row| row.int("head"));
-    let ops = rows.iter().filter(|row| row.opt_int("server_sequence").is_some()).map(stored_op_from).collect();
+    let head = rows.first().map_or(0, |row| row.int(0));
+    let ops = rows
+        .iter()
+        .filter_map(|row| {
+            Some(StoredOp {
+                server_sequence: row.opt_int(2)?,
+                op_id: row.text(1),
+                device_id: row.text(3),
+                entity_type: row.text(4),
+                entity_id: row.text(5),
+                op_type: row.text(6),
+                payload_json: row.text(7),
+                created_at: row.text(8),
+            })
+        })
+        .collect();
     PullSnapshot { head, ops }
 }
 

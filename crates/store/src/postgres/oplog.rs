@@ -12,7 +12,7 @@ use concord_core::oplog::{PushOp, ValidPush, conflict_floor, is_delete};
 use super::blobs::BLOB_SIZE;
 use super::{PgStore, write_error};
 use crate::oplog::{NewOps, new_ops};
-use crate::rows::{conflicts_from, pull_snapshot_from};
+use crate::rows::{conflicts_from, pull_columns, pull_snapshot_from};
 use crate::{EncodeResponse, OplogStore, PullSnapshot, PushOutcome, PushResult, Scope, StoreResult};
 
 const HEAD: &str = "SELECT head FROM oplog_heads WHERE user_id = $1 AND vault_id = $2";
@@ -183,14 +183,14 @@ impl OplogStore for PgStore {
     async fn pull(&self, scope: &Scope, since: i64, limit: i64) -> StoreResult<PullSnapshot> {
         // One statement reads one snapshot on both backends, so the head and the page agree
         // without a transaction around two statements (see the module docs).
-        let rows = sqlx::query(
-            "SELECT h.head, o.op_id, o.server_sequence, o.device_id, o.entity_type, o.entity_id, o.op_type,
-                    o.payload_json, o.created_at
-             FROM oplog_heads h LEFT JOIN oplog_ops o
-               ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > $3
-             WHERE h.user_id = $1 AND h.vault_id = $2
-             ORDER BY o.server_sequence LIMIT $4",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            pull_columns!(),
+            " FROM oplog_heads h LEFT JOIN oplog_ops o
+                 ON o.user_id = h.user_id AND o.vault_id = h.vault_id AND o.server_sequence > $3
+                 WHERE h.user_id = $1 AND h.vault_id = $2
+                 ORDER BY o.server_sequence LIMIT $4"
+        ))
         .bind(&scope.user_id)
         .bind(&scope.vault_id)
         .bind(since)

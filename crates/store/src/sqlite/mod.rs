@@ -33,6 +33,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use concord_core::oplog::MAX_PULL_PAGE;
 use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -42,6 +43,13 @@ use crate::{ConflictKind, Store, StoreError, StoreResult};
 
 /// Readers beyond this gain nothing on the small machines Concord targets.
 const READERS: u32 = 4;
+
+/// Rows a reader's SQLite thread may hand over before the async side takes them. sqlx's default
+/// (50) stopped a pull's page (up to `MAX_PULL_PAGE + 1` rows) twice to wait for the consumer, each
+/// stop a futex wait, a wake and two context switches; with room for the whole page the statement
+/// runs through in one go. Every caller of a large read collects all its rows anyway (`fetch_all`),
+/// so this holds no more in memory than the caller already does.
+const READER_ROW_BUFFER: usize = MAX_PULL_PAGE as usize + 1;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -73,7 +81,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .connect_with(options.read_only(true).row_buffer_size(READER_ROW_BUFFER))
             .await?;
         let pushes = oplog::group_commit(writer.clone());
         Ok(SqliteStore { writer, reader, pushes })
