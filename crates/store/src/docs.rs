@@ -58,10 +58,9 @@ pub(crate) struct HeadAdvance<'a> {
     pub at: i64,
 }
 
-/// The documents of an append batch, each once, in id order. One head advance per document
-/// (instead of one per update) keeps a batch of many updates to a few statements; the id order
-/// means two batches (on PostgreSQL, two nodes) lock the head rows they share in the same order,
-/// so they queue instead of deadlocking.
+/// The documents of an append batch, each once (in id order, so a batch's statements do not
+/// depend on the order its rooms queued): one head advance per document instead of one per
+/// update, and all of them in one statement (see the backends' `append_doc_updates`).
 pub(crate) fn head_advances(batch: &[NewDocUpdate]) -> Vec<HeadAdvance<'_>> {
     let mut docs = BTreeMap::<&str, HeadAdvance<'_>>::new();
     for update in batch {

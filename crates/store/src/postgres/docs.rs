@@ -43,23 +43,39 @@ impl DocStore for PgStore {
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
         let mut tx = self.write().await?;
-        // One statement per document (in id order: see `head_advances`) and one insert for the
-        // whole batch, its columns passed as arrays, not three statements per update.
+        // Three statements per batch however many documents and updates it holds: the head rows
+        // locked in id order (two batches sharing documents, on two nodes, then queue instead of
+        // deadlocking; `UPDATE … FROM` alone locks in whatever order its join runs), all heads
+        // advanced in one statement, all updates inserted in one, their columns passed as arrays.
         let advances = head_advances(batch);
-        let mut next = HashMap::with_capacity(advances.len());
-        for doc in &advances {
-            // The row lock holds until commit; a clock that stepped back moves `updated_at` nothing.
-            let head: i64 = sqlx::query_scalar(
-                "UPDATE docs SET head = head + $2, updated_at = GREATEST(updated_at, $3) WHERE id = $1 RETURNING head",
-            )
-            .bind(doc.doc_id.as_str())
-            .bind(doc.count)
-            .bind(doc.at)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::Missing("the document no longer exists"))?;
-            next.insert(doc.doc_id.as_str(), head - doc.count + 1);
+        let ids: Vec<&str> = advances.iter().map(|doc| doc.doc_id.as_str()).collect();
+        let locked: Vec<String> = sqlx::query_scalar("SELECT id FROM docs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        if locked.len() < ids.len() {
+            return Err(StoreError::Missing("the document no longer exists"));
         }
+        // The rows are locked by this transaction until commit; a clock that stepped back moves
+        // `updated_at` nothing.
+        let heads: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE docs SET head = docs.head + v.n, updated_at = GREATEST(docs.updated_at, v.at)
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS v(id, n, at)
+             WHERE docs.id = v.id RETURNING docs.id, docs.head",
+        )
+        .bind(&ids)
+        .bind(advances.iter().map(|doc| doc.count).collect::<Vec<_>>())
+        .bind(advances.iter().map(|doc| doc.at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let counts: HashMap<&str, i64> = advances.iter().map(|doc| (doc.doc_id.as_str(), doc.count)).collect();
+        let next = heads
+            .iter()
+            .map(|(id, head)| {
+                let (&id, &count) = counts.get_key_value(id.as_str()).expect("the statement returns its own rows");
+                (id, head - count + 1)
+            })
+            .collect();
         let seqs = number_batch(batch, next);
         sqlx::query(
             "INSERT INTO doc_updates (doc_id, seq, data) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])",

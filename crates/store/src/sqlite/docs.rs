@@ -4,13 +4,14 @@
 //!
 //! Each document's row in `docs` is its head row: `head` is the seq of its newest update. An
 //! append advances it by the batch's updates of that document (`UPDATE docs SET head = head + n
-//! … RETURNING head`) and inserts them under the seqs up to the new head, in batch order, in the
-//! same write transaction as every other update of the batch. Two appends to one document cannot
-//! interleave: here every write goes through the single writer connection; on PostgreSQL the
-//! `UPDATE` takes the row lock, which holds until commit, so appenders of one document on any
-//! number of nodes queue on it (appenders of other documents do not; a batch takes its rows in
-//! document-id order, so two batches sharing documents queue instead of deadlocking) and the next
-//! one numbers its updates only after the previous one committed. A rolled-back
+//! … RETURNING head`, one statement for all the batch's documents) and inserts them under the
+//! seqs up to the new head, in batch order, in the same write transaction as every other update
+//! of the batch. Two appends to one document cannot interleave: here every write goes through the
+//! single writer connection; on PostgreSQL the `UPDATE` takes the row lock, which holds until
+//! commit, so appenders of one document on any number of nodes queue on it (appenders of other
+//! documents do not; a batch locks its rows in document-id order first, so two batches sharing
+//! documents queue instead of deadlocking) and the next one numbers its updates only after the
+//! previous one committed. A rolled-back
 //! batch advances nothing, so no seq is skipped, and seqs become visible in ascending order. A
 //! load reads head, snapshot and updates in one read transaction, so what it returns is every
 //! update from `snapshot_seq + 1` to `head` with nothing missing.
@@ -36,8 +37,10 @@ use super::{SqliteStore, write_error};
 use crate::docs::{head_advances, number_batch};
 use crate::{DocId, DocSize, DocStore, DocSummary, NewDocUpdate, StoreError, StoreResult, StoredDoc, WorkspaceRecord};
 
-/// Updates per multi-row insert: three parameters each, far below SQLite's 32 766.
+/// Updates per multi-row insert, and documents per head advance: three parameters each, far
+/// below SQLite's 32 766.
 const INSERT_ROWS: usize = 1000;
+const ADVANCE_ROWS: usize = 1000;
 
 #[async_trait::async_trait]
 impl DocStore for SqliteStore {
@@ -69,26 +72,34 @@ impl DocStore for SqliteStore {
 
     async fn append_doc_updates(&self, batch: &[NewDocUpdate]) -> StoreResult<Vec<i64>> {
         let mut txn = self.writer.begin().await?;
-        // One statement per document and one insert per chunk of updates, not three statements
-        // per update: each is a round trip to SQLite's worker thread.
+        // Four statements per batch however many documents and updates it holds (up to the
+        // chunk sizes): each statement is a round trip to SQLite's worker thread, two thread
+        // wake-ups, and with one per document or per update these were most of a busy server's
+        // CPU (perf, Y3).
         let advances = head_advances(batch);
         let mut next = HashMap::with_capacity(advances.len());
         let mut row_ids = HashMap::with_capacity(advances.len());
-        for doc in &advances {
-            // The head row numbers the updates (see the module docs); a missing document (its
+        for chunk in advances.chunks(ADVANCE_ROWS) {
+            // The head rows number the updates (see the module docs); a missing document (its
             // workspace was deleted meanwhile) fails the whole batch. A clock that stepped back
             // moves `updated_at` nothing.
-            let (id, head): (i64, i64) = sqlx::query_as(
-                "UPDATE docs SET head = head + ?2, updated_at = MAX(updated_at, ?3) WHERE uid = ?1 RETURNING id, head",
-            )
-            .bind(doc.doc_id.as_str())
-            .bind(doc.count)
-            .bind(doc.at)
-            .fetch_optional(&mut *txn)
-            .await?
-            .ok_or(StoreError::Missing("the document no longer exists"))?;
-            next.insert(doc.doc_id.as_str(), head - doc.count + 1);
-            row_ids.insert(doc.doc_id.as_str(), id);
+            let mut advance = QueryBuilder::<Sqlite>::new(
+                "UPDATE docs SET head = head + v.column2, updated_at = MAX(updated_at, v.column3) FROM (",
+            );
+            advance.push_values(chunk, |mut row, doc| {
+                row.push_bind(doc.doc_id.as_str()).push_bind(doc.count).push_bind(doc.at);
+            });
+            advance.push(") AS v WHERE docs.uid = v.column1 RETURNING uid, id, head");
+            let heads: Vec<(String, i64, i64)> = advance.build_query_as().fetch_all(&mut *txn).await?;
+            if heads.len() < chunk.len() {
+                return Err(StoreError::Missing("the document no longer exists"));
+            }
+            let counts: HashMap<&str, i64> = chunk.iter().map(|doc| (doc.doc_id.as_str(), doc.count)).collect();
+            for (uid, id, head) in heads {
+                let (&uid, &count) = counts.get_key_value(uid.as_str()).expect("the statement returns its own rows");
+                next.insert(uid, head - count + 1);
+                row_ids.insert(uid, id);
+            }
         }
         let seqs = number_batch(batch, next);
         let rows: Vec<(i64, i64, &[u8])> = batch
