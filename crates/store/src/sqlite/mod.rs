@@ -70,6 +70,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Statement journals and sorts in memory, not in files under /var/tmp: with files, a
+            // busy Yjs server created, unlinked and closed one about every 30 ms (strace, Y3).
+            // What goes there is a statement's or a query's working set, bounded by the pages
+            // of rows every caller reads.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
