@@ -271,18 +271,18 @@ impl OpWire<'_> {
         json_value(out, self.op_id);
         out.extend_from_slice(b",\"server_sequence\":");
         json_value(out, &self.server_sequence);
-        out.extend_from_slice(b",\"device_id\":");
-        json_value(out, self.device_id);
-        out.extend_from_slice(b",\"entity_type\":");
-        json_value(out, self.entity_type);
-        out.extend_from_slice(b",\"entity_id\":");
-        json_value(out, self.entity_id);
-        out.extend_from_slice(b",\"op_type\":");
-        json_value(out, self.op_type);
-        out.extend_from_slice(b",\"payload_json\":");
-        json_value(out, self.payload_json);
-        out.extend_from_slice(b",\"created_at\":");
-        json_value(out, self.created_at);
+        let strings: [(&[u8], &str); 6] = [
+            (b",\"device_id\":", self.device_id),
+            (b",\"entity_type\":", self.entity_type),
+            (b",\"entity_id\":", self.entity_id),
+            (b",\"op_type\":", self.op_type),
+            (b",\"payload_json\":", self.payload_json),
+            (b",\"created_at\":", self.created_at),
+        ];
+        for (key, value) in strings {
+            out.extend_from_slice(key);
+            json_value(out, value);
+        }
         out.push(b'}');
     }
 }
